@@ -1,0 +1,97 @@
+# meterflow — the two commands a newcomer needs: `make demo` and `make test`.
+# Every target sets up what is missing first (idempotent): Debian packages, a venv,
+# and `pip install -e .[dev]`.
+
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.meterflow-installed
+# Debian packages installed when missing: python3 python3-venv python3-pip mosquitto
+# systemd (for systemd-analyze verify of our units),
+# and postgresql when no PostgreSQL server is reachable (see the postgres target).
+
+.PHONY: setup system-packages postgres demo test lint typecheck unit bench chaos clean
+
+setup: system-packages postgres $(STAMP)
+
+# Installs only what is missing, with apt-get (needs root, as on a concentrator or CI).
+system-packages:
+	@missing=""; \
+	command -v python3 >/dev/null || missing="$$missing python3"; \
+	python3 -c 'import ensurepip, venv' 2>/dev/null || missing="$$missing python3-venv python3-pip"; \
+	command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ] || missing="$$missing mosquitto"; \
+	command -v systemd-analyze >/dev/null || missing="$$missing systemd"; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  if [ "$$(id -u)" != 0 ]; then echo "need root for apt-get (or install:$$missing)"; exit 1; fi; \
+	  DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	fi
+
+# The scale-out receiver path is tested against a real PostgreSQL. Nothing to do when
+# MF_TEST_POSTGRES_URL is set or the machine's server already accepts us (on loopback
+# with trust authentication, or on the Unix socket as a role named after this user).
+# Otherwise: install Debian's postgresql, start its cluster, and create that role (a
+# superuser, for the tests' private schemas) and the database "test".
+PG_TCP := postgresql://postgres@127.0.0.1:5432/test
+PG_SOCKET := postgresql:///test?host=/var/run/postgresql
+postgres:
+	@if [ -n "$$MF_TEST_POSTGRES_URL" ]; then exit 0; fi; \
+	if command -v psql >/dev/null && { psql -qtAc 'SELECT 1' '$(PG_TCP)' >/dev/null 2>&1 || \
+	   psql -qtAc 'SELECT 1' '$(PG_SOCKET)' >/dev/null 2>&1; }; then exit 0; fi; \
+	if [ "$$(id -u)" != 0 ]; then \
+	  echo "no PostgreSQL for the tests: install postgresql or set MF_TEST_POSTGRES_URL"; exit 1; fi; \
+	if ! command -v pg_ctlcluster >/dev/null; then \
+	  echo "installing Debian packages: postgresql"; \
+	  DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql; fi; \
+	version=$$(ls /usr/lib/postgresql | sort -V | tail -1); \
+	pg_lsclusters -h | grep -q "^$$version main" || pg_createcluster "$$version" main; \
+	pg_ctlcluster "$$version" main start 2>/dev/null || true; \
+	for i in $$(seq 60); do pg_isready -q -h /var/run/postgresql && break; sleep 1; done; \
+	me=$$(id -un); \
+	su postgres -c "psql -qtAc \"SELECT 1 FROM pg_roles WHERE rolname = '$$me'\"" | grep -q 1 || \
+	  su postgres -c "createuser --superuser $$me"; \
+	su postgres -c "psql -qtAc \"SELECT 1 FROM pg_database WHERE datname = 'test'\"" | grep -q 1 || \
+	  su postgres -c "createdb --owner $$me test"; \
+	psql -qtAc 'SELECT 1' '$(PG_SOCKET)' >/dev/null
+
+$(STAMP): setup.cfg pyproject.toml
+	@test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	@touch $(STAMP)
+
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+typecheck: setup
+	$(VENV)/bin/mypy --strict -p drivers -p concentrator -p cloud_receiver -p hil_sim
+
+unit: setup
+	$(VENV)/bin/pytest -q --durations=15  # the slowest tests: keep `make test` under 15 minutes
+
+test: lint typecheck unit
+
+demo: setup
+	$(PY) -m hil_sim.demo
+
+bench: setup
+	$(PY) bench/codec.py
+	$(PY) bench/daemon.py
+	$(PY) bench/wire.py
+	$(PY) bench/receiver.py
+	$(PY) bench/plc.py
+	$(PY) bench/forecast.py
+
+# The long soak: the whole chain under random faults (CHAOS_MINUTES, default 30), judged
+# against the ground truth. `make test` runs a short version (tests/test_chaos.py).
+CHAOS_MINUTES ?= 30
+# CHAOS_DB=postgres: the receiver on a fresh schema of the local PostgreSQL.
+CHAOS_DB ?=
+chaos: setup
+	$(PY) -m hil_sim.chaos --minutes $(CHAOS_MINUTES) $(if $(CHAOS_DB),--db $(CHAOS_DB))
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis demo-run bench-out

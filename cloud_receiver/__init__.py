@@ -1,0 +1,1 @@
+"""The utility side: MQTT ingest, verification, idempotent storage, acks and queries."""

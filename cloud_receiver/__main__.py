@@ -1,0 +1,3 @@
+from cloud_receiver.cli import main
+
+main()

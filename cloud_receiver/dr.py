@@ -1,0 +1,274 @@
+"""Demand response: curtail opted-in meters for a window, then report what it achieved.
+
+An event limits a group's load to ``limit_kw`` between two times. The receiver estimates
+each enrolled meter's load in that window from its own baseline (below) and curtails the
+largest loads first — a signed ``relay_open`` due at the start, a ``relay_close`` due at
+the end, both sent ahead and held by the concentrator until due — until the group's
+remaining baseline load is within the limit (all enrolled meters when no baseline exists
+yet).
+
+Baseline: the mean energy the meter used in the same clock window on the most recent
+comparable days (same kind of day: weekday or weekend) before the event that have the
+readings for it — the "X of Y days" family utilities use, without the high-day
+selection, so it is easy to check. Energy in a window is the forward-energy register at
+its end minus at its start, each taken from the stored readings (linear between the two
+nearest readings when no reading falls on the boundary, at most ``MAX_GAP_S`` apart).
+The report gives baseline, actual and reduction per meter and in total, with the register
+values it used, so every figure can be traced to the readings.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from decimal import Decimal
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from cloud_receiver import commands
+from cloud_receiver.prepay import parse_offset
+from cloud_receiver.storage import Storage
+
+ENERGY = "energy_fwd_total"
+MAX_GAP_S = 3600  # readings further apart than this do not give a boundary value
+DEFAULT_BASELINE_DAYS = 5
+LOOKBACK_DAYS = 14
+CLOSE_VALID_S = 3600.0  # the reconnection may run up to an hour after the window
+
+
+class DrError(ValueError):
+    """Bad input: unknown group or event, malformed times, empty window."""
+
+
+@dataclass(frozen=True)
+class MeterResult:
+    meter: str
+    curtailed: bool
+    baseline_kwh: Decimal | None
+    actual_kwh: Decimal | None
+    reduction_kwh: Decimal | None
+    baseline_days: list[dict[str, str]]  # {"day", "start_kwh", "end_kwh", "kwh"}
+    actual_registers: dict[str, str] | None  # {"start_kwh", "end_kwh"}
+
+
+@dataclass(frozen=True)
+class Report:
+    event: str
+    group: str
+    start: float
+    end: float
+    limit_kw: Decimal
+    meters: list[MeterResult]
+
+    @property
+    def hours(self) -> Decimal:
+        return Decimal(str(self.end - self.start)) / 3600
+
+    def total(self, field: str) -> Decimal | None:
+        values = [getattr(m, field) for m in self.meters]
+        if any(v is None for v in values):
+            return None
+        return sum(values, Decimal(0))
+
+    def as_dict(self) -> dict[str, Any]:
+        reduction = self.total("reduction_kwh")
+        return {
+            "event": self.event,
+            "group": self.group,
+            "start": self.start,
+            "end": self.end,
+            "limit_kw": str(self.limit_kw),
+            "baseline_kwh": _s(self.total("baseline_kwh")),
+            "actual_kwh": _s(self.total("actual_kwh")),
+            "reduction_kwh": _s(reduction),
+            "reduction_kw": _s(None if reduction is None else reduction / self.hours),
+            "meters": [{k: _s(v) if isinstance(v, Decimal) else v for k, v in asdict(m).items()}
+                       for m in self.meters],
+        }  # fmt: skip
+
+
+def _s(value: Decimal | None) -> str | None:
+    return None if value is None else str(value.quantize(Decimal("0.001")))
+
+
+# ---------------------------------------------------------------------- enrolment
+def enrol(storage: Storage, group: str, meters: Sequence[str], concentrator: str) -> None:
+    """Opt meters wired to ``concentrator`` in to ``group``; their commands go there."""
+    if not group:
+        raise DrError("group name is empty")
+    if not concentrator:
+        raise DrError("the concentrator the meters are wired to is needed")
+    for m in meters:
+        if len(m) != 12 or not m.isdigit():
+            raise DrError(f"meter {m!r}: expected a 12-digit address")
+    with storage.transaction() as tx:
+        for m in meters:
+            tx.rows("DELETE FROM dr_enrolment WHERE meter = ?", (m,))
+            tx.rows(
+                'INSERT INTO dr_enrolment (meter, "group", concentrator) VALUES (?, ?, ?)',
+                (m, group, concentrator),
+            )
+
+
+def enrolled(storage: Storage, group: str) -> dict[str, str]:
+    """{meter: concentrator} of the group, without prepaid meters whose supply is not on
+    (a curtailment's reconnection must never restore a supply prepayment cut off)."""
+    with storage.transaction() as tx:
+        rows = tx.rows(
+            "SELECT e.meter, e.concentrator FROM dr_enrolment e LEFT JOIN accounts a"
+            ' ON a.meter = e.meter WHERE e."group" = ?'
+            " AND (a.state IS NULL OR a.state = 'connected') ORDER BY e.meter",
+            (group,),
+        )
+    return {r[0]: r[1] for r in rows}
+
+
+# ---------------------------------------------------------------------- energy
+def _register_at(series: list[tuple[int, Decimal]], t: float) -> Decimal | None:
+    before = [(s, v) for s, v in series if s <= t]
+    after = [(s, v) for s, v in series if s >= t]
+    if not before or not after:
+        return None
+    (s0, v0), (s1, v1) = before[-1], after[0]
+    if s0 == s1:
+        return v0
+    if s1 - s0 > MAX_GAP_S:
+        return None
+    return v0 + (v1 - v0) * Decimal(str((t - s0) / (s1 - s0)))
+
+
+def _window_energy(
+    series: list[tuple[int, Decimal]], start: float, end: float
+) -> tuple[Decimal, Decimal] | None:
+    a, b = _register_at(series, start), _register_at(series, end)
+    return None if a is None or b is None or b < a else (a, b)
+
+
+def _series(storage: Storage, meter: str, since: float, until: float) -> list[tuple[int, Decimal]]:
+    rows = storage.series([ENERGY], [meter], int(since) - MAX_GAP_S, int(until) + MAX_GAP_S + 1)
+    return [(slot, Decimal(value)) for _, _, slot, value in rows]
+
+
+def baseline(
+    storage: Storage, meter: str, start: float, end: float, tz: dt.tzinfo, days: int
+) -> tuple[Decimal | None, list[dict[str, str]]]:
+    """Mean window energy on the ``days`` most recent comparable earlier days."""
+    weekend = dt.datetime.fromtimestamp(start, tz).weekday() >= 5
+    used: list[dict[str, str]] = []
+    series = _series(storage, meter, start - LOOKBACK_DAYS * 86400, start)
+    for back in range(1, LOOKBACK_DAYS + 1):
+        s, e = start - back * 86400, end - back * 86400
+        if (dt.datetime.fromtimestamp(s, tz).weekday() >= 5) != weekend:
+            continue
+        got = _window_energy(series, s, e)
+        if got is None:
+            continue
+        used.append({"day": dt.datetime.fromtimestamp(s, tz).date().isoformat(),
+                     "start_kwh": str(got[0]), "end_kwh": str(got[1]),
+                     "kwh": str(got[1] - got[0])})  # fmt: skip
+        if len(used) == days:
+            break
+    if not used:
+        return None, []
+    return sum((Decimal(u["kwh"]) for u in used), Decimal(0)) / len(used), used
+
+
+# ---------------------------------------------------------------------- events
+def create_event(
+    storage: Storage,
+    key: Ed25519PrivateKey,
+    *,
+    group: str,
+    start: float,
+    end: float,
+    limit_kw: Decimal,
+    tz: str = "+08:00",
+    baseline_days: int = DEFAULT_BASELINE_DAYS,
+    now: float | None = None,
+) -> dict[str, Any]:
+    """Choose the meters to curtail and queue their commands; returns the event."""
+    now = time.time() if now is None else now
+    if end <= start:
+        raise DrError("the window must end after it starts")
+    if end - start > 86400:
+        raise DrError("a demand-response window lasts at most a day")
+    if limit_kw < 0:
+        raise DrError("limit_kw cannot be negative")
+    meters = enrolled(storage, group)
+    if not meters:
+        raise DrError(f"no meter is enrolled in group {group!r}")
+    zone = parse_offset(tz)
+    hours = Decimal(str(end - start)) / 3600
+    loads: list[tuple[Decimal | None, str]] = []
+    for m in meters:
+        kwh, _ = baseline(storage, m, start, end, zone, baseline_days)
+        loads.append((None if kwh is None else kwh / hours, m))
+    known = all(kw is not None for kw, _ in loads)
+    remaining = sum((kw or Decimal(0) for kw, _ in loads), Decimal(0))
+    chosen: list[str] = []
+    for kw, m in sorted(loads, key=lambda x: (-(x[0] or 0), x[1])):
+        if known and remaining <= limit_kw:
+            break
+        chosen.append(m)
+        remaining -= kw or Decimal(0)
+    event_id = uuid.uuid4().hex[:12]
+    sent: list[dict[str, str]] = []
+    for m in chosen:
+        concentrator = meters[m]
+        cut = commands.issue(storage, key, concentrator=concentrator, action="relay_open",
+                             meters=[m], not_before=start, valid_for_s=end - start,
+                             issued_by=f"dr:{event_id}", now=now)  # fmt: skip
+        back = commands.issue(storage, key, concentrator=concentrator, action="relay_close",
+                              meters=[m], not_before=end, valid_for_s=CLOSE_VALID_S,
+                              issued_by=f"dr:{event_id}", now=now)  # fmt: skip
+        sent.append({"meter": m, "open": cut.id, "close": back.id})
+    detail = {
+        "tz": tz,
+        "baseline_days": baseline_days,
+        "baseline_kw": {m: _s(kw) for kw, m in loads},
+        "curtailed": chosen,
+        "commands": sent,
+    }
+    with storage.transaction() as tx:
+        tx.rows(
+            'INSERT INTO dr_events (id, "group", start_at, end_at, limit_kw, detail, created_at)'
+            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (event_id, group, start, end, str(limit_kw), json.dumps(detail), now),
+        )
+    return {"id": event_id, "group": group, "start": start, "end": end, **detail}
+
+
+def report(storage: Storage, event_id: str) -> Report:
+    with storage.transaction() as tx:
+        rows = tx.rows(
+            'SELECT "group", start_at, end_at, limit_kw, detail FROM dr_events WHERE id = ?',
+            (event_id,),
+        )
+    if not rows:
+        raise DrError(f"unknown demand-response event {event_id!r}")
+    group, start, end, limit_kw, detail_text = rows[0]
+    detail = json.loads(detail_text)
+    zone = parse_offset(detail["tz"])
+    results = []
+    for m in sorted(detail["baseline_kw"]):
+        base, days = baseline(storage, m, float(start), float(end), zone, detail["baseline_days"])
+        got = _window_energy(_series(storage, m, float(start), float(end)), start, end)
+        actual = None if got is None else got[1] - got[0]
+        results.append(
+            MeterResult(
+                meter=m,
+                curtailed=m in detail["curtailed"],
+                baseline_kwh=base,
+                actual_kwh=actual,
+                reduction_kwh=None if base is None or actual is None else base - actual,
+                baseline_days=days,
+                actual_registers=None if got is None
+                else {"start_kwh": str(got[0]), "end_kwh": str(got[1])},
+            )
+        )  # fmt: skip
+    return Report(event_id, group, float(start), float(end), Decimal(limit_kw), results)

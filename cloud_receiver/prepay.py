@@ -1,0 +1,472 @@
+"""Prepayment: accounts with a balance that follows the meter, disconnection when the
+money runs out, reconnection on top-up, and a ledger of every step.
+
+Money is integer cents (fen) in the database and Decimal in between; never float.
+
+Charging follows the meter's forward-energy register as readings arrive. An account
+remembers the last slot it billed, the register value there, and the exact (unrounded)
+amount billed so far. A reading for a later slot is billed from there: its energy is
+spread over the quarter-hours between the two slots and priced by each quarter's tariff
+period, and the charge in cents is the change of the *rounded running total*, so the
+ledger always sums to the rounded exact cost of the energy — never drifting by a cent
+per reading. A reading at or before the billed slot (a redelivered or late batch) is
+ignored, and every charge has a unique reference (its slot), so nothing is billed twice
+even with two receivers.
+
+Disconnection: when the balance is below minus the grace amount, a signed ``relay_open``
+command goes to the meter's concentrator — only inside the allowed hours and never on a
+configured holiday (no cut-offs at night). A top-up that brings the balance back to
+zero or more sends ``relay_close`` at once, whatever the hour. A low balance is a
+``low_balance`` ledger entry (the notice to send the customer), once per dip.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from cloud_receiver import commands
+from cloud_receiver.storage import Storage, Tx
+from cloud_receiver.usage import TouSchedule, parse_tou
+from concentrator.config import parse_utc_offset
+
+QUARTER_S = 900
+ENERGY = "energy_fwd_total"
+COMMAND_RETRY_S = 600.0  # a failed or unanswered relay command is sent again after this
+CENTS = Decimal(100)
+IN_CHUNK = 500  # meters per IN (...) list: under SQLite's host-parameter limit
+ROLLOVER_KWH = Decimal(1_000_000)  # a DL/T 645 energy register wraps after 999999.99
+WRAP_WINDOW_KWH = Decimal(100_000)  # a drop from this close to the top is a wrap
+
+
+class PrepayError(ValueError):
+    """Bad input (unknown account, negative top-up, malformed tariff or hours)."""
+
+
+def cents(amount: Decimal) -> int:
+    return int((amount * CENTS).quantize(Decimal(1), rounding=ROUND_HALF_UP))
+
+
+def money(text: str, what: str) -> Decimal:
+    """A positive amount of yuan with at most two decimals."""
+    try:
+        value = Decimal(text)
+    except InvalidOperation:
+        raise PrepayError(f"{what} {text!r}: expected an amount such as 50 or 12.50") from None
+    if not value.is_finite() or value <= 0:
+        raise PrepayError(f"{what} {text!r}: must be more than zero")
+    if value != value.quantize(Decimal("0.01")):
+        raise PrepayError(f"{what} {text!r}: at most two decimals (cents)")
+    return value
+
+
+def parse_offset(text: str) -> dt.timezone:
+    """``+08:00`` style UTC offset, by the config's own rule."""
+    zone = parse_utc_offset(text)
+    if zone is None:
+        raise PrepayError(f"time zone {text!r}: expected an offset such as +08:00")
+    return zone
+
+
+@dataclass(frozen=True)
+class Tariff:
+    """Yuan per kWh for each time-of-use period (a flat tariff has one: ``flat``)."""
+
+    prices: dict[str, Decimal]
+    tou: TouSchedule
+    tz: str = "+08:00"
+
+    @classmethod
+    def parse(cls, prices: Sequence[str], tou: str = "", tz: str = "+08:00") -> Tariff:
+        """``prices``: ``PERIOD=YUAN`` items (``flat=0.55``); ``tou``: as in `parse_tou`
+        (empty: every quarter-hour is flat)."""
+        try:
+            schedule = parse_tou(tou)
+        except ValueError as exc:
+            raise PrepayError(f"tariff periods: {exc}") from None
+        table: dict[str, Decimal] = {}
+        for item in prices:
+            name, eq, value = item.partition("=")
+            if not eq:
+                raise PrepayError(f"price {item!r}: expected PERIOD=YUAN, e.g. flat=0.55")
+            try:
+                price = Decimal(value)
+            except InvalidOperation:
+                raise PrepayError(f"price {item!r}: {value!r} is not a number") from None
+            if not price.is_finite() or price < 0:
+                raise PrepayError(f"price {item!r}: must be zero or more")
+            table[name.strip().lower()] = price
+        missing = [p for p in schedule.periods if p not in table]
+        if missing:
+            raise PrepayError(f"no price for period(s) {', '.join(missing)}")
+        parse_offset(tz)
+        return cls(table, schedule, tz)
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {"prices": {k: str(v) for k, v in self.prices.items()}, "tou": self.tou.spec,
+             "tz": self.tz}
+        )  # fmt: skip
+
+    @classmethod
+    def from_json(cls, text: str) -> Tariff:
+        doc = json.loads(text)
+        return cls({k: Decimal(v) for k, v in doc["prices"].items()}, parse_tou(doc["tou"]),
+                   doc["tz"])  # fmt: skip
+
+    def cost(self, kwh: Decimal, start: int, end: int) -> Decimal:
+        """The price of ``kwh`` used evenly between unix times ``start`` and ``end``."""
+        if end <= start:
+            return self.prices[self.tou.period(self._quarter(end))] * kwh
+        total = Decimal(0)
+        span = Decimal(end - start)
+        t = start
+        while t < end:
+            q_end = min(end, (t // QUARTER_S + 1) * QUARTER_S)
+            price = self.prices[self.tou.period(self._quarter(t))]
+            total += price * kwh * Decimal(q_end - t) / span
+            t = q_end
+        return total
+
+    def _quarter(self, t: int) -> int:
+        local = dt.datetime.fromtimestamp(t, parse_offset(self.tz))
+        return local.hour * 4 + local.minute // 15
+
+
+@dataclass(frozen=True)
+class Policy:
+    """When a disconnection may be carried out."""
+
+    start_minute: int = 8 * 60  # allowed from 08:00 ...
+    end_minute: int = 18 * 60  # ... to 18:00, local time
+    holidays: frozenset[dt.date] = frozenset()
+    tz: str = "+08:00"
+
+    @classmethod
+    def parse(cls, hours: str, holidays: Iterable[str] = (), tz: str = "+08:00") -> Policy:
+        """``HH:MM-HH:MM`` (``00:00-24:00``: any time); holidays ``YYYY-MM-DD``."""
+        try:
+            a, b = hours.split("-")
+            start = int(a[:2]) * 60 + int(a[3:5])
+            end = int(b[:2]) * 60 + int(b[3:5])
+            if len(a) != 5 or len(b) != 5 or a[2] != ":" or b[2] != ":":
+                raise ValueError
+        except ValueError:
+            raise PrepayError(f"cut-off hours {hours!r}: expected HH:MM-HH:MM") from None
+        if not (0 <= start < end <= 24 * 60):
+            raise PrepayError(f"cut-off hours {hours!r}: start must be before end, within a day")
+        days = set()
+        for h in holidays:
+            try:
+                days.add(dt.date.fromisoformat(h))
+            except ValueError:
+                raise PrepayError(f"holiday {h!r}: expected YYYY-MM-DD") from None
+        parse_offset(tz)
+        return cls(start, end, frozenset(days), tz)
+
+    def may_disconnect(self, now: float) -> bool:
+        local = dt.datetime.fromtimestamp(now, parse_offset(self.tz))
+        minute = local.hour * 60 + local.minute
+        return local.date() not in self.holidays and self.start_minute <= minute < self.end_minute
+
+
+@dataclass(frozen=True)
+class Account:
+    account: str
+    meter: str
+    concentrator: str  # the only one whose readings bill it and that gets its commands
+    multiplier: Decimal  # CT ratio: register kWh x multiplier = kWh used
+    tariff: Tariff
+    balance_cents: int
+    grace_cents: int
+    low_cents: int
+    billed_slot: int | None
+    billed_kwh: Decimal | None
+    billed_amount: Decimal
+    state: str  # connected, disconnecting, disconnected, reconnecting
+    low_warned: bool
+    command_id: str | None
+    command_at: float | None
+    created_at: float
+
+
+_ACCOUNT_COLUMNS = (
+    "account, meter, concentrator, multiplier, tariff, balance_cents, grace_cents, low_cents,"
+    " billed_slot, billed_kwh, billed_amount, state, low_warned, command_id, command_at,"
+    " created_at"
+)
+
+
+def _account(r: Sequence[Any]) -> Account:
+    return Account(
+        r[0], r[1], r[2], Decimal(r[3]), Tariff.from_json(r[4]), int(r[5]), int(r[6]),
+        int(r[7]), None if r[8] is None else int(r[8]), None if r[9] is None else Decimal(r[9]),
+        Decimal(r[10]), r[11], bool(r[12]), r[13], None if r[14] is None else float(r[14]),
+        float(r[15]),
+    )  # fmt: skip
+
+
+def _ledger(
+    tx: Tx, account: str, at: float, kind: str, ref: str, amount: int, balance: int,
+    detail: dict[str, Any],
+) -> None:  # fmt: skip
+    tx.rows(
+        "INSERT INTO ledger (account, at, kind, ref, amount_cents, balance_cents, detail)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (account, at, kind, ref, amount, balance, json.dumps(detail)),
+    )
+
+
+# ---------------------------------------------------------------------- accounts
+def open_account(
+    storage: Storage,
+    account: str,
+    meter: str,
+    tariff: Tariff,
+    *,
+    concentrator: str,
+    multiplier: Decimal = Decimal(1),
+    grace: Decimal = Decimal(0),
+    low: Decimal = Decimal(10),
+    now: float,
+) -> Account:
+    if not account or len(account) > 64:
+        raise PrepayError(f"account {account!r}: expected 1-64 characters")
+    if len(meter) != 12 or not meter.isdigit():
+        raise PrepayError(f"meter {meter!r}: expected a 12-digit address")
+    if grace < 0 or low < 0:
+        raise PrepayError("grace and low-balance amounts cannot be negative")
+    if not concentrator:
+        raise PrepayError("the account needs the concentrator its meter is wired to")
+    if not multiplier.is_finite() or multiplier <= 0:
+        raise PrepayError(f"multiplier {multiplier}: must be more than zero")
+    with storage.transaction() as tx:
+        taken = tx.rows("SELECT account FROM accounts WHERE account = ? OR meter = ?",
+                        (account, meter))  # fmt: skip
+        if taken:
+            raise PrepayError(f"account {account} or meter {meter} already has an account")
+        tx.rows(
+            f"INSERT INTO accounts ({_ACCOUNT_COLUMNS}) VALUES"
+            " (?, ?, ?, ?, ?, 0, ?, ?, NULL, NULL, '0', 'connected', 0, NULL, NULL, ?)",
+            (
+                account,
+                meter,
+                concentrator,
+                str(multiplier),
+                tariff.to_json(),
+                cents(grace),
+                cents(low),
+                now,
+            ),
+        )
+        _ledger(tx, account, now, "open", "open", 0, 0, {"meter": meter,
+                "concentrator": concentrator, "multiplier": str(multiplier),
+                "tariff": json.loads(tariff.to_json())})  # fmt: skip
+    return get_account(storage, account)
+
+
+def get_account(storage: Storage, account: str) -> Account:
+    with storage.transaction() as tx:
+        rows = tx.rows(f"SELECT {_ACCOUNT_COLUMNS} FROM accounts WHERE account = ?", (account,))
+    if not rows:
+        raise PrepayError(f"unknown account {account!r}")
+    return _account(rows[0])
+
+
+def accounts(storage: Storage) -> list[Account]:
+    with storage.transaction() as tx:
+        rows = tx.rows(f"SELECT {_ACCOUNT_COLUMNS} FROM accounts ORDER BY account")
+    return [_account(r) for r in rows]
+
+
+def ledger(
+    storage: Storage, account: str
+) -> list[tuple[float, str, str, int, int, dict[str, Any]]]:
+    """(at, kind, ref, amount cents, balance cents after, detail), oldest first."""
+    get_account(storage, account)
+    with storage.transaction() as tx:
+        rows = tx.rows(
+            "SELECT at, kind, ref, amount_cents, balance_cents, detail FROM ledger"
+            " WHERE account = ? ORDER BY id",
+            (account,),
+        )
+    return [(float(r[0]), r[1], r[2], int(r[3]), int(r[4]), json.loads(r[5])) for r in rows]
+
+
+def topup(storage: Storage, account: str, amount: Decimal, *, now: float, by: str) -> Account:
+    """Credit ``amount`` yuan (validated by `money`)."""
+    if amount <= 0 or amount != amount.quantize(Decimal("0.01")):
+        raise PrepayError(f"top-up {amount}: must be more than zero, in whole cents")
+    with storage.transaction() as tx:
+        rows = tx.rows(
+            f"SELECT balance_cents FROM accounts WHERE account = ?{tx.for_update}", (account,)
+        )
+        if not rows:
+            raise PrepayError(f"unknown account {account!r}")
+        balance = int(rows[0][0]) + cents(amount)
+        tx.rows("UPDATE accounts SET balance_cents = ? WHERE account = ?", (balance, account))
+        _ledger(tx, account, now, "topup", f"topup:{uuid.uuid4().hex}", cents(amount), balance,
+                {"by": by})  # fmt: skip
+    return get_account(storage, account)
+
+
+# ---------------------------------------------------------------------- charging
+def charge(
+    storage: Storage,
+    readings: Iterable[tuple[str, str, int, str]],
+    now: float,
+    concentrator: str,
+) -> int:
+    """Bill the forward-energy readings (meter, quantity, slot, value) that
+    ``concentrator`` delivered for prepaid meters wired to it (another concentrator's
+    word about a meter bills nothing: a stolen certificate cannot empty a balance);
+    return how many ledger charges were written."""
+    by_meter: dict[str, list[tuple[int, Decimal]]] = {}
+    for meter, quantity, slot, value in readings:
+        if quantity == ENERGY:
+            by_meter.setdefault(meter, []).append((slot, Decimal(value)))
+    if not by_meter:
+        return 0
+    written = 0
+    meters = sorted(by_meter)
+    with storage.transaction() as tx:
+        if not tx.rows("SELECT 1 FROM accounts LIMIT 1"):
+            return 0  # no prepayment in this deployment: nothing to look up
+        for i in range(0, len(meters), IN_CHUNK):
+            chunk = meters[i : i + IN_CHUNK]
+            rows = tx.rows(
+                f"SELECT {_ACCOUNT_COLUMNS} FROM accounts WHERE meter IN"
+                f" ({', '.join('?' * len(chunk))}) ORDER BY account{tx.for_update}",
+                chunk,
+            )
+            for acc in map(_account, rows):
+                if acc.concentrator == concentrator:
+                    written += _bill(tx, acc, sorted(by_meter[acc.meter]), now)
+    return written
+
+
+def _bill(tx: Tx, acc: Account, series: list[tuple[int, Decimal]], now: float) -> int:
+    slot, kwh, amount = acc.billed_slot, acc.billed_kwh, acc.billed_amount
+    balance, low_warned = acc.balance_cents, acc.low_warned
+    written = 0
+    for s, value in series:
+        if slot is not None and s <= slot:
+            continue  # billed already (a redelivered or late batch)
+        if slot is None or kwh is None:
+            _ledger(tx, acc.account, now, "baseline", f"charge:{s}", 0, balance,
+                    {"slot": s, "kwh": str(value)})  # fmt: skip
+        else:
+            used = value - kwh
+            if used < 0 and kwh >= ROLLOVER_KWH - WRAP_WINDOW_KWH and value < WRAP_WINDOW_KWH:
+                used += ROLLOVER_KWH  # the register wrapped past 999999.99
+            if used < 0:  # a register reset or a replaced meter: billed from here on
+                _ledger(tx, acc.account, now, "register_reset", f"charge:{s}", 0, balance,
+                        {"slot": s, "kwh": str(value), "was": str(kwh)})  # fmt: skip
+            else:
+                new_amount = amount + acc.tariff.cost(used * acc.multiplier, slot, s)
+                fee = cents(new_amount) - cents(amount)
+                balance -= fee
+                amount = new_amount
+                _ledger(tx, acc.account, now, "charge", f"charge:{s}", -fee, balance,
+                        {"slot": s, "from_slot": slot, "kwh": str(used * acc.multiplier),
+                         "register": str(value)})  # fmt: skip
+                written += 1
+        slot, kwh = s, value
+    if balance < acc.low_cents and not low_warned:
+        low_warned = True
+        _ledger(tx, acc.account, now, "low_balance", f"low:{slot}", 0, balance,
+                {"threshold_cents": acc.low_cents})  # fmt: skip
+    elif balance >= acc.low_cents:
+        low_warned = False
+    tx.rows(
+        "UPDATE accounts SET billed_slot = ?, billed_kwh = ?, billed_amount = ?,"
+        " balance_cents = ?, low_warned = ? WHERE account = ?",
+        (slot, None if kwh is None else str(kwh), str(amount), balance, int(low_warned),
+         acc.account),
+    )  # fmt: skip
+    return written
+
+
+# ---------------------------------------------------------------------- relays
+def enforce(storage: Storage, key: Ed25519PrivateKey, policy: Policy, now: float) -> list[str]:
+    """Send the relay commands the balances call for and follow their outcome; return
+    what was done, for the log."""
+    done: list[str] = []
+    for acc in accounts(storage):
+        try:
+            if acc.command_id is not None:
+                done += _follow(storage, acc, now)
+                continue
+            owed = acc.balance_cents < -acc.grace_cents
+            if acc.state == "connected" and owed and policy.may_disconnect(now):
+                done += _send(storage, key, acc, "relay_open", "disconnecting", now)
+            elif acc.state == "disconnected" and acc.balance_cents >= 0:
+                done += _send(storage, key, acc, "relay_close", "reconnecting", now)
+        except Exception as exc:  # one account's trouble must not stop the others
+            done.append(f"{acc.account}: {exc!r}")
+    return done
+
+
+def _send(
+    storage: Storage, key: Ed25519PrivateKey, acc: Account, action: str, state: str, now: float
+) -> list[str]:
+    if acc.command_at is not None and now - acc.command_at < COMMAND_RETRY_S:
+        return []  # the last attempt failed a moment ago: not again yet
+    concentrator = acc.concentrator
+    # Claim the account first (a second receiver finds it claimed and sends nothing);
+    # a crash before the command exists leaves "pending", closed as unanswered.
+    with storage.transaction() as tx:
+        claimed = tx.rows(
+            "UPDATE accounts SET state = ?, command_id = 'pending', command_at = ?"
+            " WHERE account = ? AND state = ? AND command_id IS NULL RETURNING account",
+            (state, now, acc.account, acc.state),
+        )
+    if not claimed:
+        return []
+    record = commands.issue(
+        storage, key, concentrator=concentrator, action=action, meters=[acc.meter],
+        issued_by=f"prepay:{acc.account}", now=now, valid_for_s=COMMAND_RETRY_S,
+    )  # fmt: skip
+    with storage.transaction() as tx:
+        tx.rows("UPDATE accounts SET command_id = ? WHERE account = ?", (record.id, acc.account))
+        _ledger(tx, acc.account, now, "command", f"cmd:{record.id}", 0, acc.balance_cents,
+                {"action": action, "command": record.id, "concentrator": concentrator})  # fmt: skip
+    return [f"{acc.account}: {action} sent ({record.id})"]
+
+
+def _follow(storage: Storage, acc: Account, now: float) -> list[str]:
+    assert acc.command_id is not None
+    rows = storage.commands(command_id=acc.command_id, limit=1)
+    if not rows and acc.command_at is not None and now - acc.command_at < COMMAND_RETRY_S:
+        return []  # "pending": the command is being issued right now
+    status = rows[0].status if rows else "unanswered"
+    if status not in commands.FINAL:
+        return []
+    ok = status == "done"
+    settled = {"disconnecting": "disconnected", "reconnecting": "connected"}
+    before = {"disconnecting": "connected", "reconnecting": "disconnected"}
+    state = settled[acc.state] if ok else before[acc.state]
+    with storage.transaction() as tx:
+        moved = tx.rows(
+            "UPDATE accounts SET state = ?, command_id = NULL, command_at = ?"
+            " WHERE account = ? AND command_id = ? RETURNING account",
+            (state, None if ok else acc.command_at, acc.account, acc.command_id),
+        )
+        if not moved:
+            return []  # another receiver followed it up
+        _ledger(tx, acc.account, now, state if ok else "command_failed",
+                f"result:{acc.command_id}", 0, acc.balance_cents,
+                {"command": acc.command_id, "status": status})  # fmt: skip
+    return [f"{acc.account}: {state if ok else 'command ' + status}"]
+
+
+def balance_text(cents_value: int) -> str:
+    sign = "-" if cents_value < 0 else ""
+    return f"{sign}{abs(cents_value) // 100}.{abs(cents_value) % 100:02d}"

@@ -1,0 +1,94 @@
+"""What the concentrator does *to* meters (relay, clock), in one place for both the
+field engineer's control socket and the utility's signed commands.
+
+Each action runs on the meter's bus through the daemon's worker, between two polls and
+ahead of them; it is run once, never retried behind the caller's back (a relay may have
+switched even when its reply was lost).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import TYPE_CHECKING
+
+from concentrator.config import MeterConfig
+from drivers import dlt645
+from drivers.errors import BusTimeout, FrameError, MeterError
+from drivers.readers import Dlt645Reader, QuantityValue
+
+if TYPE_CHECKING:
+    from concentrator.daemon import Daemon
+
+COMMAND_WITHIN_S = 30.0  # real seconds a relay or time command may wait for its bus
+RELAY_VALID_S = 300.0  # a 0x1C command's own validity, in the meter's clock
+RELAY_ACTIONS = {"open": dlt645.RelayAction.TRIP, "close": dlt645.RelayAction.CLOSE_ALLOW}
+
+
+class ActionRefused(Exception):
+    """Not possible here, whatever the line does (no relay passwords, not DL/T 645)."""
+
+
+def relay_refusal(meter: MeterConfig) -> str | None:
+    if meter.protocol != "dlt645":
+        return f"meter {meter.address} is a Modbus meter: relay control is DL/T 645 (0x1C)"
+    if not meter.has_relay_credentials:
+        return (
+            f"meter {meter.address} has no relay passwords in the configuration: "
+            "set password_level, password and operator in its [[meter]]"
+        )
+    return None
+
+
+async def switch_relay(
+    daemon: Daemon, meter: MeterConfig, action: str
+) -> tuple[str | None, str | None]:
+    """Open or close ``meter``'s relay; return (relay state read back, status word 3),
+    both None when the switch was acknowledged but the state could not be read.
+    Raises `ActionRefused`, a `DriverError` from the line, or KeyError when the meter
+    left the configuration."""
+    if action not in RELAY_ACTIONS:
+        raise ActionRefused(f'relay action "{action}": expected open or close')
+    refusal = relay_refusal(meter)
+    if refusal is not None:
+        raise ActionRefused(refusal)
+    clock, tz = daemon.clock, daemon.config.concentrator.tzinfo
+
+    async def switch(reader: Dlt645Reader) -> list[QuantityValue]:
+        # The command's validity is stamped when it goes on the line, in meter time.
+        now = dt.datetime.fromtimestamp(clock.wall(), tz).replace(tzinfo=None)
+        await reader.relay(
+            meter.address,
+            RELAY_ACTIONS[action],
+            password_level=meter.password_level or 0,
+            password=meter.password or "",
+            operator=meter.operator or "",
+            valid_for=RELAY_VALID_S,
+            now=now,
+        )
+        try:  # what the meter says now (status word 3, bit 4), in the same bus turn
+            return [await reader.read(meter.address, dlt645.lookup("status_word_3"))]
+        except (MeterError, BusTimeout, FrameError):
+            return []  # switched, but the state could not be read back
+
+    values = await daemon.run_on_bus(meter, switch, COMMAND_WITHIN_S)
+    word = values[0].value if values else None
+    if word is None:
+        return None, None
+    return ("open" if int(word, 16) & dlt645.STATUS3_RELAY_OPEN else "closed"), word
+
+
+async def broadcast_time(daemon: Daemon, bus: str) -> str:
+    """Broadcast the concentrator's time to every DL/T 645 meter on ``bus``; return the
+    time sent (meter-local ISO), taken when the frame went on the line."""
+    clock, tz = daemon.clock, daemon.config.concentrator.tzinfo
+    sent: list[str] = []
+
+    async def broadcast(reader: Dlt645Reader) -> list[QuantityValue]:
+        when = dt.datetime.fromtimestamp(clock.wall(), tz).replace(tzinfo=None)
+        await reader.broadcast_time(when)
+        sent.append(when.isoformat(timespec="seconds"))
+        return []
+
+    target = MeterConfig(dlt645.BROADCAST, "dlt645", bus)
+    await daemon.run_on_bus(target, broadcast, COMMAND_WITHIN_S)
+    return sent[0]

@@ -1,0 +1,407 @@
+"""One worker per bus: a priority queue of read jobs and exactly one transaction at a time.
+
+RS-485 and PLC are half-duplex, so each bus has one worker that owns its transport. Jobs
+are ordered by priority (on-demand reads first, then interval polls, then daily freezes,
+then backfill), deadline and arrival; a failed job goes back with a backoff and a
+*not-before* time, behind the meters that have not been tried yet, so one silent meter
+never blocks its neighbours.
+Every deadline is on the monotonic clock. A job past its slot's end is not run: a value
+read after its slot would be stamped into the wrong slot.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import heapq
+import itertools
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from enum import IntEnum
+
+from concentrator.clock import Clock
+from concentrator.config import BusConfig, MeterConfig
+from concentrator.health import Health, HealthTracker
+from concentrator.store import Reading
+from concentrator.writer import StoreWriter
+from drivers import dlt645
+from drivers.errors import BusError, BusTimeout, DriverError, FrameError, MeterError
+from drivers.readers import Dlt645Reader, ModbusReader, QuantityValue
+from drivers.serial_bus import SerialBus
+
+log = logging.getLogger(__name__)
+
+BLOCK_PARTS = ("total", "t1", "t2", "t3", "t4")
+FREEZE_QUANTITIES = ("frozen_daily_time", "frozen_daily_energy_fwd")
+
+
+class Priority(IntEnum):
+    ONDEMAND = 0
+    POLL = 1
+    # A scheduled daily freeze stays in the meter for 62 days and can be backfilled; an
+    # interval reading cannot. So a freeze yields to every interval read, even one whose
+    # deadline is later (a freeze left over from yesterday near midnight otherwise took
+    # the bus in the first minutes of the new day's first slot).
+    FREEZE = 2
+    BACKFILL = 3
+
+
+def stored_names(meter: MeterConfig, quantity: str) -> list[str]:
+    """The quantity names a task quantity is stored under (energy blocks per tariff)."""
+    if meter.protocol == "dlt645":
+        entry = dlt645.lookup(quantity)
+        if entry.kind == "energy_block":
+            return [f"{entry.name}_{part}" for part in BLOCK_PARTS]
+        return [entry.name]
+    return [quantity]
+
+
+# A command for one bus (relay control, broadcast time) run by its worker between reads,
+# so it never collides with a poll; it gets the worker's DL/T 645 reader.
+BusAction = Callable[[Dlt645Reader], Awaitable[list[QuantityValue]]]
+
+
+@dataclass(order=True)
+class Job:
+    """One meter's share of a slot. Ordered by priority (see `Priority`), then earliest
+    deadline, then arrival."""
+
+    priority: int
+    deadline: float  # monotonic
+    seq: int
+    meter: MeterConfig = field(compare=False)
+    quantities: list[str] = field(compare=False)  # task-level names still to read
+    slot: int | None = field(compare=False)  # None: on-demand, not stored
+    retries_left: int = field(compare=False, default=0)
+    backoff: float = field(compare=False, default=1.0)  # wall seconds, doubled per retry
+    not_before: float = field(compare=False, default=0.0)  # monotonic
+    source: str = field(compare=False, default="poll")
+    freeze_day: dt.date | None = field(compare=False, default=None)
+    backfill: bool = field(compare=False, default=False)
+    future: asyncio.Future[list[QuantityValue]] | None = field(compare=False, default=None)
+    action: BusAction | None = field(compare=False, default=None)  # a command, not a read
+    done: list[QuantityValue] = field(compare=False, default_factory=list)
+
+
+class FreezeNotTaken(DriverError):
+    """The meter's latest daily freeze is older than the day asked for (clock behind)."""
+
+
+@dataclass
+class WorkerStats:
+    jobs: int = 0
+    reads_ok: int = 0
+    reads_failed: int = 0
+    missing: int = 0
+
+
+class BusWorker:
+    def __init__(
+        self,
+        config: BusConfig,
+        *,
+        clock: Clock,
+        writer: StoreWriter,
+        health: HealthTracker,
+        tz: dt.tzinfo,
+        on_missing: Callable[[Job, str], None],
+    ) -> None:
+        self.config = config
+        self.clock = clock
+        self.writer = writer
+        self.health = health
+        self.tz = tz
+        self.on_missing = on_missing
+        self.bus = SerialBus(config.settings())
+        self.stats = WorkerStats()
+        self._ready: list[Job] = []
+        self._delayed: list[tuple[float, int, Job]] = []
+        self._seq = itertools.count()
+        self._wake = asyncio.Event()
+        self._started = clock.monotonic()
+        self.in_flight: Job | None = None
+        self._in_flight_since = 0.0
+
+    # ------------------------------------------------------------------ queue
+    def submit(self, job: Job) -> None:
+        job.seq = next(self._seq)
+        if job.not_before > self.clock.monotonic():
+            heapq.heappush(self._delayed, (job.not_before, job.seq, job))
+        else:
+            heapq.heappush(self._ready, job)
+        self._wake.set()
+
+    def new_seq(self) -> int:
+        return next(self._seq)
+
+    @property
+    def queued(self) -> int:
+        return len(self._ready) + len(self._delayed)
+
+    def utilisation(self) -> float:
+        elapsed = self.clock.monotonic() - self._started
+        return self.bus.stats.busy_s / elapsed if elapsed > 0 else 0.0
+
+    async def _next_job(self) -> Job:
+        while True:
+            now = self.clock.monotonic()
+            while self._delayed and self._delayed[0][0] <= now:
+                heapq.heappush(self._ready, heapq.heappop(self._delayed)[2])
+            if self._ready:
+                return heapq.heappop(self._ready)
+            self._wake.clear()
+            timeout = self._delayed[0][0] - now if self._delayed else None
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout)
+
+    def stuck_s(self) -> float:
+        """Real seconds the job on the bus has been running (0 when idle)."""
+        if self.in_flight is None:
+            return 0.0
+        return self.clock.monotonic() - self._in_flight_since
+
+    def drain(self, reason: str) -> None:
+        """Give up every queued job (shutdown, reload): on-demand callers get an error."""
+        jobs = [*self._ready, *(j for _, _, j in self._delayed)]
+        self._ready.clear()
+        self._delayed.clear()
+        for job in jobs:
+            if job.future is not None and not job.future.done():
+                job.future.set_exception(BusError(f"bus {self.config.name}: {reason}"))
+
+    # ------------------------------------------------------------------ run
+    async def run(self) -> None:
+        try:
+            while True:
+                job = await self._next_job()
+                self.in_flight = job
+                self._in_flight_since = self.clock.monotonic()
+                try:
+                    await self._execute(job)
+                finally:
+                    self.in_flight = None
+        finally:
+            await self.bus.close()
+
+    async def _ensure_open(self) -> None:
+        if self.bus._transport is None:
+            await self.bus.open()
+
+    def _dlt645(self) -> Dlt645Reader:
+        return Dlt645Reader(self.bus)
+
+    async def _execute(self, job: Job) -> None:
+        """One read job: the deadline, the store and the caller's future are handled
+        here for every kind of channel; what a channel's errors mean is
+        `_read_failed`'s business (a carrier module has its own)."""
+        self.stats.jobs += 1
+        if job.action is not None:
+            await self._run_action(job)
+            return
+        if not await self._ready_for(job):
+            return
+        if self.clock.monotonic() >= job.deadline:
+            self._give_up(job, "slot ended before the meter could be read")
+            return
+        try:
+            await self._prepare()
+            if job.freeze_day is not None:
+                await self._read_freeze(job)
+            else:
+                await self._read_quantities(job)
+        except MeterError as exc:
+            # The meter refused: retrying the same request will not help.
+            self.stats.reads_failed += 1
+            self.health.success(job.meter.address, self.clock.wall())  # it did answer
+            self._give_up(job, f"meter error: {exc.description}", exc)
+            return
+        except DriverError as exc:
+            if not await self._read_failed(job, exc):
+                raise
+            return
+        self.health.success(job.meter.address, self.clock.wall())
+        self._answered()
+        if job.future is not None and not job.future.done():
+            job.future.set_result(job.done)
+
+    async def _ready_for(self, job: Job) -> bool:
+        """Whether the channel can take the job now (True), or gave it up meanwhile."""
+        return True
+
+    async def _prepare(self) -> None:
+        await self._ensure_open()
+
+    def _answered(self) -> None:
+        """A read went through: the channel works."""
+
+    async def _read_failed(self, job: Job, exc: DriverError) -> bool:
+        """Count, judge and retry a failed read; False for an error this channel does
+        not expect (a bug: it propagates and stops the worker)."""
+        if not isinstance(exc, (BusTimeout, FrameError, FreezeNotTaken, BusError)):
+            return False
+        self.stats.reads_failed += 1
+        if not isinstance(exc, FreezeNotTaken):
+            self.health.failure(job.meter.address, str(exc))
+        if isinstance(exc, BusError):
+            log.warning("bus %s: %s", self.config.name, exc, extra={"bus": self.config.name})
+            await self.bus.close()
+        self._retry_or_give_up(job, exc)
+        return True
+
+    async def _run_action(self, job: Job) -> None:
+        """Run a command once, and hand its outcome to the caller: a command is not
+        retried behind the caller's back (a relay may have switched even when its reply
+        was lost), and what a failure says about the meter is for the caller to judge."""
+        assert job.action is not None and job.future is not None
+        future = job.future
+        try:
+            if self.clock.monotonic() >= job.deadline:
+                raise BusTimeout("not run: the bus stayed busy too long")
+            await self._ensure_open()
+            result = await job.action(self._dlt645())
+        except Exception as exc:  # the worker must outlive a failing command
+            if isinstance(exc, BusError):
+                log.warning("bus %s: %s", self.config.name, exc, extra={"bus": self.config.name})
+                await self.bus.close()
+            if not future.done():  # the caller may have given up waiting
+                future.set_exception(exc)
+        else:
+            if not future.done():
+                future.set_result(result)
+
+    def _retry_or_give_up(self, job: Job, exc: Exception) -> None:
+        offline = self.health.get(job.meter.address).state == Health.OFFLINE
+        now = self.clock.monotonic()
+        delay = job.backoff / self.clock.scale
+        if job.retries_left > 0 and not offline and now + delay < job.deadline:
+            job.retries_left -= 1
+            job.not_before = now + delay
+            job.backoff *= 2
+            self.submit(job)
+            return
+        self._give_up(job, str(exc), exc)
+
+    def _give_up(self, job: Job, reason: str, exc: Exception | None = None) -> None:
+        if job.future is not None:
+            if not job.future.done():
+                job.future.set_exception(exc or BusTimeout(reason))
+            return
+        self.stats.missing += len(job.quantities)
+        self.on_missing(job, reason)
+
+    # ------------------------------------------------------------------ reading
+    def _store(self, job: Job, values: list[QuantityValue]) -> None:
+        job.done.extend(values)
+        if job.slot is None:
+            return
+        self.writer.add(
+            [
+                Reading(
+                    meter=v.meter,
+                    quantity=v.quantity,
+                    slot=job.slot,
+                    value=v.value,
+                    unit=v.unit,
+                    read_at=self.clock.wall(),
+                    source=job.source,
+                )
+                for v in values
+            ]
+        )
+
+    async def _read_quantities(self, job: Job) -> None:
+        meter = job.meter
+        if meter.protocol == "modbus":
+            reader = ModbusReader(self.bus, model=meter.model or "sdm630")
+            values = await reader.read_many(meter.address, reader.quantities(job.quantities))
+            self.stats.reads_ok += len(values)
+            self._store(job, values)
+            job.quantities = []
+            return
+        d = self._dlt645()
+        while job.quantities:
+            if self.clock.monotonic() >= job.deadline:
+                raise BusTimeout("slot ended while reading")
+            name = job.quantities[0]
+            entry = dlt645.lookup(name)
+            try:
+                # Stored values are plain numbers; an on-demand caller gets display
+                # text, as the direct-mode CLI shows it (a status word as 0x0010).
+                value = await d.read(meter.address, entry, numeric=job.slot is not None)
+            except MeterError as exc:
+                if exc.code & dlt645.ErrorBits.NO_DATA and len(job.quantities) > 1:
+                    # Not supported by this meter: record it missing, read the rest.
+                    self.on_missing(
+                        _single(job, name), f"not supported by the meter: {exc.description}"
+                    )
+                    job.quantities.pop(0)
+                    continue
+                raise
+            self.stats.reads_ok += 1
+            self._store(job, _expand(entry, value))
+            job.quantities.pop(0)
+
+    async def _read_freeze(self, job: Job) -> None:
+        """Find the daily freeze of ``job.freeze_day`` among the meter's last 62."""
+        assert job.freeze_day is not None
+        d = self._dlt645()
+        address = job.meter.address
+        for n in range(1, dlt645.MAX_DAILY_FREEZES + 1):
+            time_entry = dlt645.lookup(dlt645.daily_frozen_time_di(n))
+            raw = await d.read_raw(address, time_entry.di)
+            frozen_at = dlt645.decode_value(time_entry, raw)
+            assert isinstance(frozen_at, dt.datetime)
+            if frozen_at.date() < job.freeze_day:
+                if n == 1:
+                    raise FreezeNotTaken(
+                        f"meter {address}: latest daily freeze is {frozen_at:%Y-%m-%d}, "
+                        f"{job.freeze_day} not frozen yet"
+                    )
+                break  # the day is older than the meter's history gap
+            if frozen_at.date() > job.freeze_day:
+                continue
+            energy_entry = dlt645.lookup(dlt645.daily_frozen_energy_di(n))
+            value = await d.read(address, energy_entry)
+            base = dlt645.lookup("frozen_daily_energy_fwd")
+            renamed = QuantityValue(
+                address, base.name, base.code, value.value, value.unit, value.read_at
+            )
+            out: list[QuantityValue] = []
+            if "frozen_daily_energy_fwd" in job.quantities:
+                out += _expand(base, renamed)
+            if "frozen_daily_time" in job.quantities:
+                out.append(
+                    QuantityValue(
+                        address,
+                        "frozen_daily_time",
+                        "05060001",
+                        dlt645.numeric_text(time_entry, frozen_at),
+                        "",
+                        value.read_at,
+                    )
+                )
+            self.stats.reads_ok += 1
+            self._store(job, out)
+            job.quantities = []
+            return
+        # Not in the meter's history any more: nothing to retry.
+        self._give_up(job, f"daily freeze of {job.freeze_day} no longer held by the meter")
+        job.quantities = []
+
+
+def _single(job: Job, name: str) -> Job:
+    return Job(job.priority, job.deadline, job.seq, job.meter, [name], job.slot, source=job.source)
+
+
+def _expand(entry: dlt645.DataId, value: QuantityValue) -> list[QuantityValue]:
+    if entry.kind != "energy_block":
+        return [value]
+    parts = value.value.split(" / ")
+    return [
+        QuantityValue(
+            value.meter, f"{entry.name}_{part}", value.key, text, value.unit, value.read_at
+        )
+        for part, text in zip(BLOCK_PARTS, parts, strict=True)
+    ]

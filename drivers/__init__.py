@@ -1,0 +1,1 @@
+"""Meter-facing protocols (sans-I/O codecs) and the transports that carry them."""

@@ -1,0 +1,340 @@
+"""Half-duplex RS-485 bus transport on pyserial (asyncio via pyserial-asyncio-fast).
+
+RS-485 is a shared pair of wires: only one frame may be on it at a time and every meter
+hears every request. So the bus object serialises transactions with a lock, keeps the
+inter-frame gap the protocol asks for (Modbus t3.5, a DL/T 645 meter's receive
+recovery), throws away stale bytes before each request, and measures its own deadlines
+on the monotonic clock.
+
+The protocol codecs stay sans-I/O: a transaction is given the request bytes and a
+decoder object (``feed``/``next_frame``/``reset``) and returns the first frame that the
+caller's ``accept`` predicate takes as the answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import termios
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Generic, Literal, Protocol, TypeVar, cast
+
+import serial
+import serial.rs485
+import serial_asyncio_fast
+
+from drivers.errors import BusError, BusTimeout, FrameError
+
+log = logging.getLogger(__name__)
+
+F = TypeVar("F")
+F_co = TypeVar("F_co", covariant=True)
+
+Parity = Literal["E", "N", "O"]
+_PARITY = {"E": serial.PARITY_EVEN, "N": serial.PARITY_NONE, "O": serial.PARITY_ODD}
+
+MAX_FRAME_BYTES = 260  # longer than any DL/T 645 (216) or Modbus RTU (256) frame
+
+
+class FrameDecoder(Protocol[F_co]):
+    """What a sans-I/O codec's streaming decoder offers the transport."""
+
+    def feed(self, chunk: bytes) -> None: ...
+
+    def next_frame(self) -> F_co | None: ...
+
+    def reset(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class SerialSettings:
+    """Line settings of one bus. Times are in seconds.
+
+    ``response_timeout`` is the wait for the first reply byte after the request has left
+    the wire (DL/T 645 allows a meter 500 ms); once bytes flow, the frame may take its
+    own wire time plus ``inter_byte_timeout`` between bytes.
+    """
+
+    port: str
+    baud: int = 2400
+    parity: Parity = "E"
+    bytesize: int = 8
+    stopbits: int = 1
+    response_timeout: float = 0.6
+    inter_frame_gap: float = 0.005
+    inter_byte_timeout: float = 0.1
+    rs485: bool = False  # ask the kernel to drive RTS for the transceiver direction
+
+    @property
+    def bits_per_char(self) -> int:
+        return 1 + self.bytesize + (0 if self.parity == "N" else 1) + self.stopbits
+
+    def wire_time(self, n_bytes: int) -> float:
+        return n_bytes * self.bits_per_char / self.baud if self.baud > 0 else 0.0
+
+
+@dataclass
+class BusStats:
+    """Counters the daemon reports as bus utilisation and error rates."""
+
+    transactions: int = 0
+    timeouts: int = 0
+    frame_errors: int = 0
+    bytes_out: int = 0
+    bytes_in: int = 0
+    busy_s: float = 0.0  # monotonic seconds spent inside transactions
+
+
+class UartSettings(Protocol):
+    """The line settings every UART transport has (RS-485 bus, carrier module)."""
+
+    @property
+    def port(self) -> str: ...
+    @property
+    def baud(self) -> int: ...
+    @property
+    def parity(self) -> Parity: ...
+    @property
+    def bytesize(self) -> int: ...
+    @property
+    def stopbits(self) -> int: ...
+
+
+P = TypeVar("P", bound=asyncio.Protocol)
+
+
+def is_pty(port: str) -> bool:
+    return os.path.realpath(port).startswith("/dev/pts/")
+
+
+async def open_uart(
+    settings: UartSettings, protocol: Callable[[], P], what: str
+) -> tuple[asyncio.Transport, P]:
+    """Open a UART for asyncio. The one place that knows pseudo-terminals (the
+    simulator's lines) carry bytes, not bits: some kernels refuse PARENB on them with
+    EINVAL, and a simulated line has no parity errors, so they are opened without."""
+    parity = settings.parity
+    if parity != "N" and is_pty(settings.port):
+        log.info("%s is a pseudo-terminal: opening it without parity", settings.port)
+        parity = "N"
+    loop = asyncio.get_running_loop()
+    try:
+        transport, proto = await serial_asyncio_fast.create_serial_connection(
+            loop,
+            protocol,
+            settings.port,
+            baudrate=settings.baud if settings.baud > 0 else 115200,
+            parity=_PARITY[parity],
+            bytesize=settings.bytesize,
+            stopbits=settings.stopbits,
+        )
+    except (serial.SerialException, OSError, termios.error) as exc:
+        raise BusError(f"cannot open {what} {settings.port}: {exc}") from exc
+    return transport, cast(P, proto)
+
+
+async def close_uart(transport: asyncio.Transport, closed: asyncio.Event) -> None:
+    """Close and wait (briefly) until the protocol saw the port go."""
+    transport.close()
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(closed.wait(), 2.0)
+
+
+class _Receiver(asyncio.Protocol):
+    """Collects incoming bytes and wakes the waiting transaction."""
+
+    def __init__(self) -> None:
+        self.chunks: list[bytes] = []
+        self.arrived = asyncio.Event()
+        self.last_rx = 0.0
+        self.lost: BaseException | None = None
+        self.closed = asyncio.Event()
+
+    def data_received(self, data: bytes) -> None:
+        self.chunks.append(data)
+        self.last_rx = time.monotonic()
+        self.arrived.set()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = exc or BusError("serial port closed")
+        self.arrived.set()
+        self.closed.set()
+
+    def take(self) -> bytes:
+        data = b"".join(self.chunks)
+        self.chunks.clear()
+        self.arrived.clear()
+        return data
+
+
+@dataclass(frozen=True)
+class Exchange(Generic[F]):
+    """A finished transaction: the answer and how long the bus was held."""
+
+    frame: F
+    elapsed: float
+
+
+class SerialBus:
+    """One RS-485 port; use ``async with SerialBus(settings) as bus``."""
+
+    def __init__(self, settings: SerialSettings) -> None:
+        self.settings = settings
+        self.stats = BusStats()
+        self._lock = asyncio.Lock()
+        self._transport: asyncio.Transport | None = None
+        self._rx: _Receiver | None = None
+        self._last_activity = 0.0
+
+    async def open(self) -> None:
+        self._transport, self._rx = await open_uart(self.settings, _Receiver, "serial port")
+        if self.settings.rs485:
+            self._enable_rs485()
+
+    def _enable_rs485(self) -> None:
+        port = self._serial()
+        try:
+            port.rs485_mode = serial.rs485.RS485Settings(
+                rts_level_for_tx=True, rts_level_for_rx=False
+            )
+        except (ValueError, OSError, serial.SerialException) as exc:
+            # USB adapters with automatic direction control and PTYs have no TIOCSRS485.
+            log.warning("%s: kernel RS-485 mode not available (%s)", self.settings.port, exc)
+
+    def _serial(self) -> serial.Serial:
+        if self._transport is None:
+            raise BusError(f"serial port {self.settings.port} is not open")
+        port: serial.Serial = self._transport.serial  # type: ignore[attr-defined]
+        return port
+
+    async def close(self) -> None:
+        if self._transport is not None and self._rx is not None:
+            await close_uart(self._transport, self._rx.closed)
+        self._transport = None
+
+    async def __aenter__(self) -> SerialBus:
+        await self.open()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def transact(
+        self,
+        request: bytes,
+        decoder: FrameDecoder[F],
+        accept: Callable[[F], bool] = lambda frame: True,
+        *,
+        response_timeout: float | None = None,
+    ) -> Exchange[F]:
+        """Send ``request`` and wait for the first accepted frame.
+
+        Frames the predicate rejects (our own echo on adapters that hear themselves, a
+        late answer to an earlier request) are skipped. If the deadline passes, the
+        error says whether the line stayed silent (``BusTimeout``) or only carried
+        garbage (``FrameError`` with the last decode problem).
+        """
+        async with self._lock:
+            return await self._transact(request, decoder, accept, response_timeout)
+
+    @staticmethod
+    def _loop_time(monotonic_deadline: float) -> float:
+        # asyncio.timeout_at wants the loop's clock; convert from time.monotonic().
+        loop = asyncio.get_running_loop()
+        return loop.time() + (monotonic_deadline - time.monotonic())
+
+    async def send(self, request: bytes) -> None:
+        """Send a frame nobody answers (broadcast) and hold the bus until it has left."""
+        async with self._lock:
+            await self._write(request)
+            await asyncio.sleep(
+                self.settings.wire_time(len(request)) + self.settings.inter_frame_gap
+            )
+            self._last_activity = time.monotonic()
+
+    async def _write(self, request: bytes) -> None:
+        rx = self._rx
+        if self._transport is None or rx is None:
+            raise BusError(f"serial port {self.settings.port} is not open")
+        if rx.lost is not None:
+            raise BusError(f"serial port {self.settings.port} lost: {rx.lost}")
+        gap = self.settings.inter_frame_gap - (time.monotonic() - self._last_activity)
+        if gap > 0:
+            await asyncio.sleep(gap)
+        rx.take()  # stale bytes from before this request belong to nobody
+        self._transport.write(request)
+        self.stats.bytes_out += len(request)
+
+    async def _transact(
+        self,
+        request: bytes,
+        decoder: FrameDecoder[F],
+        accept: Callable[[F], bool],
+        response_timeout: float | None,
+    ) -> Exchange[F]:
+        s = self.settings
+        rx = self._rx
+        started = time.monotonic()
+        await self._write(request)
+        assert rx is not None
+        decoder.reset()
+        sent_at = time.monotonic()
+        first_byte_deadline = (
+            sent_at + s.wire_time(len(request)) + (response_timeout or s.response_timeout)
+        )
+        deadline = first_byte_deadline
+        got_bytes = False
+        # The first problem is the telling one: after it the decoder resynchronises
+        # inside the broken frame and meets follow-on garbage.
+        first_error: FrameError | None = None
+        self.stats.transactions += 1
+        try:
+            while True:
+                if time.monotonic() >= deadline:
+                    break
+                if not rx.arrived.is_set():
+                    try:
+                        async with asyncio.timeout_at(self._loop_time(deadline)):
+                            await rx.arrived.wait()
+                    except TimeoutError:
+                        break
+                if rx.lost is not None:
+                    raise BusError(f"serial port {s.port} lost: {rx.lost}")
+                data = rx.take()
+                if not data:
+                    continue
+                self.stats.bytes_in += len(data)
+                if not got_bytes:
+                    got_bytes = True
+                    # The reply has started: give it the wire time of the longest frame.
+                    deadline = max(
+                        deadline,
+                        time.monotonic() + s.wire_time(MAX_FRAME_BYTES) + s.inter_byte_timeout,
+                    )
+                decoder.feed(data)
+                while True:
+                    try:
+                        frame = decoder.next_frame()
+                    except FrameError as exc:
+                        first_error = first_error or exc
+                        continue
+                    if frame is None:
+                        break
+                    if accept(frame):
+                        return Exchange(frame, time.monotonic() - started)
+        finally:
+            self._last_activity = time.monotonic()
+            self.stats.busy_s += self._last_activity - started
+        if first_error is not None or got_bytes:
+            self.stats.frame_errors += 1
+            reason = first_error.reason if first_error is not None else "incomplete frame"
+            raw = first_error.raw if first_error is not None else b""
+            raise FrameError(f"garbled reply ({reason})", raw=raw)
+        self.stats.timeouts += 1
+        raise BusTimeout(
+            f"no reply within {response_timeout or s.response_timeout:.3f} s on {s.port}"
+        )

@@ -1,0 +1,1 @@
+"""Hardware-in-the-loop simulator: meters, buses and their faults on virtual serial ports."""

@@ -1,0 +1,3 @@
+from hil_sim.cli import main
+
+main()

@@ -1,0 +1,54 @@
+"""Shared fixtures: simulators as real processes on PTYs, always stopped by the test, and
+a PostgreSQL schema of its own per test.
+
+PostgreSQL: the server named by MF_TEST_POSTGRES_URL, else the machine's own
+(``cloud_receiver.storage.local_postgres_url``; `make setup` provides one).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from cloud_receiver.storage import local_postgres_url
+from hil_sim.process import SimProcess
+
+
+@pytest.fixture
+def sim(tmp_path: Path) -> Iterator[Callable[..., SimProcess]]:
+    """Start ``hil-sim bus`` with the given options; the link lives in tmp_path."""
+    started: list[SimProcess] = []
+
+    def start(*args: str, link_name: str = "bus1") -> SimProcess:
+        proc = SimProcess(["bus", "--link", str(tmp_path / link_name), *args])
+        proc.start()
+        started.append(proc)
+        return proc
+
+    yield start
+    for proc in started:
+        proc.stop()
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> str:
+    try:
+        return local_postgres_url()
+    except RuntimeError as exc:
+        pytest.fail(str(exc))
+
+
+@pytest.fixture
+def pg_url(pg_server: str) -> Iterator[str]:
+    """A database URL whose search_path is a fresh schema, dropped afterwards."""
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(pg_server, autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {schema}")
+    sep = "&" if "?" in pg_server else "?"
+    yield f"{pg_server}{sep}options=-csearch_path%3D{schema}"
+    with psycopg.connect(pg_server, autocommit=True) as conn:
+        conn.execute(f"DROP SCHEMA {schema} CASCADE")
