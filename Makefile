@@ -70,7 +70,7 @@ typecheck: setup
 	$(VENV)/bin/mypy --strict -p drivers -p concentrator -p cloud_receiver -p hil_sim
 
 unit: setup
-	$(VENV)/bin/pytest -q --durations=15  # the slowest tests: keep `make test` under 15 minutes
+	$(VENV)/bin/pytest -q -n 2 --dist loadfile --durations=15  # two workers (most tests wait on real processes); keep `make test` under 15 minutes
 
 test: lint typecheck unit
 

@@ -55,6 +55,8 @@ def acl_text(receivers: Sequence[str] = (RECEIVER_NAME,)) -> str:
         f"pattern write {TOPIC_ROOT}/%u/up",
         f"pattern read {TOPIC_ROOT}/%u/ack",
         f"pattern read {TOPIC_ROOT}/%u/cmd",
+        f"pattern read {TOPIC_ROOT}/%u/pkg",
+        f"pattern write {TOPIC_ROOT}/%u/pkgreq",
     ]
     for name in receivers:
         lines += [
@@ -63,6 +65,8 @@ def acl_text(receivers: Sequence[str] = (RECEIVER_NAME,)) -> str:
             f"topic read {TOPIC_ROOT}/+/up",
             f"topic write {TOPIC_ROOT}/+/ack",
             f"topic write {TOPIC_ROOT}/+/cmd",
+            f"topic read {TOPIC_ROOT}/+/pkgreq",
+            f"topic write {TOPIC_ROOT}/+/pkg",
         ]
     return "\n".join(lines) + "\n"
 

@@ -1415,3 +1415,248 @@ def forecast(
         click.echo(f"actual {day}: forecast MAPE {_num(got)} %, naive MAPE {_num(naive)} %")
     if png:
         click.echo(f"plot written to {png}")
+
+
+# --------------------------------------------------------------------- software updates
+
+
+@main.group()
+def release() -> None:
+    """Software release packages for concentrators."""
+
+
+@release.command("build")
+@click.option(
+    "--wheel",
+    "wheels",
+    multiple=True,
+    required=True,
+    type=click.Path(path_type=Path, dir_okay=False, exists=True),
+    help="The meterflow wheel; repeat for pinned dependency wheels the release needs.",
+)
+@click.option("--version", "version", default=None, help="Release version (default: the wheel's).")
+@click.option(
+    "--key",
+    "key_file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="Ed25519 release key (PEM); default: release.key in --pki-dir.",
+)
+@click.option(
+    "--pki-dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=None,
+    help="PKI directory holding release.key (created there on first use).",
+)
+@click.option(
+    "--min-config-format",
+    type=click.IntRange(1),
+    default=1,
+    show_default=True,
+    help="The oldest concentrator config format the release reads.",
+)
+@click.option(
+    "--wire",
+    "wire_range",
+    default=None,
+    help="Uplink wire formats the release can send, MIN-MAX (default: this build's).",
+)
+@click.option(
+    "--chunk-size",
+    type=click.IntRange(1024, 256 * 1024),
+    default=16 * 1024,
+    show_default=True,
+    help="Bytes per MQTT chunk: small enough that a lost one costs little on GPRS.",
+)
+@click.option(
+    "--out",
+    "out_path",
+    required=True,
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Package file to write (.mfpkg).",
+)
+def release_build(
+    wheels: tuple[Path, ...],
+    version: str | None,
+    key_file: Path | None,
+    pki_dir: Path | None,
+    min_config_format: int,
+    wire_range: str | None,
+    chunk_size: int,
+    out_path: Path,
+) -> None:
+    """Turn built wheels into a signed update package."""
+    import time
+
+    from concentrator import package, store, wire
+
+    main_wheel = next((w for w in wheels if w.name.startswith("meterflow-")), None)
+    if main_wheel is None:
+        _fail("one --wheel must be the meterflow wheel (meterflow-<version>-...whl)")
+    wheel_version = main_wheel.name.split("-")[1]
+    version = version or wheel_version
+    if version != wheel_version:
+        _fail(f"--version {version} differs from the wheel's {wheel_version}")
+    lo, hi = min(wire.VERSIONS), max(wire.VERSIONS)
+    if wire_range is not None:
+        try:
+            lo, hi = (int(x) for x in wire_range.split("-"))
+        except ValueError:
+            raise click.BadParameter(f"{wire_range!r}: expected MIN-MAX, e.g. 1-2") from None
+    if key_file is None and pki_dir is None:
+        raise click.UsageError("give --key or --pki-dir")
+    try:
+        key = pki.signing_key(key_file, "release key") if key_file else pki.release_key(pki_dir)  # type: ignore[arg-type]
+        pkg = package.build(
+            list(wheels),
+            version=version,
+            key=key,
+            requires=package.Requirements(
+                min_config_format=min_config_format,
+                min_wire_version=lo,
+                max_wire_version=hi,
+                store_schema=store.SCHEMA_VERSION,
+                store_min_reader=store.STORE_MIN_READER,
+            ),
+            chunk_size=chunk_size,
+            built_at=time.time(),
+        )
+    except (pki.PkiError, package.PackageError, ValueError) as exc:
+        _fail(str(exc))
+    out_path.write_bytes(pkg.to_bytes())
+    m = package.Manifest.from_bytes(pkg.manifest)
+    click.echo(
+        f"{out_path}: release {m.version}, {len(m.files)} file(s), {m.payload_size} bytes "
+        f"in {len(m.chunks)} chunks, signed"
+    )
+
+
+@main.group()
+def rollout() -> None:
+    """Staged upgrades of concentrators, with health-based rollback."""
+
+
+@rollout.command("start")
+@click.argument("version")
+@click.option(
+    "--package",
+    "package_path",
+    type=click.Path(path_type=Path, dir_okay=False, exists=True),
+    default=None,
+    help="The release package (.mfpkg); needed the first time a version is rolled out.",
+)
+@click.option(
+    "--stage",
+    "stages",
+    multiple=True,
+    required=True,
+    help="NAME:GROUP, in order; GROUP is ALL or comma-separated ids or patterns (dc-0*).",
+)
+@click.option(
+    "--health-window",
+    default="30m",
+    show_default=True,
+    callback=_duration,
+    help="How long each upgraded concentrator must stay healthy (90s, 30m, 2h).",
+)
+@click.option("--db", "db_url", required=True, help="Receiver database URL.")
+@click.option(
+    "--pki-dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    required=True,
+    help="PKI directory holding release.key (its public half checks the package).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def rollout_start(
+    version: str,
+    package_path: Path | None,
+    stages: tuple[str, ...],
+    health_window: float,
+    db_url: str,
+    pki_dir: Path,
+    as_json: bool,
+) -> None:
+    """Roll VERSION out in stages; the running receiver sends the offers."""
+    import json
+    import time
+
+    from cloud_receiver import rollout as ro
+    from concentrator import package
+
+    window = health_window
+    try:
+        parsed = [ro.Stage.parse(s) for s in stages]
+        public = pki.release_key(pki_dir).public_key()
+    except (ro.RolloutError, pki.PkiError) as exc:
+        _fail(str(exc))
+    storage = _open_db(db_url)
+    try:
+        now = time.time()
+        if package_path is not None:
+            m = ro.add_release(storage, package.Package.from_bytes(package_path.read_bytes()),
+                               public, now)  # fmt: skip
+            if m.version != version:
+                _fail(f"{package_path} holds release {m.version}, not {version}")
+        rollout_id = ro.start(storage, version, parsed, window, now)
+    except (ro.RolloutError, package.PackageError) as exc:
+        _fail(str(exc))
+    finally:
+        storage.close()
+    if as_json:
+        click.echo(json.dumps({"id": rollout_id, "version": version}))
+    else:
+        click.echo(f"rollout {rollout_id} of {version} started: {', '.join(stages)}")
+
+
+@rollout.command("status")
+@click.option("--id", "rollout_id", type=int, default=None, help="One rollout (default: all).")
+@click.option("--db", "db_url", required=True, help="Receiver database URL.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def rollout_status(rollout_id: int | None, db_url: str, as_json: bool) -> None:
+    """Rollouts, their stages and each concentrator's state and running release."""
+    import json
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from cloud_receiver import rollout as ro
+
+    storage = _open_db(db_url)
+    try:
+        docs = ro.status(storage, rollout_id)
+    finally:
+        storage.close()
+    if as_json:
+        click.echo(json.dumps(docs, indent=1))
+        return
+    console = Console()
+    for d in docs:
+        console.print(
+            f"rollout {d['id']}: {d['version']} [{d['state']}] stage {d['stage']} of "
+            f"{', '.join(d['stages'])}; window {d['health_window_s']:.0f} s"
+            + (f"; {d['reason']}" if d["reason"] else "")
+        )
+        table = Table("concentrator", "stage", "state", "running", "wire", "reason")
+        for t in d["targets"]:
+            table.add_row(t["concentrator"], t["stage"], t["state"], str(t["running"]),
+                          str(t["wire_version"]), t["reason"] or "")  # fmt: skip
+        console.print(table)
+
+
+@rollout.command("abort")
+@click.option("--db", "db_url", required=True, help="Receiver database URL.")
+@click.option("--reason", default="aborted by hand", show_default=True)
+def rollout_abort(db_url: str, reason: str) -> None:
+    """Halt the running rollout: no further offers or stages."""
+    import time
+
+    from cloud_receiver import rollout as ro
+
+    storage = _open_db(db_url)
+    try:
+        halted = ro.abort(storage, time.time(), reason)
+    finally:
+        storage.close()
+    if halted is None:
+        _fail("no rollout is running")
+    click.echo(f"rollout {halted} halted: {reason}")

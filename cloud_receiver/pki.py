@@ -15,8 +15,9 @@ Layout of a PKI directory::
     receiver.crt  receiver.key          a receiver's client certificate (CN "receiver")
     keys.json                           {concentrator_id: {key_id: hex}} for receivers
     command.key                         the utility's Ed25519 command signing key
+    release.key                         the utility's Ed25519 software release key
     concentrators/<id>/                 what is copied onto concentrator <id>:
-        <id>.crt  <id>.key  ca.crt  payload.key  command.pub  uplink.toml
+        <id>.crt  <id>.key  ca.crt  payload.key  command.pub  release.pub  uplink.toml
 
 A third secret guards the downlink: commands (a relay that cuts a customer off) are
 signed with ``command.key``, which never leaves the receiver side; concentrators hold
@@ -54,6 +55,8 @@ PAYLOAD_KEY_FILE = "payload.key"
 UPLINK_FRAGMENT = "uplink.toml"
 COMMAND_KEY = "command.key"
 COMMAND_PUBLIC = "command.pub"
+RELEASE_KEY = "release.key"
+RELEASE_PUBLIC = "release.pub"
 
 CA_VALIDITY = dt.timedelta(days=3650)
 # Leaf certificates live as long as the CA allows: a concentrator in a meter cabinet is
@@ -223,7 +226,24 @@ def init_pki(pki_dir: Path | str) -> Path:
 
 def command_key(pki_dir: Path | str) -> Ed25519PrivateKey:
     """The utility's command signing key, created on first use (mode 0600)."""
-    path = Path(pki_dir) / COMMAND_KEY
+    return signing_key(Path(pki_dir) / COMMAND_KEY, "command signing key")
+
+
+def release_key(pki_dir: Path | str) -> Ed25519PrivateKey:
+    """The utility's software release key, created on first use (mode 0600). A separate
+    key from the command key: whoever may switch relays may not ship software."""
+    return signing_key(Path(pki_dir) / RELEASE_KEY, "release signing key")
+
+
+def public_pem(key: Ed25519PrivateKey) -> bytes:
+    return key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+
+
+def signing_key(path: Path, what: str) -> Ed25519PrivateKey:
+    """An Ed25519 private key from ``path``, created there first if it is missing."""
+    pki_dir = path.parent
     if not path.exists():
         Path(pki_dir).mkdir(parents=True, exist_ok=True)
         key = Ed25519PrivateKey.generate()
@@ -238,7 +258,7 @@ def command_key(pki_dir: Path | str) -> Ed25519PrivateKey:
     try:
         loaded = serialization.load_pem_private_key(path.read_bytes(), password=None)
     except (OSError, ValueError) as exc:
-        raise PkiError(f"{path}: cannot load the command signing key: {exc}") from None
+        raise PkiError(f"{path}: cannot load the {what}: {exc}") from None
     if not isinstance(loaded, Ed25519PrivateKey):
         raise PkiError(f"{path}: expected an Ed25519 private key")
     return loaded
@@ -515,12 +535,8 @@ def provision_details(
     _write_public(ca_file, ca_paths(pki_dir)[0].read_bytes())
     payload_key_file = out / PAYLOAD_KEY_FILE
     command_public_file = out / COMMAND_PUBLIC
-    _write_public(
-        command_public_file,
-        command_key(pki_dir)
-        .public_key()
-        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo),
-    )
+    _write_public(command_public_file, public_pem(command_key(pki_dir)))
+    _write_public(out / RELEASE_PUBLIC, public_pem(release_key(pki_dir)))
 
     with _registry_locked(pki_dir) as registry_path:
         registry = load_key_registry(pki_dir)

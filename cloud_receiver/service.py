@@ -26,15 +26,16 @@ from typing import Literal
 import paho.mqtt.client as mqtt
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from cloud_receiver import commands, prepay
+from cloud_receiver import commands, prepay, rollout
 from cloud_receiver.storage import IngestResult, Storage
-from concentrator import wire
+from concentrator import package, wire
 from concentrator.mqtt_session import connect_persistent, tls_client
 from concentrator.store import Event, Reading
 
 log = logging.getLogger(__name__)
 
 UP_TOPIC = re.compile(r"mf/v1/([A-Za-z0-9._-]{1,64})/up")
+PKG_REQUEST_TOPIC = re.compile(r"mf/v1/([A-Za-z0-9._-]{1,64})/pkgreq")
 COMMAND_POLL_S = 1.0  # how soon an issued command goes out
 
 
@@ -104,6 +105,7 @@ class Ingestor:
         self.storage = storage
         self.keys = keys
         self.counters = Counters()
+        self._software: dict[str, tuple[str | None, int]] = {}
 
     def handle(self, topic: str, payload: bytes, received_at: float | None = None) -> Outcome:
         now = time.time() if received_at is None else received_at
@@ -166,6 +168,7 @@ class Ingestor:
             )
         if result == IngestResult.STORED:
             self._after_store(topic_id, content.readings, content.events, now)
+            self._note_software(topic_id, header, content.events, now)
         key = self.keys(topic_id, header.key_id)
         assert key is not None  # open_batch just used it
         status: Literal["stored", "duplicate"] = (
@@ -176,8 +179,29 @@ class Ingestor:
             concentrator_id=topic_id,
             key_id=header.key_id,
             key=key,
+            version=header.version,
         )
         return Outcome(status, "", topic_id, header.seq, new, ack)
+
+    def _note_software(
+        self, concentrator: str, header: wire.Header, events: Sequence[Event], now: float
+    ) -> None:
+        """Which release and wire format each concentrator runs, from its authenticated
+        header (version 2) or, for version 1, its ``daemon_start`` events; written when
+        it changes (and once per process), not per batch."""
+        software = header.software or None
+        for e in events:
+            if header.software is None and e.kind == "daemon_start":
+                software = str(e.detail.get("version")) or None
+        seen = (software, header.version)
+        if self._software.get(concentrator) == seen:
+            return
+        try:
+            rollout.note_software(self.storage, concentrator, seen[0], seen[1], now)
+        except Exception:
+            log.exception("could not record the software of %s", concentrator)
+            return
+        self._software[concentrator] = seen
 
     def _after_store(
         self, concentrator: str, readings: Sequence[Reading], events: Sequence[Event], now: float
@@ -190,6 +214,10 @@ class Ingestor:
                 commands.apply_results(self.storage, concentrator, events)
             except Exception:
                 log.exception("could not record command results from %s", concentrator)
+            try:
+                rollout.apply_events(self.storage, concentrator, events, now)
+            except Exception:
+                log.exception("could not record upgrade progress from %s", concentrator)
         try:
             prepay.charge(
                 self.storage,
@@ -256,6 +284,7 @@ class ReceiverService:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop = asyncio.Event()
         self.connected = asyncio.Event()
+        self.chunks_served = 0
         self._client = self._make_client()
 
     def _make_client(self) -> mqtt.Client:
@@ -284,6 +313,8 @@ class ReceiverService:
             return
         topic = f"$share/{self.broker.share_group}/mf/v1/+/up"
         client.subscribe(topic, qos=1)
+        share = self.broker.share_group
+        client.subscribe(f"$share/{share}/{package.package_request_topic('+')}", qos=0)
         if self._loop is not None:
             self._loop.call_soon_threadsafe(self.connected.set)
         log.info("connected to %s:%d, subscribed to %s", self.broker.host, self.broker.port, topic)
@@ -339,11 +370,39 @@ class ReceiverService:
         loop = asyncio.get_running_loop()
         while True:
             msg = await self._queue.get()
+            m = PKG_REQUEST_TOPIC.fullmatch(msg.topic)
+            if m is not None:
+                await loop.run_in_executor(None, self._serve_chunk, m[1], bytes(msg.payload))
+                continue
             outcome = await loop.run_in_executor(
                 None, self.ingestor.handle, msg.topic, bytes(msg.payload)
             )
             if outcome.ack is not None and outcome.concentrator is not None:
                 self._client.publish(ack_topic(outcome.concentrator), outcome.ack, qos=1)
+
+    def _serve_chunk(self, concentrator: str, payload: bytes) -> None:
+        """Answer a chunk request (QoS 0 both ways: the concentrator asks again)."""
+        try:
+            version, index = package.decode_request(payload)
+            data = rollout.chunk(self.ingestor.storage, concentrator, version, index)
+        except package.PackageError as exc:
+            log.warning("chunk request from %s refused: %s", concentrator, exc)
+            return
+        except Exception:
+            log.exception("chunk request from %s failed", concentrator)
+            return
+        if data is None:
+            log.warning(
+                "%s asked for %s, which is not being rolled out to it", concentrator, version
+            )
+            return
+        self.chunks_served += 1
+        log.debug("chunk %d of %s to %s", index, version, concentrator)
+        self._client.publish(
+            package.package_topic(concentrator),
+            package.encode_chunk(version, index, data),
+            qos=0,
+        )
 
     async def _publish_commands(self) -> None:
         """Send issued commands to their concentrators (QoS 1: the broker keeps them for
@@ -364,6 +423,8 @@ class ReceiverService:
         if self.command_key is not None:
             for line in prepay.enforce(storage, self.command_key, self.prepay_policy, now):
                 log.info("prepayment: %s", line)
+            for line in rollout.advance(storage, self.command_key, now):
+                log.info("%s", line)
         for c in commands.sweep(storage, now):
             log.warning("command %s (%s) to %s: no outcome, closed", c.id, c.action, c.concentrator)
         ready, expired = commands.due(storage, now)

@@ -513,6 +513,17 @@ CREATE INDEX IF NOT EXISTS commands_by_status ON commands (status, concentrator,
 CREATE TABLE IF NOT EXISTS command_log (id {serial}, command_id TEXT NOT NULL,
   at DOUBLE PRECISION NOT NULL, status TEXT NOT NULL, detail TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS command_log_by_command ON command_log (command_id, id);
+CREATE TABLE IF NOT EXISTS software_seen (concentrator TEXT PRIMARY KEY,
+  software TEXT NOT NULL, wire_version INTEGER NOT NULL, seen_at DOUBLE PRECISION NOT NULL);
+CREATE TABLE IF NOT EXISTS releases (version TEXT PRIMARY KEY, manifest {blob} NOT NULL,
+  signature {blob} NOT NULL, payload {blob} NOT NULL, added_at DOUBLE PRECISION NOT NULL);
+CREATE TABLE IF NOT EXISTS rollouts (id {serial}, version TEXT NOT NULL, stages TEXT NOT NULL,
+  health_window_s DOUBLE PRECISION NOT NULL, stage INTEGER NOT NULL, state TEXT NOT NULL,
+  reason TEXT, started_at DOUBLE PRECISION NOT NULL, updated_at DOUBLE PRECISION NOT NULL);
+CREATE TABLE IF NOT EXISTS rollout_targets (rollout BIGINT NOT NULL, concentrator TEXT NOT NULL,
+  stage INTEGER NOT NULL, state TEXT NOT NULL, reason TEXT, command_id TEXT,
+  detail TEXT NOT NULL, updated_at DOUBLE PRECISION NOT NULL,
+  PRIMARY KEY (rollout, concentrator));
 CREATE TABLE IF NOT EXISTS accounts (account TEXT PRIMARY KEY, meter TEXT NOT NULL UNIQUE,
   concentrator TEXT NOT NULL, multiplier TEXT NOT NULL, tariff TEXT NOT NULL,
   balance_cents BIGINT NOT NULL, grace_cents BIGINT NOT NULL, low_cents BIGINT NOT NULL,

@@ -475,6 +475,54 @@ def run(
         sys.exit(Exit.CONFIG)
 
 
+@main.command(context_settings={"ignore_unknown_options": True})
+@click.option(
+    "--config",
+    "config_path",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="Concentrator configuration (TOML), passed on to `concentrator run`.",
+)
+@click.option(
+    "--releases",
+    "releases_dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=None,
+    help="Release directory (default: [update] releases_dir, else 'releases' beside the store).",
+)
+@click.argument("run_args", nargs=-1, type=click.UNPROCESSED)
+def supervise(config_path: Path, releases_dir: Path | None, run_args: tuple[str, ...]) -> None:
+    """Run the daemon from the current release, as its guard: switch to a release the
+    updater installed, judge it for its health window, and roll it back when it does not
+    poll, store and get an uplink batch acknowledged. RUN_ARGS go to `concentrator run`."""
+    import logging
+
+    from concentrator.config import ConfigError, load_config
+    from concentrator.daemon import update_config
+    from concentrator.releases import Releases
+    from concentrator.supervisor import Supervisor
+
+    try:
+        config = load_config(config_path)
+        update = update_config(config, config_path)
+    except ConfigError as exc:
+        err_console.print("[red]invalid configuration, not starting:[/red]")
+        click.echo(str(exc), err=True)
+        sys.exit(Exit.CONFIG)
+    if releases_dir is None:
+        default = config.storage.path.parent / "releases"
+        releases_dir = (update.releases_dir if update else None) or default
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s supervise %(levelname)s %(message)s"
+    )
+    guard = Supervisor(
+        Releases(releases_dir),
+        ["--config", str(config_path.resolve()), *run_args],
+        config.storage.path.with_suffix(".status.json"),
+    )
+    sys.exit(guard.run())
+
+
 @main.command()
 @click.option(
     "--config",

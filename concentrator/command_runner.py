@@ -199,6 +199,10 @@ class CommandRunner:
             return await self._time_sync(cmd)
         if cmd.action in ("add_meter", "remove_meter"):
             return [await self._change_meter(cmd, address) for address in cmd.meters]
+        if cmd.action == "upgrade":
+            if self.daemon.updater is None:
+                return [{"result": "refused", "error": "updates are not configured ([update])"}]
+            return [await self.daemon.updater.offer(cmd)]
         out: list[dict[str, Any]] = []
         for address in cmd.meters:
             meter = self._meter(address)

@@ -18,11 +18,14 @@ verifies as a command.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import cbor2
 from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import (
     Ed25519PrivateKey,
     Ed25519PublicKey,
@@ -38,11 +41,13 @@ ACTIONS = (
     "read",
     "add_meter",
     "remove_meter",
+    "upgrade",
 )
+NO_METERS = ("time_sync", "upgrade")
 # A command is a short-lived order: a window longer than this is refused, so a command
 # lost in a queue cannot take effect days later.
 MAX_VALIDITY_S = 7 * 86400
-MAX_BLOB_BYTES = 16 * 1024
+MAX_BLOB_BYTES = 64 * 1024  # an upgrade carries its package manifest
 MAX_METERS = 256
 COUNTER_WINDOW = 64  # out-of-order arrivals tolerated; older counters are replays
 
@@ -116,7 +121,7 @@ def check(cmd: Command) -> None:
         raise CommandError(
             f"validity of {cmd.not_after - cmd.not_before:.0f} s exceeds {MAX_VALIDITY_S} s"
         )
-    needs_meters = cmd.action != "time_sync"
+    needs_meters = cmd.action not in NO_METERS
     if needs_meters and not cmd.meters:
         raise CommandError(f"action {cmd.action} needs at least one meter")
     if len(cmd.meters) > MAX_METERS:
@@ -133,6 +138,16 @@ def check(cmd: Command) -> None:
         for name in ("group", "area"):
             if not isinstance(cmd.params.get(name, ""), str):
                 raise CommandError(f"add_meter params.{name} must be text")
+    if cmd.action == "upgrade":
+        if cmd.meters:
+            raise CommandError("upgrade is for the concentrator, not for meters")
+        for name in ("manifest", "signature"):
+            value = cmd.params.get(name)
+            if not isinstance(value, str) or not re.fullmatch(r"(?:[0-9a-f]{2})+", value):
+                raise CommandError(f"upgrade needs params.{name} as lower-case hex")
+        window = cmd.params.get("health_window_s")
+        if not isinstance(window, int | float) or isinstance(window, bool) or window <= 0:
+            raise CommandError("upgrade needs params.health_window_s, a positive number")
 
 
 def sign(cmd: Command, key: Ed25519PrivateKey) -> bytes:
@@ -277,3 +292,14 @@ def accept(
 
 def new_key() -> Ed25519PrivateKey:
     return Ed25519PrivateKey.generate()
+
+
+def load_public_key(path: Path, what: str) -> Ed25519PublicKey:
+    """An Ed25519 public key (PEM) from ``path``; ValueError says which file and why."""
+    try:
+        key = serialization.load_pem_public_key(path.read_bytes())
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"{path}: cannot load the {what}: {exc}") from None
+    if not isinstance(key, Ed25519PublicKey):
+        raise ValueError(f"{path}: expected an Ed25519 public key")
+    return key

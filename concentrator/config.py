@@ -18,7 +18,7 @@ import os
 import re
 import tomllib
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeVar, cast
 
@@ -205,6 +205,8 @@ class Config:
     tasks: tuple[TaskConfig, ...]
     uplink: dict[str, object] = field(default_factory=dict)
     modem: dict[str, object] = field(default_factory=dict)  # checked by ModemConfig
+    update: dict[str, object] = field(default_factory=dict)  # checked by UpdateConfig
+    format: int = 1
 
 
 # ---------------------------------------------------------------------- public API
@@ -348,7 +350,21 @@ class _Required:
 
 REQUIRED = _Required()
 
-_TOP_KEYS = ("concentrator", "storage", "bus", "meter", "task", "uplink", "modem")
+_TOP_KEYS = (
+    "format",
+    "concentrator",
+    "storage",
+    "bus",
+    "meter",
+    "task",
+    "uplink",
+    "modem",
+    "update",
+)
+# The config file format this software reads. A file may say ``format = N`` at the top
+# (1 when absent); an update package states the lowest format it reads, and is refused
+# by a concentrator whose file is older.
+CONFIG_FORMAT = 1
 _CONCENTRATOR_KEYS = ("id", "timezone", "control_socket")
 _STORAGE_KEYS = ("path", "quota_mb", "synchronous", "retention_days")
 _BUS_KEYS = (
@@ -587,6 +603,15 @@ class _Checker:
         modem = doc.get("modem", {})
         if not isinstance(modem, dict):
             top.issue("modem", f"expected a table [modem], got {_type_name(modem)}")
+        update = doc.get("update", {})
+        if not isinstance(update, dict):
+            top.issue("update", f"expected a table [update], got {_type_name(update)}")
+        fmt = doc.get("format", 1)
+        if not isinstance(fmt, int) or isinstance(fmt, bool) or not 1 <= fmt <= CONFIG_FORMAT:
+            top.issue(
+                "format",
+                f"config format {fmt!r}: this software reads formats 1..{CONFIG_FORMAT}",
+            )
         if self.issues or concentrator is None or storage is None:
             return None
         return Config(
@@ -597,6 +622,8 @@ class _Checker:
             tasks=tuple(t for _, t in tasks if t is not None),
             uplink=dict(uplink),
             modem=dict(modem),
+            update=dict(update) if isinstance(update, dict) else {},
+            format=fmt if isinstance(fmt, int) else 1,
         )
 
     def section(self, doc: dict[str, Any], name: str) -> _Table | None:
@@ -994,3 +1021,40 @@ def _load(path: Path) -> tuple[Config | None, list[ConfigIssue]]:
     config = checker.run(doc)
     # In file order, so the list reads like the file; issues without a line go first.
     return config, sorted(checker.issues, key=lambda i: i.line or 0)
+
+
+def fields_from_table(cls: Any, doc: Mapping[str, object], base: Path) -> dict[str, Any]:
+    """Keyword arguments for dataclass ``cls`` from a TOML table, checked against its
+    field types (Path, int, float, str); relative paths are relative to ``base`` (the
+    config file's folder). ValueError names the key and what was expected."""
+    fields = cls.__dataclass_fields__
+    unknown = sorted(set(doc) - set(fields))
+    if unknown:
+        raise ValueError(
+            f"unknown key(s) {', '.join(unknown)}; expected some of {', '.join(sorted(fields))}"
+        )
+    kw: dict[str, Any] = {}
+    for name, field_ in fields.items():
+        if name not in doc:
+            if field_.default is MISSING:  # required
+                raise ValueError(f"missing key {name!r}")
+            continue
+        value = doc[name]
+        kind = field_.type
+        if kind in ("Path", "Path | None"):
+            if not isinstance(value, str):
+                raise ValueError(f"{name}: expected a path string, got {value!r}")
+            kw[name] = (base / value) if not Path(value).is_absolute() else Path(value)
+        elif kind == "int":
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise ValueError(f"{name}: expected a non-negative integer, got {value!r}")
+            kw[name] = value
+        elif kind == "float":
+            if not isinstance(value, int | float) or isinstance(value, bool) or value <= 0:
+                raise ValueError(f"{name}: expected a positive number, got {value!r}")
+            kw[name] = float(value)
+        else:
+            if not isinstance(value, str) or not value:
+                raise ValueError(f"{name}: expected a non-empty string, got {value!r}")
+            kw[name] = value
+    return kw

@@ -618,7 +618,8 @@ class ControlServer:
         """Let the writer commit what it holds, so an answer sees the events just written."""
         if self.daemon.writer is not None:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.daemon.writer.flush(), FLUSH_WRITER_S)
+                async with asyncio.timeout(FLUSH_WRITER_S):
+                    await self.daemon.writer.flush()
 
     def _today(self) -> tuple[int, int]:
         now = dt.datetime.fromtimestamp(self.daemon.clock.wall(), self.tz)

@@ -50,7 +50,8 @@ from concentrator.poller import (
     stored_names,
 )
 from concentrator.sdnotify import SdNotifier
-from concentrator.store import Event, Store, StoreFullError
+from concentrator.store import Event, Store, StoreError, StoreFullError
+from concentrator.updater import UpdateConfig, Updater
 from concentrator.uplink import Uplink, UplinkConfig
 from concentrator.writer import StoreWriter
 from drivers.readers import QuantityValue
@@ -96,6 +97,9 @@ class Daemon:
         )
         self.uplink_config = uplink_config(self.config, config_path)
         self.modem_config = modem_config(self.config, config_path)
+        self.update_config = update_config(self.config, config_path)
+        self.updater: Updater | None = None
+        self.exit_code = 0  # EXIT_SWITCH: the updater installed a release to switch to
         self.modem: ModemSupervisor | None = None
         self.notifier = SdNotifier()
         self.uplink: Uplink | None = None
@@ -222,7 +226,13 @@ class Daemon:
                 self.writer,
                 on_command=self.commands.submit if self.commands is not None else None,
             )
+            if self.update_config is not None:
+                self.updater = Updater(self, self.update_config)
+                self.uplink.on_package = self.updater.on_chunk
             self._core.append(self._spawn(self.uplink.run(), "uplink"))
+            if self.updater is not None:
+                await self.updater.resume()
+                await self.updater.report()
         self._core.append(self._spawn(self.control.run(), "control"))
         if self.modem_config is not None:
             writer = self.writer
@@ -382,7 +392,8 @@ class Daemon:
             self.writer.event(Event("daemon_stop", "info", None, {}, self.clock.wall()))
             if self._core and not self._core[0].done():
                 try:
-                    await asyncio.wait_for(self.writer.flush(), FLUSH_TIMEOUT_S)
+                    async with asyncio.timeout(FLUSH_TIMEOUT_S):
+                        await self.writer.flush()
                 except TimeoutError:
                     log.error("store did not accept the last %d readings", self.writer.pending)
             self._write_status()
@@ -645,7 +656,8 @@ class Daemon:
             )
         )
         # A job cancelled in flight (a reload) never answers: the caller must not hang.
-        return await asyncio.wait_for(fut, within_s + JOB_ANSWER_GRACE_S)
+        async with asyncio.timeout(within_s + JOB_ANSWER_GRACE_S):
+            return await fut
 
     async def run_on_bus(
         self, target: MeterConfig, action: BusAction, within_s: float = 60.0
@@ -667,7 +679,8 @@ class Daemon:
             )
         )
         # A job cancelled in flight (a reload) never answers: the caller must not hang.
-        return await asyncio.wait_for(fut, within_s + JOB_ANSWER_GRACE_S)
+        async with asyncio.timeout(within_s + JOB_ANSWER_GRACE_S):
+            return await fut
 
     async def backfill_freezes(
         self, address: str, days: Sequence[dt.date]
@@ -732,6 +745,11 @@ class Daemon:
             await asyncio.sleep(STATUS_EVERY_REAL_S)
             self._write_status()
             self._backfill_online()
+            if self.updater is not None:
+                try:
+                    await self.updater.report()
+                except (OSError, StoreError) as exc:
+                    log.warning("cannot report the upgrade outcome: %s", exc)
             if self.modem is not None and self.uplink is not None:
                 # An MQTT session that stays down is the modem supervisor's evidence.
                 if self.uplink.stats.connected:
@@ -781,6 +799,7 @@ class Daemon:
             "meters": self.health.counts(),
             "buses": buses,
             "pending_writes": self.writer.pending if self.writer else 0,
+            "readings_committed": self.writer.committed if self.writer else 0,
             "disk_full": self.writer.disk_full if self.writer else False,
             "slots_started": self.slots_started,
             "uplink": self.uplink.status() if self.uplink is not None else None,
@@ -834,6 +853,20 @@ def modem_config(config: Config, path: Path) -> ModemConfig | None:
         ) from None
 
 
+def update_config(config: Config, path: Path) -> UpdateConfig | None:
+    """The ``[update]`` table as an ``UpdateConfig`` (None when absent), or ConfigError."""
+    if not config.update:
+        return None
+    try:
+        if not config.uplink:
+            raise ValueError("updates arrive over the uplink: [update] needs [uplink]")
+        cfg = UpdateConfig.from_dict(dict(config.update), path.parent)
+        cfg.release_key()
+    except (ValueError, OSError) as exc:
+        raise ConfigError([ConfigIssue(str(path), None, "update", str(exc))]) from None
+    return cfg
+
+
 def uplink_config(config: Config, path: Path) -> UplinkConfig | None:
     """The ``[uplink]`` table as an ``UplinkConfig`` (None when absent), or ConfigError."""
     if not config.uplink:
@@ -866,3 +899,5 @@ def run_daemon(
     asyncio.run(daemon.run())
     if daemon.failure is not None:
         raise SystemExit(1)
+    if daemon.exit_code:
+        raise SystemExit(daemon.exit_code)

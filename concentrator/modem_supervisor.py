@@ -347,7 +347,8 @@ class ModemSupervisor:
         if self._outage and self._next_reset_at is not None:
             wait = min(wait, max(0.0, self._next_reset_at - self.clock.monotonic()))
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wake.wait(), wait)
+            async with asyncio.timeout(wait):
+                await self._wake.wait()
         self._wake.clear()
 
     async def _tick(self) -> None:
@@ -540,7 +541,8 @@ class ModemSupervisor:
             method = "power-cycle"
             self.stats.power_cycles += 1
             try:
-                await asyncio.wait_for(self.power_cycle(), POWER_CYCLE_TIMEOUT_S)
+                async with asyncio.timeout(POWER_CYCLE_TIMEOUT_S):
+                    await self.power_cycle()
                 answered = await c.wait_ready()
             except (TimeoutError, OSError, BusError) as exc:
                 log.error("modem power cycle failed: %s", exc)

@@ -255,7 +255,8 @@ class PlcWorker(BusWorker):
             wait = job.deadline - self.clock.monotonic()
             if wait > 0:
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self.module_up.wait(), wait)
+                    async with asyncio.timeout(wait):
+                        await self.module_up.wait()
             if not self.module_up.is_set():
                 self._give_up(job, f"carrier module not working: {self.module_down_cause}")
                 return False
@@ -282,9 +283,11 @@ class PlcWorker(BusWorker):
             self._again(job, BUSY_RETRY_S)  # flow control, not a failure of anyone
         elif isinstance(exc, (NodeNoReply, FrameError, FreezeNotTaken)):
             self.stats.reads_failed += 1
-            if not isinstance(exc, FreezeNotTaken):
+            # A carrier link loses single attempts routinely: the meter is blamed for a
+            # read that failed in its slot, not for each attempt (three lost attempts in
+            # a row would otherwise take a healthy meter offline and end its retries).
+            if not self._retry_or_give_up(job, exc) and not isinstance(exc, FreezeNotTaken):
                 self.health.failure(address, str(exc))
-            self._retry_or_give_up(job, exc)
         elif isinstance(exc, CarrierReset):
             self._event("plc_module_reset", "warning", {"during_read_of": address})
             self._resync.set()

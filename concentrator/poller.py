@@ -154,7 +154,8 @@ class BusWorker:
             self._wake.clear()
             timeout = self._delayed[0][0] - now if self._delayed else None
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout)
+                async with asyncio.timeout(timeout):
+                    await self._wake.wait()
 
     def stuck_s(self) -> float:
         """Real seconds the job on the bus has been running (0 when idle)."""
@@ -271,7 +272,8 @@ class BusWorker:
             if not future.done():
                 future.set_result(result)
 
-    def _retry_or_give_up(self, job: Job, exc: Exception) -> None:
+    def _retry_or_give_up(self, job: Job, exc: Exception) -> bool:
+        """Queue the job again if a retry is left and its slot lasts; True if it was."""
         offline = self.health.get(job.meter.address).state == Health.OFFLINE
         now = self.clock.monotonic()
         delay = job.backoff / self.clock.scale
@@ -280,8 +282,9 @@ class BusWorker:
             job.not_before = now + delay
             job.backoff *= 2
             self.submit(job)
-            return
+            return True
         self._give_up(job, str(exc), exc)
+        return False
 
     def _give_up(self, job: Job, reason: str, exc: Exception | None = None) -> None:
         if job.future is not None:

@@ -333,6 +333,12 @@ def _schema_v2(conn: sqlite3.Connection) -> None:
 
 _MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_schema_v1, _schema_v2)
 SCHEMA_VERSION = len(_MIGRATIONS)
+# The oldest software schema that can still use a store at SCHEMA_VERSION. Additive
+# migrations (a new table or index) keep it; one that older code would misread raises
+# it. It is written into the store, so that older software — a rolled-back release —
+# can tell whether it may open a store a newer release has migrated.
+STORE_MIN_READER = 2
+MIN_READER_KEY = "store:min_reader_schema"
 
 
 # ---------------------------------------------------------------------- open helpers
@@ -521,12 +527,15 @@ class Store:
                 # Read again under the write lock: another process may have migrated.
                 version = int(conn.execute("PRAGMA user_version").fetchone()[0])
                 if version >= SCHEMA_VERSION:
+                    if version == SCHEMA_VERSION:
+                        conn.execute(
+                            "INSERT INTO state VALUES (?, ?) ON CONFLICT(key) DO UPDATE"
+                            " SET value = excluded.value WHERE CAST(value AS INTEGER) < ?",
+                            (MIN_READER_KEY, str(STORE_MIN_READER), STORE_MIN_READER),
+                        )
                     conn.execute("COMMIT")
                     if version > SCHEMA_VERSION:
-                        raise StoreError(
-                            f"{self.path}: schema version {version} is newer than this "
-                            f"software understands ({SCHEMA_VERSION}); refusing to use it"
-                        )
+                        self._check_readable(conn, version)
                     return
                 _MIGRATIONS[version](conn)
                 conn.execute(f"PRAGMA user_version = {version + 1}")
@@ -535,6 +544,22 @@ class Store:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
                 raise
+
+    def _check_readable(self, conn: sqlite3.Connection, version: int) -> None:
+        """A store a newer release migrated: usable if that release said so."""
+        row = conn.execute("SELECT value FROM state WHERE key = ?", (MIN_READER_KEY,)).fetchone()
+        min_reader = int(row[0]) if row is not None else version
+        if min_reader > SCHEMA_VERSION:
+            raise StoreError(
+                f"{self.path}: schema version {version} needs software of schema "
+                f"{min_reader} or newer; this software has {SCHEMA_VERSION}: refusing to use it"
+            )
+        log.warning(
+            "%s: schema %d from a newer release; it declares schema %d can still use it",
+            self.path,
+            version,
+            min_reader,
+        )
 
     def close(self) -> None:
         with self._lock:
@@ -1031,6 +1056,10 @@ class Store:
                 " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
                 (key, value),
             )
+
+    def delete_state(self, key: str) -> None:
+        with self._transaction() as conn:
+            conn.execute("DELETE FROM state WHERE key = ?", (key,))
 
     @staticmethod
     def _bump_counter(conn: sqlite3.Connection, name: str) -> int:

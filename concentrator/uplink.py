@@ -20,16 +20,18 @@ import logging
 import random
 import time
 from collections.abc import Callable
-from dataclasses import MISSING, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from concentrator import wire
+from concentrator import __version__, wire
+from concentrator.commands import load_public_key
+from concentrator.config import fields_from_table
 from concentrator.mqtt_session import connect_persistent, tls_client
+from concentrator.package import package_request_topic, package_topic
 from concentrator.store import Batch, Event, Reading, Store, StoreError
 from concentrator.writer import StoreWriter
 
@@ -59,43 +61,20 @@ class UplinkConfig:
     # The utility's Ed25519 command public key (PEM): with it the concentrator listens
     # on its ``cmd`` topic and runs what that key signed; without it, no commands.
     command_key_file: Path | None = None
+    # The uplink wire format sent (`concentrator.wire`): pin an older one while a
+    # receiver that reads only it is still in service.
+    wire_version: int = wire.VERSION
 
     @classmethod
     def from_dict(cls, doc: dict[str, object], base: Path) -> UplinkConfig:
         """Build from the ``[uplink]`` table; paths are relative to the config file."""
-        known = set(cls.__dataclass_fields__)
-        unknown = sorted(set(doc) - known)
-        if unknown:
-            raise ValueError(
-                f"unknown key(s) {', '.join(unknown)}; expected some of {', '.join(sorted(known))}"
-            )
-        kw: dict[str, Any] = {}
-        for name, field_ in cls.__dataclass_fields__.items():
-            if name not in doc:
-                if field_.default is MISSING:  # required
-                    raise ValueError(f"missing key {name!r}")
-                continue
-            value = doc[name]
-            kind = field_.type
-            if kind in ("Path", "Path | None"):
-                if not isinstance(value, str):
-                    raise ValueError(f"{name}: expected a path string, got {value!r}")
-                kw[name] = (base / value) if not Path(value).is_absolute() else Path(value)
-            elif kind == "int":
-                if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-                    raise ValueError(f"{name}: expected a non-negative integer, got {value!r}")
-                kw[name] = value
-            elif kind == "float":
-                if not isinstance(value, int | float) or isinstance(value, bool) or value <= 0:
-                    raise ValueError(f"{name}: expected a positive number, got {value!r}")
-                kw[name] = float(value)
-            else:
-                if not isinstance(value, str) or not value:
-                    raise ValueError(f"{name}: expected a non-empty string, got {value!r}")
-                kw[name] = value
-        cfg = cls(**kw)
+        cfg = cls(**fields_from_table(cls, doc, base))
         if not 1 <= cfg.broker_port <= 65535:
             raise ValueError(f"broker_port: {cfg.broker_port} is not a TCP port")
+        if cfg.wire_version not in wire.VERSIONS:
+            raise ValueError(
+                f"wire_version: {cfg.wire_version}, expected one of {list(wire.VERSIONS)}"
+            )
         if cfg.window < 1:
             raise ValueError("window: at least one batch must be allowed in flight")
         return cfg
@@ -103,15 +82,7 @@ class UplinkConfig:
     def command_key(self) -> Ed25519PublicKey | None:
         if self.command_key_file is None:
             return None
-        try:
-            key = serialization.load_pem_public_key(self.command_key_file.read_bytes())
-        except (OSError, ValueError) as exc:
-            raise ValueError(
-                f"{self.command_key_file}: cannot load the command key: {exc}"
-            ) from None
-        if not isinstance(key, Ed25519PublicKey):
-            raise ValueError(f"{self.command_key_file}: expected an Ed25519 public key")
-        return key
+        return load_public_key(self.command_key_file, "command key")
 
     def payload_key(self) -> bytes:
         text = self.payload_key_file.read_text().strip()
@@ -170,10 +141,16 @@ class Uplink:
         self._acks: asyncio.Queue[bytes] = asyncio.Queue()
         self._wake = asyncio.Event()
         self._connected = asyncio.Event()
+        self.link_down = asyncio.Event()  # the opposite of ``connected``, to wait on
+        self.link_down.set()
         self._client = self._make_client()
         self.up_topic = f"mf/v1/{concentrator_id}/up"
         self.ack_topic = f"mf/v1/{concentrator_id}/ack"
         self.cmd_topic = f"mf/v1/{concentrator_id}/cmd"
+        self.pkg_topic = package_topic(concentrator_id)
+        self.pkg_request_topic = package_request_topic(concentrator_id)
+        # Software update chunks (`concentrator.updater`), when updates are configured.
+        self.on_package: Callable[[bytes], None] | None = None
         # Commands are only listened to with the key that checks them.
         self.on_command = on_command if cfg.command_key_file is not None else None
 
@@ -203,6 +180,8 @@ class Uplink:
         client.subscribe(self.ack_topic, qos=1)
         if self.on_command is not None:
             client.subscribe(self.cmd_topic, qos=1)
+        if self.on_package is not None:
+            client.subscribe(self.pkg_topic, qos=0)
         log.info("uplink connected to %s:%d", self.cfg.broker_host, self.cfg.broker_port)
         self._call(self._set_connected, True)
 
@@ -223,6 +202,8 @@ class Uplink:
             self._call(self._acks.put_nowait, bytes(msg.payload))
         elif msg.topic == self.cmd_topic and self.on_command is not None:
             self._call(self.on_command, bytes(msg.payload))
+        elif msg.topic == self.pkg_topic and self.on_package is not None:
+            self._call(self.on_package, bytes(msg.payload))
 
     def _call(self, fn: Any, *args: object) -> None:
         if self._loop is not None:
@@ -232,9 +213,11 @@ class Uplink:
         self.stats.connected = up
         if up:
             self._connected.set()
+            self.link_down.clear()
             self._wake.set()
         else:
             self._connected.clear()
+            self.link_down.set()
 
     # ------------------------------------------------------------------ run
     async def run(self) -> None:
@@ -263,6 +246,8 @@ class Uplink:
             key_id=self.cfg.key_id,
             key=self.key,
             seq=batch.batch_id,
+            version=self.cfg.wire_version,
+            software=__version__,
         )
         entry = InFlight(batch.batch_id, payload, sent_at=-1e18, readings=len(batch.readings))
         self.in_flight[batch.batch_id] = entry
@@ -293,7 +278,20 @@ class Uplink:
                 self._publish(self._remember(batch))
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.cfg.poll_s)
+                async with asyncio.timeout(self.cfg.poll_s):
+                    await self._wake.wait()
+
+    @property
+    def connected(self) -> asyncio.Event:
+        return self._connected
+
+    def request_package_chunk(self, payload: bytes) -> bool:
+        """Ask the receiver for a package chunk (QoS 0: the updater asks again when no
+        answer comes); False when the link is down."""
+        if not self._connected.is_set():
+            return False
+        info = self._client.publish(self.pkg_request_topic, payload, qos=0)
+        return info.rc == mqtt.MQTT_ERR_SUCCESS
 
     def _publish(self, entry: InFlight) -> None:
         info = self._client.publish(self.up_topic, entry.payload, qos=1)

@@ -1,6 +1,12 @@
 """The uplink wire format: one definition, imported by the concentrator and the receiver.
 
-Two messages share one clear header. Version 1::
+Two messages share one clear header. Version 2 adds the sender's software version to
+the header (between the id and ``key_id``: one length byte, 0..32, then that many bytes
+of [A-Za-z0-9.+_-]), so the receiver learns from every authenticated message which
+release sent it; a rollout is judged on that. Version 1, still sent by concentrators not
+upgraded yet (and by any whose ``[uplink] wire_version`` pins it), has no such field.
+The receiver reads both and answers each batch with an ack of the batch's own version.
+Version 1::
 
     batch (concentrator -> receiver, topic mf/v1/<id>/up)
 
@@ -75,6 +81,7 @@ __all__ = [
     "MAX_BODY_BYTES",
     "MAX_READINGS",
     "VERSION",
+    "VERSIONS",
     "Ack",
     "AckStatus",
     "BatchContent",
@@ -89,7 +96,8 @@ __all__ = [
 ]
 
 MAGIC = b"MF"
-VERSION = 1
+VERSION = 2  # what this software sends unless the config pins an older one
+VERSIONS = (1, 2)  # every version this software reads (and can send)
 FLAG_COMPRESSED = 0x01
 FLAG_ACK = 0x02
 
@@ -106,6 +114,7 @@ _INFO_UP = b"meterflow/v1/up"
 _INFO_ACK = b"meterflow/v1/ack"
 _FIXED = len(MAGIC) + 3  # magic, version, flags, id length
 _ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
+_SOFTWARE = re.compile(r"[A-Za-z0-9.+_-]{0,32}")
 _ZSTD_LEVEL = 19  # chosen by measurement (bench/wire.py); level 19 still seals >100k readings/s
 
 WireErrorReason = Literal[
@@ -154,6 +163,7 @@ class Header:
     key_id: int
     seq: int
     header_len: int
+    software: str | None = None  # version 2 on: the sender's release ("" if unstated)
 
     @property
     def is_ack(self) -> bool:
@@ -191,7 +201,18 @@ class Ack:
 # --------------------------------------------------------------------------- header
 
 
-def _header(flags: int, concentrator_id: str, key_id: int, seq: int) -> bytes:
+def _header(
+    flags: int,
+    concentrator_id: str,
+    key_id: int,
+    seq: int,
+    version: int = VERSION,
+    software: str = "",
+) -> bytes:
+    if version not in VERSIONS:
+        raise ValueError(f"wire version {version}: expected one of {VERSIONS}")
+    if not _SOFTWARE.fullmatch(software):
+        raise ValueError(f"software {software!r} must be 0-32 characters of [A-Za-z0-9.+_-]")
     if not _ID.fullmatch(concentrator_id):
         raise ValueError(
             f"concentrator_id {concentrator_id!r} must be 1-64 characters of [A-Za-z0-9._-]"
@@ -201,10 +222,12 @@ def _header(flags: int, concentrator_id: str, key_id: int, seq: int) -> bytes:
     if not 0 < seq <= MAX_SEQ:
         raise ValueError(f"seq {seq} must be 1..2**63-1 (0 is never a valid nonce)")
     cid = concentrator_id.encode("ascii")
+    sw = b"" if version == 1 else bytes((len(software),)) + software.encode("ascii")
     return (
         MAGIC
-        + bytes((VERSION, flags, len(cid)))
+        + bytes((version, flags, len(cid)))
         + cid
+        + sw
         + key_id.to_bytes(4, "big")
         + seq.to_bytes(8, "big")
     )
@@ -222,25 +245,42 @@ def parse_header(data: bytes) -> Header:
     if len(data) < _FIXED:
         _fail("truncated", f"{len(data)} bytes, expected at least {_FIXED} for the header")
     version, flags, id_len = data[2], data[3], data[4]
-    if version != VERSION:
-        _fail("unsupported_version", f"version {version} at byte 2, expected {VERSION}")
+    if version not in VERSIONS:
+        _fail("unsupported_version", f"version {version} at byte 2, expected one of {VERSIONS}")
     if flags not in (0, FLAG_COMPRESSED, FLAG_ACK):
         _fail("bad_header", f"flags 0x{flags:02X} at byte 3, expected 0x00, 0x01 or 0x02")
     if not 1 <= id_len <= 64:
         _fail("bad_header", f"concentrator id length {id_len} at byte 4, expected 1..64")
-    end = _FIXED + id_len + 12
-    if len(data) < end:
-        _fail("truncated", f"{len(data)} bytes, expected at least {end} for the header")
-    raw_id = bytes(data[_FIXED : _FIXED + id_len])
+    at = _FIXED + id_len
+    if len(data) < at:
+        _fail("truncated", f"{len(data)} bytes, expected at least {at} for the header")
+    raw_id = bytes(data[_FIXED:at])
     concentrator_id = raw_id.decode("ascii", errors="replace")
     if not _ID.fullmatch(concentrator_id):
         _fail("bad_header", f"concentrator id {raw_id!r} at byte 5, expected [A-Za-z0-9._-]")
+    software = None
+    if version >= 2:
+        if len(data) <= at:
+            _fail("truncated", f"{len(data)} bytes, expected a software length at byte {at}")
+        sw_len = data[at]
+        if sw_len > 32:
+            _fail("bad_header", f"software length {sw_len} at byte {at}, expected 0..32")
+        raw_sw = bytes(data[at + 1 : at + 1 + sw_len])
+        if len(raw_sw) < sw_len:
+            _fail("truncated", f"{len(data)} bytes, expected {sw_len} software bytes")
+        software = raw_sw.decode("ascii", errors="replace")
+        if not _SOFTWARE.fullmatch(software):
+            _fail("bad_header", f"software {raw_sw!r} at byte {at + 1}, expected [A-Za-z0-9.+_-]")
+        at += 1 + sw_len
+    end = at + 12
+    if len(data) < end:
+        _fail("truncated", f"{len(data)} bytes, expected at least {end} for the header")
     key_id = int.from_bytes(data[end - 12 : end - 8], "big")
     seq = int.from_bytes(data[end - 8 : end], "big")
     if not 1 <= seq <= MAX_SEQ:
         # Sequence numbers live in signed 64-bit database columns on both ends.
         _fail("bad_header", f"seq {seq} at byte {end - 8}, expected 1..2**63-1")
-    return Header(VERSION, flags, concentrator_id, key_id, seq, end)
+    return Header(version, flags, concentrator_id, key_id, seq, end, software)
 
 
 def _derive(key: bytes, concentrator_id: str, info: bytes) -> bytes:
@@ -261,7 +301,14 @@ def _nonce(seq: int) -> bytes:
 
 
 def seal_batch(
-    content: BatchContent, *, concentrator_id: str, key_id: int, key: bytes, seq: int
+    content: BatchContent,
+    *,
+    concentrator_id: str,
+    key_id: int,
+    key: bytes,
+    seq: int,
+    version: int = VERSION,
+    software: str = "",
 ) -> bytes:
     """Encode, compress when that is smaller, and encrypt one batch.
 
@@ -274,7 +321,7 @@ def seal_batch(
     packed = zstandard.ZstdCompressor(level=_ZSTD_LEVEL).compress(body)
     if len(packed) < len(body):
         body, flags = packed, FLAG_COMPRESSED
-    aad = _header(flags, concentrator_id, key_id, seq)
+    aad = _header(flags, concentrator_id, key_id, seq, version, software)
     aead = AESGCM(_derive(key, concentrator_id, _INFO_UP))
     return aad + aead.encrypt(_nonce(seq), body, aad)
 
@@ -329,10 +376,14 @@ def _decompress(data: bytes) -> bytes:
 # ----------------------------------------------------------------------------- acks
 
 
-def seal_ack(ack: Ack, *, concentrator_id: str, key_id: int, key: bytes) -> bytes:
+def seal_ack(
+    ack: Ack, *, concentrator_id: str, key_id: int, key: bytes, version: int = VERSION
+) -> bytes:
+    """An ack in ``version``: the receiver answers in the version of the batch it acks,
+    so a concentrator that sends version 1 only ever has to read version 1."""
     if ack.status not in _ACK_STATUSES:
         raise ValueError(f"ack status {ack.status!r} is not one of {sorted(_ACK_STATUSES)}")
-    header = _header(FLAG_ACK, concentrator_id, key_id, ack.seq)
+    header = _header(FLAG_ACK, concentrator_id, key_id, ack.seq, version, "")
     fields: dict[str, object] = {"seq": ack.seq, "status": ack.status}
     if ack.reason is not None:
         fields["reason"] = ack.reason

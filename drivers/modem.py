@@ -764,7 +764,8 @@ class ModemClient:
             self._transport.close()
             if self._link is not None:
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._link.closed.wait(), CLOSE_TIMEOUT_S)
+                    async with asyncio.timeout(CLOSE_TIMEOUT_S):
+                        await self._link.closed.wait()
             self._transport = None
             self._link = None
 
@@ -930,7 +931,8 @@ class ModemClient:
         deadline = loop.time() + within
         while loop.time() < deadline:
             try:
-                await asyncio.wait_for(self._rebooting.wait(), self.timeouts.default_s)
+                async with asyncio.timeout(self.timeouts.default_s):
+                    await self._rebooting.wait()
                 return
             except TimeoutError:
                 pass

@@ -141,7 +141,8 @@ async def close_uart(transport: asyncio.Transport, closed: asyncio.Event) -> Non
     """Close and wait (briefly) until the protocol saw the port go."""
     transport.close()
     with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(closed.wait(), 2.0)
+        async with asyncio.timeout(2.0):
+            await closed.wait()
 
 
 class _Receiver(asyncio.Protocol):

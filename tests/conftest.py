@@ -14,7 +14,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from cloud_receiver.storage import local_postgres_url
+from cloud_receiver.storage import Storage, local_postgres_url, open_storage
 from hil_sim.process import SimProcess
 
 
@@ -52,3 +52,15 @@ def pg_url(pg_server: str) -> Iterator[str]:
     yield f"{pg_server}{sep}options=-csearch_path%3D{schema}"
     with psycopg.connect(pg_server, autocommit=True) as conn:
         conn.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def receiver_storage(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Storage]:
+    """A receiver database on each backend: a SQLite file, then a PostgreSQL schema."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'r.db'}"
+    else:
+        url = request.getfixturevalue("pg_url")
+    s = open_storage(url)
+    yield s
+    s.close()

@@ -184,7 +184,7 @@ def test_unknown_top_level_key(tmp_path: Path) -> None:
     issue = only_issue(path)
     assert (issue.line, issue.field) == (line_of(text, "[uplinks]"), "uplinks")
     assert 'unknown key "uplinks"' in issue.message
-    assert "allowed keys: concentrator, storage, bus, meter, task, uplink" in issue.message
+    assert "allowed keys: format, concentrator, storage, bus, meter, task, uplink" in issue.message
 
 
 def test_unknown_key_inside_meter(tmp_path: Path) -> None:

@@ -403,7 +403,8 @@ async def in_process(
         yield rig
     finally:
         daemon.stop()
-        await asyncio.wait_for(task, 60)
+        async with asyncio.timeout(60):
+            await task
         await sim.stop()
         shutil.rmtree(sock_dir, ignore_errors=True)
     assert daemon.failure is None

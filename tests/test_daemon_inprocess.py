@@ -70,7 +70,8 @@ async def rig(
         yield Rig(sim, daemon, cfg, task)
     finally:
         daemon.stop()
-        await asyncio.wait_for(task, 60)
+        async with asyncio.timeout(60):
+            await task
         await sim.stop()
 
 
@@ -132,7 +133,8 @@ async def test_sigterm_commits_every_reading_handed_to_the_store(tmp_path: Path)
         ]
         r.daemon.writer.add(held)
         r.daemon.stop()  # what SIGTERM does
-        await asyncio.wait_for(r.task, 60)
+        async with asyncio.timeout(60):
+            await r.task
         assert r.daemon.failure is None
     with Store.open(tmp_path / "s.db") as store:
         stored = store.get_readings(quantity="voltage_a", until=1_600_000_000 + 60 * 300)

@@ -121,7 +121,8 @@ async def test_outage_and_hung_modem_are_recovered_and_the_backlog_drains(
             assert status is not None and status["link_up"] and status["hangs"] >= 1
         finally:
             daemon.stop()
-            await asyncio.wait_for(task, 60)
+            async with asyncio.timeout(60):
+                await task
             await proxy.stop()
             await modem.stop()
             await bus.stop()

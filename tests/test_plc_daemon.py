@@ -125,7 +125,8 @@ async def rig(tmp_path: Path, *, meters: int = 6, routed: int = 3) -> AsyncItera
         yield Rig(module, daemon, known)
     finally:
         daemon.stop()
-        await asyncio.wait_for(task, 60)
+        async with asyncio.timeout(60):
+            await task
         await module.stop()
         shutil.rmtree(sock_dir, ignore_errors=True)
 

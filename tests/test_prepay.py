@@ -5,7 +5,6 @@ as it was. Both storage backends."""
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 
@@ -22,14 +21,9 @@ DAY = int(dt.datetime(2026, 11, 2, tzinfo=CST).timestamp())  # a Monday, 00:00 l
 M1 = "000000000001"
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def storage(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Storage]:
-    url = f"sqlite:///{tmp_path / 'r.db'}" if request.param == "sqlite" else None
-    if url is None:
-        url = request.getfixturevalue("pg_url")
-    s = open_storage(url)
-    yield s
-    s.close()
+@pytest.fixture
+def storage(receiver_storage: Storage) -> Storage:
+    return receiver_storage
 
 
 def flat(price: str = "0.55") -> prepay.Tariff:

@@ -121,7 +121,8 @@ async def test_keepalive_pings_while_healthy(listener: tuple[socket.socket, str]
     task = asyncio.create_task(n.keepalive(is_healthy))
     try:
         for _ in range(3):
-            data = await asyncio.wait_for(loop.sock_recv(sock, 4096), RECV_TIMEOUT_S)
+            async with asyncio.timeout(RECV_TIMEOUT_S):
+                data = await loop.sock_recv(sock, 4096)
             assert data == b"WATCHDOG=1"
         healthy = False
         while True:  # drain a ping already on its way when health went
@@ -144,4 +145,5 @@ async def test_keepalive_pings_while_healthy(listener: tuple[socket.socket, str]
 
 
 async def test_keepalive_returns_without_a_watchdog(listener: tuple[socket.socket, str]) -> None:
-    await asyncio.wait_for(SdNotifier({"NOTIFY_SOCKET": listener[1]}).keepalive(), 5.0)
+    async with asyncio.timeout(5.0):
+        await SdNotifier({"NOTIFY_SOCKET": listener[1]}).keepalive()

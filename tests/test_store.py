@@ -28,6 +28,7 @@ from hypothesis import strategies as st
 
 from concentrator.store import (
     _DECIMAL,
+    MIN_READER_KEY,
     SCHEMA_VERSION,
     Event,
     Reading,
@@ -121,11 +122,30 @@ def test_newer_schema_is_refused_and_left_in_place(db: Path) -> None:
     Store.open(db).close()
     raw = sqlite3.connect(db)
     raw.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    # The newer release declares that only its own schema can use the store now.
+    raw.execute("UPDATE state SET value = ? WHERE key = ?", (str(SCHEMA_VERSION + 1),
+                MIN_READER_KEY))  # fmt: skip
+    raw.commit()
     raw.close()
-    with pytest.raises(StoreError, match="newer"):
+    with pytest.raises(StoreError, match="needs software of schema"):
         Store.open(db)
     assert db.exists()
     assert not list(db.parent.glob("*.corrupt-*"))
+
+
+def test_a_rolled_back_release_opens_a_store_a_newer_one_migrated_compatibly(db: Path) -> None:
+    """A newer release added (say) a table and left the minimum reader alone: the
+    release it rolls back to goes on using the store, readings and all."""
+    with Store.open(db) as store:
+        store.add_readings([reading()])
+    raw = sqlite3.connect(db)
+    raw.execute("CREATE TABLE added_by_a_newer_release (x INTEGER)")
+    raw.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    raw.commit()
+    raw.close()
+    with Store.open(db) as store:
+        assert len(store.get_readings()) == 1
+        store.add_readings([reading(slot_index=1)])
 
 
 def test_use_after_close_raises_store_error(db: Path) -> None:

@@ -96,11 +96,12 @@ def test_units_are_hardened(name: str) -> None:
 
 def test_concentrator_unit_notifies_and_reaches_serial_ports_only() -> None:
     unit = parse_unit(SYSTEMD_DIR / "meterflow-concentrator.service")
-    assert one(unit, "Type") == "notify" and one(unit, "NotifyAccess") == "main"
+    # The daemon, a child of the guard, sends READY=1 and the watchdog pings.
+    assert one(unit, "Type") == "notify" and one(unit, "NotifyAccess") == "all"
     assert int(one(unit, "WatchdogSec")) > 0
     assert one(unit, "ExecStart") == (
-        f"{INSTALL_BIN}/concentrator run --config /etc/meterflow/concentrator.toml"
-        " --log-format json"
+        f"{INSTALL_BIN}/concentrator supervise --config /etc/meterflow/concentrator.toml"
+        " --releases /var/lib/meterflow/releases --log-format json"
     )
     assert one(unit, "RuntimeDirectory") == "meterflow"  # the control socket's home
     assert one(unit, "SupplementaryGroups") == "dialout"
@@ -126,17 +127,20 @@ def test_receiver_unit_is_simple_and_has_no_devices() -> None:
 )
 def test_exec_start_uses_flags_the_cli_has(name: str, script: str) -> None:
     argv = shlex.split(one(parse_unit(SYSTEMD_DIR / name), "ExecStart"))
-    assert argv[0] == f"{INSTALL_BIN}/{script}" and argv[1] == "run"
+    verb = "supervise" if script == "concentrator" else "run"
+    assert argv[0] == f"{INSTALL_BIN}/{script}" and argv[1] == verb
     flags = [a for a in argv[2:] if a.startswith("--")]
     assert flags
-    help_text = subprocess.run(
-        [str(VENV_BIN / script), "run", "--help"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=True,
-    ).stdout
-    offered = set(re.findall(r"(--[a-z][a-z0-9-]*)", help_text))
+    offered: set[str] = set()
+    for sub in {verb, "run"}:  # the guard passes flags it does not know on to `run`
+        help_text = subprocess.run(
+            [str(VENV_BIN / script), sub, "--help"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=True,
+        ).stdout
+        offered |= set(re.findall(r"(--[a-z][a-z0-9-]*)", help_text))
     assert set(flags) <= offered, f"{name}: {set(flags) - offered} not in `{script} run --help`"
     required = {"concentrator": {"--config"}, "cloud-receiver": {"--broker", "--pki-dir", "--db"}}
     assert required[script] <= set(flags)

@@ -70,7 +70,7 @@ def assert_same(got: BatchContent, want: BatchContent) -> None:
 def test_sample_round_trip_and_header() -> None:
     data = seal(SAMPLE, seq=42)
     header = wire.parse_header(data)
-    assert header == wire.Header(1, header.flags, CID, 7, 42, 5 + len(CID) + 12)
+    assert header == wire.Header(2, header.flags, CID, 7, 42, 5 + len(CID) + 1 + 12, "")
     assert header.flags in (0, 1) and not header.is_ack
     got_header, got = wire.open_batch(data, lookup)
     assert got_header == header
@@ -78,11 +78,41 @@ def test_sample_round_trip_and_header() -> None:
 
 
 def test_header_vector() -> None:
-    data = seal(BatchContent(), seq=0x0102030405060708, concentrator_id="c1", key_id=7)
+    data = seal(BatchContent(), seq=0x0102030405060708, concentrator_id="c1", key_id=7, version=1)
     # MF, version 1, flags, id length 2, "c1", key_id 7 (u32 BE), seq (u64 BE)
     assert data[:19] == bytes.fromhex("4d4601" + "00" + "02" + "6331" + "00000007") + bytes(
         range(1, 9)
     )
+    data = seal(BatchContent(), seq=0x0102030405060708, concentrator_id="c1", key_id=7,
+                software="1.2.0")  # fmt: skip
+    # Version 2: the software version (length 5, "1.2.0") between the id and key_id.
+    assert data[:25] == bytes.fromhex(
+        "4d4602" + "00" + "02" + "6331" + "05" + b"1.2.0".hex() + "00000007"
+    ) + bytes(range(1, 9))
+
+
+@pytest.mark.parametrize("version", [1, 2])
+def test_both_wire_versions_are_read_and_acked_in_their_own_version(version: int) -> None:
+    """A mixed fleet: old concentrators send version 1, new ones version 2; the receiver
+    reads both and acks each in the batch's version, which the old code can read."""
+    data = seal(SAMPLE, seq=5, version=version, software="0.2.0")
+    header, got = wire.open_batch(data, lookup)
+    assert header.version == version
+    assert header.software == (None if version == 1 else "0.2.0")
+    assert_same(got, SAMPLE)
+    ack = wire.seal_ack(Ack(5, "stored"), concentrator_id=CID, key_id=7, key=KEY,
+                        version=header.version)  # fmt: skip
+    assert ack[2] == version
+    assert wire.open_ack(ack, KEY) == Ack(5, "stored")
+
+
+def test_software_field_is_bounded_and_checked() -> None:
+    with pytest.raises(ValueError, match="software"):
+        seal(SAMPLE, software="x" * 33)
+    with pytest.raises(ValueError, match="software"):
+        seal(SAMPLE, software="1.0 beta")
+    with pytest.raises(ValueError, match="wire version 3"):
+        seal(SAMPLE, version=3)
 
 
 def test_empty_batch() -> None:
@@ -221,7 +251,8 @@ def test_every_flipped_bit_is_caught() -> None:
 def test_changed_seq_or_concentrator_id_fails_authentication() -> None:
     data = seal(SAMPLE, seq=5)
     cid_end = 5 + len(CID)
-    moved_seq = data[: cid_end + 4] + struct.pack(">Q", 6) + data[cid_end + 12 :]
+    key_at = cid_end + 1  # after version 2's (empty) software field
+    moved_seq = data[: key_at + 4] + struct.pack(">Q", 6) + data[key_at + 12 :]
     assert reason(moved_seq) == "auth_failed"
     other_id = data[:5] + b"cn-01.site_B" + data[cid_end:]
     assert reason(other_id) == "auth_failed"
@@ -239,7 +270,10 @@ def test_truncated_at_every_length() -> None:
     ("data", "why"),
     [
         (b"XY\x01\x00\x01a" + bytes(12 + 16), "bad_magic"),
-        (b"MF\x02\x00\x01a" + bytes(12 + 16), "unsupported_version"),
+        (b"MF\x03\x00\x01a" + bytes(12 + 16), "unsupported_version"),
+        (b"MF\x02\x00\x01a\x21" + bytes(33 + 12 + 16), "bad_header"),  # software > 32
+        (b"MF\x02\x00\x01a\x031 0" + bytes(12 + 16), "bad_header"),  # a space in it
+        (b"MF\x02\x00\x01a\x051.0", "truncated"),
         (b"MF\x01\x04\x01a" + bytes(12 + 16), "bad_header"),
         (b"MF\x01\x00\x00" + bytes(12 + 16), "bad_header"),
         (b"MF\x01\x00\x01 " + bytes(12 + 16), "bad_header"),

@@ -38,9 +38,11 @@ async def test_a_state_is_committed_only_after_the_records_queued_before_it(
             writer.missing("000000000001", "energy_fwd_total", 900, "no poll in this slot")
             writer.missing("000000000001", "energy_fwd_total", 1800, "no poll in this slot")
             writer.set_state("task:t:last_slot", "2700")
-            await asyncio.wait_for(writer.flush(), 30)
+            async with asyncio.timeout(30):
+                await writer.flush()
             while writer.disk_full or order[-1:] != ["state 2700"]:
-                await asyncio.wait_for(writer.flush(), 30)
+                async with asyncio.timeout(30):
+                    await writer.flush()
         finally:
             task.cancel()
             writer.close()
