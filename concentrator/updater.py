@@ -102,6 +102,13 @@ class Updater:
             signature = bytes.fromhex(str(cmd.params["signature"]))
             m = package.verify_manifest(manifest_bytes, signature, self.key)
             package.check_compatible(m, self.device())
+            outcome = self.releases.read("outcome.json") or {}
+            if outcome.get("version") == m.version and outcome.get("state") == "rolled_back":
+                raise package.PackageError(
+                    "incompatible",
+                    f"{m.version} was rolled back here before ({outcome.get('reason')}); "
+                    "ship a fixed release under a new version",
+                )
             if os.environ.get(SUPERVISOR_ENV) is None:
                 raise package.PackageError(
                     "incompatible",
@@ -171,8 +178,9 @@ class Updater:
         self, m: package.Manifest, manifest: bytes, signature: bytes, window: float
     ) -> None:
         try:
-            await self._fetch(m)
-            await asyncio.to_thread(self._install, m, manifest, signature)
+            if not self.releases.installed(m.version):  # else: killed after installing
+                await self._fetch(m)
+                await asyncio.to_thread(self._install, m, manifest, signature)
         except package.PackageError as exc:
             await self._fail(m, str(exc), discard=True)
             return
