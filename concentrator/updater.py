@@ -109,6 +109,11 @@ class Updater:
                     f"{m.version} was rolled back here before ({outcome.get('reason')}); "
                     "ship a fixed release under a new version",
                 )
+            trial = self.releases.read("trial.json")
+            if trial is not None:
+                raise package.PackageError(
+                    "incompatible", f"release {trial.get('version')} is still on trial here"
+                )
             if os.environ.get(SUPERVISOR_ENV) is None:
                 raise package.PackageError(
                     "incompatible",
@@ -184,8 +189,9 @@ class Updater:
         except package.PackageError as exc:
             await self._fail(m, str(exc), discard=True)
             return
-        except (OSError, RuntimeError) as exc:
-            await self._fail(m, str(exc), discard=False)
+        except Exception as exc:  # disk, pip, a bug: reported, and the daemon polls on
+            log.exception("upgrade to %s failed", m.version)
+            await self._fail(m, f"{type(exc).__name__}: {exc}", discard=False)
             return
         self._event(
             "installed",
