@@ -776,19 +776,28 @@ class Store:
         Recording the same slot again replaces the reason: the latest failure is the
         one worth seeing.
         """
+        return self.record_missing_many([(meter, quantity, slot, reason)]) == 1
+
+    def record_missing_many(self, rows: Sequence[tuple[str, str, int, str]]) -> int:
+        """``record_missing`` for many (meter, quantity, slot, reason) in one
+        transaction — a bus that falls behind misses many at once; one commit each made
+        it fall further behind. Returns how many were recorded."""
+        recorded = 0
         with self._transaction() as conn:
-            series_id = self._series_id(conn, meter, quantity)
-            exists = conn.execute(
-                "SELECT 1 FROM readings WHERE slot = ? AND series_id = ?", (slot, series_id)
-            ).fetchone()
-            if exists:
-                return False
-            conn.execute(
-                "INSERT INTO missing(slot, series_id, reason) VALUES (?, ?, ?)"
-                " ON CONFLICT (slot, series_id) DO UPDATE SET reason = excluded.reason",
-                (slot, series_id, reason),
-            )
-            return True
+            for meter, quantity, slot, reason in rows:
+                series_id = self._series_id(conn, meter, quantity)
+                exists = conn.execute(
+                    "SELECT 1 FROM readings WHERE slot = ? AND series_id = ?", (slot, series_id)
+                ).fetchone()
+                if exists:
+                    continue
+                conn.execute(
+                    "INSERT INTO missing(slot, series_id, reason) VALUES (?, ?, ?)"
+                    " ON CONFLICT (slot, series_id) DO UPDATE SET reason = excluded.reason",
+                    (slot, series_id, reason),
+                )
+                recorded += 1
+        return recorded
 
     def missing(
         self,

@@ -165,8 +165,10 @@ class StoreWriter:
                 self._pending.popleft()
             self.committed += len(group)
         while self._missing:
-            await self.call(self.store.record_missing, *self._missing[0])
-            self._missing.popleft()
+            rows = [self._missing[i] for i in range(min(MAX_GROUP, len(self._missing)))]
+            await self.call(self.store.record_missing_many, rows)
+            for _ in rows:
+                self._missing.popleft()
         # Only what was queued before this point: a state queued while these commit
         # waits for the next round, after the records queued before it.
         states, self._states = self._states, {}

@@ -439,6 +439,15 @@ def test_missing_slots_and_read_success(store: Store) -> None:
     assert by_day.key == "2023-11-14"
     assert store.read_success(day + 86_400, day + 2 * 86_400, by="day") == []
 
+    # Many at once, in one transaction: the one with a reading is skipped.
+    assert store.record_missing_many([
+        ("m4", "energy_import", SLOT0, "timeout"),
+        ("m1", "energy_import", SLOT0 + SLOT_S, "timeout"),  # m1 was read then
+        ("m4", "energy_import", SLOT0 + SLOT_S, "timeout"),
+    ]) == 2  # fmt: skip
+    assert [m.slot for m in store.missing(meter="m4")] == [SLOT0, SLOT0 + SLOT_S]
+    store.add_readings([reading("m4", 0), reading("m4", 1)])  # both backfilled
+
     # A successful backfill fills the missing slot.
     store.add_readings([reading("m2", 1, source="backfill")])
     assert [m.meter for m in store.missing()] == ["m3"]

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from typing import Any
 
 from concentrator.store import Store, StoreFullError
 from concentrator.writer import StoreWriter
@@ -17,20 +16,20 @@ async def test_a_state_is_committed_only_after_the_records_queued_before_it(
     with Store.open(tmp_path / "s.db") as store:
         order: list[str] = []
         full = {"left": 3}  # the disk is full for the first three missing records
-        record_missing, set_state = store.record_missing, store.set_state
+        record_missing, set_state = store.record_missing_many, store.set_state
 
-        def missing(*args: Any) -> bool:
+        def missing(rows: list[tuple[str, str, int, str]]) -> int:
             if full["left"]:
                 full["left"] -= 1
                 raise StoreFullError("database or disk is full")
-            order.append(f"missing {args[2]}")
-            return record_missing(*args)
+            order.extend(f"missing {slot}" for _, _, slot, _ in rows)
+            return record_missing(rows)
 
         def state(key: str, value: str) -> None:
             order.append(f"state {value}")
             set_state(key, value)
 
-        store.record_missing = missing  # type: ignore[method-assign]
+        store.record_missing_many = missing  # type: ignore[method-assign]
         store.set_state = state  # type: ignore[method-assign]
         writer = StoreWriter(store, retry_s=0.01, gather_s=0.0, now=lambda: 0.0)
         task = asyncio.create_task(writer.run())
