@@ -28,6 +28,9 @@ def main() -> None:
     """meterflow cloud receiver: ingest concentrator batches and answer queries."""
 
 
+_db_option = click.option("--db", "db_url", required=True, help="Receiver database URL.")
+_json_option = click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+
 # Exit codes, as for `concentrator`: 2 = bad command line, 1 = anything else.
 EXIT_FAILURE = 1
 
@@ -356,7 +359,7 @@ def _time_arg(text: str | None) -> int | None:
 
 
 @main.command()
-@click.option("--db", "db_url", required=True, help="Receiver database URL.")
+@_db_option
 @click.option("--meter", default=None, help="Meter address (all meters when omitted).")
 @click.option("--from", "since", default=None, help="First slot: unix seconds or ISO time.")
 @click.option("--to", "until", default=None, help="End slot (exclusive): unix or ISO time.")
@@ -401,8 +404,8 @@ def readings(
 
 
 @main.command()
-@click.option("--db", "db_url", required=True, help="Receiver database URL.")
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@_db_option
+@_json_option
 def concentrators(db_url: str, as_json: bool) -> None:
     """Every concentrator heard from: last seen, batches and readings acked, sequence gaps."""
     import dataclasses
@@ -481,14 +484,14 @@ _ACTIONS = {
     callback=_duration,
     help="How long the command may take effect after --not-before (at most 7d).",
 )
-@click.option("--db", "db_url", required=True, help="Receiver database URL.")
+@_db_option
 @click.option(
     "--pki-dir",
     type=click.Path(path_type=Path, file_okay=False),
     required=True,
     help="PKI directory holding command.key (the utility's signing key).",
 )
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@_json_option
 def command(
     action: str,
     concentrator_id: str,
@@ -549,7 +552,7 @@ def command(
 
 
 @main.command("commands")
-@click.option("--db", "db_url", required=True, help="Receiver database URL.")
+@_db_option
 @click.option("--concentrator", "concentrator_id", default=None, help="Only this concentrator.")
 @click.option(
     "--status",
@@ -557,7 +560,7 @@ def command(
     default=None,
 )
 @click.option("--id", "command_id", default=None, help="One command, with its audit log.")
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@_json_option
 def commands_list(
     db_url: str,
     concentrator_id: str | None,
@@ -648,7 +651,7 @@ def account() -> None:
 @click.option("--grace", default="0", show_default=True, help="Credit allowed below zero (yuan).")
 @click.option("--low", default="10", show_default=True, help="Low-balance warning below (yuan).")
 @click.option("--tz", "tz_text", default="+08:00", show_default=True, help="Tariff time zone.")
-@click.option("--db", "db_url", required=True, help="Receiver database URL.")
+@_db_option
 def account_open(
     account_id: str,
     meter: str,
@@ -696,7 +699,7 @@ def account_open(
 @main.command(context_settings={"ignore_unknown_options": True})  # "-5" is an amount
 @click.argument("account_id")
 @click.argument("amount")
-@click.option("--db", "db_url", required=True, help="Receiver database URL.")
+@_db_option
 def topup(account_id: str, amount: str, db_url: str) -> None:
     """Credit AMOUNT yuan to a prepaid account; a cut-off supply is restored at once
     when the balance is back at zero or above."""
@@ -723,8 +726,8 @@ def topup(account_id: str, amount: str, db_url: str) -> None:
 @main.command()
 @click.argument("account_id")
 @click.option("--ledger", "show_ledger", is_flag=True, help="Every entry of the ledger too.")
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-@click.option("--db", "db_url", required=True, help="Receiver database URL.")
+@_json_option
+@_db_option
 def balance(account_id: str, show_ledger: bool, as_json: bool, db_url: str) -> None:
     """A prepaid account's balance, supply state and (with --ledger) its ledger."""
     import json
@@ -796,7 +799,7 @@ def dr() -> None:
     callback=_concentrator_id,
     help="The concentrator these meters are wired to.",
 )
-@click.option("--db", "db_url", required=True, help="Receiver database URL.")
+@_db_option
 def dr_enrol(group: str, meters: tuple[str, ...], concentrator_id: str, db_url: str) -> None:
     """Opt METERS in to demand-response group GROUP (a meter is in one group)."""
     from cloud_receiver import dr as dr_mod
@@ -817,14 +820,14 @@ def dr_enrol(group: str, meters: tuple[str, ...], concentrator_id: str, db_url: 
 @click.option("--limit-kw", required=True, help="The group's load limit in kW.")
 @click.option("--baseline-days", type=click.IntRange(1, 10), default=5, show_default=True)
 @click.option("--tz", "tz_text", default="+08:00", show_default=True, help="Local time zone.")
-@click.option("--db", "db_url", required=True, help="Receiver database URL.")
+@_db_option
 @click.option(
     "--pki-dir",
     type=click.Path(path_type=Path, file_okay=False),
     required=True,
     help="PKI directory holding command.key.",
 )
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@_json_option
 def dr_event(
     group: str,
     start: str,
@@ -870,8 +873,8 @@ def dr_event(
 
 @dr.command("report")
 @click.argument("event_id")
-@click.option("--db", "db_url", required=True, help="Receiver database URL.")
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@_db_option
+@_json_option
 def dr_report(event_id: str, db_url: str, as_json: bool) -> None:
     """Baseline, actual use and reduction of an event, per meter and in total."""
     import json
@@ -991,7 +994,7 @@ def _emit(columns: Sequence[str], rows: Sequence[Sequence[str]], title: str, as_
 def _analytics_options(fn: Callable[..., None]) -> Callable[..., None]:
     for option in reversed(
         [
-            click.option("--db", "db_url", required=True, help="Receiver database URL."),
+            _db_option,
             click.option(
                 "--tz",
                 default="+08:00",
@@ -1020,7 +1023,7 @@ def archive() -> None:
 
 @archive.command("import")
 @click.argument("file", type=click.Path(path_type=Path, dir_okay=False))
-@click.option("--db", "db_url", required=True, help="Receiver database URL.")
+@_db_option
 @click.option(
     "--replace", is_flag=True, help="Replace the whole archive (default: add and update meters)."
 )
@@ -1053,7 +1056,7 @@ def archive_import(file: Path, db_url: str, replace: bool) -> None:
 
 
 @archive.command("list")
-@click.option("--db", "db_url", required=True, help="Receiver database URL.")
+@_db_option
 @click.option("--area", default=None, help="Only this transformer area.")
 @click.option("--csv", "as_csv", is_flag=True, help="CSV on stdout (the import format).")
 def archive_list(db_url: str, area: str | None, as_csv: bool) -> None:
@@ -1270,7 +1273,7 @@ def loss(
 @report.command()
 @click.option("--area", required=True, help="Transformer area.")
 @click.option("--day", required=True, callback=_day_arg, help="Analysis day, YYYY-MM-DD.")
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@_json_option
 @_analytics_options
 def suspects(
     area: str, day: dt.date, as_json: bool, db_url: str, tz: dt.tzinfo, max_gap_min: int
@@ -1331,7 +1334,7 @@ def suspects(
     help="Days of load before --day to learn from.",
 )
 @click.option("--csv", "as_csv", is_flag=True, help="The 96 values as CSV on stdout.")
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@_json_option
 @click.option(
     "--png",
     type=click.Path(path_type=Path, dir_okay=False),
@@ -1503,10 +1506,12 @@ def release_build(
             lo, hi = (int(x) for x in wire_range.split("-"))
         except ValueError:
             raise click.BadParameter(f"{wire_range!r}: expected MIN-MAX, e.g. 1-2") from None
-    if key_file is None and pki_dir is None:
-        raise click.UsageError("give --key or --pki-dir")
+    if key_file is None:
+        if pki_dir is None:
+            raise click.UsageError("give --key or --pki-dir")
+        key_file = pki_dir / pki.RELEASE_KEY
     try:
-        key = pki.signing_key(key_file, "release key") if key_file else pki.release_key(pki_dir)  # type: ignore[arg-type]
+        key = pki.signing_key(key_file, "release key")
         pkg = package.build(
             list(wheels),
             version=version,
@@ -1559,14 +1564,14 @@ def rollout() -> None:
     callback=_duration,
     help="How long each upgraded concentrator must stay healthy (90s, 30m, 2h).",
 )
-@click.option("--db", "db_url", required=True, help="Receiver database URL.")
+@_db_option
 @click.option(
     "--pki-dir",
     type=click.Path(path_type=Path, file_okay=False),
     required=True,
     help="PKI directory holding release.key (its public half checks the package).",
 )
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@_json_option
 def rollout_start(
     version: str,
     package_path: Path | None,
@@ -1610,8 +1615,8 @@ def rollout_start(
 
 @rollout.command("status")
 @click.option("--id", "rollout_id", type=int, default=None, help="One rollout (default: all).")
-@click.option("--db", "db_url", required=True, help="Receiver database URL.")
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@_db_option
+@_json_option
 def rollout_status(rollout_id: int | None, db_url: str, as_json: bool) -> None:
     """Rollouts, their stages and each concentrator's state and running release."""
     import json
@@ -1644,7 +1649,7 @@ def rollout_status(rollout_id: int | None, db_url: str, as_json: bool) -> None:
 
 
 @rollout.command("abort")
-@click.option("--db", "db_url", required=True, help="Receiver database URL.")
+@_db_option
 @click.option("--reason", default="aborted by hand", show_default=True)
 def rollout_abort(db_url: str, reason: str) -> None:
     """Halt the running rollout: no further offers or stages."""

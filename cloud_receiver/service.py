@@ -34,8 +34,9 @@ from concentrator.store import Event, Reading
 
 log = logging.getLogger(__name__)
 
-UP_TOPIC = re.compile(r"mf/v1/([A-Za-z0-9._-]{1,64})/up")
-PKG_REQUEST_TOPIC = re.compile(r"mf/v1/([A-Za-z0-9._-]{1,64})/pkgreq")
+_ID = r"([A-Za-z0-9._-]{1,64})"
+UP_TOPIC = re.compile(rf"mf/v1/{_ID}/up")
+PKG_REQUEST_TOPIC = re.compile(rf"mf/v1/{_ID}/pkgreq")
 COMMAND_POLL_S = 1.0  # how soon an issued command goes out
 
 
@@ -284,7 +285,6 @@ class ReceiverService:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop = asyncio.Event()
         self.connected = asyncio.Event()
-        self.chunks_served = 0
         self._client = self._make_client()
 
     def _make_client(self) -> mqtt.Client:
@@ -396,7 +396,6 @@ class ReceiverService:
                 "%s asked for %s, which is not being rolled out to it", concentrator, version
             )
             return
-        self.chunks_served += 1
         log.debug("chunk %d of %s to %s", index, version, concentrator)
         self._client.publish(
             package.package_topic(concentrator),

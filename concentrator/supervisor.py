@@ -102,8 +102,9 @@ class Supervisor:
             assert self.child is not None
             code = self.child.poll()
             if code is None:
-                if self.releases.read("trial.json") is not None:
-                    self._judge()
+                trial = self.releases.read("trial.json")
+                if trial is not None:
+                    self._judge(trial)
                 time.sleep(self.poll_s)
                 continue
             if code == EXIT_SWITCH and self.releases.read("switch.json") is not None:
@@ -171,9 +172,7 @@ class Supervisor:
             out.append("no uplink batch acknowledged")
         return out
 
-    def _judge(self) -> None:
-        trial = self.releases.read("trial.json")
-        assert trial is not None
+    def _judge(self, trial: dict[str, Any]) -> None:
         version = str(trial["version"])
         missing = self._missing(self._status(), version)
         now = time.time()

@@ -88,6 +88,7 @@ class Updater:
         self._task: asyncio.Task[None] | None = None
         self._waiting: tuple[str, int] | None = None
         self._chunk: asyncio.Future[bytes] | None = None
+        self._reported: list[str] | None = None  # REPORTED_KEY, read from the store once
 
     # ------------------------------------------------------------------ the offer
     def device(self) -> package.Device:
@@ -333,8 +334,10 @@ class Updater:
             records.append((str(outcome["state"]), outcome))
         if not records:
             return
-        saved = await d.writer.call(d.store.get_state, REPORTED_KEY)
-        reported: list[str] = json.loads(saved) if saved else []
+        if self._reported is None:
+            saved = await d.writer.call(d.store.get_state, REPORTED_KEY)
+            self._reported = json.loads(saved) if saved else []
+        reported = self._reported
         new = False
         for state, doc in records:
             ident = f"{state}:{doc.get('version')}:{doc.get('started') or doc.get('at')}"
@@ -346,6 +349,7 @@ class Updater:
             reported = [*reported, ident][-20:]
             new = True
         if new:
+            self._reported = reported
             d.writer.set_state(REPORTED_KEY, json.dumps(reported))
 
     def _event(
