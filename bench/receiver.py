@@ -37,10 +37,11 @@ from cloud_receiver import pki
 from cloud_receiver.local_broker import LocalBroker
 from cloud_receiver.service import Ingestor
 from cloud_receiver.storage import PostgresStorage, SqliteStorage, Storage, local_postgres_url
-from concentrator.store import Reading, Store
+from concentrator.store import Store
 from concentrator.uplink import Uplink, UplinkConfig
-from concentrator.wire import BatchContent, seal_batch
 from concentrator.writer import StoreWriter
+from contract.records import Reading
+from contract.wire import BatchContent, seal_batch
 
 CID = "cn-0001"
 TOPIC = f"mf/v1/{CID}/up"

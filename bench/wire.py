@@ -36,9 +36,9 @@ import time
 from collections import Counter
 from datetime import UTC, datetime
 
-from concentrator.store import Reading
 from concentrator.uplink import UplinkConfig
-from concentrator.wire import BatchContent, open_batch, seal_batch
+from contract.records import Reading
+from contract.wire import BatchContent, open_batch, seal_batch
 
 METERS = 1_000
 BUSES = 4

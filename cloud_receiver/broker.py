@@ -30,8 +30,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from cloud_receiver.pki import CA_NAME, RECEIVER_NAME, SERVER_NAME, PkiError
+from contract import topics
 
-TOPIC_ROOT = "mf/v1"
 # Offline persistent sessions keep their backlog up to this many QoS 1 messages each
 # (Mosquitto's default is 1,000: a receiver down for an hour would lose batches).
 MAX_QUEUED_MESSAGES = 100_000
@@ -52,21 +52,21 @@ def acl_text(receivers: Sequence[str] = (RECEIVER_NAME,)) -> str:
     lines = [
         "# Written by `cloud-receiver broker-config`. Usernames are certificate CNs.",
         "# Concentrators: %u is the concentrator id.",
-        f"pattern write {TOPIC_ROOT}/%u/up",
-        f"pattern read {TOPIC_ROOT}/%u/ack",
-        f"pattern read {TOPIC_ROOT}/%u/cmd",
-        f"pattern read {TOPIC_ROOT}/%u/pkg",
-        f"pattern write {TOPIC_ROOT}/%u/pkgreq",
+        f"pattern write {topics.up(topics.ACL_USER)}",
+        f"pattern read {topics.ack(topics.ACL_USER)}",
+        f"pattern read {topics.cmd(topics.ACL_USER)}",
+        f"pattern read {topics.pkg(topics.ACL_USER)}",
+        f"pattern write {topics.pkgreq(topics.ACL_USER)}",
     ]
     for name in receivers:
         lines += [
             "",
             f"user {name}",
-            f"topic read {TOPIC_ROOT}/+/up",
-            f"topic write {TOPIC_ROOT}/+/ack",
-            f"topic write {TOPIC_ROOT}/+/cmd",
-            f"topic read {TOPIC_ROOT}/+/pkgreq",
-            f"topic write {TOPIC_ROOT}/+/pkg",
+            f"topic read {topics.up(topics.ANY)}",
+            f"topic write {topics.ack(topics.ANY)}",
+            f"topic write {topics.cmd(topics.ANY)}",
+            f"topic read {topics.pkgreq(topics.ANY)}",
+            f"topic write {topics.pkg(topics.ANY)}",
         ]
     return "\n".join(lines) + "\n"
 

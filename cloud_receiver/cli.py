@@ -510,7 +510,7 @@ def command(
     import json
 
     from cloud_receiver import commands as receiver_commands
-    from concentrator.commands import CommandError
+    from contract.commands import CommandError
 
     params: dict[str, object] = {}
     if quantities:
@@ -620,6 +620,27 @@ def _prepay_errors() -> Iterator[None]:
         yield
     except PrepayError as exc:
         _fail(str(exc), EXIT_UNKNOWN if str(exc).startswith("unknown account") else 2)
+
+
+def _wheel_release_info(wheel: Path) -> dict[str, Any]:
+    """Ask the wheel itself what it needs (``concentrator.release_info``, imported from
+    the wheel's zip in a child process): the package must state the store schema of the
+    release it carries, and the receiver never imports the concentrator."""
+    import json
+    import subprocess
+
+    code = (
+        "import json, sys; sys.path.insert(0, sys.argv[1]); "
+        "from concentrator.release_info import release_info; print(json.dumps(release_info()))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-I", "-c", code, str(wheel)], capture_output=True, text=True, check=False
+    )
+    if done.returncode != 0:
+        last = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        raise ValueError(f"{wheel.name}: cannot read its release information ({last})")
+    info: dict[str, Any] = json.loads(done.stdout)
+    return info
 
 
 @main.group()
@@ -1491,7 +1512,7 @@ def release_build(
     """Turn built wheels into a signed update package."""
     import time
 
-    from concentrator import package, store, wire
+    from contract import package, wire
 
     main_wheel = next((w for w in wheels if w.name.startswith("meterflow-")), None)
     if main_wheel is None:
@@ -1511,6 +1532,7 @@ def release_build(
             raise click.UsageError("give --key or --pki-dir")
         key_file = pki_dir / pki.RELEASE_KEY
     try:
+        info = _wheel_release_info(main_wheel)
         key = pki.signing_key(key_file, "release key")
         pkg = package.build(
             list(wheels),
@@ -1520,8 +1542,8 @@ def release_build(
                 min_config_format=min_config_format,
                 min_wire_version=lo,
                 max_wire_version=hi,
-                store_schema=store.SCHEMA_VERSION,
-                store_min_reader=store.STORE_MIN_READER,
+                store_schema=int(info["store_schema"]),
+                store_min_reader=int(info["store_min_reader"]),
             ),
             chunk_size=chunk_size,
             built_at=time.time(),
@@ -1586,7 +1608,7 @@ def rollout_start(
     import time
 
     from cloud_receiver import rollout as ro
-    from concentrator import package
+    from contract import package
 
     window = health_window
     try:

@@ -18,19 +18,15 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from cloud_receiver.storage import CommandRecord, Storage
-from concentrator import commands as wire_commands
-from concentrator.commands import Command
-from concentrator.store import Event
+from contract import commands as wire_commands
+from contract.commands import Command
+from contract.records import Event
 
 DEFAULT_VALID_S = 3600.0
 FINAL = ("done", "failed", "refused", "expired", "unanswered")
 # A sent command with no outcome this long after its window closed never will have one
 # (lost, or refused unreadable): it is closed as unanswered, so nothing waits forever.
 UNANSWERED_AFTER_S = 600.0
-
-
-def cmd_topic(concentrator_id: str) -> str:
-    return f"mf/v1/{concentrator_id}/cmd"
 
 
 def issue(
@@ -47,7 +43,7 @@ def issue(
     now: float | None = None,
 ) -> CommandRecord:
     """Sign a command for ``concentrator`` and queue it; it is published by the running
-    receiver service. Raises `concentrator.commands.CommandError` for a bad command
+    receiver service. Raises `contract.commands.CommandError` for a bad command
     (nothing is stored then)."""
     now = time.time() if now is None else now
     start = now if not_before is None else not_before

@@ -21,7 +21,7 @@ Layout of a PKI directory::
 
 A third secret guards the downlink: commands (a relay that cuts a customer off) are
 signed with ``command.key``, which never leaves the receiver side; concentrators hold
-only its public half and run nothing else (`concentrator.commands`).
+only its public half and run nothing else (`contract.commands`).
 
 Private keys and key files are written with mode 0600 from the start (created with that
 mode, never chmod-ed after the secret is already on disk).

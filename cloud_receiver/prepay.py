@@ -35,7 +35,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cloud_receiver import commands
 from cloud_receiver.storage import Storage, Tx
 from cloud_receiver.usage import TouSchedule, parse_tou
-from concentrator.config import parse_utc_offset
+from contract.timezone import parse_utc_offset
 
 QUARTER_S = 900
 ENERGY = "energy_fwd_total"

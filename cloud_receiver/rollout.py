@@ -32,8 +32,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from cloud_receiver import commands
 from cloud_receiver.storage import Storage, Tx
-from concentrator import package
-from concentrator.store import Event
+from contract import package
+from contract.records import Event
 
 RUNNING, DONE, HALTED = "running", "done", "halted"
 # Target states, in the order a healthy upgrade passes them.

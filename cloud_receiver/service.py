@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import re
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -28,20 +27,13 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from cloud_receiver import commands, prepay, rollout
 from cloud_receiver.storage import IngestResult, Storage
-from concentrator import package, wire
-from concentrator.mqtt_session import connect_persistent, tls_client
-from concentrator.store import Event, Reading
+from contract import package, topics, wire
+from contract.mqtt_session import connect_persistent, tls_client
+from contract.records import Event, Reading
 
 log = logging.getLogger(__name__)
 
-_ID = r"([A-Za-z0-9._-]{1,64})"
-UP_TOPIC = re.compile(rf"mf/v1/{_ID}/up")
-PKG_REQUEST_TOPIC = re.compile(rf"mf/v1/{_ID}/pkgreq")
 COMMAND_POLL_S = 1.0  # how soon an issued command goes out
-
-
-def ack_topic(concentrator_id: str) -> str:
-    return f"mf/v1/{concentrator_id}/ack"
 
 
 class KeyRegistry:
@@ -124,8 +116,8 @@ class Ingestor:
         return outcome
 
     def _handle(self, topic: str, payload: bytes, now: float) -> Outcome:
-        m = UP_TOPIC.fullmatch(topic)
-        if m is None:
+        topic_id = topics.up_sender(topic)
+        if topic_id is None:
             return self._quarantine(
                 topic,
                 payload,
@@ -133,9 +125,8 @@ class Ingestor:
                 None,
                 None,
                 "bad_topic",
-                f"topic {topic!r} is not mf/v1/<concentrator>/up",
+                f"topic {topic!r} is not {topics.up('<concentrator>')}",
             )
-        topic_id = m[1]
         try:
             header = wire.parse_header(payload)
         except wire.WireError as exc:
@@ -311,10 +302,10 @@ class ReceiverService:
         if getattr(reason, "is_failure", False):
             log.error("broker refused the connection: %s", reason)
             return
-        topic = f"$share/{self.broker.share_group}/mf/v1/+/up"
-        client.subscribe(topic, qos=1)
         share = self.broker.share_group
-        client.subscribe(f"$share/{share}/{package.package_request_topic('+')}", qos=0)
+        topic = topics.shared(share, topics.up(topics.ANY))
+        client.subscribe(topic, qos=1)
+        client.subscribe(topics.shared(share, topics.pkgreq(topics.ANY)), qos=0)
         if self._loop is not None:
             self._loop.call_soon_threadsafe(self.connected.set)
         log.info("connected to %s:%d, subscribed to %s", self.broker.host, self.broker.port, topic)
@@ -370,15 +361,15 @@ class ReceiverService:
         loop = asyncio.get_running_loop()
         while True:
             msg = await self._queue.get()
-            m = PKG_REQUEST_TOPIC.fullmatch(msg.topic)
-            if m is not None:
-                await loop.run_in_executor(None, self._serve_chunk, m[1], bytes(msg.payload))
+            requester = topics.pkgreq_sender(msg.topic)
+            if requester is not None:
+                await loop.run_in_executor(None, self._serve_chunk, requester, bytes(msg.payload))
                 continue
             outcome = await loop.run_in_executor(
                 None, self.ingestor.handle, msg.topic, bytes(msg.payload)
             )
             if outcome.ack is not None and outcome.concentrator is not None:
-                self._client.publish(ack_topic(outcome.concentrator), outcome.ack, qos=1)
+                self._client.publish(topics.ack(outcome.concentrator), outcome.ack, qos=1)
 
     def _serve_chunk(self, concentrator: str, payload: bytes) -> None:
         """Answer a chunk request (QoS 0 both ways: the concentrator asks again)."""
@@ -398,7 +389,7 @@ class ReceiverService:
             return
         log.debug("chunk %d of %s to %s", index, version, concentrator)
         self._client.publish(
-            package.package_topic(concentrator),
+            topics.pkg(concentrator),
             package.encode_chunk(version, index, data),
             qos=0,
         )
@@ -434,5 +425,5 @@ class ReceiverService:
                 continue  # another receiver sends it
             # paho keeps a QoS 1 message it could not send yet and sends it on reconnect:
             # marking it issued again would send it twice.
-            self._client.publish(commands.cmd_topic(c.concentrator), c.blob, qos=1)
+            self._client.publish(topics.cmd(c.concentrator), c.blob, qos=1)
             log.info("command %s (%s) sent to %s", c.id, c.action, c.concentrator)

@@ -29,7 +29,7 @@ from typing import Any, Protocol
 import sqlite_utils
 
 from cloud_receiver.archive import MeterRecord
-from concentrator.store import Event, Reading
+from contract.records import Event, Reading
 
 SQLITE_SETUP_TIMEOUT_S = 30.0
 REPLAY_WINDOW = 100_000  # batches older than max_seq - window that we never saw: refused

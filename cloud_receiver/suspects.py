@@ -60,7 +60,7 @@ from cloud_receiver.energy import (
 from cloud_receiver.lineloss import AreaDay, area_days, require_total
 from cloud_receiver.storage import Storage
 from cloud_receiver.tamper import COVER_OPEN_COUNT, REPEAT_POINTS, TAMPER_EVENTS
-from concentrator.store import Event
+from contract.records import Event
 
 ALARM_SCORE = 50.0
 RECENT_DAYS = 7

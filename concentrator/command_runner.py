@@ -1,7 +1,7 @@
 """Runs the utility's signed commands on this concentrator.
 
 Commands arrive on the uplink's ``cmd`` subscription and run one at a time, in arrival
-order. Each is checked by `concentrator.commands.accept` (signature, addressee, validity
+order. Each is checked by `contract.commands.accept` (signature, addressee, validity
 window, counter), the counter is committed to the store *before* anything is done (a
 crash mid-command never lets the same command run twice), and the outcome — done,
 failed with the meter's own error, or refused with the reason — is written as a
@@ -20,7 +20,10 @@ from typing import TYPE_CHECKING, Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from concentrator.commands import (
+from concentrator.config import MeterConfig
+from concentrator.meter_actions import ActionRefused, broadcast_time, switch_relay
+from concentrator.store import StoreError
+from contract.commands import (
     Command,
     CommandDuplicate,
     CommandError,
@@ -30,9 +33,7 @@ from concentrator.commands import (
     is_due,
     open_signed,
 )
-from concentrator.config import MeterConfig
-from concentrator.meter_actions import ActionRefused, broadcast_time, switch_relay
-from concentrator.store import Event, StoreError
+from contract.records import Event
 from drivers import dlt645
 from drivers.errors import DriverError, MeterError
 

@@ -22,6 +22,7 @@ from dataclasses import MISSING, dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeVar, cast
 
+from contract.timezone import parse_utc_offset
 from drivers import dlt645
 from drivers.modbus_rtu import METER_MODELS
 from drivers.plc_bus import PlcSettings
@@ -50,7 +51,6 @@ BAUD_RATES = (300, 600, 1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200)
 DAY_S = 86_400
 
 _ID_RE = re.compile(r"[A-Za-z0-9._-]{1,64}")
-_TZ_RE = re.compile(r"([+-])(\d{2}):(\d{2})")
 _DLT645_ADDRESS_RE = re.compile(r"\d{12}")
 _DAILY_RE = re.compile(r"daily@(\d{2}):(\d{2})")
 _PERIOD_RE = re.compile(r"(\d+)([smh])")
@@ -564,14 +564,6 @@ def _optional(call: Callable[[], T], failed: list[bool]) -> T | None:
     except _Invalid:
         failed.append(True)
         return None
-
-
-def parse_utc_offset(text: str) -> dt.timezone | None:
-    m = _TZ_RE.fullmatch(text)
-    if m is None or int(m[2]) > 14 or int(m[3]) > 59:
-        return None
-    minutes = int(m[2]) * 60 + int(m[3])
-    return dt.timezone(dt.timedelta(minutes=-minutes if m[1] == "-" else minutes))
 
 
 class _Checker:

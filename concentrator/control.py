@@ -56,7 +56,8 @@ from concentrator.meter_actions import (
     broadcast_time,
     switch_relay,
 )
-from concentrator.store import Event, ReadSuccess, Store
+from concentrator.store import ReadSuccess, Store
+from contract.records import Event
 from drivers import dlt645
 from drivers.errors import BusError, BusTimeout, DriverError, EncodeError, FrameError, MeterError
 from drivers.modbus_rtu import METER_MODELS

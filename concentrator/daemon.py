@@ -50,10 +50,11 @@ from concentrator.poller import (
     stored_names,
 )
 from concentrator.sdnotify import SdNotifier
-from concentrator.store import Event, Store, StoreError, StoreFullError
+from concentrator.store import Store, StoreError, StoreFullError
 from concentrator.updater import UpdateConfig, Updater
 from concentrator.uplink import Uplink, UplinkConfig
 from concentrator.writer import StoreWriter
+from contract.records import Event
 from drivers.readers import QuantityValue
 
 log = logging.getLogger(__name__)

@@ -36,7 +36,7 @@ from dataclasses import MISSING, asdict, dataclass, fields
 from typing import Any, ClassVar
 
 from concentrator.clock import Clock, SystemClock
-from concentrator.store import Event
+from contract.records import Event
 from drivers.errors import BusError, FrameError, ModemError, ModemHung, ModemTimeout
 from drivers.modem import (
     AccessTech,

@@ -24,8 +24,8 @@ from enum import IntEnum
 from concentrator.clock import Clock
 from concentrator.config import BusConfig, MeterConfig
 from concentrator.health import Health, HealthTracker
-from concentrator.store import Reading
 from concentrator.writer import StoreWriter
+from contract.records import Reading
 from drivers import dlt645
 from drivers.errors import BusError, BusTimeout, DriverError, FrameError, MeterError
 from drivers.readers import Dlt645Reader, ModbusReader, QuantityValue

@@ -44,18 +44,18 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Literal, cast
 
+from contract.records import Event, Reading
+
 __all__ = [
     "Backlog",
     "Batch",
-    "Event",
     "Missing",
     "ReadSuccess",
-    "Reading",
     "Stats",
     "Store",
     "StoreCorruptError",
@@ -124,43 +124,10 @@ class StoreCorruptError(StoreError):
 
 
 @dataclass(frozen=True, slots=True)
-class Reading:
-    """One register value for one wall-clock slot.
-
-    ``slot`` is the start of the slot in unix seconds. ``value`` is the exact decimal
-    string, never a float. ``read_at`` is when the meter was really read; it is kept
-    to the millisecond.
-    """
-
-    meter: str
-    quantity: str
-    slot: int
-    value: str
-    unit: str
-    read_at: float
-    source: str = "poll"  # "poll" | "backfill" | "ondemand"
-
-
-@dataclass(frozen=True, slots=True)
 class StoredReading:
     id: int
     reading: Reading
     batch_id: int | None
-
-
-@dataclass(frozen=True, slots=True)
-class Event:
-    """Something the cloud must hear about (loss, corruption, clock drift...).
-
-    ``detail`` must be serialisable as JSON. It is left out of the hash so that events
-    can still be used in sets.
-    """
-
-    kind: str
-    severity: str
-    meter: str | None
-    detail: dict[str, object] = field(hash=False)
-    at: float
 
 
 @dataclass(frozen=True, slots=True)

@@ -30,15 +30,17 @@ from typing import TYPE_CHECKING, Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from concentrator import __version__, package
-from concentrator.commands import load_public_key
+from concentrator import __version__
 from concentrator.config import fields_from_table
 from concentrator.releases import EXIT_SWITCH, SUPERVISOR_ENV, Releases
-from concentrator.store import SCHEMA_VERSION, Event, StoreError
+from concentrator.store import SCHEMA_VERSION, StoreError
+from contract import package
+from contract.commands import load_public_key
+from contract.records import Event
 
 if TYPE_CHECKING:
-    from concentrator.commands import Command
     from concentrator.daemon import Daemon
+    from contract.commands import Command
 
 log = logging.getLogger(__name__)
 

@@ -27,13 +27,14 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from concentrator import __version__, wire
-from concentrator.commands import load_public_key
+from concentrator import __version__
 from concentrator.config import fields_from_table
-from concentrator.mqtt_session import connect_persistent, tls_client
-from concentrator.package import package_request_topic, package_topic
-from concentrator.store import Batch, Event, Reading, Store, StoreError
+from concentrator.store import Batch, Store, StoreError
 from concentrator.writer import StoreWriter
+from contract import topics, wire
+from contract.commands import load_public_key
+from contract.mqtt_session import connect_persistent, tls_client
+from contract.records import Event, Reading
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +62,7 @@ class UplinkConfig:
     # The utility's Ed25519 command public key (PEM): with it the concentrator listens
     # on its ``cmd`` topic and runs what that key signed; without it, no commands.
     command_key_file: Path | None = None
-    # The uplink wire format sent (`concentrator.wire`): pin an older one while a
+    # The uplink wire format sent (`contract.wire`): pin an older one while a
     # receiver that reads only it is still in service.
     wire_version: int = wire.VERSION
 
@@ -144,11 +145,11 @@ class Uplink:
         self.link_down = asyncio.Event()  # the opposite of ``connected``, to wait on
         self.link_down.set()
         self._client = self._make_client()
-        self.up_topic = f"mf/v1/{concentrator_id}/up"
-        self.ack_topic = f"mf/v1/{concentrator_id}/ack"
-        self.cmd_topic = f"mf/v1/{concentrator_id}/cmd"
-        self.pkg_topic = package_topic(concentrator_id)
-        self.pkg_request_topic = package_request_topic(concentrator_id)
+        self.up_topic = topics.up(concentrator_id)
+        self.ack_topic = topics.ack(concentrator_id)
+        self.cmd_topic = topics.cmd(concentrator_id)
+        self.pkg_topic = topics.pkg(concentrator_id)
+        self.pkg_request_topic = topics.pkgreq(concentrator_id)
         # Software update chunks (`concentrator.updater`), when updates are configured.
         self.on_package: Callable[[bytes], None] | None = None
         # Commands are only listened to with the key that checks them.

@@ -51,7 +51,7 @@ from typing import Any, Literal, cast
 from cloud_receiver.archive import MeterRecord
 from cloud_receiver.storage import Storage
 from cloud_receiver.tamper import TAMPER_EVENTS
-from concentrator.store import Event, Reading
+from contract.records import Event, Reading
 from hil_sim.model import CHINA_TZ, DAILY_SHAPES, Profile
 
 TheftMethod = Literal["bypass", "reverse", "phase"]

@@ -56,7 +56,7 @@ from cloud_receiver.lineloss import line_loss, summarise
 from cloud_receiver.storage import Storage, open_storage
 from cloud_receiver.suspects import ALARM_SCORE, rank_suspects
 from cloud_receiver.usage import parse_tou, usage_report
-from concentrator.store import Event, Reading
+from contract.records import Event, Reading
 from hil_sim.areas import (
     AreaSim,
     AreaSpec,

@@ -1,4 +1,4 @@
-"""Signed downlink commands (`concentrator.commands`): what a concentrator accepts, and
+"""Signed downlink commands (`contract.commands`): what a concentrator accepts, and
 every way a command is refused with its reason."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from concentrator import commands as c
+from contract import commands as c
 
 NOW = 1_800_000_000.0
 KEY = c.new_key()

@@ -13,8 +13,8 @@ from hypothesis import strategies as st
 
 from cloud_receiver.service import Ingestor
 from cloud_receiver.storage import REPLAY_WINDOW, SqliteStorage
-from concentrator import wire
-from concentrator.store import Event, Reading
+from contract import wire
+from contract.records import Event, Reading
 
 KEY_A = bytes(range(32))
 KEY_B = bytes(range(1, 33))

@@ -1,4 +1,4 @@
-"""Update packages (`concentrator.package`) and the receiver's rollout bookkeeping
+"""Update packages (`contract.package`) and the receiver's rollout bookkeeping
 (`cloud_receiver.rollout`) on SQLite and PostgreSQL: refusals with their reasons, fuzzed
 manifests and chunk messages, and stages that open only on health."""
 
@@ -19,9 +19,9 @@ from hypothesis import strategies as st
 
 from cloud_receiver import rollout as ro
 from cloud_receiver.storage import Storage
-from concentrator import commands as wire_commands
-from concentrator import package
-from concentrator.store import Event
+from contract import commands as wire_commands
+from contract import package
+from contract.records import Event
 
 KEY = Ed25519PrivateKey.generate()
 REQ = package.Requirements(

@@ -13,8 +13,8 @@ from helpers import receiver_cli
 
 from cloud_receiver import commands, prepay
 from cloud_receiver.storage import Storage, open_storage
-from concentrator import commands as wire_commands
-from concentrator.store import Event, Reading
+from contract import commands as wire_commands
+from contract.records import Event, Reading
 
 CST = dt.timezone(dt.timedelta(hours=8))
 DAY = int(dt.datetime(2026, 11, 2, tzinfo=CST).timestamp())  # a Monday, 00:00 local

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from cloud_receiver.storage import REPLAY_WINDOW, IngestResult, Storage, open_storage
-from concentrator.store import Event, Reading
+from contract.records import Event, Reading
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -167,8 +167,8 @@ def test_commands_are_numbered_signed_claimed_once_and_keep_their_outcome(
     storage: Storage,
 ) -> None:
     from cloud_receiver import commands
-    from concentrator import commands as wire_commands
-    from concentrator.store import Event
+    from contract import commands as wire_commands
+    from contract.records import Event
 
     key = wire_commands.new_key()
     first = commands.issue(
@@ -215,7 +215,7 @@ def test_commands_are_numbered_signed_claimed_once_and_keep_their_outcome(
 
 def test_a_bad_command_is_refused_before_anything_is_stored(storage: Storage) -> None:
     from cloud_receiver import commands
-    from concentrator import commands as wire_commands
+    from contract import commands as wire_commands
 
     key = wire_commands.new_key()
     with pytest.raises(wire_commands.CommandError, match="12-digit"):

@@ -17,8 +17,8 @@ from mqtt_harness import Broker, Peer
 from test_uplink_e2e import Receiver
 
 from cloud_receiver import pki
-from concentrator import wire
-from concentrator.store import Reading
+from contract import wire
+from contract.records import Reading
 
 pytestmark = pytest.mark.slow
 

@@ -30,14 +30,13 @@ from concentrator.store import (
     _DECIMAL,
     MIN_READER_KEY,
     SCHEMA_VERSION,
-    Event,
-    Reading,
     Store,
     StoreError,
     StoreFullError,
     _pack_value,
     _unpack_value,
 )
+from contract.records import Event, Reading
 
 REPO = Path(__file__).resolve().parents[1]
 SLOT0 = 1_700_000_100 - 1_700_000_100 % 900  # a 15-minute boundary
@@ -721,7 +720,8 @@ PER_CALL = KILL_METERS * KILL_QUANTITIES
 CHILD = f"""
 import sys
 from pathlib import Path
-from concentrator.store import Reading, Store
+from contract.records import Reading
+from concentrator.store import Store
 
 store = Store.open(Path(sys.argv[1]))
 index = max(store.stats().readings // {PER_CALL} - 1, 0)

@@ -11,9 +11,9 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from concentrator import wire
-from concentrator.store import Event, Reading
-from concentrator.wire import Ack, BatchContent, WireError
+from contract import wire
+from contract.records import Event, Reading
+from contract.wire import Ack, BatchContent, WireError
 
 KEY = bytes(range(32))
 OTHER_KEY = bytes(32)

@@ -39,7 +39,6 @@ FORMAT = 1
 DEFAULT_CHUNK_BYTES = 16 * 1024  # one lost chunk costs little on GPRS
 MAX_CHUNK_BYTES = 256 * 1024  # below Mosquitto's and paho's message limits by far
 MAX_PAYLOAD_BYTES = 256 * 1024 * 1024
-TOPIC_ROOT = "mf/v1"
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,199}")
 
 Reason = Literal[
@@ -182,16 +181,6 @@ class Manifest:
             raise PackageError("bad_chunk", f"chunk {index}: expected 0..{len(self.chunks) - 1}")
         offset = index * self.chunk_size
         return offset, min(self.chunk_size, self.payload_size - offset)
-
-
-def package_topic(concentrator_id: str) -> str:
-    """Receiver -> concentrator: chunks ``{"v": version, "i": index, "d": bytes}``."""
-    return f"{TOPIC_ROOT}/{concentrator_id}/pkg"
-
-
-def package_request_topic(concentrator_id: str) -> str:
-    """Concentrator -> receiver: ``{"v": version, "i": index}``."""
-    return f"{TOPIC_ROOT}/{concentrator_id}/pkgreq"
 
 
 def encode_request(version: str, index: int) -> bytes:

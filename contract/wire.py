@@ -74,7 +74,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from concentrator.store import Event, Reading
+from contract.records import Event, Reading
 
 __all__ = [
     "MAGIC",
