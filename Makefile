@@ -67,7 +67,7 @@ lint: setup
 	$(VENV)/bin/ruff format --check .
 
 typecheck: setup
-	$(VENV)/bin/mypy --strict -p drivers -p contract -p concentrator -p cloud_receiver -p hil_sim
+	$(VENV)/bin/mypy --strict -p drivers -p contract -p clitools -p concentrator -p cloud_receiver -p hil_sim
 
 unit: setup
 	$(VENV)/bin/pytest -q -n 2 --dist loadfile --durations=15  # two workers (most tests wait on real processes); keep `make test` under 15 minutes

@@ -1,0 +1,102 @@
+"""Click options used by more than one command line, as factories.
+
+Each factory takes the per-command wording (``help``) and defaults where commands
+differ, and keeps the name, type, range and parsing in one place. The returned
+object is a decorator, used like ``@click.option``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+F = TypeVar("F", bound=Callable[..., Any])
+Decorator = Callable[[F], F]
+
+
+def json_option() -> Decorator[Any]:
+    """``--json``: machine-readable output (into the parameter ``as_json``)."""
+    return click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+
+
+def db_option(*, required: bool = True, help: str = "Receiver database URL.") -> Decorator[Any]:
+    """``--db URL``: a receiver database (``sqlite:///PATH`` or ``postgresql://...``)."""
+    return click.option("--db", "db_url", required=required, default=None, help=help)
+
+
+def seed_option() -> Decorator[Any]:
+    """``--seed N``: the random seed that makes a simulation repeatable."""
+    return click.option("--seed", type=int, default=0, show_default=True)
+
+
+def time_scale_option(help: str) -> Decorator[Any]:
+    """``--time-scale X``: simulated (or scaled) seconds per real second."""
+    return click.option(
+        "--time-scale",
+        type=click.FloatRange(min=0.001),
+        default=1.0,
+        show_default=True,
+        help=help,
+    )
+
+
+def time_origin_option(help: str) -> Decorator[Any]:
+    """``--time-origin T``: the real unix time at which scaled time equals real time."""
+    return click.option("--time-origin", type=float, default=None, help=help)
+
+
+def baud_option(*, default: int | None, help: str) -> Decorator[Any]:
+    """``--baud N``: a serial line speed; 0 is allowed (simulators: no wire time)."""
+    return click.option(
+        "--baud",
+        type=click.IntRange(0),
+        default=default,
+        show_default=default is not None,
+        help=help,
+    )
+
+
+def parity_option(help: str) -> Decorator[Any]:
+    """``--parity E|N|O``: a serial line's parity (8 data bits, 1 stop bit)."""
+    return click.option("--parity", type=click.Choice(["E", "N", "O"]), default=None, help=help)
+
+
+def link_option(help: str) -> Decorator[Any]:
+    """``--link PATH``: the stable symlink to a simulator's PTY."""
+    return click.option("--link", type=click.Path(path_type=Path), required=True, help=help)
+
+
+def pki_dir_option(help: str) -> Decorator[Any]:
+    """``--pki-dir DIR``: the deployment's PKI directory."""
+    return click.option(
+        "--pki-dir", type=click.Path(path_type=Path, file_okay=False), required=True, help=help
+    )
+
+
+def parse_day(ctx: click.Context | None, param: click.Parameter | None, value: Any) -> Any:
+    """A click callback: ``YYYY-MM-DD`` as a ``datetime.date`` (None stays None)."""
+    if value is None or isinstance(value, dt.date):
+        return value
+    try:
+        return dt.date.fromisoformat(value)
+    except ValueError:
+        raise click.BadParameter(f"{value!r}: expected a date YYYY-MM-DD") from None
+
+
+def day_option(
+    flag: str, dest: str, *, help: str, required: bool = False, default: str | None = None
+) -> Decorator[Any]:
+    """A date option (``--from``, ``--to``, ``--day``) parsed by `parse_day`."""
+    return click.option(
+        flag,
+        dest,
+        required=required,
+        default=default,
+        show_default=default is not None,
+        callback=parse_day,
+        help=help,
+    )
