@@ -65,6 +65,7 @@ $(STAMP): setup.cfg pyproject.toml
 lint: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports  # the layering contracts in .importlinter
 
 typecheck: setup
 	$(VENV)/bin/mypy --strict -p drivers -p contract -p clitools -p concentrator -p cloud_receiver -p hil_sim
