@@ -10,7 +10,7 @@ STAMP := $(VENV)/.meterflow-installed
 # systemd (for systemd-analyze verify of our units),
 # and postgresql when no PostgreSQL server is reachable (see the postgres target).
 
-.PHONY: setup system-packages postgres demo test lint typecheck unit bench chaos clean
+.PHONY: setup system-packages postgres demo test lint typecheck unit bench bench-compare chaos clean
 
 setup: system-packages postgres $(STAMP)
 
@@ -85,6 +85,13 @@ bench: setup
 	$(PY) bench/receiver.py
 	$(PY) bench/plc.py
 	$(PY) bench/forecast.py
+
+# Every benchmark on BASE (a git revision) and on this tree, alternating, in one sitting:
+# ratios hold on a noisy machine where absolute times do not. Fails when a figure is
+# more than 10 % worse than on BASE.
+BASE ?= HEAD~1
+bench-compare: setup
+	$(PY) bench/compare.py --base $(BASE)
 
 # The long soak: the whole chain under random faults (CHAOS_MINUTES, default 30), judged
 # against the ground truth. `make test` runs a short version (tests/test_chaos.py).
