@@ -44,6 +44,7 @@ from typing import ClassVar, Self
 
 from drivers.dlt645 import bcd, from_bcd
 from drivers.errors import EncodeError, FrameError
+from drivers.framing import StreamDecoder
 
 START = 0x68
 END = 0x16
@@ -458,35 +459,19 @@ def _address_len(control: int, r1: int) -> int:
     return ADDRESS_LEN * (2 + relays)
 
 
-class Decoder:
+class Decoder(StreamDecoder[Frame]):
     """Streaming frame decoder: feed byte chunks, take frames out.
 
     Parsing goes by the length field, never by searching for 0x16: a 0x16 or 0x68 may
     stand anywhere inside a frame. A candidate that fails a check costs one byte and a
     ``FrameError`` (with the offset inside the candidate); the next call resynchronises
     on the following 0x68. A candidate whose length is plausible is waited for; one whose
-    length cannot hold its own header is refused at once.
+    length cannot hold its own header is refused at once (the buffer and its
+    bookkeeping: ``drivers.framing``).
     """
 
     def __init__(self, max_buffer: int = 4096) -> None:
-        self._buf = bytearray()
-        self._max = max(max_buffer, MAX_FRAME_LEN)
-        self.discarded = 0  # bytes skipped as noise or broken frames
-
-    def feed(self, chunk: bytes) -> None:
-        self._buf += chunk
-        overflow = len(self._buf) - self._max
-        if overflow > 0:
-            del self._buf[:overflow]
-            self.discarded += overflow
-
-    def reset(self) -> None:
-        self.discarded += len(self._buf)
-        self._buf.clear()
-
-    @property
-    def buffered(self) -> int:
-        return len(self._buf)
+        super().__init__(max(max_buffer, MAX_FRAME_LEN), _scan, start=START)
 
     def need(self) -> int:
         """Bytes still missing for the frame being received (0 if unknown)."""
@@ -497,73 +482,43 @@ class Decoder:
             return 3 - len(buf)
         return max(0, (buf[1] | buf[2] << 8) - len(buf))
 
-    def next_frame(self) -> Frame | None:
-        buf = self._buf
-        start = buf.find(START)
-        if start < 0:
-            self.discarded += len(buf)
-            buf.clear()
-            return None
-        if start:
-            del buf[:start]
-            self.discarded += start
-        if len(buf) < 3:
-            return None
-        length = buf[1] | buf[2] << 8
-        if length < MIN_FRAME_LEN:
-            self._drop_one()
-            raise FrameError(f"length {length} below the minimum {MIN_FRAME_LEN}", offset=1)
-        if length > MAX_FRAME_LEN:
-            self._drop_one()
-            raise FrameError(f"length {length} exceeds the maximum {MAX_FRAME_LEN}", offset=1)
-        if len(buf) >= 4 + INFO_LEN:
-            needed = MIN_FRAME_LEN + _address_len(buf[3], buf[4])
-            if length < needed:
-                self._drop_one()
-                raise FrameError(
-                    f"length {length} cannot hold the header: R1 0x{buf[4]:02X} asks for an "
-                    f"address field, at least {needed} bytes",
-                    offset=1,
-                )
-        if len(buf) < length:
-            return None
-        candidate = bytes(buf[:length])
-        expected_cs = checksum(candidate[3:-2])
-        if candidate[-2] != expected_cs:
-            self._drop_one()
-            raise FrameError(
-                f"checksum 0x{candidate[-2]:02X}, expected 0x{expected_cs:02X}",
-                offset=length - 2,
-                raw=candidate,
-            )
-        if candidate[-1] != END:
-            self._drop_one()
-            raise FrameError(
-                f"end byte 0x{candidate[-1]:02X}, expected 0x16", offset=length - 1, raw=candidate
-            )
-        try:
-            frame = _parse_body(candidate)
-        except FrameError as exc:
-            self._drop_one()
-            raise FrameError(exc.reason, offset=exc.offset, raw=candidate) from None
-        del buf[:length]
-        return frame
 
-    def frames(self) -> list[Frame]:
-        """All complete frames now in the buffer, silently skipping broken ones."""
-        out: list[Frame] = []
-        while True:
-            try:
-                frame = self.next_frame()
-            except FrameError:
-                continue
-            if frame is None:
-                return out
-            out.append(frame)
-
-    def _drop_one(self) -> None:
-        del self._buf[:1]
-        self.discarded += 1
+def _scan(buf: bytearray) -> tuple[Frame, int] | int:
+    """The candidate frame at a 0x68 (the contract: ``drivers.framing.Scan``)."""
+    if len(buf) < 3:
+        return 3
+    length = buf[1] | buf[2] << 8
+    if length < MIN_FRAME_LEN:
+        raise FrameError(f"length {length} below the minimum {MIN_FRAME_LEN}", offset=1)
+    if length > MAX_FRAME_LEN:
+        raise FrameError(f"length {length} exceeds the maximum {MAX_FRAME_LEN}", offset=1)
+    if len(buf) >= 4 + INFO_LEN:
+        needed = MIN_FRAME_LEN + _address_len(buf[3], buf[4])
+        if length < needed:
+            raise FrameError(
+                f"length {length} cannot hold the header: R1 0x{buf[4]:02X} asks for an "
+                f"address field, at least {needed} bytes",
+                offset=1,
+            )
+    if len(buf) < length:
+        return length
+    candidate = bytes(buf[:length])
+    expected_cs = checksum(candidate[3:-2])
+    if candidate[-2] != expected_cs:
+        raise FrameError(
+            f"checksum 0x{candidate[-2]:02X}, expected 0x{expected_cs:02X}",
+            offset=length - 2,
+            raw=candidate,
+        )
+    if candidate[-1] != END:
+        raise FrameError(
+            f"end byte 0x{candidate[-1]:02X}, expected 0x16", offset=length - 1, raw=candidate
+        )
+    try:
+        frame = _parse_body(candidate)
+    except FrameError as exc:
+        raise FrameError(exc.reason, offset=exc.offset, raw=candidate) from None
+    return frame, length
 
 
 def _parse_body(candidate: bytes) -> Frame:
