@@ -22,13 +22,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import functools
-import json
 import logging
 import random
-import signal
-import sys
 import time
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
@@ -37,6 +33,7 @@ from typing import Any, Literal
 
 from drivers.modem import CME_ERRORS, AccessTech, Domain, RegStatus
 from hil_sim.clock import SimClock
+from hil_sim.errors import OptionError
 from hil_sim.pty_port import PtyPort, wire_time
 
 log = logging.getLogger(__name__)
@@ -97,11 +94,14 @@ class ModemFault:
 
 
 def parse_modem_fault(text: str) -> ModemFault:
-    """``outage@60-120``, ``weak@0-300:4``, ``hang@90``, ``hang_hard@90``."""
+    """``outage@60-120``, ``weak@0-300:4``, ``hang@90``, ``hang_hard@90``: the value
+    of ``hil-sim modem --fault`` (an ``OptionError`` names that flag)."""
+    flag = "--fault"
     kind, sep, when = text.partition("@")
     if not sep or kind not in FAULT_KINDS:
-        raise ValueError(
-            f"{text!r}: expected KIND@START[-END], KIND one of {', '.join(FAULT_KINDS)}"
+        raise OptionError(
+            f"{text!r}: expected KIND@START[-END], KIND one of {', '.join(FAULT_KINDS)}",
+            option=flag,
         )
     when, _, rssi_text = when.partition(":")
     start_text, dash, end_text = when.partition("-")
@@ -110,15 +110,17 @@ def parse_modem_fault(text: str) -> ModemFault:
         end = float(end_text) if dash else None
         rssi = int(rssi_text) if rssi_text else 5
     except ValueError:
-        raise ValueError(f"{text!r}: START, END (seconds) and RSSI must be numbers") from None
+        raise OptionError(
+            f"{text!r}: START, END (seconds) and RSSI must be numbers", option=flag
+        ) from None
     if start < 0 or (end is not None and end <= start):
-        raise ValueError(f"{text!r}: expected 0 <= START < END")
+        raise OptionError(f"{text!r}: expected 0 <= START < END", option=flag)
     if kind in ("outage", "weak") and end is None:
-        raise ValueError(f"{text!r}: an {kind} needs an END")
+        raise OptionError(f"{text!r}: an {kind} needs an END", option=flag)
     if kind.startswith("hang") and end is not None:
-        raise ValueError(f"{text!r}: a hang lasts until a reset; give no END")
+        raise OptionError(f"{text!r}: a hang lasts until a reset; give no END", option=flag)
     if not 0 <= rssi <= 31:
-        raise ValueError(f"{text!r}: RSSI is a CSQ value 0..31")
+        raise OptionError(f"{text!r}: RSSI is a CSQ value 0..31", option=flag)
     return ModemFault(kind, start, end, rssi)
 
 
@@ -500,27 +502,3 @@ class SimModem:
         for at, step in sorted(steps, key=lambda s: s[0]):
             await asyncio.sleep(max(0.0, (self._t0 + at - self.clock.now()) / self.clock.scale))
             step()
-
-
-async def serve(sim: SimModem) -> None:
-    """``hil-sim modem``: run until SIGTERM/SIGINT; SIGUSR1 power-cycles the module.
-
-    Prints a JSON "ready" line once the port can be opened and a "stopped" line with
-    the counters at the end (hil_sim.process.SimProcess reads both)."""
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    loop.add_signal_handler(signal.SIGUSR1, sim.power_cycle)
-    await sim.start()
-    port = {"link": str(sim.link), "pty": sim.pty_name, "baud": sim.baud, "imei": sim.identity.imei}
-    sys.stdout.write(json.dumps({"event": "ready", "modem": port}) + "\n")
-    sys.stdout.flush()
-    try:
-        await stop.wait()
-    finally:
-        with contextlib.suppress(Exception):
-            await sim.stop()
-        summary = {"event": "stopped", **dataclasses.asdict(sim.counters)}
-        sys.stdout.write(json.dumps(summary) + "\n")
-        sys.stdout.flush()
