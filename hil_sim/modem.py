@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from drivers.modem import CME_ERRORS, AccessTech, Domain, RegStatus
+from drivers.at_command import CME_ERRORS, AccessTech, Domain, RegStatus
 from hil_sim.clock import SimClock
 from hil_sim.errors import OptionError
 from hil_sim.pty_port import PtyPort, wire_time
