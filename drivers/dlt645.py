@@ -98,7 +98,7 @@ def describe_error(err: int) -> str:
 
 
 class RelayAction(IntEnum):
-    """N1 of the 0x1C control command (clause 7.x, remote control). [M: check the standard]"""
+    """N1 of the 0x1C control command (DL/T 645 remote control; docs/protocols.md §1.8 [M])."""
 
     TRIP = 0x1A  # 跳闸: open the load switch
     CLOSE_ALLOW = 0x1B  # 合闸允许: the customer may close it

@@ -1,6 +1,6 @@
 """Q/GDW 1376.2 local interface (concentrator <-> carrier module): a sans-I/O codec.
 
-Frame (protocols.md §3.1; bytes in transmit order)::
+Frame (Q/GDW 1376.2 §4.3, §5.2, §5.3; docs/protocols.md §3.1-§3.3; bytes in transmit order)::
 
     68  L0 L1   C   R1 R2 R3 R4 R5 R6   [ A ]   AFN  DT1 DT2  data unit ...   CS  16
     |   |       |   information field   |       |    |        |               |   end
@@ -23,10 +23,10 @@ Frame (protocols.md §3.1; bytes in transmit order)::
                R4  D0-D3 last-hop command quality, D4-D7 last-hop reply quality
                R5  D0 event flag (D1-D7 spare)      R6  SEQ, echoed from the request
 
-Sources: the info-field bit layout is from the liucun0505/SPLCKQ-11 test tool's header
-(cQGDW376_2.h) and its decoder (FView3762 display code); data-unit layouts from two
-independent parsers (a C "print_AFNxx" library and a Q/GDW 10376.2-2019 Python parser,
-both found through the stored-code index) cross-checked against real frames captured in
+Sources (docs/protocols.md §6): the info-field bit layout is from the liucun0505/SPLCKQ-11
+conformance-test tool's header (cQGDW376_2.h) and its decoder (FView3762 display code);
+data-unit layouts from two independent public parsers (a C "print_AFNxx" library and a
+Q/GDW 10376.2-2019 Python parser), cross-checked against real frames captured in
 SPLCKQ-11's CSG_Debug/日志 logs. Facts tagged [M] in comments are not confirmed there.
 
 Framing (start byte, length, checksum) stays apart from meaning (AFN/Fn data units), so
@@ -71,7 +71,7 @@ _CONFLICT = 0x08
 
 
 class CommMode(IntEnum):
-    """Communication mode, C bits 5..0 (protocols.md §3.1 [V])."""
+    """Communication mode, C bits 5..0 (Q/GDW 1376.2 §4.3; docs/protocols.md §3.1 [V])."""
 
     CENTRAL_NARROWBAND = 1  # 集中式路由载波
     DISTRIBUTED_NARROWBAND = 2  # 分布式路由载波
@@ -81,7 +81,7 @@ class CommMode(IntEnum):
 
 
 class AFN(IntEnum):
-    """Application function codes (protocols.md §3.1, SPLCKQ-11 13762树控件.ini)."""
+    """Application function codes (Q/GDW 1376.2 §5.5; docs/protocols.md §3.3)."""
 
     CONFIRM = 0x00  # 确认/否认
     INIT = 0x01  # 初始化
@@ -184,7 +184,7 @@ def fn_to_dt(fn: int) -> bytes:
     """Fn -> DT1 DT2. DT1 = 1 << ((Fn-1) mod 8), DT2 = (Fn-1) div 8.
 
     Written with Fn-1 on purpose: hellowangyu3/python's ``fn & 7`` / ``fn >> 3`` puts F8
-    at DT1 00 DT2 01 instead of 80 00 (protocols.md §6).
+    at DT1 00 DT2 01 instead of 80 00 (Q/GDW 1376.2 §5.4; docs/protocols.md §3.3).
     """
     if not 1 <= fn <= MAX_FN:
         raise EncodeError(f"Fn {fn}: expected 1..{MAX_FN}")

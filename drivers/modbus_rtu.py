@@ -813,8 +813,8 @@ class Register:
     count: int = 2  # registers per value: one float32
 
 
-# Addresses from protocols.md §2 (Eastron SDM630 / SDM120 Modbus protocol, input
-# registers, function 04).
+# Addresses from the Eastron SDM630 / SDM120 Modbus protocol's input-register tables,
+# function 04 (docs/protocols.md §2.4).
 SDM630: dict[str, Register] = {
     r.name: r
     for r in (

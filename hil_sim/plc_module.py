@@ -60,7 +60,7 @@ VENDOR = gdw.VendorInfo("MF", "SM", dt.date(2026, 11, 25), 0x0100)  # meterflow,
 class Link:
     """How well the module reaches one meter. Latencies are simulated seconds.
 
-    No authoritative figures exist (protocols.md §3.3): narrowband reads take seconds,
+    No authoritative figures exist (docs/protocols.md §3.6): narrowband reads take seconds,
     HPLC well under one. Everything here is a knob.
     """
 
