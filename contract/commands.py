@@ -1,7 +1,7 @@
 """Signed downlink commands: the one definition both ends use.
 
 A command travels from the receiver to one concentrator on ``mf/v1/<id>/cmd``. The
-broker is not trusted with it (design.md, "Security model"): the receiver signs each
+broker is not trusted with it (README, "Downlink commands"): the receiver signs each
 command with the utility's Ed25519 command key, and the concentrator executes only what
 that key signed, for itself, inside the command's validity window, and with a counter
 higher than any it accepted before (so a recorded command cannot be replayed). A

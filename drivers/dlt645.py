@@ -26,6 +26,7 @@ from enum import IntEnum, IntFlag
 from typing import Literal
 
 from drivers.errors import EncodeError, FrameError, MeterError
+from drivers.framing import StreamDecoder
 
 PREAMBLE = b"\xfe\xfe\xfe\xfe"
 START = 0x68
@@ -97,7 +98,7 @@ def describe_error(err: int) -> str:
 
 
 class RelayAction(IntEnum):
-    """N1 of the 0x1C control command (clause 7.x, remote control). [M: check the standard]"""
+    """N1 of the 0x1C control command (DL/T 645 remote control; docs/protocols.md §1.8 [M])."""
 
     TRIP = 0x1A  # 跳闸: open the load switch
     CLOSE_ALLOW = 0x1B  # 合闸允许: the customer may close it
@@ -243,35 +244,19 @@ def decode_frame(raw: bytes) -> Frame:
     return frame
 
 
-class Decoder:
+class Decoder(StreamDecoder[Frame]):
     """Streaming frame decoder: feed byte chunks, take frames out.
 
     Parsing goes by the length byte, never by searching for 0x16: a 0x16 or 0x68 may
     legally stand inside the address, the data or the checksum. Bytes before a start byte
     (wake-up FE bytes, line noise) are skipped. A candidate that fails a check costs one
     byte and a ``FrameError``; the next call resynchronises on the following 0x68, so a
-    corrupt frame is reported as such and never mistaken for "need more data".
+    corrupt frame is reported as such and never mistaken for "need more data" (the
+    buffer and its bookkeeping: ``drivers.framing``).
     """
 
     def __init__(self, max_buffer: int = 1024) -> None:
-        self._buf = bytearray()
-        self._max = max(max_buffer, MIN_FRAME_LEN + MAX_DATA_LEN)
-        self.discarded = 0  # bytes skipped as preamble, noise or broken frames
-
-    def feed(self, chunk: bytes) -> None:
-        self._buf += chunk
-        overflow = len(self._buf) - self._max
-        if overflow > 0:
-            del self._buf[:overflow]
-            self.discarded += overflow
-
-    def reset(self) -> None:
-        self.discarded += len(self._buf)
-        self._buf.clear()
-
-    @property
-    def buffered(self) -> int:
-        return len(self._buf)
+        super().__init__(max(max_buffer, MIN_FRAME_LEN + MAX_DATA_LEN), _scan, start=START)
 
     def need(self) -> int:
         """Bytes still missing for the frame that is being received (0 if unknown)."""
@@ -282,71 +267,41 @@ class Decoder:
             return 10 - len(buf)
         return max(0, MIN_FRAME_LEN + buf[9] - len(buf))
 
-    def next_frame(self) -> Frame | None:
-        buf = self._buf
-        start = buf.find(START)
-        if start < 0:
-            self.discarded += len(buf)
-            buf.clear()
-            return None
-        if start:
-            del buf[:start]
-            self.discarded += start
-        if len(buf) < 10:
-            return None
-        if buf[7] != START:
-            found = buf[7]
-            self._drop_one()
-            raise FrameError(
-                f"byte 0x{found:02X} where the second start byte 0x68 was expected", offset=7
-            )
-        length = buf[9]
-        if length > MAX_DATA_LEN:
-            self._drop_one()
-            raise FrameError(f"length byte {length} exceeds the maximum {MAX_DATA_LEN}", offset=9)
-        total = MIN_FRAME_LEN + length
-        if len(buf) < total:
-            return None
-        candidate = bytes(buf[:total])
-        expected_cs = checksum(candidate[: total - 2])
-        if candidate[total - 2] != expected_cs:
-            self._drop_one()
-            raise FrameError(
-                f"checksum 0x{candidate[total - 2]:02X}, expected 0x{expected_cs:02X}",
-                offset=total - 2,
-                raw=candidate,
-            )
-        if candidate[total - 1] != END:
-            self._drop_one()
-            raise FrameError(
-                f"end byte 0x{candidate[total - 1]:02X}, expected 0x16",
-                offset=total - 1,
-                raw=candidate,
-            )
-        try:
-            address = decode_address(candidate[1:7])
-        except FrameError as exc:
-            self._drop_one()
-            raise FrameError(exc.reason, offset=exc.offset, raw=candidate) from None
-        del buf[:total]
-        data = bytes((b - DATA_OFFSET) & 0xFF for b in candidate[10 : 10 + length])
-        return Frame(address=address, control=candidate[8], data=data)
 
-    def frames(self) -> list[Frame]:
-        """All complete frames now in the buffer, silently skipping broken ones."""
-        out: list[Frame] = []
-        while True:
-            try:
-                frame = self.next_frame()
-            except FrameError:
-                continue
-            if frame is None:
-                return out
-            out.append(frame)
-
-    def _drop_one(self) -> None:
-        del self._buf[:1]
-        self.discarded += 1
+def _scan(buf: bytearray) -> tuple[Frame, int] | int:
+    """The candidate frame at a 0x68 (the contract: ``drivers.framing.Scan``)."""
+    if len(buf) < 10:
+        return 10
+    if buf[7] != START:
+        raise FrameError(
+            f"byte 0x{buf[7]:02X} where the second start byte 0x68 was expected", offset=7
+        )
+    length = buf[9]
+    if length > MAX_DATA_LEN:
+        raise FrameError(f"length byte {length} exceeds the maximum {MAX_DATA_LEN}", offset=9)
+    total = MIN_FRAME_LEN + length
+    if len(buf) < total:
+        return total
+    candidate = bytes(buf[:total])
+    expected_cs = checksum(candidate[: total - 2])
+    if candidate[total - 2] != expected_cs:
+        raise FrameError(
+            f"checksum 0x{candidate[total - 2]:02X}, expected 0x{expected_cs:02X}",
+            offset=total - 2,
+            raw=candidate,
+        )
+    if candidate[total - 1] != END:
+        raise FrameError(
+            f"end byte 0x{candidate[total - 1]:02X}, expected 0x16",
+            offset=total - 1,
+            raw=candidate,
+        )
+    try:
+        address = decode_address(candidate[1:7])
+    except FrameError as exc:
+        raise FrameError(exc.reason, offset=exc.offset, raw=candidate) from None
+    data = bytes((b - DATA_OFFSET) & 0xFF for b in candidate[10 : 10 + length])
+    return Frame(address=address, control=candidate[8], data=data), total
 
 
 # --------------------------------------------------------------------------------------

@@ -55,7 +55,7 @@ class BusError(DriverError):
     """The transport failed: the port could not be opened, read or written."""
 
 
-# -- cellular modem (drivers/modem.py) -------------------------------------------------
+# -- cellular modem (drivers/at_command.py, drivers/modem.py) ---------------------------
 # The same split by action: the module refused a command (ModemError: the code says
 # why; retrying the same command rarely helps), a command went unanswered (ModemTimeout:
 # probe the module), or the module answers nothing at all, not even ``AT``

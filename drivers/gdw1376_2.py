@@ -1,6 +1,6 @@
 """Q/GDW 1376.2 local interface (concentrator <-> carrier module): a sans-I/O codec.
 
-Frame (protocols.md §3.1; bytes in transmit order)::
+Frame (Q/GDW 1376.2 §4.3, §5.2, §5.3; docs/protocols.md §3.1-§3.3; bytes in transmit order)::
 
     68  L0 L1   C   R1 R2 R3 R4 R5 R6   [ A ]   AFN  DT1 DT2  data unit ...   CS  16
     |   |       |   information field   |       |    |        |               |   end
@@ -23,10 +23,10 @@ Frame (protocols.md §3.1; bytes in transmit order)::
                R4  D0-D3 last-hop command quality, D4-D7 last-hop reply quality
                R5  D0 event flag (D1-D7 spare)      R6  SEQ, echoed from the request
 
-Sources: the info-field bit layout is from the liucun0505/SPLCKQ-11 test tool's header
-(cQGDW376_2.h) and its decoder (FView3762 display code); data-unit layouts from two
-independent parsers (a C "print_AFNxx" library and a Q/GDW 10376.2-2019 Python parser,
-both found through the stored-code index) cross-checked against real frames captured in
+Sources (docs/protocols.md §6): the info-field bit layout is from the liucun0505/SPLCKQ-11
+conformance-test tool's header (cQGDW376_2.h) and its decoder (FView3762 display code);
+data-unit layouts from two independent public parsers (a C "print_AFNxx" library and a
+Q/GDW 10376.2-2019 Python parser), cross-checked against real frames captured in
 SPLCKQ-11's CSG_Debug/日志 logs. Facts tagged [M] in comments are not confirmed there.
 
 Framing (start byte, length, checksum) stays apart from meaning (AFN/Fn data units), so
@@ -44,6 +44,7 @@ from typing import ClassVar, Self
 
 from drivers.dlt645 import bcd, from_bcd
 from drivers.errors import EncodeError, FrameError
+from drivers.framing import StreamDecoder
 
 START = 0x68
 END = 0x16
@@ -70,7 +71,7 @@ _CONFLICT = 0x08
 
 
 class CommMode(IntEnum):
-    """Communication mode, C bits 5..0 (protocols.md §3.1 [V])."""
+    """Communication mode, C bits 5..0 (Q/GDW 1376.2 §4.3; docs/protocols.md §3.1 [V])."""
 
     CENTRAL_NARROWBAND = 1  # 集中式路由载波
     DISTRIBUTED_NARROWBAND = 2  # 分布式路由载波
@@ -80,7 +81,7 @@ class CommMode(IntEnum):
 
 
 class AFN(IntEnum):
-    """Application function codes (protocols.md §3.1, SPLCKQ-11 13762树控件.ini)."""
+    """Application function codes (Q/GDW 1376.2 §5.5; docs/protocols.md §3.3)."""
 
     CONFIRM = 0x00  # 确认/否认
     INIT = 0x01  # 初始化
@@ -183,7 +184,7 @@ def fn_to_dt(fn: int) -> bytes:
     """Fn -> DT1 DT2. DT1 = 1 << ((Fn-1) mod 8), DT2 = (Fn-1) div 8.
 
     Written with Fn-1 on purpose: hellowangyu3/python's ``fn & 7`` / ``fn >> 3`` puts F8
-    at DT1 00 DT2 01 instead of 80 00 (protocols.md §6).
+    at DT1 00 DT2 01 instead of 80 00 (Q/GDW 1376.2 §5.4; docs/protocols.md §3.3).
     """
     if not 1 <= fn <= MAX_FN:
         raise EncodeError(f"Fn {fn}: expected 1..{MAX_FN}")
@@ -458,35 +459,19 @@ def _address_len(control: int, r1: int) -> int:
     return ADDRESS_LEN * (2 + relays)
 
 
-class Decoder:
+class Decoder(StreamDecoder[Frame]):
     """Streaming frame decoder: feed byte chunks, take frames out.
 
     Parsing goes by the length field, never by searching for 0x16: a 0x16 or 0x68 may
     stand anywhere inside a frame. A candidate that fails a check costs one byte and a
     ``FrameError`` (with the offset inside the candidate); the next call resynchronises
     on the following 0x68. A candidate whose length is plausible is waited for; one whose
-    length cannot hold its own header is refused at once.
+    length cannot hold its own header is refused at once (the buffer and its
+    bookkeeping: ``drivers.framing``).
     """
 
     def __init__(self, max_buffer: int = 4096) -> None:
-        self._buf = bytearray()
-        self._max = max(max_buffer, MAX_FRAME_LEN)
-        self.discarded = 0  # bytes skipped as noise or broken frames
-
-    def feed(self, chunk: bytes) -> None:
-        self._buf += chunk
-        overflow = len(self._buf) - self._max
-        if overflow > 0:
-            del self._buf[:overflow]
-            self.discarded += overflow
-
-    def reset(self) -> None:
-        self.discarded += len(self._buf)
-        self._buf.clear()
-
-    @property
-    def buffered(self) -> int:
-        return len(self._buf)
+        super().__init__(max(max_buffer, MAX_FRAME_LEN), _scan, start=START)
 
     def need(self) -> int:
         """Bytes still missing for the frame being received (0 if unknown)."""
@@ -497,73 +482,43 @@ class Decoder:
             return 3 - len(buf)
         return max(0, (buf[1] | buf[2] << 8) - len(buf))
 
-    def next_frame(self) -> Frame | None:
-        buf = self._buf
-        start = buf.find(START)
-        if start < 0:
-            self.discarded += len(buf)
-            buf.clear()
-            return None
-        if start:
-            del buf[:start]
-            self.discarded += start
-        if len(buf) < 3:
-            return None
-        length = buf[1] | buf[2] << 8
-        if length < MIN_FRAME_LEN:
-            self._drop_one()
-            raise FrameError(f"length {length} below the minimum {MIN_FRAME_LEN}", offset=1)
-        if length > MAX_FRAME_LEN:
-            self._drop_one()
-            raise FrameError(f"length {length} exceeds the maximum {MAX_FRAME_LEN}", offset=1)
-        if len(buf) >= 4 + INFO_LEN:
-            needed = MIN_FRAME_LEN + _address_len(buf[3], buf[4])
-            if length < needed:
-                self._drop_one()
-                raise FrameError(
-                    f"length {length} cannot hold the header: R1 0x{buf[4]:02X} asks for an "
-                    f"address field, at least {needed} bytes",
-                    offset=1,
-                )
-        if len(buf) < length:
-            return None
-        candidate = bytes(buf[:length])
-        expected_cs = checksum(candidate[3:-2])
-        if candidate[-2] != expected_cs:
-            self._drop_one()
-            raise FrameError(
-                f"checksum 0x{candidate[-2]:02X}, expected 0x{expected_cs:02X}",
-                offset=length - 2,
-                raw=candidate,
-            )
-        if candidate[-1] != END:
-            self._drop_one()
-            raise FrameError(
-                f"end byte 0x{candidate[-1]:02X}, expected 0x16", offset=length - 1, raw=candidate
-            )
-        try:
-            frame = _parse_body(candidate)
-        except FrameError as exc:
-            self._drop_one()
-            raise FrameError(exc.reason, offset=exc.offset, raw=candidate) from None
-        del buf[:length]
-        return frame
 
-    def frames(self) -> list[Frame]:
-        """All complete frames now in the buffer, silently skipping broken ones."""
-        out: list[Frame] = []
-        while True:
-            try:
-                frame = self.next_frame()
-            except FrameError:
-                continue
-            if frame is None:
-                return out
-            out.append(frame)
-
-    def _drop_one(self) -> None:
-        del self._buf[:1]
-        self.discarded += 1
+def _scan(buf: bytearray) -> tuple[Frame, int] | int:
+    """The candidate frame at a 0x68 (the contract: ``drivers.framing.Scan``)."""
+    if len(buf) < 3:
+        return 3
+    length = buf[1] | buf[2] << 8
+    if length < MIN_FRAME_LEN:
+        raise FrameError(f"length {length} below the minimum {MIN_FRAME_LEN}", offset=1)
+    if length > MAX_FRAME_LEN:
+        raise FrameError(f"length {length} exceeds the maximum {MAX_FRAME_LEN}", offset=1)
+    if len(buf) >= 4 + INFO_LEN:
+        needed = MIN_FRAME_LEN + _address_len(buf[3], buf[4])
+        if length < needed:
+            raise FrameError(
+                f"length {length} cannot hold the header: R1 0x{buf[4]:02X} asks for an "
+                f"address field, at least {needed} bytes",
+                offset=1,
+            )
+    if len(buf) < length:
+        return length
+    candidate = bytes(buf[:length])
+    expected_cs = checksum(candidate[3:-2])
+    if candidate[-2] != expected_cs:
+        raise FrameError(
+            f"checksum 0x{candidate[-2]:02X}, expected 0x{expected_cs:02X}",
+            offset=length - 2,
+            raw=candidate,
+        )
+    if candidate[-1] != END:
+        raise FrameError(
+            f"end byte 0x{candidate[-1]:02X}, expected 0x16", offset=length - 1, raw=candidate
+        )
+    try:
+        frame = _parse_body(candidate)
+    except FrameError as exc:
+        raise FrameError(exc.reason, offset=exc.offset, raw=candidate) from None
+    return frame, length
 
 
 def _parse_body(candidate: bytes) -> Frame:

@@ -33,6 +33,7 @@ request) so that a truncated frame cannot swallow the next one.
 
 from __future__ import annotations
 
+import functools
 import struct
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -40,6 +41,7 @@ from enum import IntEnum
 from typing import Literal, TypeAlias
 
 from drivers.errors import EncodeError, FrameError, MeterError
+from drivers.framing import Consumed, StreamDecoder
 
 __all__ = [
     "BROADCAST",
@@ -481,16 +483,6 @@ def reply_length(request: Frame) -> int:
 # ----------------------------------------------------------------------------- decoding
 
 
-class _Consumed(Exception):
-    """Internal: ``error`` concerns a frame whose CRC is valid, so its extent is known and
-    the decoder drops all ``size`` bytes rather than one."""
-
-    def __init__(self, error: FrameError, size: int) -> None:
-        super().__init__(str(error))
-        self.error = error
-        self.size = size
-
-
 def _u16(buf: bytes | bytearray, offset: int) -> int:
     return (buf[offset] << 8) | buf[offset + 1]
 
@@ -627,12 +619,12 @@ def _parse_request(adu: bytes) -> Frame:
     return WriteMultipleRequest(slave, address, struct.unpack_from(f">{value}H", adu, 7))
 
 
-def _scan(buf: bytes | bytearray, role: Role) -> tuple[Frame, int] | int:
+def _scan(role: Role, buf: bytes | bytearray) -> tuple[Frame, int] | int:
     """Look at the candidate frame at the start of ``buf``.
 
     Returns (frame, size) for a complete valid frame, or the total number of bytes needed
     before anything more can be decided. Raises FrameError for a candidate that is wrong
-    in its header or CRC (the caller drops one byte), and _Consumed for a frame whose CRC
+    in its header or CRC (the caller drops one byte), and Consumed for a frame whose CRC
     is valid but whose content is not (the caller drops the whole frame).
     """
     if not buf:
@@ -671,75 +663,41 @@ def _scan(buf: bytes | bytearray, role: Role) -> tuple[Frame, int] | int:
     try:
         frame = _parse_reply(adu) if role == "client" else _parse_request(adu)
     except FrameError as error:
-        raise _Consumed(error, size) from None
+        raise Consumed(error, size) from None
     return frame, size
 
 
-class Decoder:
+class Decoder(StreamDecoder[Frame]):
     """Streaming RTU decoder. ``role="client"`` decodes replies (the collector reading
     meters); ``role="server"`` decodes requests (the meter simulator).
 
     Usage: ``feed`` whatever arrived, then call ``next_frame`` until it returns None. A
     FrameError means the candidate at the head of the buffer was garbage: one byte has
     already been dropped, so simply call ``next_frame`` again. Every call either returns
-    None, or consumes at least one byte, so the loop always ends.
+    None, or consumes at least one byte, so the loop always ends (the buffer and its
+    bookkeeping: ``drivers.framing``; RTU has no start byte, so every byte is a
+    candidate slave address).
     """
 
     def __init__(self, role: Role, max_buffer: int = 1024) -> None:
         if role not in ("client", "server"):
             raise EncodeError(f"role={role!r}: expected 'client' or 'server'")
-        self.role: Role = role
-        self.max_buffer = _require(
+        cap = _require(
             "max_buffer", max_buffer, MAX_ADU_SIZE, 1 << 30, "at least 256 (one whole ADU)"
         )
-        # Bytes thrown away: skipped while resynchronising, cut by the buffer cap, or
-        # cleared by reset(). A rising counter on a quiet bus points at wiring or baud.
-        self.discarded = 0
-        self._buffer = bytearray()
-
-    @property
-    def buffered(self) -> int:
-        """Bytes waiting; non-zero after a timeout means a truncated frame, not silence."""
-        return len(self._buffer)
-
-    def feed(self, chunk: bytes) -> None:
-        self._buffer += chunk
-        excess = len(self._buffer) - self.max_buffer
-        if excess > 0:
-            # Keep the newest bytes: the oldest belong to a frame that can no longer be
-            # answered in time anyway.
-            del self._buffer[:excess]
-            self.discarded += excess
+        super().__init__(cap, functools.partial(_scan, role))
+        self.role: Role = role
 
     def reset(self) -> None:
         """Forget buffered bytes: call after a t3.5 silence, which ends any frame
         ([SL] §2.5.1.1), and before sending a request."""
-        self.discarded += len(self._buffer)
-        self._buffer.clear()
-
-    def next_frame(self) -> Frame | None:
-        try:
-            result = _scan(self._buffer, self.role)
-        except _Consumed as consumed:
-            del self._buffer[: consumed.size]
-            self.discarded += consumed.size
-            raise consumed.error from None
-        except FrameError:
-            # Resynchronise: the next candidate starts one byte later.
-            del self._buffer[:1]
-            self.discarded += 1
-            raise
-        if isinstance(result, int):
-            return None
-        frame, size = result
-        del self._buffer[:size]
-        return frame
+        super().reset()
 
 
 def _decode_one(data: bytes, role: Role) -> Frame:
     try:
-        result = _scan(data, role)
-    except _Consumed as consumed:
+        result = _scan(role, data)
+    except Consumed as consumed:
         raise consumed.error from None
     if isinstance(result, int):
         raise FrameError(
@@ -855,8 +813,8 @@ class Register:
     count: int = 2  # registers per value: one float32
 
 
-# Addresses from protocols.md §2 (Eastron SDM630 / SDM120 Modbus protocol, input
-# registers, function 04).
+# Addresses from the Eastron SDM630 / SDM120 Modbus protocol's input-register tables,
+# function 04 (docs/protocols.md §2.4).
 SDM630: dict[str, Register] = {
     r.name: r
     for r in (

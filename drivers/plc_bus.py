@@ -63,7 +63,8 @@ class PlcSettings:
     ``response_timeout`` bounds what the module answers by itself (init, queries, node
     table); ``monitor_timeout`` bounds a meter read through the carrier network, which
     takes seconds and, on narrowband, up to the 60-90 s modules report as their
-    "slave monitoring max timeout" (protocols.md §3.2; AFN 03 F10 ``monitor_timeout_s``).
+    "slave monitoring max timeout" (AFN 03 F7, and 03 F10 ``monitor_timeout_s``;
+    docs/protocols.md §3.6).
     ``max_in_flight``: requests sent before the first answer. No field of the standard
     reports how many the module runs at once, so this is configured; a module that
     denies with "too many concurrent requests" (reason 109) shrinks it.

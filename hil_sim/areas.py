@@ -52,6 +52,7 @@ from cloud_receiver.archive import MeterRecord
 from cloud_receiver.storage import Storage
 from cloud_receiver.tamper import TAMPER_EVENTS
 from contract.records import Event, Reading
+from hil_sim.errors import SpecError
 from hil_sim.model import CHINA_TZ, DAILY_SHAPES, Profile
 
 TheftMethod = Literal["bypass", "reverse", "phase"]
@@ -368,28 +369,26 @@ class AreaSim:
 
 def _check(spec: AreaSpec) -> None:
     if spec.customers < 1 or not 0 <= spec.commercial <= spec.customers:
-        raise ValueError(f"{spec.customers} customers, {spec.commercial} commercial: impossible")
+        raise SpecError(f"{spec.customers} customers, {spec.commercial} commercial: impossible")
     if not 0 <= spec.loss_min <= spec.loss_max < 0.5:
-        raise ValueError(f"loss {spec.loss_min}-{spec.loss_max}: expected 0 <= min <= max < 0.5")
+        raise SpecError(f"loss {spec.loss_min}-{spec.loss_max}: expected 0 <= min <= max < 0.5")
     for t in spec.thefts:
         if not 1 <= t.customer <= spec.customers:
-            raise ValueError(f"theft by customer {t.customer}: the area has {spec.customers}")
+            raise SpecError(f"theft by customer {t.customer}: the area has {spec.customers}")
         if not 0 < t.share <= 1 or t.start_day < 0:
-            raise ValueError(
+            raise SpecError(
                 f"theft share {t.share} from day {t.start_day}: expected 0 < share <= 1"
             )
         if t.method == "phase" and t.customer <= spec.customers - spec.commercial:
-            raise ValueError(
+            raise SpecError(
                 f"phase theft by customer {t.customer}: only the three-phase (commercial)"
                 f" customers {spec.customers - spec.commercial + 1}..{spec.customers} have phases"
             )
         if t.event is not None and t.event not in TAMPER_EVENTS:
-            raise ValueError(
-                f"tamper event {t.event!r}: expected one of {', '.join(TAMPER_EVENTS)}"
-            )
+            raise SpecError(f"tamper event {t.event!r}: expected one of {', '.join(TAMPER_EVENTS)}")
     for v in spec.vacations:
         if not 1 <= v.customer <= spec.customers or v.days < 1 or not 0 <= v.level <= 1:
-            raise ValueError(f"vacation {v}: customer, days or level out of range")
+            raise SpecError(f"vacation {v}: customer, days or level out of range")
 
 
 def _midnight(day: dt.date, tz: dt.tzinfo) -> int:
@@ -482,13 +481,13 @@ def parse_theft(text: str) -> tuple[int, Theft]:
     """``AREA:CUSTOMER@DAY[:SHARE[:METHOD[:EVENT]]]`` → (area number, theft)."""
     m = _THEFT_RE.fullmatch(text)
     if not m:
-        raise ValueError(
+        raise SpecError(
             f"{text!r}: expected AREA:CUSTOMER@DAY[:SHARE[:METHOD[:EVENT]]],"
             " e.g. 1:3@40:0.5:bypass:meter_cover_open"
         )
     method = m[5] or "bypass"
     if method not in THEFT_METHODS:
-        raise ValueError(f"{text!r}: method {method!r}; expected {', '.join(THEFT_METHODS)}")
+        raise SpecError(f"{text!r}: method {method!r}; expected {', '.join(THEFT_METHODS)}")
     theft = Theft(
         customer=int(m[2]),
         start_day=int(m[3]),
@@ -503,5 +502,5 @@ def parse_vacation(text: str) -> tuple[int, Vacation]:
     """``AREA:CUSTOMER@DAY+DAYS[:LEVEL]`` → (area number, vacation)."""
     m = _VACATION_RE.fullmatch(text)
     if not m:
-        raise ValueError(f"{text!r}: expected AREA:CUSTOMER@DAY+DAYS[:LEVEL], e.g. 2:5@30+14:0.1")
+        raise SpecError(f"{text!r}: expected AREA:CUSTOMER@DAY+DAYS[:LEVEL], e.g. 2:5@30+14:0.1")
     return int(m[1]), Vacation(int(m[2]), int(m[3]), int(m[4]), float(m[5] or 0.15))

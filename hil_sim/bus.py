@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import random
 import time
 from collections.abc import Callable, Sequence
@@ -29,7 +28,7 @@ from drivers.errors import FrameError
 from hil_sim.clock import SimClock
 from hil_sim.faults import FaultKind, FaultPlan
 from hil_sim.model import MeterModel
-from hil_sim.pty_port import close_pty, open_pty
+from hil_sim.pty_port import PtyPort, wire_time
 from hil_sim.truth import TruthLog, TruthRecord
 
 log = logging.getLogger(__name__)
@@ -103,8 +102,7 @@ class SimBus:
         self.link = link
         self.counters = BusCounters()
         self._rng = random.Random(seed)
-        self._master = -1
-        self._slave = -1
+        self._port = PtyPort(link, log=log, what="reply")
         self.pty_name = ""
         self._queue: asyncio.Queue[tuple[float, int, Any]] = asyncio.Queue()
         self._worker: asyncio.Task[None] | None = None
@@ -115,7 +113,7 @@ class SimBus:
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
-        self._master, self._slave, self.pty_name = open_pty(self.link, self._on_readable)
+        self.pty_name = self._port.open(self._on_readable)
         self._worker = asyncio.create_task(self._serve(), name="sim-bus")
 
     async def stop(self) -> None:
@@ -126,18 +124,14 @@ class SimBus:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._worker
             self._worker = None
-        close_pty(self._master, self._slave, self.link)
-        self._master = self._slave = -1
+        self._port.close()
         self.truth.flush()
 
     # ------------------------------------------------------------------ receive
     def _on_readable(self) -> None:
-        try:
-            data = os.read(self._master, 4096)
-        except BlockingIOError:
+        data = self._port.read()
+        if not data:
             return
-        except OSError:
-            return  # EIO while no client has the port open
         now = time.monotonic()
         if self._first_byte_at is None:
             self._first_byte_at = now
@@ -164,7 +158,7 @@ class SimBus:
 
     # ------------------------------------------------------------------ answer
     def char_time(self) -> float:
-        return self.adapter.bits_per_char / self.baud if self.baud > 0 else 0.0
+        return wire_time(1, self.baud, self.adapter.bits_per_char)
 
     async def _serve(self) -> None:
         while True:
@@ -209,19 +203,11 @@ class SimBus:
             self.counters.collisions += 1
         start = min(td for td, _ in replies)
         line = _collide(replies, ct) if len(replies) > 1 else replies[0][1]
-        release_at = wire_end + start + len(line) * ct
-        delay_s = release_at - time.monotonic()
-        if delay_s > 0:
-            await asyncio.sleep(delay_s)
-        self._write(line)
+        await self._port.write_at(wire_end + start + len(line) * ct, line)
         self.counters.replies += 1
 
     def _spawn_late(self, release_at: float, data: bytes) -> None:
-        async def later() -> None:
-            await asyncio.sleep(max(0.0, release_at - time.monotonic()))
-            self._write(data)
-
-        task = asyncio.create_task(later())
+        task = asyncio.create_task(self._port.write_at(release_at, data))
         self._late.add(task)
         task.add_done_callback(self._late.discard)
 
@@ -246,19 +232,6 @@ class SimBus:
         if fault == "error_reply":
             return self.adapter.error_reply(meter, frame), 0.0
         raise AssertionError(fault)
-
-    def _write(self, data: bytes) -> None:
-        if self._master < 0:
-            return
-        view = memoryview(data)
-        while view:
-            try:
-                n = os.write(self._master, view)
-            except BlockingIOError:
-                # PTY buffer full: the client is not reading; drop like a real line.
-                log.warning("PTY buffer full, %d reply bytes lost", len(view))
-                return
-            view = view[n:]
 
 
 def _with_fault(record: TruthRecord, fault: FaultKind | None) -> TruthRecord:

@@ -10,6 +10,8 @@ import random
 from dataclasses import dataclass, field
 from typing import Literal
 
+from hil_sim.errors import OptionError, SpecError
+
 FaultKind = Literal["no_reply", "late_reply", "bad_checksum", "truncated", "noise", "error_reply"]
 FAULT_KINDS: tuple[FaultKind, ...] = (
     "no_reply",
@@ -53,7 +55,7 @@ class FaultPlan:
     def __post_init__(self) -> None:
         for kind in [*self.rates, *(k for r in self.per_meter.values() for k in r)]:
             if kind not in FAULT_KINDS:
-                raise ValueError(f"unknown fault kind {kind!r}; expected one of {FAULT_KINDS}")
+                raise SpecError(f"unknown fault kind {kind!r}; expected one of {FAULT_KINDS}")
         self._rng = random.Random(self.seed)
 
     @classmethod
@@ -88,13 +90,13 @@ def parse_fault_option(text: str) -> tuple[str | None, str, float]:
         text, meter = text.split("@", 1)
     kind, _, prob = text.partition("=")
     if kind not in FAULT_KINDS:
-        raise ValueError(f"fault {kind!r}: expected one of {', '.join(FAULT_KINDS)}")
+        raise OptionError(f"fault {kind!r}: expected one of {', '.join(FAULT_KINDS)}")
     try:
         p = float(prob)
     except ValueError:
-        raise ValueError(f"fault {kind}: probability {prob!r} is not a number") from None
+        raise OptionError(f"fault {kind}: probability {prob!r} is not a number") from None
     if not 0.0 <= p <= 1.0:
-        raise ValueError(f"fault {kind}: probability {p} outside 0..1")
+        raise OptionError(f"fault {kind}: probability {p} outside 0..1")
     return meter, kind, p
 
 
@@ -105,9 +107,9 @@ def parse_offline_option(text: str) -> OfflineWindow:
     try:
         s, e = float(start), float(end)
     except ValueError:
-        raise ValueError(f"offline window {text!r}: expected METER@START-END in seconds") from None
+        raise OptionError(f"offline window {text!r}: expected METER@START-END in seconds") from None
     if e <= s:
-        raise ValueError(f"offline window {text!r}: end must be after start")
+        raise OptionError(f"offline window {text!r}: end must be after start")
     return OfflineWindow(None if meter in ("*", "") else meter, s, e)
 
 
@@ -119,7 +121,7 @@ def parse_cover_open_option(text: str) -> CoverOpen:
     except ValueError:
         seconds = -1.0
     if not sep or seconds < 0:
-        raise ValueError(
+        raise OptionError(
             f"cover opening {text!r}: expected METER@SECONDS with SECONDS >= 0 "
             "(simulated seconds after start)"
         )

@@ -13,6 +13,7 @@ from drivers import dlt645
 from hil_sim.bus import ProtocolAdapter, SimBus, SimMeter
 from hil_sim.clock import SimClock
 from hil_sim.dlt645_meter import Dlt645Meter
+from hil_sim.errors import SpecError
 from hil_sim.faults import FaultPlan
 from hil_sim.model import MeterModel, Profile
 from hil_sim.truth import TruthLog
@@ -51,9 +52,12 @@ def make_addresses(
         while len(chosen) < count:
             chosen.add(f"{rng.randrange(1, 10**12):012d}")
         return sorted(chosen)
-    start = int(base)
+    try:
+        start = int(base)
+    except ValueError as exc:
+        raise SpecError(str(exc)) from None
     if start + count > 10**12:
-        raise ValueError(f"address base {base} leaves no room for {count} meters")
+        raise SpecError(f"address base {base} leaves no room for {count} meters")
     return [f"{start + i:012d}" for i in range(count)]
 
 
@@ -96,7 +100,7 @@ def build_meters(opts: FleetOptions, clock: SimClock) -> list[SimMeter]:
     from hil_sim.modbus_meter import ModbusMeter
 
     if not 1 <= opts.first_slave <= 247 or opts.first_slave + opts.meters - 1 > 247:
-        raise ValueError(f"{opts.meters} Modbus meters from slave {opts.first_slave} exceed 247")
+        raise SpecError(f"{opts.meters} Modbus meters from slave {opts.first_slave} exceed 247")
     for i in range(opts.meters):
         slave = opts.first_slave + i
         model = _model(str(slave), opts, clock, rng, i)
@@ -268,7 +272,7 @@ def add_uplink(
     text = config.read_text(encoding="utf-8")
     head, sep, rest = text.partition("[concentrator]\nid = ")
     if not sep:
-        raise ValueError(f"{config}: no [concentrator] id written by hil-sim")
+        raise SpecError(f"{config}: no [concentrator] id written by hil-sim")
     rest = rest.split("\n", 1)[1]
     text = f"{head}[concentrator]\nid = {_toml_str(concentrator_id)}\n{rest}"
     config.write_text(text.rstrip("\n") + "\n" + "\n".join(lines) + "\n", encoding="utf-8")

@@ -22,23 +22,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import functools
-import json
 import logging
-import os
 import random
-import signal
-import sys
 import time
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from drivers.modem import CME_ERRORS, AccessTech, Domain, RegStatus
+from drivers.at_command import CME_ERRORS, AccessTech, Domain, RegStatus
 from hil_sim.clock import SimClock
-from hil_sim.pty_port import close_pty, open_pty
+from hil_sim.errors import OptionError
+from hil_sim.pty_port import PtyPort, wire_time
 
 log = logging.getLogger(__name__)
 
@@ -98,11 +94,14 @@ class ModemFault:
 
 
 def parse_modem_fault(text: str) -> ModemFault:
-    """``outage@60-120``, ``weak@0-300:4``, ``hang@90``, ``hang_hard@90``."""
+    """``outage@60-120``, ``weak@0-300:4``, ``hang@90``, ``hang_hard@90``: the value
+    of ``hil-sim modem --fault`` (an ``OptionError`` names that flag)."""
+    flag = "--fault"
     kind, sep, when = text.partition("@")
     if not sep or kind not in FAULT_KINDS:
-        raise ValueError(
-            f"{text!r}: expected KIND@START[-END], KIND one of {', '.join(FAULT_KINDS)}"
+        raise OptionError(
+            f"{text!r}: expected KIND@START[-END], KIND one of {', '.join(FAULT_KINDS)}",
+            option=flag,
         )
     when, _, rssi_text = when.partition(":")
     start_text, dash, end_text = when.partition("-")
@@ -111,15 +110,17 @@ def parse_modem_fault(text: str) -> ModemFault:
         end = float(end_text) if dash else None
         rssi = int(rssi_text) if rssi_text else 5
     except ValueError:
-        raise ValueError(f"{text!r}: START, END (seconds) and RSSI must be numbers") from None
+        raise OptionError(
+            f"{text!r}: START, END (seconds) and RSSI must be numbers", option=flag
+        ) from None
     if start < 0 or (end is not None and end <= start):
-        raise ValueError(f"{text!r}: expected 0 <= START < END")
+        raise OptionError(f"{text!r}: expected 0 <= START < END", option=flag)
     if kind in ("outage", "weak") and end is None:
-        raise ValueError(f"{text!r}: an {kind} needs an END")
+        raise OptionError(f"{text!r}: an {kind} needs an END", option=flag)
     if kind.startswith("hang") and end is not None:
-        raise ValueError(f"{text!r}: a hang lasts until a reset; give no END")
+        raise OptionError(f"{text!r}: a hang lasts until a reset; give no END", option=flag)
     if not 0 <= rssi <= 31:
-        raise ValueError(f"{text!r}: RSSI is a CSQ value 0..31")
+        raise OptionError(f"{text!r}: RSSI is a CSQ value 0..31", option=flag)
     return ModemFault(kind, start, end, rssi)
 
 
@@ -172,8 +173,7 @@ class SimModem:
         self._rssi = rssi
         self._ber = ber
         self._base_rssi = rssi
-        self._master = -1
-        self._slave = -1
+        self._port = PtyPort(link, log=log, what="modem")
         self._rx = bytearray()
         self._lines: asyncio.Queue[str] = asyncio.Queue()
         self._worker: asyncio.Task[None] | None = None
@@ -195,7 +195,7 @@ class SimModem:
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
         """Open the PTY with the module already booted and registered."""
-        self._master, self._slave, self.pty_name = open_pty(self.link, self._on_readable)
+        self.pty_name = self._port.open(self._on_readable)
         self._t0 = self.clock.now()
         self._worker = asyncio.create_task(self._serve(), name="sim-modem")
         if self.script:
@@ -209,8 +209,7 @@ class SimModem:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._worker
             self._worker = None
-        close_pty(self._master, self._slave, self.link)
-        self._master = self._slave = -1
+        self._port.close()
 
     # ------------------------------------------------------------------ faults
     def set_outage(self, on: bool) -> None:
@@ -264,12 +263,11 @@ class SimModem:
 
     # ------------------------------------------------------------------ receive
     def _on_readable(self) -> None:
-        try:
-            data = os.read(self._master, 4096)
-        except (BlockingIOError, OSError):
-            return  # EIO while no client has the port open
+        data = self._port.read()
+        if not data:
+            return
         if self._echo and self._hung is None and not self.booting:
-            self._write(data)  # V.250 §6.2.4: characters echo as they arrive
+            self._port.write(data)  # V.250 §6.2.4: characters echo as they arrive
         for byte in data:
             if byte == 0x0D:  # S3, the command line terminator
                 line = self._rx.decode("ascii", "replace").strip()
@@ -316,9 +314,7 @@ class SimModem:
 
     async def _send_lines(self, lines: list[str]) -> None:
         data = b"".join(b"\r\n" + t.encode("ascii") + b"\r\n" for t in lines)
-        if self.baud > 0:
-            await asyncio.sleep(len(data) * BITS_PER_CHAR / self.baud)
-        self._write(data)
+        await self._port.write_after(wire_time(len(data), self.baud, BITS_PER_CHAR), data)
 
     async def _dispatch(self, cmd: str) -> list[str]:
         ident = self.identity
@@ -455,7 +451,7 @@ class SimModem:
 
         def banner() -> None:
             if gen == self._gen:
-                self._write(b"\r\nRDY\r\n\r\n+CFUN: 1\r\n\r\n+CPIN: READY\r\n")
+                self._port.write(b"\r\nRDY\r\n\r\n+CFUN: 1\r\n\r\n+CPIN: READY\r\n")
 
         self._at(self._boot_until, banner)
 
@@ -471,7 +467,7 @@ class SimModem:
             text = f"{domain.value}: {int(stat)}"
             if mode == 2 and stat.registered:
                 text += f',"{AREA}","{CELL}",{int(self.act)}'
-            self._write(b"\r\n" + text.encode("ascii") + b"\r\n")
+            self._port.write(b"\r\n" + text.encode("ascii") + b"\r\n")
 
     # ------------------------------------------------------------------ time
     def _real(self, sim_s: float) -> float:
@@ -506,41 +502,3 @@ class SimModem:
         for at, step in sorted(steps, key=lambda s: s[0]):
             await asyncio.sleep(max(0.0, (self._t0 + at - self.clock.now()) / self.clock.scale))
             step()
-
-    def _write(self, data: bytes) -> None:
-        if self._master < 0:
-            return
-        view = memoryview(data)
-        while view:
-            try:
-                n = os.write(self._master, view)
-            except BlockingIOError:
-                log.warning("PTY buffer full, %d modem bytes lost", len(view))
-                return
-            except OSError:
-                return
-            view = view[n:]
-
-
-async def serve(sim: SimModem) -> None:
-    """``hil-sim modem``: run until SIGTERM/SIGINT; SIGUSR1 power-cycles the module.
-
-    Prints a JSON "ready" line once the port can be opened and a "stopped" line with
-    the counters at the end (hil_sim.process.SimProcess reads both)."""
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    loop.add_signal_handler(signal.SIGUSR1, sim.power_cycle)
-    await sim.start()
-    port = {"link": str(sim.link), "pty": sim.pty_name, "baud": sim.baud, "imei": sim.identity.imei}
-    sys.stdout.write(json.dumps({"event": "ready", "modem": port}) + "\n")
-    sys.stdout.flush()
-    try:
-        await stop.wait()
-    finally:
-        with contextlib.suppress(Exception):
-            await sim.stop()
-        summary = {"event": "stopped", **dataclasses.asdict(sim.counters)}
-        sys.stdout.write(json.dumps(summary) + "\n")
-        sys.stdout.flush()

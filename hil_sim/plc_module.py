@@ -33,7 +33,6 @@ import asyncio
 import contextlib
 import datetime as dt
 import logging
-import os
 import random
 from collections.abc import Coroutine, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -45,7 +44,7 @@ from drivers import gdw1376_2 as gdw
 from drivers.errors import FrameError
 from hil_sim.clock import SimClock
 from hil_sim.dlt645_meter import Dlt645Meter
-from hil_sim.pty_port import close_pty, open_pty
+from hil_sim.pty_port import PtyPort, wire_time
 from hil_sim.truth import TruthLog
 
 log = logging.getLogger(__name__)
@@ -61,7 +60,7 @@ VENDOR = gdw.VendorInfo("MF", "SM", dt.date(2026, 11, 25), 0x0100)  # meterflow,
 class Link:
     """How well the module reaches one meter. Latencies are simulated seconds.
 
-    No authoritative figures exist (protocols.md §3.3): narrowband reads take seconds,
+    No authoritative figures exist (docs/protocols.md §3.6): narrowband reads take seconds,
     HPLC well under one. Everything here is a knob.
     """
 
@@ -162,8 +161,7 @@ class PlcModule:
         self._reads: set[asyncio.Task[None]] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self._out: asyncio.Queue[bytes] = asyncio.Queue()
-        self._master = -1
-        self._slave = -1
+        self._port = PtyPort(link, log=log, what="module")
         self.pty_name = ""
 
     @property
@@ -172,7 +170,7 @@ class PlcModule:
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
-        self._master, self._slave, self.pty_name = open_pty(self.link, self._on_readable)
+        self.pty_name = self._port.open(self._on_readable)
         self._spawn(self._uart_writer())
 
     async def stop(self) -> None:
@@ -180,8 +178,7 @@ class PlcModule:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        close_pty(self._master, self._slave, self.link)
-        self._master = self._slave = -1
+        self._port.close()
         self.truth.flush()
 
     # ------------------------------------------------------------------ run-time controls
@@ -228,10 +225,9 @@ class PlcModule:
 
     # ------------------------------------------------------------------ receive
     def _on_readable(self) -> None:
-        try:
-            data = os.read(self._master, 4096)
-        except (BlockingIOError, OSError):
-            return  # EIO while no client has the port open
+        data = self._port.read()
+        if not data:
+            return
         self._decoder.feed(data)
         while True:
             try:
@@ -497,21 +493,7 @@ class PlcModule:
         """One frame after the other, each taking its wire time, as a real UART sends."""
         while True:
             data = await self._out.get()
-            if self.baud > 0:
-                await asyncio.sleep(len(data) * BITS_PER_CHAR / self.baud)
-            self._write(data)
-
-    def _write(self, data: bytes) -> None:
-        if self._master < 0:
-            return
-        view = memoryview(data)
-        while view:
-            try:
-                n = os.write(self._master, view)
-            except BlockingIOError:
-                log.warning("PTY buffer full, %d module bytes lost", len(view))
-                return
-            view = view[n:]
+            await self._port.write_after(wire_time(len(data), self.baud, BITS_PER_CHAR), data)
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(coro)

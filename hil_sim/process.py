@@ -17,6 +17,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from hil_sim.errors import SimNotReady
+
 
 class SimProcess:
     def __init__(self, args: list[str], *, ready_timeout: float = 60.0) -> None:
@@ -36,7 +38,7 @@ class SimProcess:
         line = self._readline(self.ready_timeout)
         if not line:
             err = self._stop_and_collect()
-            raise RuntimeError(f"hil-sim did not become ready: {err.strip()}")
+            raise SimNotReady(f"hil-sim did not become ready: {err.strip()}")
         self.ready = json.loads(line)
         return self.ready
 

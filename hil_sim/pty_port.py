@@ -2,44 +2,112 @@
 concentrator opens like a UART, published under a stable symlink path.
 
 Shared by the meter bus, the carrier module and the modem simulators, so that all three
-set up and tear down their line the same way.
+set up and tear down their line, read it and write it the same way.
+
+Writing. A PTY delivers bytes at once, so the simulators re-create a line's pace
+themselves: a frame is released when its last byte would have arrived over the wire
+(``wire_time``: bits per character / baud per byte, nothing at baud 0), either that
+long after the sender starts (``write_after``) or at a moment computed from the
+request (``write_at``). The write itself never blocks the event loop: when the PTY's
+buffer is full because the client is not reading, the rest is dropped with a warning,
+as a real line loses what nobody listens to.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
+import time
 import tty
 from collections.abc import Callable
 from pathlib import Path
 
-
-def open_pty(link: Path | None, on_readable: Callable[[], None]) -> tuple[int, int, str]:
-    """Open a raw PTY, point ``link`` at its slave, and call ``on_readable`` whenever the
-    master has bytes. Returns (master fd, slave fd, slave name). The slave stays open
-    here too, so the line does not hang up between two clients."""
-    master, slave = os.openpty()
-    tty.setraw(master)
-    tty.setraw(slave)
-    os.set_blocking(master, False)
-    name = os.ttyname(slave)
-    if link is not None:
-        tmp = link.with_name(link.name + ".tmp")
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-        tmp.symlink_to(name)
-        tmp.replace(link)  # atomic: a reader never sees a missing link
-    asyncio.get_running_loop().add_reader(master, on_readable)
-    return master, slave, name
+READ_CHUNK = 4096
 
 
-def close_pty(master: int, slave: int, link: Path | None) -> None:
-    """Undo `open_pty` (a closed fd, -1, is skipped): the reader, both fds, the link."""
-    if master >= 0:
-        asyncio.get_running_loop().remove_reader(master)
-        os.close(master)
-        os.close(slave)
-    if link is not None and link.is_symlink():
-        with contextlib.suppress(FileNotFoundError):
-            link.unlink()
+def wire_time(n_bytes: int, baud: int, bits_per_char: int) -> float:
+    """Seconds ``n_bytes`` characters take on a line at ``baud`` (0: no wire time)."""
+    return n_bytes * bits_per_char / baud if baud > 0 else 0.0
+
+
+class PtyPort:
+    """One simulator's PTY: ``open`` it, ``read`` what the client sent, ``write`` back.
+
+    ``log`` and ``what`` name the simulator in the warning about lost bytes
+    (``PTY buffer full, N <what> bytes lost``).
+    """
+
+    def __init__(self, link: Path | None, *, log: logging.Logger, what: str) -> None:
+        self.link = link
+        self.name = ""  # the slave's device name, once open
+        self._log = log
+        self._what = what
+        self._master = -1
+        self._slave = -1
+
+    def open(self, on_readable: Callable[[], None]) -> str:
+        """Open a raw PTY, point the link at its slave, and call ``on_readable`` whenever
+        the master has bytes. Returns the slave's name. The slave stays open here too, so
+        the line does not hang up between two clients."""
+        master, slave = os.openpty()
+        tty.setraw(master)
+        tty.setraw(slave)
+        os.set_blocking(master, False)
+        self.name = os.ttyname(slave)
+        link = self.link
+        if link is not None:
+            tmp = link.with_name(link.name + ".tmp")
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+            tmp.symlink_to(self.name)
+            tmp.replace(link)  # atomic: a reader never sees a missing link
+        asyncio.get_running_loop().add_reader(master, on_readable)
+        self._master, self._slave = master, slave
+        return self.name
+
+    def close(self) -> None:
+        """Undo ``open`` (harmless when not open): the reader, both fds, the link."""
+        if self._master >= 0:
+            asyncio.get_running_loop().remove_reader(self._master)
+            os.close(self._master)
+            os.close(self._slave)
+        if self.link is not None and self.link.is_symlink():
+            with contextlib.suppress(FileNotFoundError):
+                self.link.unlink()
+        self._master = self._slave = -1
+
+    def read(self) -> bytes:
+        """What the client wrote since the last call; empty when nothing is there or no
+        client has the port open (EIO)."""
+        try:
+            return os.read(self._master, READ_CHUNK)
+        except OSError:  # BlockingIOError included
+            return b""
+
+    def write(self, data: bytes) -> None:
+        """Put ``data`` on the line now, without blocking; dropped while not open."""
+        if self._master < 0:
+            return
+        view = memoryview(data)
+        while view:
+            try:
+                n = os.write(self._master, view)
+            except BlockingIOError:
+                # PTY buffer full: the client is not reading; drop like a real line.
+                self._log.warning("PTY buffer full, %d %s bytes lost", len(view), self._what)
+                return
+            except OSError:
+                return  # the line is gone: nobody can receive the rest
+            view = view[n:]
+
+    async def write_after(self, delay: float, data: bytes) -> None:
+        """Write ``data`` once ``delay`` seconds (its wire time) have passed."""
+        if delay > 0:
+            await asyncio.sleep(delay)
+        self.write(data)
+
+    async def write_at(self, when: float, data: bytes) -> None:
+        """Write ``data`` at ``time.monotonic()`` ``when`` (at once if that has passed)."""
+        await self.write_after(when - time.monotonic(), data)

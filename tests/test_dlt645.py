@@ -1,7 +1,7 @@
 """Tests for drivers.dlt645: vectors worked out by hand, round trips, fuzzing.
 
 None of the byte strings below is produced by the encoder under test. Sources:
-  [P17]  /work/shared/protocols.md §1.7: worked frames for meter 123456789012, their
+  [P17]  docs/protocols.md §1.7: worked frames for meter 123456789012, their
          checksums re-added by hand.
   [GO]   go645 test comment: a real read of DI 04000402 (meter number) and its reply.
   [GAMS] gams/python-dlt645: the hard-coded read-address request.
@@ -12,7 +12,8 @@ None of the byte strings below is produced by the encoder under test. Sources:
   [WK]   WKJay/DLT645 issue #10: a captured wildcard read of voltage A and the virtual
          meter's (non-conforming, AA-addressed) reply of 0.0 V.
   [HAND] Laid out here from DL/T 645-2007 clause 4 (frame), the data layouts in
-         protocols.md §1.3-§1.6; every data byte written +0x33 and every CS summed by hand
+         docs/protocols.md §1.3-§1.6 and §1.8; every data byte written +0x33 and every CS
+         summed by hand
          (from the first 68 through the last data byte, mod 256).
 """
 
@@ -1295,7 +1296,7 @@ def test_bad_addresses(address: str, reason: str) -> None:
 
 
 def test_address_encoding() -> None:
-    assert encode_address(METER) == h("12 90 78 56 34 12")  # protocols.md §1.2
+    assert encode_address(METER) == h("12 90 78 56 34 12")  # docs/protocols.md §1.2
     assert encode_address("12") == h("12 00 00 00 00 00")  # left-padded
     assert encode_address(" 123456789012\n") == h("12 90 78 56 34 12")
     assert encode_address("aaaaaaaa9012") == h("12 90 AA AA AA AA")
@@ -1322,7 +1323,7 @@ def test_encode_frame_refuses() -> None:
 # 7. Replies: errors, checks, addresses
 
 ERROR_TEXTS = {
-    # DL/T 645-2007 ERR word, protocols.md §1.5
+    # DL/T 645-2007 ERR word, docs/protocols.md §1.5
     0x01: "other error",
     0x02: "no requested data (unknown data identifier)",
     0x04: "password wrong or not authorised",
@@ -1563,6 +1564,6 @@ def test_format_value_and_wire_time() -> None:
     assert format_value(lookup("meter_time"), dt.time(9, 35)) == "09:35:00"
     block = (Decimal("1.00"), Decimal("2.00"))
     assert format_value(lookup("frozen_daily_energy_fwd"), block) == "1.00 / 2.00"
-    # protocols.md §5: 40 bytes at 2400 8E1 = 440 bits = 183.3 ms
+    # docs/protocols.md §5.2: 40 bytes at 2400 8E1 = 440 bits = 183.3 ms
     assert wire_time(40, 2400) == pytest.approx(0.18333, abs=1e-4)
     assert wire_time(40, 0) == 0.0

@@ -4,13 +4,14 @@ None of the byte strings below is produced by the encoder under test. Sources:
   [CAP]  Frames captured by liucun0505/SPLCKQ-11 (a 1376.2 conformance-test tool) talking
          to a real module, from its logs CSG_Debug/日志/DataFile-2017年08月24日.txt and
          DataFile-2017年08月25日.txt, copied byte for byte.
-  [P31]  protocols.md §3.1: the real AFN 03 F16 request (the F8/F16 DT pitfall).
-  [P32]  protocols.md §3.2: the worked AFN 13 F1 request (47 bytes, CS 08), its 16-byte
-         DL/T 645 frame being protocols.md §1.7's read of 00010000 without FE bytes.
+  [P31]  docs/protocols.md §3.7: the real AFN 03 F16 request (the F8/F16 DT pitfall).
+  [P32]  docs/protocols.md §3.7: the worked AFN 13 F1 request (47 bytes, CS 08), its
+         16-byte DL/T 645 frame being docs/protocols.md §1.7's read of 00010000 without
+         FE bytes.
   [HAND] Laid out here from the field lists in gdw1376_2's docstrings; L and CS of each
          were worked out with plain arithmetic (L = all bytes 68..16; CS = sum of C up
          to the last data byte, mod 256), and ``test_vectors_are_sound`` rechecks both
-         without the codec. The 645 frames inside are protocols.md §1.7's.
+         without the codec. The 645 frames inside are docs/protocols.md §1.7's.
 """
 
 from __future__ import annotations
@@ -85,7 +86,7 @@ FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCh
 FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 METER = "123456789012"  # wire order 12 90 78 56 34 12
-READ_ENERGY = "68 12 90 78 56 34 12 68 11 04 33 33 34 33 68 16"  # protocols.md §1.7
+READ_ENERGY = "68 12 90 78 56 34 12 68 11 04 33 33 34 33 68 16"  # docs/protocols.md §1.7
 ENERGY_REPLY = "68 12 90 78 56 34 12 68 91 08 33 33 34 33 9A 78 56 34 88 16"  # 12345.67 kWh
 BROADCAST_TIME = "68 99 99 99 99 99 99 68 08 06 33 68 3C 58 44 59 40 16"  # 2026-11-25 09:35
 
@@ -511,7 +512,7 @@ VECTORS = [
         ),
         Deny(DenyReason.TOO_MANY_CONCURRENT),
     ),
-    # [HAND] 05 F3 broadcast of protocols.md §1.7's 645 time sync (18 bytes)
+    # [HAND] 05 F3 broadcast of docs/protocols.md §1.7's 645 time sync (18 bytes)
     Vector(
         "hand_broadcast",
         h(f"68 23 00 43 00 00 00 00 00 0D 05 04 00 02 12 {BROADCAST_TIME} 03 16"),

@@ -12,9 +12,11 @@ from hypothesis import strategies as st
 from drivers import dlt645
 from hil_sim.bus import _collide
 from hil_sim.dlt645_meter import Dlt645Meter
+from hil_sim.errors import OptionError, SimError, SimNotReady, SimUnavailable, SpecError
 from hil_sim.faults import FaultPlan, parse_fault_option, parse_offline_option
 from hil_sim.fleet import make_addresses
 from hil_sim.model import CHINA_TZ, MeterModel, tariff_at
+from hil_sim.modem import parse_modem_fault
 
 T0 = dt.datetime(2026, 11, 25, 0, 0, tzinfo=CHINA_TZ).timestamp()
 
@@ -132,6 +134,54 @@ def test_fault_options_are_validated() -> None:
         parse_offline_option("m@20-10")
     with pytest.raises(ValueError, match="unknown fault kind"):
         FaultPlan(rates={"gremlins": 0.1})
+
+
+def test_simulator_errors_share_one_root_and_stay_value_errors() -> None:
+    # One root for the package; the CLI's edge converts by class (hil_sim.cli.edge).
+    with pytest.raises(OptionError) as bad_option:
+        parse_fault_option("gremlins=0.1")
+    assert bad_option.value.option is None
+    with pytest.raises(OptionError) as bad_modem_fault:
+        parse_modem_fault("outage@5")
+    assert bad_modem_fault.value.option == "--fault"
+    with pytest.raises(SpecError) as no_room:
+        make_addresses(5, base="999999999998")
+    assert not isinstance(no_room.value, OptionError)
+    with pytest.raises(SpecError, match="invalid literal"):
+        make_addresses(1, base="12x")
+    for error in (bad_option.value, bad_modem_fault.value, no_room.value):
+        assert isinstance(error, SimError) and isinstance(error, ValueError)
+    assert issubclass(SimNotReady, SimUnavailable) and issubclass(SimUnavailable, SimError)
+
+
+def test_the_cli_edge_turns_errors_into_messages_and_exit_codes(tmp_path) -> None:
+    from click.testing import CliRunner
+
+    from hil_sim.cli import main
+
+    runner = CliRunner()
+    link = str(tmp_path / "l")
+    # OptionError without a flag: the usage, "Invalid value: ...", exit 2.
+    result = runner.invoke(main, ["bus", "--link", link, "--fault", "no_reply=2"])
+    assert result.exit_code == 2
+    assert "Usage: main bus [OPTIONS]" in result.output
+    assert "Error: Invalid value: fault no_reply: probability 2.0 outside 0..1" in result.output
+    # OptionError naming its flag.
+    result = runner.invoke(main, ["modem", "--link", link, "--fault", "outage@5"])
+    assert result.exit_code == 2
+    assert "Error: Invalid value for --fault: 'outage@5': an outage needs an END" in result.output
+    # SpecError: the usage and the message, exit 2.
+    result = runner.invoke(
+        main, ["bus", "--link", link, "--address-base", "999999999999", "--meters", "5"]
+    )
+    assert result.exit_code == 2
+    assert "Error: address base 999999999999 leaves no room for 5 meters" in result.output
+    # SimUnavailable: "error: ..." and exit 1 (nothing listens on port 1).
+    unreachable = "postgresql://nobody@127.0.0.1:1/x"
+    args = ["--areas", "1", "--customers", "2", "--days", "1", "--db", unreachable]
+    result = runner.invoke(main, ["areas", "--out-dir", str(tmp_path / "out"), *args])
+    assert result.exit_code == 1
+    assert result.output.startswith("error: cannot open database postgresql://nobody@127.0.0.1:1/x")
 
 
 def test_uniform_fault_plan_hits_its_rate() -> None:

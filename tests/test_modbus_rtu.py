@@ -3,7 +3,7 @@
 Sources of the vectors (none of them is produced by the encoder under test):
   [SL]  MODBUS over Serial Line V1.02: CRC-16/MODBUS, RTU framing.
   [AP]  MODBUS Application Protocol V1.1b3: the example PDUs in §6.3, §6.4, §6.6, §6.12.
-  protocols.md §2: the SDM read / exception frames, worked out and checked by hand.
+  docs/protocols.md §2.5: the SDM read / exception frames, worked out and checked by hand.
 """
 
 from __future__ import annotations
@@ -125,17 +125,17 @@ def test_crc_matches_bitwise_reference(data: bytes) -> None:
 # (role that decodes it, wire bytes, frame). Hex literals were typed from the sources
 # named in each comment; the 230 V reply's CRC comes from ref_crc above.
 VECTORS: list[tuple[Role, bytes, Frame]] = [
-    # protocols.md §2: read 1 holding register at 0 from slave 1; CRC 84 0A by hand.
+    # docs/protocols.md §2.5: read 1 holding register at 0 from slave 1; CRC 84 0A by hand.
     ("server", bytes.fromhex("01 03 00 00 00 01 84 0A"), ReadRequest(1, HOLDING, 0, 1)),
-    # protocols.md §2: SDM total active energy, input registers 0x0156..0x0157.
+    # docs/protocols.md §2.5: SDM total active energy, input registers 0x0156..0x0157.
     ("server", bytes.fromhex("01 04 01 56 00 02 90 27"), ReadRequest(1, INPUT, 0x0156, 2)),
-    # protocols.md §2 / [AP] §7: function 04 | 0x80, exception 02 ILLEGAL DATA ADDRESS.
+    # docs/protocols.md §2.5 / [AP] §7: function 04 | 0x80, exception 02 ILLEGAL DATA ADDRESS.
     (
         "client",
         bytes.fromhex("01 84 02 C2 C1"),
         ExceptionResponse(1, INPUT, ExceptionCode.ILLEGAL_DATA_ADDRESS),
     ),
-    # protocols.md §2: reply with 230.0 V = IEEE-754 0x43660000; CRC from ref_crc.
+    # docs/protocols.md §2.5: reply with 230.0 V = IEEE-754 0x43660000; CRC from ref_crc.
     ("client", with_ref_crc("01 04 04 43 66 00 00"), ReadResponse(1, INPUT, (0x4366, 0x0000))),
     # [AP] §6.3 example PDUs (registers 108..110) on slave 0x11, full ADUs as published on
     # simplymodbus.ca; CRCs re-checked with ref_crc in test_extra_vectors_crc.
@@ -586,7 +586,7 @@ def test_register_map() -> None:
         "energy_total",
     }
     assert METER_MODELS == {"sdm630": SDM630, "sdm120": SDM120}
-    # Addresses and units from protocols.md §2 (3xxxx numbers minus 30001).
+    # Addresses and units from docs/protocols.md §2.4 (3xxxx numbers minus 30001).
     expected = {
         "voltage_l1": (0x0000, "V"),
         "voltage_l2": (0x0002, "V"),
@@ -698,7 +698,7 @@ def test_unpack_floats() -> None:
 def test_timing() -> None:
     assert char_time(9600) == pytest.approx(11 / 9600)
     assert char_time(9600, 10) == pytest.approx(10 / 9600)
-    # protocols.md §2: t3.5 @ 9600 11-bit = 4.01 ms, @ 2400 = 16.0 ms, 10-bit @ 9600 = 3.65.
+    # docs/protocols.md §2.2: t3.5 @ 9600 11-bit = 4.01 ms, @ 2400 = 16.0 ms, 10-bit @ 9600 = 3.65.
     assert t3_5(9600) == pytest.approx(0.00401, abs=1e-5)
     assert t3_5(2400) == pytest.approx(0.01604, abs=1e-5)
     assert t3_5(9600, 10) == pytest.approx(0.003646, abs=1e-5)
@@ -708,7 +708,7 @@ def test_timing() -> None:
     assert t3_5(115200, 10) == 0.00175
     assert t1_5(9600) == pytest.approx(1.5 * 11 / 9600)
     assert t1_5(57600) == 0.00075
-    # protocols.md §5: 17 bytes of 10-bit characters at 2400 baud = 70.8 ms.
+    # docs/protocols.md §5.3: 17 bytes of 10-bit characters at 2400 baud = 70.8 ms.
     assert wire_time(17, 2400, 10) == pytest.approx(0.0708, abs=1e-4)
     with pytest.raises(EncodeError, match="baud=0"):
         t3_5(0)
