@@ -344,17 +344,16 @@ def charge(
     ``concentrator`` delivered for prepaid meters wired to it (another concentrator's
     word about a meter bills nothing: a stolen certificate cannot empty a balance);
     return how many ledger charges were written."""
-    by_meter: dict[str, list[tuple[int, Decimal]]] = {}
-    for meter, quantity, slot, value in readings:
-        if quantity == ENERGY:
-            by_meter.setdefault(meter, []).append((slot, Decimal(value)))
-    if not by_meter:
-        return 0
     written = 0
-    meters = sorted(by_meter)
     with storage.transaction() as tx:
+        # Asked first: a deployment without prepayment looks at no reading (ingest speed).
         if tx.execute(_ANY_ACCOUNT).first() is None:
-            return 0  # no prepayment in this deployment: nothing to look up
+            return 0
+        by_meter: dict[str, list[tuple[int, Decimal]]] = {}
+        for meter, quantity, slot, value in readings:
+            if quantity == ENERGY:
+                by_meter.setdefault(meter, []).append((slot, Decimal(value)))
+        meters = sorted(by_meter)
         for i in range(0, len(meters), IN_CHUNK):
             chunk = meters[i : i + IN_CHUNK]
             rows = tx.execute(
