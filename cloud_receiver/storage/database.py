@@ -28,6 +28,7 @@ from typing import Any
 from sqlalchemy import Connection, Table, bindparam, case, delete, exc, func, insert, select, update
 from sqlalchemy.sql import ColumnElement
 
+from cloud_receiver.errors import StorageError
 from cloud_receiver.storage import migrate
 from cloud_receiver.storage.backends import (
     Backend,
@@ -89,17 +90,10 @@ class Storage:
                 "max_seq": _greatest(concentrators.c.max_seq, seen.excluded.max_seq),
             },
         )
-        # Another process (a query, a second receiver) may hold a SQLite file while it is
-        # being set up; switching to WAL then fails at once instead of waiting.
-        deadline = time.monotonic() + SETUP_TIMEOUT_S
-        while True:
-            try:
-                self._conn = backend.engine.connect()
-                break
-            except exc.OperationalError as error:
-                if "locked" not in str(error) or time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
+        try:
+            self._conn = _connect(backend)
+        except exc.DBAPIError as error:  # say what the driver said, not SQLAlchemy's wrapper
+            raise StorageError(str(error.orig)) from error
         try:
             with self.transaction() as conn:
                 backend.lock_setup(conn)
@@ -429,6 +423,19 @@ class Storage:
         g = command_log.c
         query = select(g.at, g.status, g.detail).where(g.command_id == command_id).order_by(g.id)
         return [(float(r[0]), r[1], _unjson(r[2])) for r in self._rows(query)]
+
+
+def _connect(backend: Backend) -> Connection:
+    # Another process (a query, a second receiver) may hold a SQLite file while it is
+    # being set up; switching to WAL then fails at once instead of waiting.
+    deadline = time.monotonic() + SETUP_TIMEOUT_S
+    while True:
+        try:
+            return backend.engine.connect()
+        except exc.OperationalError as error:
+            if "locked" not in str(error) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
 
 
 def _log_command(
