@@ -143,7 +143,8 @@ class ReceiverService:
                 self._client.publish(topics.ack(outcome.concentrator), outcome.ack, qos=1)
 
     def _serve_chunk(self, concentrator: str, payload: bytes) -> None:
-        """Answer a chunk request (QoS 0 both ways: the concentrator asks again)."""
+        """Answer a chunk request (QoS 0 both ways: the concentrator asks again); without
+        applications to ask, no release is served."""
         reactions = self.ingestor.reactions
         if reactions is None:
             return
