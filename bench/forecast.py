@@ -3,8 +3,9 @@
 Simulates transformer areas (``hil_sim.areas``: 4 areas x 20 customers, 8 weeks, seed 1),
 stores them in a receiver SQLite database through ``Storage.ingest`` as the receiver
 would, and forecasts each of the last 14 days of every area from the days before it
-(``cloud_receiver.forecast.forecast``: the method is chosen on the 14 days before each
-forecast day, so the held-out day never takes part in the choice). Prints
+(``cloud_receiver.applications.analytics.forecast.forecast``: the method is chosen on
+the 14 days before each forecast day, so the held-out day never takes part in the
+choice). Prints
 ``BENCH <name> <value> <unit>`` lines, MAPE over the same held-out area-days:
 
 - forecast_mape — the chosen method;
@@ -25,10 +26,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from cloud_receiver import forecast as fc
-from cloud_receiver.archive import Archive
-from cloud_receiver.energy import DEFAULT_TZ
-from cloud_receiver.storage import SqliteStorage
+from cloud_receiver.public import DEFAULT_TZ, Archive, SqliteStorage
+from cloud_receiver.public import forecast as fc
 from hil_sim.areas import AreaSim, AreaSpec, Options, area_name, ingest
 
 START = dt.date(2026, 1, 5)  # a Monday

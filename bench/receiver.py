@@ -33,10 +33,15 @@ from pathlib import Path
 
 from wire import KEY, simulate
 
-from cloud_receiver import pki
-from cloud_receiver.local_broker import LocalBroker
-from cloud_receiver.service import Ingestor
-from cloud_receiver.storage import PostgresStorage, SqliteStorage, Storage, local_postgres_url
+from cloud_receiver.public import (
+    LocalBroker,
+    PostgresStorage,
+    SqliteStorage,
+    Storage,
+    local_postgres_url,
+    pki,
+    receiver_ingestor,
+)
 from concentrator.store import Store
 from concentrator.uplink import Uplink, UplinkConfig
 from concentrator.writer import StoreWriter
@@ -59,7 +64,7 @@ def sealed_day(day: list[list[Reading]]) -> list[bytes]:
 
 
 def ingest_rps(storage: Storage, messages: list[bytes], n: int) -> float:
-    ingestor = Ingestor(storage, lambda cid, key_id: KEY)
+    ingestor = receiver_ingestor(storage, lambda cid, key_id: KEY)
     t0 = time.perf_counter()
     for m in messages:
         outcome = ingestor.handle(TOPIC, m)

@@ -70,10 +70,10 @@ def link_option(help: str) -> Decorator[Any]:
     return click.option("--link", type=click.Path(path_type=Path), required=True, help=help)
 
 
-def pki_dir_option(help: str) -> Decorator[Any]:
+def pki_dir_option(help: str, *, required: bool = True) -> Decorator[Any]:
     """``--pki-dir DIR``: the deployment's PKI directory."""
     return click.option(
-        "--pki-dir", type=click.Path(path_type=Path, file_okay=False), required=True, help=help
+        "--pki-dir", type=click.Path(path_type=Path, file_okay=False), required=required, help=help
     )
 
 

@@ -48,9 +48,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal, cast
 
-from cloud_receiver.archive import MeterRecord
-from cloud_receiver.storage import Storage
-from cloud_receiver.tamper import TAMPER_EVENTS
+from cloud_receiver.public import TAMPER_EVENTS, MeterRecord, Storage
 from contract.records import Event, Reading
 from hil_sim.errors import SpecError
 from hil_sim.model import CHINA_TZ, DAILY_SHAPES, Profile

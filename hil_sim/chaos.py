@@ -51,9 +51,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from cloud_receiver import pki
-from cloud_receiver.local_broker import LocalBroker
-from cloud_receiver.storage import open_storage
+from cloud_receiver.public import LocalBroker, open_storage, pki
 from concentrator.store import Store
 from hil_sim.chaos_rig import Proc, Proxy, SmallDisk
 from hil_sim.fleet import add_uplink
@@ -445,7 +443,7 @@ def main(
 
         import psycopg
 
-        from cloud_receiver.storage import local_postgres_url
+        from cloud_receiver.public import local_postgres_url
 
         server = local_postgres_url()
         schema = f"chaos_{uuid.uuid4().hex[:10]}"

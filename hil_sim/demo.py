@@ -19,9 +19,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from cloud_receiver import pki
-from cloud_receiver.local_broker import LocalBroker
-from cloud_receiver.storage import SqliteStorage
+from cloud_receiver.public import LocalBroker, SqliteStorage, pki
 from concentrator.store import Store
 from hil_sim.fleet import add_uplink
 from hil_sim.process import SimProcess, cli_command

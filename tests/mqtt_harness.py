@@ -23,7 +23,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
-from cloud_receiver.local_broker import LocalBroker
+from cloud_receiver.applications.fleet.local_broker import LocalBroker
 
 # One MQTT round trip on loopback takes milliseconds; this only bounds a broken test.
 WAIT_S = 10.0

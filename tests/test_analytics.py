@@ -28,19 +28,9 @@ from click.testing import CliRunner
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cloud_receiver import forecast as fc
-from cloud_receiver import plots
-from cloud_receiver.archive import (
-    Archive,
-    ArchiveError,
-    MeterRecord,
-    UnknownName,
-    format_archive_csv,
-    merge,
-    parse_archive_csv,
-)
-from cloud_receiver.cli import main as receiver_cli
-from cloud_receiver.energy import (
+from cloud_receiver.applications.analytics import forecast as fc
+from cloud_receiver.applications.analytics import plots
+from cloud_receiver.applications.analytics.energy import (
     DEFAULT_TZ,
     ENERGY_FWD,
     FREEZE_FWD,
@@ -52,10 +42,20 @@ from cloud_receiver.energy import (
     parse_tz,
     slot_energy,
 )
-from cloud_receiver.lineloss import line_loss, summarise
+from cloud_receiver.applications.analytics.lineloss import line_loss, summarise
+from cloud_receiver.applications.analytics.suspects import ALARM_SCORE, rank_suspects
+from cloud_receiver.applications.analytics.usage import parse_tou, usage_report
+from cloud_receiver.applications.fleet.archive import (
+    Archive,
+    ArchiveError,
+    MeterRecord,
+    UnknownName,
+    format_archive_csv,
+    merge,
+    parse_archive_csv,
+)
+from cloud_receiver.cli import main as receiver_cli
 from cloud_receiver.storage import Storage, open_storage
-from cloud_receiver.suspects import ALARM_SCORE, rank_suspects
-from cloud_receiver.usage import parse_tou, usage_report
 from contract.records import Event, Reading
 from hil_sim.areas import (
     AreaSim,

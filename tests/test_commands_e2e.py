@@ -16,7 +16,7 @@ from helpers import DaemonProcess, receiver_json, truth_of, wait_for
 from mqtt_harness import Broker, Peer
 from test_uplink_e2e import Receiver
 
-from cloud_receiver import pki
+from cloud_receiver.applications.fleet import pki
 from cloud_receiver.storage import SqliteStorage
 from concentrator.store import Store
 from contract import commands as wire_commands

@@ -15,7 +15,7 @@ from helpers import DaemonProcess, read_status, receiver_cli, receiver_json, tru
 from mqtt_harness import Broker
 from test_uplink_e2e import Receiver
 
-from cloud_receiver import pki
+from cloud_receiver.applications.fleet import pki
 from cloud_receiver.storage import SqliteStorage
 from hil_sim.fleet import add_uplink
 from hil_sim.process import SimProcess

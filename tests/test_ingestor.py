@@ -11,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cloud_receiver.service import Ingestor
+from cloud_receiver.ingest.ingestor import Ingestor
 from cloud_receiver.storage import REPLAY_WINDOW, SqliteStorage
 from contract import wire
 from contract.records import Event, Reading

@@ -13,8 +13,8 @@ import pytest
 from test_daemon_inprocess import until
 from test_uplink_e2e import Receiver
 
-from cloud_receiver import pki
-from cloud_receiver.local_broker import LocalBroker
+from cloud_receiver.applications.fleet import pki
+from cloud_receiver.applications.fleet.local_broker import LocalBroker
 from cloud_receiver.storage import SqliteStorage
 from concentrator.clock import ScaledClock
 from concentrator.daemon import Daemon

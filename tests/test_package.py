@@ -1,6 +1,7 @@
 """Update packages (`contract.package`) and the receiver's rollout bookkeeping
-(`cloud_receiver.rollout`) on SQLite and PostgreSQL: refusals with their reasons, fuzzed
-manifests and chunk messages, and stages that open only on health."""
+(`cloud_receiver.applications.fleet.rollout`) on SQLite and PostgreSQL: refusals with
+their reasons, fuzzed manifests and chunk messages, and stages that open only on
+health."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from helpers import receiver_cli
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cloud_receiver import rollout as ro
+from cloud_receiver.applications.fleet import rollout as ro
 from cloud_receiver.storage import Storage
 from contract import commands as wire_commands
 from contract import package

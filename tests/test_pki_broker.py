@@ -17,7 +17,7 @@ import pytest
 from click.testing import CliRunner
 from mqtt_harness import Broker, Peer, connect_and_wait, mqtt_client
 
-from cloud_receiver import pki
+from cloud_receiver.applications.fleet import pki
 from cloud_receiver.cli import main as cli
 
 NOT_AUTHORIZED = 0x87

@@ -1,6 +1,6 @@
-"""Prepayment in the receiver (`cloud_receiver.prepay`): tariffs, idempotent charging to
-the cent, low balance, cut-off hours, relay commands, and bad input leaving the ledger
-as it was. Both storage backends."""
+"""Prepayment in the receiver (`cloud_receiver.applications.prepay`): tariffs, idempotent
+charging to the cent, low balance, cut-off hours, relay commands, and bad input leaving
+the ledger as it was. Both storage backends."""
 
 from __future__ import annotations
 
@@ -10,9 +10,12 @@ from pathlib import Path
 
 import pytest
 from helpers import receiver_cli
+from sqlalchemy import func, select
 
-from cloud_receiver import commands, prepay
+from cloud_receiver.applications import prepay
+from cloud_receiver.applications.fleet import commands
 from cloud_receiver.storage import Storage, open_storage
+from cloud_receiver.storage.schema import dr_events
 from contract import commands as wire_commands
 from contract.records import Event, Reading
 
@@ -201,7 +204,7 @@ def test_malformed_times_and_commands_are_named_and_store_nothing(
 ) -> None:
     url = f"sqlite:///{tmp_path / 'r.db'}"
     s = open_storage(url)
-    from cloud_receiver import dr
+    from cloud_receiver.applications import dr
 
     dr.enrol(s, "g", [M1], "dc-1")
     s.close()
@@ -217,6 +220,6 @@ def test_malformed_times_and_commands_are_named_and_store_nothing(
     try:
         assert s.commands() == []
         with s.transaction() as tx:
-            assert tx.rows("SELECT count(*) FROM dr_events")[0][0] == 0
+            assert tx.execute(select(func.count()).select_from(dr_events)).scalar() == 0
     finally:
         s.close()

@@ -14,7 +14,7 @@ import pytest
 from helpers import DaemonProcess, receiver_cli, receiver_json, truth_of, wait_for
 from mqtt_harness import Broker
 
-from cloud_receiver import pki
+from cloud_receiver.applications.fleet import pki
 from cloud_receiver.storage import SqliteStorage
 from hil_sim.fleet import add_uplink
 from hil_sim.process import SimProcess, cli_command

@@ -166,7 +166,7 @@ def test_sqlite_set_up_waits_for_another_process_holding_the_file(tmp_path: Path
 def test_commands_are_numbered_signed_claimed_once_and_keep_their_outcome(
     storage: Storage,
 ) -> None:
-    from cloud_receiver import commands
+    from cloud_receiver.applications.fleet import commands
     from contract import commands as wire_commands
     from contract.records import Event
 
@@ -214,7 +214,7 @@ def test_commands_are_numbered_signed_claimed_once_and_keep_their_outcome(
 
 
 def test_a_bad_command_is_refused_before_anything_is_stored(storage: Storage) -> None:
-    from cloud_receiver import commands
+    from cloud_receiver.applications.fleet import commands
     from contract import commands as wire_commands
 
     key = wire_commands.new_key()

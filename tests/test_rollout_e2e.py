@@ -16,14 +16,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 from helpers import read_status, receiver_cli, receiver_json, wait_for
 from mqtt_harness import Broker
 from test_uplink_e2e import Receiver
 
 import concentrator
-from cloud_receiver import pki
-from cloud_receiver import rollout as ro
+from cloud_receiver.applications.fleet import pki
+from cloud_receiver.applications.fleet import rollout as ro
 from cloud_receiver.storage import SqliteStorage
+from cloud_receiver.storage.schema import releases
 from concentrator.releases import Releases
 from concentrator.store import Store
 from contract import package
@@ -319,7 +321,7 @@ def test_bad_packages_are_refused_and_a_broken_release_is_rolled_back(
 
             def insert(s: SqliteStorage, *row: Any) -> None:
                 with s.transaction() as tx:
-                    tx.rows("INSERT INTO releases VALUES (?, ?, ?, ?, ?)", row)
+                    tx.execute(sa.insert(releases).values(row))
 
             utility.query(insert, version, manifest, signature, payload, time.time())
             rid = utility.query(lambda s, v=version: ro.start(s, v, [ro.Stage("only", "dc-w")],

@@ -16,7 +16,7 @@ from helpers import wait_for
 from mqtt_harness import Broker, Peer
 from test_uplink_e2e import Receiver
 
-from cloud_receiver import pki
+from cloud_receiver.applications.fleet import pki
 from contract import wire
 from contract.records import Reading
 

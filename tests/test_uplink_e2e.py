@@ -14,7 +14,7 @@ from helpers import DaemonProcess, read_status, wait_for
 from mqtt_harness import Broker
 from test_daemon_e2e import _assert_values_are_true
 
-from cloud_receiver import pki
+from cloud_receiver.applications.fleet import pki
 from cloud_receiver.storage import SqliteStorage
 from concentrator.store import Store
 from hil_sim.fleet import add_uplink

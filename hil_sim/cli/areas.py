@@ -71,7 +71,7 @@ def areas(
     """Simulate transformer areas (total meter, customers, loss, theft) for analytics."""
     import csv
 
-    from cloud_receiver.archive import format_archive_csv
+    from cloud_receiver.public import format_archive_csv
     from hil_sim import areas as sim_areas
     from hil_sim.areas import EVENT_COLUMNS, READING_COLUMNS
 
@@ -107,7 +107,7 @@ def areas(
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "archive.csv").write_text(format_archive_csv(sim.archive()), encoding="utf-8")
     if db_url is not None:
-        from cloud_receiver.storage import open_storage
+        from cloud_receiver.public import open_storage
 
         try:
             storage = open_storage(db_url)

@@ -29,9 +29,18 @@ from dataclasses import dataclass
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from sqlalchemy import Connection, insert, select, update
 
-from cloud_receiver import commands
-from cloud_receiver.storage import Storage, Tx
+from cloud_receiver.applications.fleet import commands
+from cloud_receiver.errors import ReceiverError
+from cloud_receiver.storage import Storage
+from cloud_receiver.storage.schema import (
+    concentrators,
+    releases,
+    rollout_targets,
+    rollouts,
+    software_seen,
+)
 from contract import package
 from contract.records import Event
 
@@ -41,9 +50,10 @@ PROGRESS = ("pending", "offered", "downloading", "installed", "trial", "healthy"
 FAILED = ("refused", "failed", "rolled_back")
 OFFER_VALID_S = 86400.0  # an upgrade offer not taken within a day is dropped
 _STAGE = re.compile(r"(?P<name>[A-Za-z0-9_-]+):(?P<target>.+)")
+_R, _T = rollouts.c, rollout_targets.c
 
 
-class RolloutError(Exception):
+class RolloutError(ReceiverError):
     """A rollout request that cannot be carried out; the message says why."""
 
 
@@ -72,20 +82,29 @@ def note_software(
     storage: Storage, concentrator: str, software: str | None, wire_version: int, now: float
 ) -> None:
     """Record what a concentrator runs; ``software`` None: not stated (keep what is known)."""
+    s = software_seen.c
     with storage.transaction() as tx:
-        tx.rows(
-            "INSERT INTO software_seen (concentrator, software, wire_version, seen_at)"
-            " VALUES (?, ?, ?, ?) ON CONFLICT (concentrator) DO UPDATE SET"
-            " software = COALESCE(?, software_seen.software),"
-            " wire_version = excluded.wire_version, seen_at = excluded.seen_at",
-            (concentrator, software or "", wire_version, now, software),
+        row = storage.insert(software_seen).values(
+            concentrator=concentrator, software=software or "", wire_version=wire_version,
+            seen_at=now,
+        )  # fmt: skip
+        tx.execute(
+            row.on_conflict_do_update(
+                index_elements=[s.concentrator],
+                set_={
+                    "software": s.software if software is None else row.excluded.software,
+                    "wire_version": row.excluded.wire_version,
+                    "seen_at": row.excluded.seen_at,
+                },
+            )
         )
 
 
 def software(storage: Storage) -> dict[str, tuple[str, int, float]]:
     """concentrator -> (release, wire version, when first seen so)."""
     with storage.transaction() as tx:
-        rows = tx.rows("SELECT concentrator, software, wire_version, seen_at FROM software_seen")
+        s = software_seen.c
+        rows = tx.execute(select(s.concentrator, s.software, s.wire_version, s.seen_at)).all()
     return {r[0]: (str(r[1]), int(r[2]), float(r[3])) for r in rows}
 
 
@@ -100,26 +119,28 @@ def add_release(
     m = package.verify_manifest(pkg.manifest, pkg.signature, release_key)
     package.check_payload(m, pkg.payload)
     with storage.transaction() as tx:
-        rows = tx.rows("SELECT manifest FROM releases WHERE version = ?", (m.version,))
-        if rows:
-            if bytes(rows[0][0]) != pkg.manifest:
+        stored = tx.execute(
+            select(releases.c.manifest).where(releases.c.version == m.version)
+        ).scalar()
+        if stored is not None:
+            if bytes(stored) != pkg.manifest:
                 raise RolloutError(f"release {m.version} is already stored with other content")
             return m
-        tx.rows(
-            "INSERT INTO releases (version, manifest, signature, payload, added_at)"
-            " VALUES (?, ?, ?, ?, ?)",
-            (m.version, pkg.manifest, pkg.signature, pkg.payload, now),
-        )
+        tx.execute(
+            insert(releases).values(
+                version=m.version, manifest=pkg.manifest, signature=pkg.signature,
+                payload=pkg.payload, added_at=now,
+            )
+        )  # fmt: skip
     return m
 
 
-def _release(tx: Tx, version: str) -> tuple[bytes, bytes, bytes] | None:
-    rows = tx.rows(
-        "SELECT manifest, signature, payload FROM releases WHERE version = ?", (version,)
-    )
-    if not rows:
+def _release(tx: Connection, version: str) -> tuple[bytes, bytes, bytes] | None:
+    r = releases.c
+    row = tx.execute(select(r.manifest, r.signature, r.payload).where(r.version == version)).first()
+    if row is None:
         return None
-    return bytes(rows[0][0]), bytes(rows[0][1]), bytes(rows[0][2])
+    return bytes(row[0]), bytes(row[1]), bytes(row[2])
 
 
 # ------------------------------------------------------------------------- rollouts
@@ -135,13 +156,14 @@ def start(
     with storage.transaction() as tx:
         if _release(tx, version) is None:
             raise RolloutError(f"no release {version}: add it with `rollout start --package`")
-        running = tx.rows(f"SELECT id, version FROM rollouts WHERE state = ?{tx.for_update}",
-                          (RUNNING,))  # fmt: skip
-        if running:
+        running = tx.execute(
+            select(_R.id, _R.version).where(_R.state == RUNNING).with_for_update()
+        ).first()
+        if running is not None:
             raise RolloutError(
-                f"rollout {running[0][0]} ({running[0][1]}) is still running: abort it first"
+                f"rollout {running[0]} ({running[1]}) is still running: abort it first"
             )
-        known = {r[0] for r in tx.rows("SELECT concentrator FROM concentrators")}
+        known = set(tx.execute(select(concentrators.c.concentrator)).scalars())
         for st in stages:
             if st.target == "ALL":
                 continue
@@ -149,12 +171,16 @@ def start(
                 if not any(fnmatch.fnmatchcase(c, p) for c in known):
                     raise RolloutError(f"stage {st.name}: no concentrator has reported as {p!r}")
         doc = json.dumps([[s.name, s.target] for s in stages])
-        rows = tx.rows(
-            "INSERT INTO rollouts (version, stages, health_window_s, stage, state, reason,"
-            " started_at, updated_at) VALUES (?, ?, ?, 0, ?, NULL, ?, ?) RETURNING id",
-            (version, doc, window_s, RUNNING, now, now),
-        )
-        rollout_id = int(rows[0][0])
+        rollout_id = int(
+            tx.execute(
+                insert(rollouts)
+                .values(
+                    version=version, stages=doc, health_window_s=window_s, stage=0,
+                    state=RUNNING, reason=None, started_at=now, updated_at=now,
+                )
+                .returning(_R.id)
+            ).scalar_one()
+        )  # fmt: skip
         _open_stage(tx, rollout_id, stages, 0, now)
     return rollout_id
 
@@ -163,19 +189,21 @@ def _stages(doc: str) -> list[Stage]:
     return [Stage(str(n), str(t)) for n, t in json.loads(doc)]
 
 
-def _open_stage(tx: Tx, rollout_id: int, stages: Sequence[Stage], index: int, now: float) -> int:
+def _open_stage(
+    tx: Connection, rollout_id: int, stages: Sequence[Stage], index: int, now: float
+) -> int:
     """Create the stage's targets: the concentrators it matches that no earlier stage
     took. Resolved when the stage opens, so ALL includes concentrators added meanwhile."""
-    taken = {r[0] for r in tx.rows(
-        "SELECT concentrator FROM rollout_targets WHERE rollout = ?", (rollout_id,))}  # fmt: skip
-    known = sorted(r[0] for r in tx.rows("SELECT concentrator FROM concentrators"))
+    taken = set(tx.execute(select(_T.concentrator).where(_T.rollout == rollout_id)).scalars())
+    known = sorted(tx.execute(select(concentrators.c.concentrator)).scalars())
     chosen = [c for c in known if c not in taken and stages[index].matches(c)]
     for c in chosen:
-        tx.rows(
-            "INSERT INTO rollout_targets (rollout, concentrator, stage, state, reason,"
-            " command_id, detail, updated_at) VALUES (?, ?, ?, 'pending', NULL, NULL, '{}', ?)",
-            (rollout_id, c, index, now),
-        )
+        tx.execute(
+            insert(rollout_targets).values(
+                rollout=rollout_id, concentrator=c, stage=index, state="pending", reason=None,
+                command_id=None, detail="{}", updated_at=now,
+            )
+        )  # fmt: skip
     return len(chosen)
 
 
@@ -183,17 +211,18 @@ def abort(storage: Storage, now: float, reason: str = "aborted by hand") -> int 
     """Halt the running rollout (None if none runs). Concentrators already upgraded stay
     so; offers not taken yet are refused as stale by the concentrators' counters."""
     with storage.transaction() as tx:
-        rows = tx.rows(f"SELECT id FROM rollouts WHERE state = ?{tx.for_update}", (RUNNING,))
-        if not rows:
+        running = tx.execute(select(_R.id).where(_R.state == RUNNING).with_for_update()).scalar()
+        if running is None:
             return None
-        _halt(tx, int(rows[0][0]), reason, now)
-        return int(rows[0][0])
+        _halt(tx, int(running), reason, now)
+        return int(running)
 
 
-def _halt(tx: Tx, rollout_id: int, reason: str, now: float) -> None:
-    tx.rows(
-        "UPDATE rollouts SET state = ?, reason = ?, updated_at = ? WHERE id = ?",
-        (HALTED, reason, now, rollout_id),
+def _halt(tx: Connection, rollout_id: int, reason: str, now: float) -> None:
+    tx.execute(
+        update(rollouts)
+        .where(_R.id == rollout_id)
+        .values(state=HALTED, reason=reason, updated_at=now)
     )
 
 
@@ -205,14 +234,15 @@ def apply_events(storage: Storage, concentrator: str, events: Sequence[Event], n
         return 0
     applied = 0
     with storage.transaction() as tx:
-        rows = tx.rows(
-            "SELECT r.id, r.version, t.state FROM rollouts r JOIN rollout_targets t"
-            " ON t.rollout = r.id WHERE r.state = ? AND t.concentrator = ?" + tx.for_update,
-            (RUNNING, concentrator),
-        )
-        if not rows:
+        row = tx.execute(
+            select(_R.id, _R.version, _T.state)
+            .join_from(rollouts, rollout_targets, _T.rollout == _R.id)
+            .where(_R.state == RUNNING, _T.concentrator == concentrator)
+            .with_for_update()
+        ).first()
+        if row is None:
             return 0
-        rollout_id, version, state = int(rows[0][0]), str(rows[0][1]), str(rows[0][2])
+        rollout_id, version, state = int(row[0]), str(row[1]), str(row[2])
         for e in upgrades:
             if e.detail.get("version") != version:
                 continue
@@ -223,15 +253,20 @@ def apply_events(storage: Storage, concentrator: str, events: Sequence[Event], n
                 continue  # late or repeated news
             state = new
             reason = e.detail.get("reason")
-            tx.rows(
-                "UPDATE rollout_targets SET state = ?, reason = ?, detail = ?, updated_at = ?"
-                " WHERE rollout = ? AND concentrator = ?",
-                (state, reason, json.dumps(e.detail), e.at, rollout_id, concentrator),
+            tx.execute(
+                _target(rollout_id, concentrator).values(
+                    state=state, reason=reason, detail=json.dumps(e.detail), updated_at=e.at
+                )
             )
             applied += 1
             if state in FAILED:
                 _halt(tx, rollout_id, f"{concentrator}: {state}: {reason}", now)
     return applied
+
+
+def _target(rollout_id: int, concentrator: str) -> Any:
+    """An UPDATE of one rollout target (add ``.values``)."""
+    return update(rollout_targets).where(_T.rollout == rollout_id, _T.concentrator == concentrator)
 
 
 def _rank(state: str) -> int:
@@ -243,21 +278,21 @@ def advance(storage: Storage, key: Ed25519PrivateKey, now: float) -> list[str]:
     failed, the next stage when this one is healthy. Returns what happened, for the log."""
     out: list[str] = []
     with storage.transaction() as tx:
-        rows = tx.rows(
-            "SELECT id, version, stages, health_window_s, stage FROM rollouts"
-            f" WHERE state = ?{tx.for_update}",
-            (RUNNING,),
-        )
-        if not rows:
+        row = tx.execute(
+            select(_R.id, _R.version, _R.stages, _R.health_window_s, _R.stage)
+            .where(_R.state == RUNNING)
+            .with_for_update()
+        ).first()
+        if row is None:
             return out
-        rollout_id, version, stages_doc, window_s, stage = rows[0]
+        rollout_id, version, stages_doc, window_s, stage = row
         rollout_id, stage = int(rollout_id), int(stage)
         stages = _stages(str(stages_doc))
-        targets = tx.rows(
-            "SELECT concentrator, state, command_id FROM rollout_targets"
-            " WHERE rollout = ? AND stage = ? ORDER BY concentrator",
-            (rollout_id, stage),
-        )
+        targets = tx.execute(
+            select(_T.concentrator, _T.state, _T.command_id)
+            .where(_T.rollout == rollout_id, _T.stage == stage)
+            .order_by(_T.concentrator)
+        ).all()
     for concentrator, state, command_id in targets:
         if state == "pending":
             cmd_id = _offer(
@@ -268,10 +303,10 @@ def advance(storage: Storage, key: Ed25519PrivateKey, now: float) -> list[str]:
             failure = _command_failure(storage, str(command_id))
             if failure is not None:
                 with storage.transaction() as tx:
-                    tx.rows(
-                        "UPDATE rollout_targets SET state = 'refused', reason = ?, updated_at = ?"
-                        " WHERE rollout = ? AND concentrator = ?",
-                        (failure, now, rollout_id, concentrator),
+                    tx.execute(
+                        _target(rollout_id, str(concentrator)).values(
+                            state="refused", reason=failure, updated_at=now
+                        )
                     )
                     _halt(tx, rollout_id, f"{concentrator}: refused: {failure}", now)
                 out.append(f"rollout {rollout_id}: {concentrator} refused: {failure}; halted")
@@ -282,15 +317,15 @@ def advance(storage: Storage, key: Ed25519PrivateKey, now: float) -> list[str]:
             while nxt < len(stages) and _open_stage(tx, rollout_id, stages, nxt, now) == 0:
                 nxt += 1  # a stage with nobody left in it
             if nxt >= len(stages):
-                tx.rows(
-                    "UPDATE rollouts SET state = ?, stage = ?, updated_at = ? WHERE id = ?",
-                    (DONE, len(stages) - 1, now, rollout_id),
+                tx.execute(
+                    update(rollouts)
+                    .where(_R.id == rollout_id)
+                    .values(state=DONE, stage=len(stages) - 1, updated_at=now)
                 )
                 out.append(f"rollout {rollout_id}: {version} is on every target: done")
             else:
-                tx.rows(
-                    "UPDATE rollouts SET stage = ?, updated_at = ? WHERE id = ?",
-                    (nxt, now, rollout_id),
+                tx.execute(
+                    update(rollouts).where(_R.id == rollout_id).values(stage=nxt, updated_at=now)
                 )
                 out.append(f"rollout {rollout_id}: stage {stages[nxt].name} started")
     return out
@@ -324,10 +359,10 @@ def _offer(
         now=now,
     )
     with storage.transaction() as tx:
-        tx.rows(
-            "UPDATE rollout_targets SET state = 'offered', command_id = ?, updated_at = ?"
-            " WHERE rollout = ? AND concentrator = ?",
-            (record.id, now, rollout_id, concentrator),
+        tx.execute(
+            _target(rollout_id, concentrator).values(
+                state="offered", command_id=record.id, updated_at=now
+            )
         )
     return record.id
 
@@ -344,12 +379,12 @@ def _command_failure(storage: Storage, command_id: str) -> str | None:
 def chunk(storage: Storage, concentrator: str, version: str, index: int) -> bytes | None:
     """Chunk ``index`` of ``version`` for a concentrator that is being upgraded to it."""
     with storage.transaction() as tx:
-        rows = tx.rows(
-            "SELECT 1 FROM rollouts r JOIN rollout_targets t ON t.rollout = r.id"
-            " WHERE r.state = ? AND r.version = ? AND t.concentrator = ?",
-            (RUNNING, version, concentrator),
-        )
-        if not rows:
+        offered = tx.execute(
+            select(_R.id)
+            .join_from(rollouts, rollout_targets, _T.rollout == _R.id)
+            .where(_R.state == RUNNING, _R.version == version, _T.concentrator == concentrator)
+        ).first()
+        if offered is None:
             return None
         release = _release(tx, version)
     if release is None:
@@ -362,19 +397,21 @@ def chunk(storage: Storage, concentrator: str, version: str, index: int) -> byte
 def status(storage: Storage, rollout_id: int | None = None) -> list[dict[str, Any]]:
     """Rollouts (newest first, or the one asked for) with their targets."""
     with storage.transaction() as tx:
-        where, args = ("WHERE id = ?", (rollout_id,)) if rollout_id is not None else ("", ())
-        rows = tx.rows(
-            "SELECT id, version, stages, health_window_s, stage, state, reason, started_at,"
-            f" updated_at FROM rollouts {where} ORDER BY id DESC",
-            args,
-        )
+        query = select(
+            _R.id, _R.version, _R.stages, _R.health_window_s, _R.stage, _R.state, _R.reason,
+            _R.started_at, _R.updated_at,
+        ).order_by(_R.id.desc())  # fmt: skip
+        if rollout_id is not None:
+            query = query.where(_R.id == rollout_id)
+        rows = tx.execute(query).all()
         out = []
         for r in rows:
-            targets = tx.rows(
-                "SELECT concentrator, stage, state, reason, command_id, updated_at"
-                " FROM rollout_targets WHERE rollout = ? ORDER BY stage, concentrator",
-                (r[0],),
-            )
+            targets = tx.execute(
+                select(_T.concentrator, _T.stage, _T.state, _T.reason, _T.command_id,
+                       _T.updated_at)
+                .where(_T.rollout == r[0])
+                .order_by(_T.stage, _T.concentrator)
+            ).all()  # fmt: skip
             stages = _stages(str(r[2]))
             out.append(
                 {

@@ -38,8 +38,8 @@ from dataclasses import dataclass
 from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
 from typing import Literal
 
-from cloud_receiver.archive import MeterRecord
-from cloud_receiver.storage import Storage
+from cloud_receiver.errors import EXIT_NO_DATA, ReceiverError
+from cloud_receiver.storage import MeterRecord, Storage
 
 ENERGY_FWD = "energy_fwd_total"
 ENERGY_REV = "energy_rev_total"
@@ -58,8 +58,10 @@ BoundarySource = Literal["freeze", "slot", "interpolated"]
 Series = list[tuple[int, Decimal]]  # (slot, value) sorted by slot
 
 
-class NotEnoughData(Exception):
+class NotEnoughData(ReceiverError):
     """The stored readings do not cover what the report needs: widen the range or wait."""
+
+    exit_code = EXIT_NO_DATA
 
 
 def parse_tz(text: str) -> dt.timezone:

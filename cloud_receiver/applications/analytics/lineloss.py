@@ -3,7 +3,7 @@
     loss = supply − sales        supply = the area total meter's energy of the day
     rate = loss / supply         sales  = Σ the area's customer meters' energy of the day
 
-with day energies from boundary readings (`cloud_receiver.energy`). A customer meter
+with day energies from boundary readings (`.energy`). A customer meter
 missing that day would show up as loss that is not there, so a day where the total
 meter or any customer meter is missing is **incomplete**: its supply and known sales are
 reported with the count and names of the missing meters, and no loss or rate at all. A
@@ -19,8 +19,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Literal
 
-from cloud_receiver.archive import Archive, ArchiveError, Area
-from cloud_receiver.energy import (
+from cloud_receiver.applications.analytics.energy import (
     DEFAULT_MAX_GAP_S,
     MeterData,
     MeterDay,
@@ -28,6 +27,7 @@ from cloud_receiver.energy import (
     load_days,
     meter_days,
 )
+from cloud_receiver.applications.fleet.archive import Archive, ArchiveError, Area
 from cloud_receiver.storage import Storage
 
 DayStatus = Literal["ok", "estimated", "incomplete"]

@@ -29,10 +29,13 @@ from decimal import Decimal
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from sqlalchemy import and_, delete, insert, or_, select
 
-from cloud_receiver import commands
-from cloud_receiver.prepay import parse_offset
+from cloud_receiver.applications.fleet import commands
+from cloud_receiver.applications.prepay import parse_offset
+from cloud_receiver.errors import EXIT_USAGE, NotFound, ReceiverError
 from cloud_receiver.storage import Storage
+from cloud_receiver.storage.schema import accounts, dr_enrolment, dr_events
 
 ENERGY = "energy_fwd_total"
 MAX_GAP_S = 3600  # readings further apart than this do not give a boundary value
@@ -41,8 +44,14 @@ LOOKBACK_DAYS = 14
 CLOSE_VALID_S = 3600.0  # the reconnection may run up to an hour after the window
 
 
-class DrError(ValueError):
+class DrError(ReceiverError, ValueError):
     """Bad input: unknown group or event, malformed times, empty window."""
+
+    exit_code = EXIT_USAGE
+
+
+class DrNotFound(NotFound, DrError):
+    """No such event, or no meter in the group."""
 
 
 @dataclass(frozen=True)
@@ -108,23 +117,21 @@ def enrol(storage: Storage, group: str, meters: Sequence[str], concentrator: str
             raise DrError(f"meter {m!r}: expected a 12-digit address")
     with storage.transaction() as tx:
         for m in meters:
-            tx.rows("DELETE FROM dr_enrolment WHERE meter = ?", (m,))
-            tx.rows(
-                'INSERT INTO dr_enrolment (meter, "group", concentrator) VALUES (?, ?, ?)',
-                (m, group, concentrator),
-            )
+            tx.execute(delete(dr_enrolment).where(dr_enrolment.c.meter == m))
+            tx.execute(insert(dr_enrolment).values(meter=m, group=group, concentrator=concentrator))
 
 
 def enrolled(storage: Storage, group: str) -> dict[str, str]:
     """{meter: concentrator} of the group, without prepaid meters whose supply is not on
     (a curtailment's reconnection must never restore a supply prepayment cut off)."""
     with storage.transaction() as tx:
-        rows = tx.rows(
-            "SELECT e.meter, e.concentrator FROM dr_enrolment e LEFT JOIN accounts a"
-            ' ON a.meter = e.meter WHERE e."group" = ?'
-            " AND (a.state IS NULL OR a.state = 'connected') ORDER BY e.meter",
-            (group,),
-        )
+        e, a = dr_enrolment.c, accounts.c
+        rows = tx.execute(
+            select(e.meter, e.concentrator)
+            .select_from(dr_enrolment.outerjoin(accounts, a.meter == e.meter))
+            .where(and_(e.group == group, or_(a.state.is_(None), a.state == "connected")))
+            .order_by(e.meter)
+        ).all()
     return {r[0]: r[1] for r in rows}
 
 
@@ -201,7 +208,7 @@ def create_event(
         raise DrError("limit_kw cannot be negative")
     meters = enrolled(storage, group)
     if not meters:
-        raise DrError(f"no meter is enrolled in group {group!r}")
+        raise DrNotFound(f"no meter is enrolled in group {group!r}")
     zone = parse_offset(tz)
     hours = Decimal(str(end - start)) / 3600
     loads: list[tuple[Decimal | None, str]] = []
@@ -235,23 +242,24 @@ def create_event(
         "commands": sent,
     }
     with storage.transaction() as tx:
-        tx.rows(
-            'INSERT INTO dr_events (id, "group", start_at, end_at, limit_kw, detail, created_at)'
-            " VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (event_id, group, start, end, str(limit_kw), json.dumps(detail), now),
-        )
+        tx.execute(
+            insert(dr_events).values(
+                id=event_id, group=group, start_at=start, end_at=end, limit_kw=str(limit_kw),
+                detail=json.dumps(detail), created_at=now,
+            )
+        )  # fmt: skip
     return {"id": event_id, "group": group, "start": start, "end": end, **detail}
 
 
 def report(storage: Storage, event_id: str) -> Report:
     with storage.transaction() as tx:
-        rows = tx.rows(
-            'SELECT "group", start_at, end_at, limit_kw, detail FROM dr_events WHERE id = ?',
-            (event_id,),
-        )
-    if not rows:
-        raise DrError(f"unknown demand-response event {event_id!r}")
-    group, start, end, limit_kw, detail_text = rows[0]
+        d = dr_events.c
+        row = tx.execute(
+            select(d.group, d.start_at, d.end_at, d.limit_kw, d.detail).where(d.id == event_id)
+        ).first()
+    if row is None:
+        raise DrNotFound(f"unknown demand-response event {event_id!r}")
+    group, start, end, limit_kw, detail_text = row
     detail = json.loads(detail_text)
     zone = parse_offset(detail["tz"])
     results = []

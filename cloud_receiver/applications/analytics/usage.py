@@ -3,7 +3,7 @@ split, peak hour and the load curve.
 
 - *meter*: that meter; *account*: the sum of the account's meters; *area*: the area's
   total meter (the energy the transformer supplied, losses included).
-- Daily energy comes from boundary readings (`cloud_receiver.energy`); a day where any
+- Daily energy comes from boundary readings (`.energy`); a day where any
   of the meters is missing is *incomplete* (no energy shown), one with an interpolated
   boundary *estimated*. Monthly energy is the sum of a calendar month's days in the
   range, complete only if all of them are.
@@ -26,8 +26,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Literal
 
-from cloud_receiver.archive import Archive, ArchiveError, MeterRecord
-from cloud_receiver.energy import (
+from cloud_receiver.applications.analytics.energy import (
     DEFAULT_MAX_GAP_S,
     SLOT_S,
     SLOTS_PER_DAY,
@@ -40,7 +39,8 @@ from cloud_receiver.energy import (
     midnight,
     slot_energy,
 )
-from cloud_receiver.storage import Storage
+from cloud_receiver.applications.fleet.archive import Archive, ArchiveError
+from cloud_receiver.storage import MeterRecord, Storage
 
 Scope = Literal["meter", "account", "area"]
 PERIODS = ("sharp", "peak", "flat", "valley")  # 尖, 峰, 平, 谷

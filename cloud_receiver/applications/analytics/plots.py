@@ -13,16 +13,17 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, cast
 
-from cloud_receiver.energy import SLOT_S
-from cloud_receiver.forecast import Forecast
-from cloud_receiver.lineloss import AreaDay
-from cloud_receiver.usage import UsageReport
+from cloud_receiver.applications.analytics.energy import SLOT_S
+from cloud_receiver.applications.analytics.forecast import Forecast
+from cloud_receiver.applications.analytics.lineloss import AreaDay
+from cloud_receiver.applications.analytics.usage import UsageReport
+from cloud_receiver.errors import ReceiverError
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 
-class PlotError(RuntimeError):
+class PlotError(ReceiverError, RuntimeError):
     """No plot could be made (matplotlib missing, or nothing to plot)."""
 
 

@@ -1,6 +1,6 @@
 """The deployment's PKI and payload keys, kept in one directory.
 
-Two independent secrets protect a batch (design.md, "Security model"):
+Two independent secrets protect a batch (docs/architecture.md, "Security model"):
 
 - the broker hop: TLS with a client certificate per concentrator, issued by the
   deployment's own CA. The broker takes the certificate's CN as the MQTT username,
@@ -47,6 +47,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from cloud_receiver.errors import ReceiverError
+
 CA_NAME = "ca"
 SERVER_NAME = "server"
 RECEIVER_NAME = "receiver"
@@ -76,7 +78,7 @@ CONCENTRATOR_ID_RE = re.compile(r"[A-Za-z0-9._-]{1,64}")
 RESERVED_NAMES = frozenset({CA_NAME, SERVER_NAME, RECEIVER_NAME})
 
 
-class PkiError(Exception):
+class PkiError(ReceiverError):
     """The PKI directory or a request to it is wrong; the message says what to fix."""
 
 

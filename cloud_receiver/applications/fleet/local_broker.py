@@ -27,8 +27,8 @@ from types import TracebackType
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from cloud_receiver import pki
-from cloud_receiver.broker import free_port, write_mosquitto_config
+from cloud_receiver.applications.fleet import pki
+from cloud_receiver.applications.fleet.broker import free_port, write_mosquitto_config
 
 PROBE_NAME = "local-broker-probe"
 START_TIMEOUT_S = 30.0

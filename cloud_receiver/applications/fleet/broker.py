@@ -1,9 +1,9 @@
 """A Mosquitto 2.x configuration for the deployment's broker.
 
-Who may do what is decided by the client certificate alone (design.md, "Security
-model"): the listener requires a certificate from the deployment CA, the certificate's CN
-becomes the MQTT username (``use_identity_as_username``), and the ACL file confines each
-username:
+Who may do what is decided by the client certificate alone (docs/architecture.md,
+"Security model"): the listener requires a certificate from the deployment CA, the
+certificate's CN becomes the MQTT username (``use_identity_as_username``), and the ACL
+file confines each username:
 
     concentrator <id>   write mf/v1/<id>/up        read mf/v1/<id>/ack, mf/v1/<id>/cmd
     receiver            read  mf/v1/+/up (also as $share/<group>/mf/v1/+/up)
@@ -29,7 +29,7 @@ import socket
 from collections.abc import Sequence
 from pathlib import Path
 
-from cloud_receiver.pki import CA_NAME, RECEIVER_NAME, SERVER_NAME, PkiError
+from cloud_receiver.applications.fleet.pki import CA_NAME, RECEIVER_NAME, SERVER_NAME, PkiError
 from contract import topics
 
 # Offline persistent sessions keep their backlog up to this many QoS 1 messages each

@@ -28,8 +28,7 @@ import statistics
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-from cloud_receiver.archive import Archive
-from cloud_receiver.energy import (
+from cloud_receiver.applications.analytics.energy import (
     DEFAULT_MAX_GAP_S,
     ENERGY_FWD,
     SLOT_S,
@@ -39,7 +38,8 @@ from cloud_receiver.energy import (
     midnight,
     slot_energy,
 )
-from cloud_receiver.lineloss import require_total
+from cloud_receiver.applications.analytics.lineloss import require_total
+from cloud_receiver.applications.fleet.archive import Archive
 from cloud_receiver.storage import Storage
 
 DayLoad = Sequence[float | None]  # kW per quarter-hour, None: no measured load

@@ -31,10 +31,14 @@ from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from sqlalchemy import Connection, insert, select, update
 
-from cloud_receiver import commands
-from cloud_receiver.storage import Storage, Tx
-from cloud_receiver.usage import TouSchedule, parse_tou
+from cloud_receiver.applications.analytics.usage import TouSchedule, parse_tou
+from cloud_receiver.applications.fleet import commands
+from cloud_receiver.errors import EXIT_USAGE, NotFound, ReceiverError
+from cloud_receiver.storage import Storage
+from cloud_receiver.storage.schema import accounts as accounts_table
+from cloud_receiver.storage.schema import ledger as ledger_table
 from contract.timezone import parse_utc_offset
 
 QUARTER_S = 900
@@ -46,8 +50,14 @@ ROLLOVER_KWH = Decimal(1_000_000)  # a DL/T 645 energy register wraps after 9999
 WRAP_WINDOW_KWH = Decimal(100_000)  # a drop from this close to the top is a wrap
 
 
-class PrepayError(ValueError):
+class PrepayError(ReceiverError, ValueError):
     """Bad input (unknown account, negative top-up, malformed tariff or hours)."""
+
+    exit_code = EXIT_USAGE
+
+
+class UnknownAccount(NotFound, PrepayError):
+    """No such account."""
 
 
 def cents(amount: Decimal) -> int:
@@ -197,11 +207,8 @@ class Account:
     created_at: float
 
 
-_ACCOUNT_COLUMNS = (
-    "account, meter, concentrator, multiplier, tariff, balance_cents, grace_cents, low_cents,"
-    " billed_slot, billed_kwh, billed_amount, state, low_warned, command_id, command_at,"
-    " created_at"
-)
+_ACCOUNTS = select(accounts_table)  # every column, in the order `_account` reads them
+_A = accounts_table.c
 
 
 def _account(r: Sequence[Any]) -> Account:
@@ -214,14 +221,12 @@ def _account(r: Sequence[Any]) -> Account:
 
 
 def _ledger(
-    tx: Tx, account: str, at: float, kind: str, ref: str, amount: int, balance: int,
+    tx: Connection, account: str, at: float, kind: str, ref: str, amount: int, balance: int,
     detail: dict[str, Any],
 ) -> None:  # fmt: skip
-    tx.rows(
-        "INSERT INTO ledger (account, at, kind, ref, amount_cents, balance_cents, detail)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?)",
-        (account, at, kind, ref, amount, balance, json.dumps(detail)),
-    )
+    tx.execute(insert(ledger_table).values(
+        account=account, at=at, kind=kind, ref=ref, amount_cents=amount, balance_cents=balance,
+        detail=json.dumps(detail)))  # fmt: skip
 
 
 # ---------------------------------------------------------------------- accounts
@@ -248,23 +253,28 @@ def open_account(
     if not multiplier.is_finite() or multiplier <= 0:
         raise PrepayError(f"multiplier {multiplier}: must be more than zero")
     with storage.transaction() as tx:
-        taken = tx.rows("SELECT account FROM accounts WHERE account = ? OR meter = ?",
-                        (account, meter))  # fmt: skip
-        if taken:
+        taken = tx.execute(select(_A.account).where((_A.account == account) | (_A.meter == meter)))
+        if taken.first() is not None:
             raise PrepayError(f"account {account} or meter {meter} already has an account")
-        tx.rows(
-            f"INSERT INTO accounts ({_ACCOUNT_COLUMNS}) VALUES"
-            " (?, ?, ?, ?, ?, 0, ?, ?, NULL, NULL, '0', 'connected', 0, NULL, NULL, ?)",
-            (
-                account,
-                meter,
-                concentrator,
-                str(multiplier),
-                tariff.to_json(),
-                cents(grace),
-                cents(low),
-                now,
-            ),
+        tx.execute(
+            insert(accounts_table).values(
+                account=account,
+                meter=meter,
+                concentrator=concentrator,
+                multiplier=str(multiplier),
+                tariff=tariff.to_json(),
+                balance_cents=0,
+                grace_cents=cents(grace),
+                low_cents=cents(low),
+                billed_slot=None,
+                billed_kwh=None,
+                billed_amount="0",
+                state="connected",
+                low_warned=0,
+                command_id=None,
+                command_at=None,
+                created_at=now,
+            )
         )
         _ledger(tx, account, now, "open", "open", 0, 0, {"meter": meter,
                 "concentrator": concentrator, "multiplier": str(multiplier),
@@ -274,15 +284,15 @@ def open_account(
 
 def get_account(storage: Storage, account: str) -> Account:
     with storage.transaction() as tx:
-        rows = tx.rows(f"SELECT {_ACCOUNT_COLUMNS} FROM accounts WHERE account = ?", (account,))
-    if not rows:
-        raise PrepayError(f"unknown account {account!r}")
-    return _account(rows[0])
+        row = tx.execute(_ACCOUNTS.where(_A.account == account)).first()
+    if row is None:
+        raise UnknownAccount(f"unknown account {account!r}")
+    return _account(row)
 
 
 def accounts(storage: Storage) -> list[Account]:
     with storage.transaction() as tx:
-        rows = tx.rows(f"SELECT {_ACCOUNT_COLUMNS} FROM accounts ORDER BY account")
+        rows = tx.execute(_ACCOUNTS.order_by(_A.account)).all()
     return [_account(r) for r in rows]
 
 
@@ -292,11 +302,12 @@ def ledger(
     """(at, kind, ref, amount cents, balance cents after, detail), oldest first."""
     get_account(storage, account)
     with storage.transaction() as tx:
-        rows = tx.rows(
-            "SELECT at, kind, ref, amount_cents, balance_cents, detail FROM ledger"
-            " WHERE account = ? ORDER BY id",
-            (account,),
-        )
+        g = ledger_table.c
+        rows = tx.execute(
+            select(g.at, g.kind, g.ref, g.amount_cents, g.balance_cents, g.detail)
+            .where(g.account == account)
+            .order_by(g.id)
+        ).all()
     return [(float(r[0]), r[1], r[2], int(r[3]), int(r[4]), json.loads(r[5])) for r in rows]
 
 
@@ -305,19 +316,24 @@ def topup(storage: Storage, account: str, amount: Decimal, *, now: float, by: st
     if amount <= 0 or amount != amount.quantize(Decimal("0.01")):
         raise PrepayError(f"top-up {amount}: must be more than zero, in whole cents")
     with storage.transaction() as tx:
-        rows = tx.rows(
-            f"SELECT balance_cents FROM accounts WHERE account = ?{tx.for_update}", (account,)
+        held = tx.execute(
+            select(_A.balance_cents).where(_A.account == account).with_for_update()
+        ).scalar()
+        if held is None:
+            raise UnknownAccount(f"unknown account {account!r}")
+        balance = int(held) + cents(amount)
+        tx.execute(
+            update(accounts_table).where(_A.account == account).values(balance_cents=balance)
         )
-        if not rows:
-            raise PrepayError(f"unknown account {account!r}")
-        balance = int(rows[0][0]) + cents(amount)
-        tx.rows("UPDATE accounts SET balance_cents = ? WHERE account = ?", (balance, account))
         _ledger(tx, account, now, "topup", f"topup:{uuid.uuid4().hex}", cents(amount), balance,
                 {"by": by})  # fmt: skip
     return get_account(storage, account)
 
 
 # ---------------------------------------------------------------------- charging
+_ANY_ACCOUNT = select(_A.account).limit(1)
+
+
 def charge(
     storage: Storage,
     readings: Iterable[tuple[str, str, int, str]],
@@ -328,31 +344,28 @@ def charge(
     ``concentrator`` delivered for prepaid meters wired to it (another concentrator's
     word about a meter bills nothing: a stolen certificate cannot empty a balance);
     return how many ledger charges were written."""
-    by_meter: dict[str, list[tuple[int, Decimal]]] = {}
-    for meter, quantity, slot, value in readings:
-        if quantity == ENERGY:
-            by_meter.setdefault(meter, []).append((slot, Decimal(value)))
-    if not by_meter:
-        return 0
     written = 0
-    meters = sorted(by_meter)
     with storage.transaction() as tx:
-        if not tx.rows("SELECT 1 FROM accounts LIMIT 1"):
-            return 0  # no prepayment in this deployment: nothing to look up
+        # Asked first: a deployment without prepayment looks at no reading (ingest speed).
+        if tx.execute(_ANY_ACCOUNT).first() is None:
+            return 0
+        by_meter: dict[str, list[tuple[int, Decimal]]] = {}
+        for meter, quantity, slot, value in readings:
+            if quantity == ENERGY:
+                by_meter.setdefault(meter, []).append((slot, Decimal(value)))
+        meters = sorted(by_meter)
         for i in range(0, len(meters), IN_CHUNK):
             chunk = meters[i : i + IN_CHUNK]
-            rows = tx.rows(
-                f"SELECT {_ACCOUNT_COLUMNS} FROM accounts WHERE meter IN"
-                f" ({', '.join('?' * len(chunk))}) ORDER BY account{tx.for_update}",
-                chunk,
-            )
+            rows = tx.execute(
+                _ACCOUNTS.where(_A.meter.in_(chunk)).order_by(_A.account).with_for_update()
+            ).all()
             for acc in map(_account, rows):
                 if acc.concentrator == concentrator:
                     written += _bill(tx, acc, sorted(by_meter[acc.meter]), now)
     return written
 
 
-def _bill(tx: Tx, acc: Account, series: list[tuple[int, Decimal]], now: float) -> int:
+def _bill(tx: Connection, acc: Account, series: list[tuple[int, Decimal]], now: float) -> int:
     slot, kwh, amount = acc.billed_slot, acc.billed_kwh, acc.billed_amount
     balance, low_warned = acc.balance_cents, acc.low_warned
     written = 0
@@ -385,11 +398,11 @@ def _bill(tx: Tx, acc: Account, series: list[tuple[int, Decimal]], now: float) -
                 {"threshold_cents": acc.low_cents})  # fmt: skip
     elif balance >= acc.low_cents:
         low_warned = False
-    tx.rows(
-        "UPDATE accounts SET billed_slot = ?, billed_kwh = ?, billed_amount = ?,"
-        " balance_cents = ?, low_warned = ? WHERE account = ?",
-        (slot, None if kwh is None else str(kwh), str(amount), balance, int(low_warned),
-         acc.account),
+    tx.execute(
+        update(accounts_table)
+        .where(_A.account == acc.account)
+        .values(billed_slot=slot, billed_kwh=None if kwh is None else str(kwh),
+                billed_amount=str(amount), balance_cents=balance, low_warned=int(low_warned))
     )  # fmt: skip
     return written
 
@@ -423,19 +436,22 @@ def _send(
     # Claim the account first (a second receiver finds it claimed and sends nothing);
     # a crash before the command exists leaves "pending", closed as unanswered.
     with storage.transaction() as tx:
-        claimed = tx.rows(
-            "UPDATE accounts SET state = ?, command_id = 'pending', command_at = ?"
-            " WHERE account = ? AND state = ? AND command_id IS NULL RETURNING account",
-            (state, now, acc.account, acc.state),
-        )
-    if not claimed:
+        claimed = tx.execute(
+            update(accounts_table)
+            .where(_A.account == acc.account, _A.state == acc.state, _A.command_id.is_(None))
+            .values(state=state, command_id="pending", command_at=now)
+            .returning(_A.account)
+        ).first()
+    if claimed is None:
         return []
     record = commands.issue(
         storage, key, concentrator=concentrator, action=action, meters=[acc.meter],
         issued_by=f"prepay:{acc.account}", now=now, valid_for_s=COMMAND_RETRY_S,
     )  # fmt: skip
     with storage.transaction() as tx:
-        tx.rows("UPDATE accounts SET command_id = ? WHERE account = ?", (record.id, acc.account))
+        tx.execute(
+            update(accounts_table).where(_A.account == acc.account).values(command_id=record.id)
+        )
         _ledger(tx, acc.account, now, "command", f"cmd:{record.id}", 0, acc.balance_cents,
                 {"action": action, "command": record.id, "concentrator": concentrator})  # fmt: skip
     return [f"{acc.account}: {action} sent ({record.id})"]
@@ -454,12 +470,13 @@ def _follow(storage: Storage, acc: Account, now: float) -> list[str]:
     before = {"disconnecting": "connected", "reconnecting": "disconnected"}
     state = settled[acc.state] if ok else before[acc.state]
     with storage.transaction() as tx:
-        moved = tx.rows(
-            "UPDATE accounts SET state = ?, command_id = NULL, command_at = ?"
-            " WHERE account = ? AND command_id = ? RETURNING account",
-            (state, None if ok else acc.command_at, acc.account, acc.command_id),
-        )
-        if not moved:
+        moved = tx.execute(
+            update(accounts_table)
+            .where(_A.account == acc.account, _A.command_id == acc.command_id)
+            .values(state=state, command_id=None, command_at=None if ok else acc.command_at)
+            .returning(_A.account)
+        ).first()
+        if moved is None:
             return []  # another receiver followed it up
         _ledger(tx, acc.account, now, state if ok else "command_failed",
                 f"result:{acc.command_id}", 0, acc.balance_cents,

@@ -29,9 +29,10 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
-from typing import Literal
 
-Role = Literal["total", "customer"]
+from cloud_receiver.errors import EXIT_ARCHIVE, NotFound, ReceiverError
+from cloud_receiver.storage.records import MeterRecord, Role
+
 ROLES: tuple[Role, ...] = ("total", "customer")
 COLUMNS = ("meter", "area", "role", "account", "group", "multiplier")
 REQUIRED = ("meter", "area", "role")
@@ -42,11 +43,13 @@ REQUIRED = ("meter", "area", "role")
 _NAME = re.compile(r"[^\s,\"]{1,64}")
 
 
-class ArchiveError(ValueError):
+class ArchiveError(ReceiverError, ValueError):
     """The archive file is wrong: fix the file (the message names line and column)."""
 
+    exit_code = EXIT_ARCHIVE
 
-class UnknownName(LookupError):
+
+class UnknownName(NotFound, LookupError):
     """A report named an area, meter or account the archive does not hold."""
 
     def __init__(self, kind: str, name: str, known: Iterable[str]) -> None:
@@ -58,16 +61,6 @@ class UnknownName(LookupError):
         )
         self.kind = kind
         self.name = name
-
-
-@dataclass(frozen=True)
-class MeterRecord:
-    meter: str
-    area: str
-    role: Role
-    account: str = ""
-    group: str = ""
-    multiplier: Decimal = Decimal(1)
 
 
 def parse_archive_csv(text: str) -> list[MeterRecord]:

@@ -4,14 +4,14 @@ Smart meters record tamper events (DL/T 645-2007 keeps event records such as met
 and terminal-cover openings, constant magnetic field interference, and loss of voltage
 while current flows). A concentrator reports them as events in its batches (the
 ``events`` table); ``hil_sim.areas`` emits the same kinds. Each kind carries the points
-it adds to a suspect's score (`cloud_receiver.suspects`) and the words used in the
+it adds to a suspect's score (`.suspects`) and the words used in the
 evidence. The meter-cover opening counter (DL/T 645 DI 03300D00, quantity
 ``cover_open_count``) is read as a register too: an increase counts as one
 ``meter_cover_open`` per opening, for concentrators that poll the counter instead of
 reporting the event.
 
 Status-word bits (04000501..07) are not decoded here: apart from the relay bit of word 3
-their layout is not confirmed in shared/protocols.md.
+their layout is not confirmed in docs/protocols.md.
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ area's load does not explain.
 
 Signals (points):
 
-- **tamper events** in the recent window, kinds and points from `cloud_receiver.tamper`
+- **tamper events** in the recent window, kinds and points from `.tamper`
   (meter cover 35, magnetic field 40, …; repeats +5 each up to double), and rises of
   the meter-cover counter register;
 - **reverse energy**: ``energy_rev_total`` grew by at least 1 kWh in the recent window
@@ -43,8 +43,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 
-from cloud_receiver.archive import Archive, MeterRecord
-from cloud_receiver.energy import (
+from cloud_receiver.applications.analytics.energy import (
     CURRENTS,
     DEFAULT_MAX_GAP_S,
     ENERGY_FWD,
@@ -57,9 +56,14 @@ from cloud_receiver.energy import (
     load_days,
     midnight,
 )
-from cloud_receiver.lineloss import AreaDay, area_days, require_total
-from cloud_receiver.storage import Storage
-from cloud_receiver.tamper import COVER_OPEN_COUNT, REPEAT_POINTS, TAMPER_EVENTS
+from cloud_receiver.applications.analytics.lineloss import AreaDay, area_days, require_total
+from cloud_receiver.applications.analytics.tamper import (
+    COVER_OPEN_COUNT,
+    REPEAT_POINTS,
+    TAMPER_EVENTS,
+)
+from cloud_receiver.applications.fleet.archive import Archive
+from cloud_receiver.storage import MeterRecord, Storage
 from contract.records import Event
 
 ALARM_SCORE = 50.0

@@ -1,0 +1,40 @@
+"""Cli: the ``cloud-receiver`` command line, one module per command group.
+
+`main` is the console script (and ``python -m cloud_receiver``). Every command reports a
+`cloud_receiver.errors.ReceiverError` the same way, here at the edge: ``error: message``
+on stderr and the error's exit code (2 = bad command line, 1 = anything else; the
+analytics add 3, 7 and 9). Commands import what they run lazily, so ``--help`` and
+``provision`` stay quick.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import click
+
+from cloud_receiver.cli import analytics, commands, dr, pki, prepay, queries, releases, service
+from cloud_receiver.errors import ReceiverError
+
+
+class _Main(click.Group):
+    """The receiver's command group: turns a `ReceiverError` into its exit."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except ReceiverError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(exc.exit_code)
+
+
+@click.group(cls=_Main)
+@click.version_option(package_name="meterflow")
+def main() -> None:
+    """meterflow cloud receiver: ingest concentrator batches and answer queries."""
+
+
+for _module in (pki, service, queries, commands, prepay, dr, analytics, releases):
+    for _command in _module.COMMANDS:
+        main.add_command(_command)

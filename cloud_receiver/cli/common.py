@@ -1,0 +1,108 @@
+"""What several command groups share: opening the database, parsing times, durations
+and concentrator ids, and printing tables."""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import datetime as dt
+import os
+import pwd
+import sys
+from collections.abc import Iterator, Sequence
+from decimal import Decimal
+from typing import TYPE_CHECKING
+
+import click
+
+from cloud_receiver.applications.fleet import pki
+from cloud_receiver.errors import StorageError
+
+if TYPE_CHECKING:
+    from cloud_receiver.storage import Storage
+
+
+def open_db(db_url: str) -> Storage:
+    """The receiver's database; `StorageError` (exit 1) naming the URL if it cannot be
+    opened (a wrong URL, an unreachable server, a foreign schema)."""
+    from cloud_receiver.storage import open_storage
+
+    try:
+        return open_storage(db_url)
+    except Exception as exc:
+        raise StorageError(f"cannot open database {db_url}: {exc}") from exc
+
+
+@contextlib.contextmanager
+def opened(db_url: str) -> Iterator[Storage]:
+    """`open_db`, closed afterwards."""
+    storage = open_db(db_url)
+    try:
+        yield storage
+    finally:
+        storage.close()
+
+
+def user() -> str:
+    """Who runs this command, for audit logs (``cli:<login>``)."""
+    return f"cli:{pwd.getpwuid(os.getuid()).pw_name}"
+
+
+def check_concentrator_id(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    try:
+        return pki.validate_concentrator_id(value)
+    except pki.PkiError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+def time_arg(text: str | None) -> int | None:
+    """Unix seconds or an ISO date/time (local time when no offset is given)."""
+    if text is None:
+        return None
+    if text.lstrip("-").isdigit():
+        return int(text)
+    try:
+        return int(dt.datetime.fromisoformat(text).timestamp())
+    except ValueError:
+        raise click.BadParameter(f"{text!r}: expected unix seconds or an ISO date/time") from None
+
+
+def duration(ctx: click.Context, param: click.Parameter, value: str) -> float:
+    """``90s``, ``10m``, ``2h``, ``1d`` or plain seconds."""
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    text = value.strip()
+    factor = units.get(text[-1:], 1) if text else 1
+    number = text[:-1] if text[-1:] in units else text
+    try:
+        seconds = float(number) * factor
+    except ValueError:
+        seconds = -1.0
+    if not seconds > 0:
+        raise click.BadParameter(f"{value!r}: expected a duration such as 90s, 10m, 2h or 1d")
+    return seconds
+
+
+def num(value: object, places: int = 2) -> str:
+    """A table/CSV cell: empty for None, fixed decimals for numbers."""
+    if value is None:
+        return ""
+    if isinstance(value, float | Decimal):
+        return f"{value:.{places}f}"
+    return str(value)
+
+
+def emit(columns: Sequence[str], rows: Sequence[Sequence[str]], title: str, as_csv: bool) -> None:
+    if as_csv:
+        out = csv.writer(sys.stdout, lineterminator="\n")
+        out.writerow(columns)
+        out.writerows(rows)
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title)
+    for c in columns:
+        table.add_column(c, overflow="fold")
+    for row in rows:
+        table.add_row(*row)
+    Console().print(table)

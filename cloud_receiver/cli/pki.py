@@ -1,0 +1,172 @@
+"""``provision`` and ``broker-config``: the deployment's PKI and its broker."""
+
+from __future__ import annotations
+
+import os
+import pwd
+from pathlib import Path
+
+import click
+
+from clitools.options import pki_dir_option
+from cloud_receiver.applications.fleet import broker, pki
+from cloud_receiver.cli.common import check_concentrator_id
+from cloud_receiver.errors import ReceiverError
+
+
+@click.command()
+@click.argument("concentrator_id", callback=check_concentrator_id)
+@pki_dir_option(help="PKI directory (created with a new CA if missing).")
+@click.option("--broker-host", required=True, help="Host name the concentrator dials.")
+@click.option("--broker-port", type=click.IntRange(1, 65535), required=True)
+@click.option(
+    "--rotate-key",
+    is_flag=True,
+    help="Add a new payload key under the next key id; old keys stay in keys.json.",
+)
+@click.option(
+    "--keepalive",
+    "keepalive_s",
+    type=click.IntRange(min=0),
+    default=pki.DEFAULT_KEEPALIVE_S,
+    show_default=True,
+    help="MQTT keepalive in seconds (each ping is paid for on GPRS).",
+)
+def provision(
+    concentrator_id: str,
+    pki_dir: Path,
+    broker_host: str,
+    broker_port: int,
+    rotate_key: bool,
+    keepalive_s: int,
+) -> None:
+    """Issue a concentrator's certificate and payload key; write its uplink config."""
+    try:
+        result = pki.provision_details(
+            pki_dir,
+            concentrator_id,
+            broker_host=broker_host,
+            broker_port=broker_port,
+            rotate_key=rotate_key,
+            keepalive_s=keepalive_s,
+        )
+    except OSError as exc:
+        raise ReceiverError(f"{pki_dir}: {exc}") from exc
+    for path in result.files:
+        click.echo(str(path))
+    click.echo(str(pki_dir / pki.KEY_REGISTRY))
+    note = "new key" if result.new_key else "existing key kept"
+    click.echo(f"{concentrator_id}: key id {result.key_id} ({note})", err=True)
+
+
+def _chown_for_broker(user: str, paths: list[Path]) -> None:
+    """Let the account Mosquitto switches to read its key and write its data.
+
+    Mosquitto 2.0 drops root privileges *before* it loads the TLS key, so a root-owned
+    0600 key would stop it at start-up ("Unable to load server key file").
+    """
+    try:
+        entry = pwd.getpwnam(user)
+    except KeyError:
+        click.echo(
+            f"warning: user {user!r} does not exist; Mosquitto started as root will not "
+            f"be able to switch to it (pass --run-as)",
+            err=True,
+        )
+        return
+    for path in paths:
+        os.chown(path, entry.pw_uid, entry.pw_gid)
+
+
+@click.command("broker-config")
+@pki_dir_option(help="PKI directory (created with a new CA if missing).")
+@click.option("--port", type=click.IntRange(1, 65535), required=True)
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path, dir_okay=False),
+    required=True,
+    help="Mosquitto config to write; the ACL goes next to it with suffix .acl.",
+)
+@click.option("--bind", default="127.0.0.1", show_default=True, help="Listen address.")
+@click.option(
+    "--data-dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=None,
+    help="Persistence directory [default: mosquitto-data next to --out].",
+)
+@click.option(
+    "--hostname",
+    "hostnames",
+    multiple=True,
+    help="Host name in the broker certificate (repeatable) [default: localhost].",
+)
+@click.option(
+    "--ip",
+    "ips",
+    multiple=True,
+    help="IP address in the broker certificate (repeatable) [default: 127.0.0.1].",
+)
+@click.option(
+    "--receiver",
+    "receivers",
+    multiple=True,
+    help="Receiver identity (certificate CN, repeatable; one per receiver instance) "
+    "[default: receiver].",
+)
+@click.option(
+    "--run-as",
+    default=None,
+    help="Account Mosquitto switches to when started as root [Mosquitto: mosquitto].",
+)
+def broker_config(
+    pki_dir: Path,
+    port: int,
+    out: Path,
+    bind: str,
+    data_dir: Path | None,
+    hostnames: tuple[str, ...],
+    ips: tuple[str, ...],
+    receivers: tuple[str, ...],
+    run_as: str | None,
+) -> None:
+    """Write a Mosquitto 2.x config and ACL; issue the broker and receiver certificates."""
+    receivers = receivers or (pki.RECEIVER_NAME,)
+    data_dir = data_dir if data_dir is not None else out.parent / "mosquitto-data"
+    if not hostnames and not ips:
+        hostnames, ips = ("localhost",), ("127.0.0.1",)
+        if bind not in ("127.0.0.1", "0.0.0.0", "::", "localhost"):
+            ips = (*ips, bind)
+    try:
+        for name in receivers:
+            if not pki.CONCENTRATOR_ID_RE.fullmatch(name) or name in (
+                pki.CA_NAME,
+                pki.SERVER_NAME,
+            ):
+                raise click.BadParameter(
+                    f"{name!r} is not a usable identity ([A-Za-z0-9._-]{{1,64}}, "
+                    "not 'ca' or 'server')",
+                    param_hint="--receiver",
+                )
+        pki.init_pki(pki_dir)
+        written = [
+            *pki.ensure_server_cert(pki_dir, hostnames, ips),
+            *(p for name in receivers for p in pki.ensure_client_cert(pki_dir, name)),
+        ]
+        conf = broker.write_mosquitto_config(
+            out,
+            pki_dir=pki_dir,
+            port=port,
+            bind=bind,
+            data_dir=data_dir,
+            receivers=receivers,
+            run_as=run_as,
+        )
+        if os.geteuid() == 0 and (run_as or "mosquitto") != "root":
+            _chown_for_broker(run_as or "mosquitto", [pki_dir / f"{pki.SERVER_NAME}.key", data_dir])
+    except OSError as exc:
+        raise ReceiverError(str(exc)) from exc
+    for path in [conf, conf.with_suffix(".acl"), *written]:
+        click.echo(str(path))
+
+
+COMMANDS = [provision, broker_config]

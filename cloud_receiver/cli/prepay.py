@@ -1,0 +1,161 @@
+"""``account``, ``topup`` and ``balance``: prepaid accounts."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import click
+
+from clitools.options import db_option, json_option
+from cloud_receiver.cli.common import check_concentrator_id, open_db, user
+
+
+@click.group()
+def account() -> None:
+    """Prepaid accounts: one per meter, with its tariff."""
+
+
+@account.command("open")
+@click.argument("account_id")
+@click.option("--meter", required=True, help="The meter this account pays for.")
+@click.option(
+    "--concentrator",
+    "concentrator_id",
+    required=True,
+    callback=check_concentrator_id,
+    help="The concentrator the meter is wired to: only its readings bill the account, "
+    "and its relay commands go there.",
+)
+@click.option("--multiplier", default="1", show_default=True, help="CT ratio: register kWh x this.")
+@click.option(
+    "--price",
+    "prices",
+    multiple=True,
+    required=True,
+    metavar="PERIOD=YUAN",
+    help="Price per kWh: flat=0.55, or one per period with --tou (peak=0.85 ...).",
+)
+@click.option("--tou", default="", help="Time-of-use periods, e.g. peak=08-11,18-23;valley=23-07.")
+@click.option("--grace", default="0", show_default=True, help="Credit allowed below zero (yuan).")
+@click.option("--low", default="10", show_default=True, help="Low-balance warning below (yuan).")
+@click.option("--tz", "tz_text", default="+08:00", show_default=True, help="Tariff time zone.")
+@db_option()
+def account_open(
+    account_id: str,
+    meter: str,
+    concentrator_id: str,
+    multiplier: str,
+    prices: tuple[str, ...],
+    tou: str,
+    grace: str,
+    low: str,
+    tz_text: str,
+    db_url: str,
+) -> None:
+    """Open a prepaid account for a meter (balance 0: top it up)."""
+    import time
+    from decimal import Decimal, InvalidOperation
+
+    from cloud_receiver.applications import prepay
+
+    tariff = prepay.Tariff.parse(prices, tou, tz_text)
+    try:
+        grace_d, low_d, ratio = Decimal(grace), Decimal(low), Decimal(multiplier)
+    except InvalidOperation:
+        raise prepay.PrepayError(
+            f"--grace {grace!r} / --low {low!r} / --multiplier {multiplier!r}: not numbers"
+        ) from None
+    storage = open_db(db_url)
+    try:
+        acc = prepay.open_account(
+            storage,
+            account_id,
+            meter,
+            tariff,
+            concentrator=concentrator_id,
+            multiplier=ratio,
+            grace=grace_d,
+            low=low_d,
+            now=time.time(),
+        )
+    finally:
+        storage.close()
+    click.echo(f"account {acc.account} opened for meter {acc.meter}")
+
+
+@click.command(context_settings={"ignore_unknown_options": True})  # "-5" is an amount
+@click.argument("account_id")
+@click.argument("amount")
+@db_option()
+def topup(account_id: str, amount: str, db_url: str) -> None:
+    """Credit AMOUNT yuan to a prepaid account; a cut-off supply is restored at once
+    when the balance is back at zero or above."""
+    import time
+
+    from cloud_receiver.applications import prepay
+
+    value = prepay.money(amount, "top-up")
+    storage = open_db(db_url)
+    try:
+        acc = prepay.topup(
+            storage,
+            account_id,
+            value,
+            now=time.time(),
+            by=user(),
+        )
+    finally:
+        storage.close()
+    click.echo(f"account {acc.account}: balance {prepay.balance_text(acc.balance_cents)}")
+
+
+@click.command()
+@click.argument("account_id")
+@click.option("--ledger", "show_ledger", is_flag=True, help="Every entry of the ledger too.")
+@json_option()
+@db_option()
+def balance(account_id: str, show_ledger: bool, as_json: bool, db_url: str) -> None:
+    """A prepaid account's balance, supply state and (with --ledger) its ledger."""
+    import json
+
+    from cloud_receiver.applications import prepay
+
+    storage = open_db(db_url)
+    try:
+        acc = prepay.get_account(storage, account_id)
+        entries = prepay.ledger(storage, account_id) if show_ledger or as_json else []
+    finally:
+        storage.close()
+    if as_json:
+        click.echo(
+            json.dumps(
+                {
+                    "account": acc.account,
+                    "meter": acc.meter,
+                    "balance": prepay.balance_text(acc.balance_cents),
+                    "balance_cents": acc.balance_cents,
+                    "state": acc.state,
+                    "billed_slot": acc.billed_slot,
+                    "billed_kwh": None if acc.billed_kwh is None else str(acc.billed_kwh),
+                    "ledger": [
+                        {"at": at, "kind": k, "ref": ref, "amount_cents": a, "balance_cents": b,
+                         "detail": d}
+                        for at, k, ref, a, b, d in entries
+                    ],
+                }
+            )
+        )  # fmt: skip
+        return
+    click.echo(
+        f"account {acc.account} (meter {acc.meter}): balance "
+        f"{prepay.balance_text(acc.balance_cents)}, supply {acc.state}"
+    )
+    for at, kind, _ref, amount, after, detail in entries:
+        when = dt.datetime.fromtimestamp(at).isoformat(" ", "seconds")
+        click.echo(
+            f"{when}  {kind:<14} {prepay.balance_text(amount):>10}  "
+            f"{prepay.balance_text(after):>10}  {json.dumps(detail)}"
+        )
+
+
+COMMANDS = [account, topup, balance]

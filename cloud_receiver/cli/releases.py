@@ -1,0 +1,271 @@
+"""``release`` and ``rollout``: signed software packages and their staged rollouts."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from clitools.options import db_option, json_option, pki_dir_option
+from cloud_receiver.applications.fleet import pki
+from cloud_receiver.cli.common import duration, open_db
+from cloud_receiver.errors import ReceiverError
+
+
+def _wheel_release_info(wheel: Path) -> dict[str, Any]:
+    """Ask the wheel itself what it needs (``concentrator.release_info``, imported from
+    the wheel's zip in a child process): the package must state the store schema of the
+    release it carries, and the receiver never imports the concentrator."""
+    import json
+    import subprocess
+
+    code = (
+        "import json, sys; sys.path.insert(0, sys.argv[1]); "
+        "from concentrator.release_info import release_info; print(json.dumps(release_info()))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-I", "-c", code, str(wheel)], capture_output=True, text=True, check=False
+    )
+    if done.returncode != 0:
+        last = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        raise ValueError(f"{wheel.name}: cannot read its release information ({last})")
+    info: dict[str, Any] = json.loads(done.stdout)
+    return info
+
+
+@click.group()
+def release() -> None:
+    """Software release packages for concentrators."""
+
+
+@release.command("build")
+@click.option(
+    "--wheel",
+    "wheels",
+    multiple=True,
+    required=True,
+    type=click.Path(path_type=Path, dir_okay=False, exists=True),
+    help="The meterflow wheel; repeat for pinned dependency wheels the release needs.",
+)
+@click.option("--version", "version", default=None, help="Release version (default: the wheel's).")
+@click.option(
+    "--key",
+    "key_file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="Ed25519 release key (PEM); default: release.key in --pki-dir.",
+)
+@pki_dir_option(
+    help="PKI directory holding release.key (created there on first use).", required=False
+)
+@click.option(
+    "--min-config-format",
+    type=click.IntRange(1),
+    default=1,
+    show_default=True,
+    help="The oldest concentrator config format the release reads.",
+)
+@click.option(
+    "--wire",
+    "wire_range",
+    default=None,
+    help="Uplink wire formats the release can send, MIN-MAX (default: this build's).",
+)
+@click.option(
+    "--chunk-size",
+    type=click.IntRange(1024, 256 * 1024),
+    default=16 * 1024,
+    show_default=True,
+    help="Bytes per MQTT chunk: small enough that a lost one costs little on GPRS.",
+)
+@click.option(
+    "--out",
+    "out_path",
+    required=True,
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Package file to write (.mfpkg).",
+)
+def release_build(
+    wheels: tuple[Path, ...],
+    version: str | None,
+    key_file: Path | None,
+    pki_dir: Path | None,
+    min_config_format: int,
+    wire_range: str | None,
+    chunk_size: int,
+    out_path: Path,
+) -> None:
+    """Turn built wheels into a signed update package."""
+    import time
+
+    from contract import package, wire
+
+    main_wheel = next((w for w in wheels if w.name.startswith("meterflow-")), None)
+    if main_wheel is None:
+        raise ReceiverError("one --wheel must be the meterflow wheel (meterflow-<version>-...whl)")
+    wheel_version = main_wheel.name.split("-")[1]
+    version = version or wheel_version
+    if version != wheel_version:
+        raise ReceiverError(f"--version {version} differs from the wheel's {wheel_version}")
+    lo, hi = min(wire.VERSIONS), max(wire.VERSIONS)
+    if wire_range is not None:
+        try:
+            lo, hi = (int(x) for x in wire_range.split("-"))
+        except ValueError:
+            raise click.BadParameter(f"{wire_range!r}: expected MIN-MAX, e.g. 1-2") from None
+    if key_file is None:
+        if pki_dir is None:
+            raise click.UsageError("give --key or --pki-dir")
+        key_file = pki_dir / pki.RELEASE_KEY
+    try:
+        info = _wheel_release_info(main_wheel)
+        key = pki.signing_key(key_file, "release key")
+        pkg = package.build(
+            list(wheels),
+            version=version,
+            key=key,
+            requires=package.Requirements(
+                min_config_format=min_config_format,
+                min_wire_version=lo,
+                max_wire_version=hi,
+                store_schema=int(info["store_schema"]),
+                store_min_reader=int(info["store_min_reader"]),
+            ),
+            chunk_size=chunk_size,
+            built_at=time.time(),
+        )
+    except (package.PackageError, ValueError) as exc:
+        raise ReceiverError(str(exc)) from exc
+    out_path.write_bytes(pkg.to_bytes())
+    m = package.Manifest.from_bytes(pkg.manifest)
+    click.echo(
+        f"{out_path}: release {m.version}, {len(m.files)} file(s), {m.payload_size} bytes "
+        f"in {len(m.chunks)} chunks, signed"
+    )
+
+
+@click.group()
+def rollout() -> None:
+    """Staged upgrades of concentrators, with health-based rollback."""
+
+
+@rollout.command("start")
+@click.argument("version")
+@click.option(
+    "--package",
+    "package_path",
+    type=click.Path(path_type=Path, dir_okay=False, exists=True),
+    default=None,
+    help="The release package (.mfpkg); needed the first time a version is rolled out.",
+)
+@click.option(
+    "--stage",
+    "stages",
+    multiple=True,
+    required=True,
+    help="NAME:GROUP, in order; GROUP is ALL or comma-separated ids or patterns (dc-0*).",
+)
+@click.option(
+    "--health-window",
+    default="30m",
+    show_default=True,
+    callback=duration,
+    help="How long each upgraded concentrator must stay healthy (90s, 30m, 2h).",
+)
+@db_option()
+@pki_dir_option(help="PKI directory holding release.key (its public half checks the package).")
+@json_option()
+def rollout_start(
+    version: str,
+    package_path: Path | None,
+    stages: tuple[str, ...],
+    health_window: float,
+    db_url: str,
+    pki_dir: Path,
+    as_json: bool,
+) -> None:
+    """Roll VERSION out in stages; the running receiver sends the offers."""
+    import json
+    import time
+
+    from cloud_receiver.applications.fleet import rollout as ro
+    from contract import package
+
+    window = health_window
+    parsed = [ro.Stage.parse(s) for s in stages]
+    public = pki.release_key(pki_dir).public_key()
+    storage = open_db(db_url)
+    try:
+        now = time.time()
+        if package_path is not None:
+            m = ro.add_release(storage, package.Package.from_bytes(package_path.read_bytes()),
+                               public, now)  # fmt: skip
+            if m.version != version:
+                raise ReceiverError(f"{package_path} holds release {m.version}, not {version}")
+        rollout_id = ro.start(storage, version, parsed, window, now)
+    except package.PackageError as exc:
+        raise ReceiverError(str(exc)) from exc
+    finally:
+        storage.close()
+    if as_json:
+        click.echo(json.dumps({"id": rollout_id, "version": version}))
+    else:
+        click.echo(f"rollout {rollout_id} of {version} started: {', '.join(stages)}")
+
+
+@rollout.command("status")
+@click.option("--id", "rollout_id", type=int, default=None, help="One rollout (default: all).")
+@db_option()
+@json_option()
+def rollout_status(rollout_id: int | None, db_url: str, as_json: bool) -> None:
+    """Rollouts, their stages and each concentrator's state and running release."""
+    import json
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from cloud_receiver.applications.fleet import rollout as ro
+
+    storage = open_db(db_url)
+    try:
+        docs = ro.status(storage, rollout_id)
+    finally:
+        storage.close()
+    if as_json:
+        click.echo(json.dumps(docs, indent=1))
+        return
+    console = Console()
+    for d in docs:
+        console.print(
+            f"rollout {d['id']}: {d['version']} [{d['state']}] stage {d['stage']} of "
+            f"{', '.join(d['stages'])}; window {d['health_window_s']:.0f} s"
+            + (f"; {d['reason']}" if d["reason"] else "")
+        )
+        table = Table("concentrator", "stage", "state", "running", "wire", "reason")
+        for t in d["targets"]:
+            table.add_row(t["concentrator"], t["stage"], t["state"], str(t["running"]),
+                          str(t["wire_version"]), t["reason"] or "")  # fmt: skip
+        console.print(table)
+
+
+@rollout.command("abort")
+@db_option()
+@click.option("--reason", default="aborted by hand", show_default=True)
+def rollout_abort(db_url: str, reason: str) -> None:
+    """Halt the running rollout: no further offers or stages."""
+    import time
+
+    from cloud_receiver.applications.fleet import rollout as ro
+
+    storage = open_db(db_url)
+    try:
+        halted = ro.abort(storage, time.time(), reason)
+    finally:
+        storage.close()
+    if halted is None:
+        raise ReceiverError("no rollout is running")
+
+
+COMMANDS = [release, rollout]

@@ -1,0 +1,124 @@
+"""``run``: the receiver service itself."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from clitools.options import db_option, pki_dir_option
+from cloud_receiver.applications.fleet import pki
+from cloud_receiver.cli.common import open_db
+from cloud_receiver.errors import ReceiverError
+
+
+def _broker_address(text: str) -> tuple[str, int]:
+    host, _, port = text.rpartition(":")
+    if not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise click.BadParameter(f"{text!r}: expected HOST:PORT, e.g. broker.example:8883")
+    return host, int(port)
+
+
+@click.command()
+@click.option("--broker", "broker_addr", required=True, help="Broker HOST:PORT (TLS).")
+@pki_dir_option(help="Deployment PKI: ca.crt, the receiver's certificate, keys.json.")
+@db_option(help="sqlite:///PATH (default backend) or postgresql://… (scale-out).")
+@click.option(
+    "--receiver",
+    "receiver_name",
+    default=pki.RECEIVER_NAME,
+    show_default=True,
+    help="Receiver identity: certificate CN, also the MQTT client id.",
+)
+@click.option(
+    "--share-group",
+    default="receivers",
+    show_default=True,
+    help="Shared-subscription group; receivers in one group split the load.",
+)
+@click.option(
+    "--cutoff-hours",
+    default="08:00-18:00",
+    show_default=True,
+    help="Prepayment: local hours in which a supply may be cut off (00:00-24:00: any).",
+)
+@click.option(
+    "--holiday",
+    "holidays",
+    multiple=True,
+    metavar="YYYY-MM-DD",
+    help="Prepayment: a day without cut-offs (repeat).",
+)
+@click.option(
+    "--tz", "tz_text", default="+08:00", show_default=True, help="Local time zone (UTC offset)."
+)
+@click.option("-v", "--verbose", count=True, help="More logging (-vv for debug).")
+def run(
+    broker_addr: str,
+    pki_dir: Path,
+    db_url: str,
+    receiver_name: str,
+    share_group: str,
+    cutoff_hours: str,
+    holidays: tuple[str, ...],
+    tz_text: str,
+    verbose: int,
+) -> None:
+    """Ingest batches until SIGTERM: verify, decrypt, store exactly once, then ack."""
+    import asyncio
+    import logging
+    import signal
+
+    from cloud_receiver.applications.reactions import Applications
+    from cloud_receiver.ingest.ingestor import Ingestor
+    from cloud_receiver.ingest.keys import KeyRegistry
+    from cloud_receiver.ingest.service import BrokerSettings, ReceiverService
+
+    logging.basicConfig(
+        level=[logging.WARNING, logging.INFO, logging.DEBUG][min(verbose, 2)],
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    from cloud_receiver.applications import prepay
+
+    try:
+        policy = prepay.Policy.parse(cutoff_hours, holidays, tz_text)
+    except prepay.PrepayError as exc:
+        raise click.BadParameter(str(exc)) from None
+    host, port = _broker_address(broker_addr)
+    cert, key = pki_dir / f"{receiver_name}.crt", pki_dir / f"{receiver_name}.key"
+    # Commands (and prepaid disconnections) need the utility's signing key.
+    command_key = pki.command_key(pki_dir) if (pki_dir / pki.COMMAND_KEY).exists() else None
+    for path in (pki_dir / "ca.crt", cert, key):
+        if not path.is_file():
+            raise ReceiverError(
+                f"{path} is missing: run `cloud-receiver broker-config` (or provision) first"
+            )
+    storage = open_db(db_url)  # a wrong URL or an unreachable server: says which
+    reactions = Applications(storage, command_key=command_key, prepay_policy=policy)
+    ingestor = Ingestor(storage, KeyRegistry(pki_dir / pki.KEY_REGISTRY).lookup, reactions)
+    service = ReceiverService(
+        ingestor,
+        BrokerSettings(
+            host,
+            port,
+            pki_dir / "ca.crt",
+            cert,
+            key,
+            client_id=receiver_name,
+            share_group=share_group,
+        ),
+    )
+
+    async def main_loop() -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, service.stop)
+        await service.run()
+
+    try:
+        asyncio.run(main_loop())
+    finally:
+        storage.close()
+
+
+COMMANDS = [run]

@@ -1,0 +1,193 @@
+"""The per-message pipeline, free of MQTT so it can be tested and fuzzed directly.
+
+Per message, in order: the topic names the concentrator; the clear header must name the
+same one; the payload must decrypt and authenticate under that concentrator's key; the
+batch is stored (unique keys make a redelivery a duplicate); only then is the ack sealed.
+Anything that fails is quarantined with its reason — the receiver never crashes on input.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+from cloud_receiver.ingest.hooks import Reactions
+from cloud_receiver.storage import IngestResult, Storage
+from contract import topics, wire
+from contract.records import Event, Reading
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What became of one message; ``ack`` is the payload to publish, if any."""
+
+    status: str  # stored | duplicate | quarantined
+    reason: str = ""
+    concentrator: str | None = None
+    seq: int | None = None
+    new_readings: int = 0
+    ack: bytes | None = None
+
+
+@dataclass
+class Counters:
+    messages: int = 0
+    stored: int = 0
+    duplicates: int = 0
+    quarantined: int = 0
+    readings: int = 0
+    by_reason: dict[str, int] = field(default_factory=dict)
+
+
+class Ingestor:
+    """The per-message pipeline, free of MQTT so it can be tested and fuzzed directly."""
+
+    def __init__(
+        self,
+        storage: Storage,
+        keys: Callable[[str, int], bytes | None],
+        reactions: Reactions | None = None,
+    ) -> None:
+        self.storage = storage
+        self.keys = keys
+        self.reactions = reactions
+        self.counters = Counters()
+        self._software: dict[str, tuple[str | None, int]] = {}
+
+    def handle(self, topic: str, payload: bytes, received_at: float | None = None) -> Outcome:
+        now = time.time() if received_at is None else received_at
+        self.counters.messages += 1
+        try:
+            outcome = self._handle(topic, payload, now)
+        except Exception as exc:  # a storage failure or a bug: quarantine, never crash
+            log.exception("failed to ingest a message on %s", topic)
+            outcome = self._quarantine(topic, payload, now, None, None, "internal_error", repr(exc))
+        if outcome.status == "stored":
+            self.counters.stored += 1
+            self.counters.readings += outcome.new_readings
+        elif outcome.status == "duplicate":
+            self.counters.duplicates += 1
+        return outcome
+
+    def _handle(self, topic: str, payload: bytes, now: float) -> Outcome:
+        topic_id = topics.up_sender(topic)
+        if topic_id is None:
+            return self._quarantine(
+                topic,
+                payload,
+                now,
+                None,
+                None,
+                "bad_topic",
+                f"topic {topic!r} is not {topics.up('<concentrator>')}",
+            )
+        try:
+            header = wire.parse_header(payload)
+        except wire.WireError as exc:
+            return self._quarantine(topic, payload, now, topic_id, None, exc.reason, str(exc))
+        if header.concentrator_id != topic_id:
+            return self._quarantine(
+                topic,
+                payload,
+                now,
+                topic_id,
+                header.seq,
+                "concentrator_mismatch",
+                f"header names {header.concentrator_id!r} on the topic of {topic_id!r}",
+            )
+        try:
+            _, content = wire.open_batch(payload, self.keys)
+        except wire.WireError as exc:
+            return self._quarantine(topic, payload, now, topic_id, header.seq, exc.reason, str(exc))
+        result, new = self.storage.ingest(
+            topic_id, header.seq, header.key_id, content.readings, content.events, now
+        )
+        if result == IngestResult.REPLAY:
+            return self._quarantine(
+                topic,
+                payload,
+                now,
+                topic_id,
+                header.seq,
+                "replay",
+                f"sequence {header.seq} is older than the replay window",
+            )
+        if result == IngestResult.STORED:
+            self._after_store(topic_id, content.readings, content.events, now)
+            self._note_software(topic_id, header, content.events, now)
+        key = self.keys(topic_id, header.key_id)
+        assert key is not None  # open_batch just used it
+        status: Literal["stored", "duplicate"] = (
+            "stored" if result == IngestResult.STORED else "duplicate"
+        )
+        ack = wire.seal_ack(
+            wire.Ack(seq=header.seq, status=status),
+            concentrator_id=topic_id,
+            key_id=header.key_id,
+            key=key,
+            version=header.version,
+        )
+        return Outcome(status, "", topic_id, header.seq, new, ack)
+
+    def _note_software(
+        self, concentrator: str, header: wire.Header, events: Sequence[Event], now: float
+    ) -> None:
+        """Which release and wire format each concentrator runs, from its authenticated
+        header (version 2) or, for version 1, its ``daemon_start`` events; passed on when
+        it changes (and once per process), not per batch."""
+        if self.reactions is None:
+            return
+        software = header.software or None
+        for e in events:
+            if header.software is None and e.kind == "daemon_start":
+                software = str(e.detail.get("version")) or None
+        seen = (software, header.version)
+        if self._software.get(concentrator) == seen:
+            return
+        try:
+            self.reactions.software(concentrator, seen[0], seen[1], now)
+        except Exception:
+            log.exception("could not record the software of %s", concentrator)
+            return
+        self._software[concentrator] = seen
+
+    def _after_store(
+        self, concentrator: str, readings: Sequence[Reading], events: Sequence[Event], now: float
+    ) -> None:
+        """What a newly stored batch means beyond its rows is the applications' business
+        (`Reactions.stored`); a failure there is logged, never a reason to refuse it."""
+        if self.reactions is None:
+            return
+        try:
+            self.reactions.stored(concentrator, readings, events, now)
+        except Exception:
+            log.exception("reacting to a batch of %s failed", concentrator)
+
+    def _quarantine(
+        self,
+        topic: str,
+        payload: bytes,
+        now: float,
+        concentrator: str | None,
+        seq: int | None,
+        reason: str,
+        detail: str,
+    ) -> Outcome:
+        self.counters.quarantined += 1
+        self.counters.by_reason[reason] = self.counters.by_reason.get(reason, 0) + 1
+        log.warning("quarantined a message on %s: %s (%s)", topic, reason, detail)
+        self.storage.quarantine(
+            topic=topic,
+            concentrator=concentrator,
+            seq=seq,
+            reason=reason,
+            detail=detail,
+            payload=payload,
+            received_at=now,
+        )
+        return Outcome("quarantined", reason, concentrator, seq)

@@ -1,0 +1,188 @@
+"""The receiver service: an `Ingestor` behind a persistent MQTT v5 session.
+
+Any number of receivers subscribe to one MQTT v5 shared subscription
+(``$share/<group>/mf/v1/+/up``), so the broker splits the concentrators' batches among
+them; every receiver writes to the same database and keeps nothing another receiver
+would need. The ack of a batch is published only after its commit (`.ingestor`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+
+from cloud_receiver.ingest.ingestor import Ingestor
+from contract import package, topics
+from contract.mqtt_session import connect_persistent, tls_client
+
+log = logging.getLogger(__name__)
+
+COMMAND_POLL_S = 1.0  # how soon an issued command goes out
+
+
+@dataclass(frozen=True)
+class BrokerSettings:
+    host: str
+    port: int
+    ca_file: Path
+    cert_file: Path
+    key_file: Path
+    client_id: str = "receiver-1"
+    share_group: str = "receivers"
+    keepalive_s: int = 60
+
+
+class ReceiverService:
+    """Runs an ``Ingestor`` behind a persistent MQTT v5 session until stopped."""
+
+    def __init__(self, ingestor: Ingestor, broker: BrokerSettings) -> None:
+        self.ingestor = ingestor
+        self.broker = broker
+        self._queue: asyncio.Queue[mqtt.MQTTMessage] = asyncio.Queue(maxsize=1000)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop = asyncio.Event()
+        self.connected = asyncio.Event()
+        self._client = self._make_client()
+
+    def _make_client(self) -> mqtt.Client:
+        b = self.broker
+        client = tls_client(
+            b.client_id, ca_file=b.ca_file, cert_file=b.cert_file, key_file=b.key_file
+        )
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_message = self._on_message
+        client.reconnect_delay_set(1, 60)
+        # Acks are the concentrator's proof of storage: wait for them to reach the broker.
+        client.max_inflight_messages_set(100)
+        return client
+
+    def _on_connect(
+        self,
+        client: mqtt.Client,
+        userdata: object,
+        flags: object,
+        reason: object,
+        properties: object,
+    ) -> None:
+        if getattr(reason, "is_failure", False):
+            log.error("broker refused the connection: %s", reason)
+            return
+        share = self.broker.share_group
+        topic = topics.shared(share, topics.up(topics.ANY))
+        client.subscribe(topic, qos=1)
+        client.subscribe(topics.shared(share, topics.pkgreq(topics.ANY)), qos=0)
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self.connected.set)
+        log.info("connected to %s:%d, subscribed to %s", self.broker.host, self.broker.port, topic)
+
+    def _on_disconnect(
+        self,
+        client: mqtt.Client,
+        userdata: object,
+        flags: object,
+        reason: object,
+        properties: object,
+    ) -> None:
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self.connected.clear)
+        log.warning("disconnected from the broker: %s", reason)
+
+    def _on_message(self, client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
+        loop = self._loop
+        if loop is None:
+            return
+        # Blocks paho's thread when the queue is full: back-pressure to the broker.
+        asyncio.run_coroutine_threadsafe(self._queue.put(msg), loop).result()
+
+    async def run(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        connect_persistent(
+            self._client, self.broker.host, self.broker.port, keepalive_s=self.broker.keepalive_s
+        )
+        worker = asyncio.create_task(self._work())
+        publisher = asyncio.create_task(self._publish_commands())
+        try:
+            await self._stop.wait()
+        finally:
+            worker.cancel()
+            publisher.cancel()
+            self._client.disconnect()
+            self._client.loop_stop()
+            c = self.ingestor.counters
+            log.info(
+                "stopped: %d messages, %d batches stored (%d readings), %d duplicates,"
+                " %d quarantined",
+                c.messages,
+                c.stored,
+                c.readings,
+                c.duplicates,
+                c.quarantined,
+            )
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    async def _work(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            msg = await self._queue.get()
+            requester = topics.pkgreq_sender(msg.topic)
+            if requester is not None:
+                await loop.run_in_executor(None, self._serve_chunk, requester, bytes(msg.payload))
+                continue
+            outcome = await loop.run_in_executor(
+                None, self.ingestor.handle, msg.topic, bytes(msg.payload)
+            )
+            if outcome.ack is not None and outcome.concentrator is not None:
+                self._client.publish(topics.ack(outcome.concentrator), outcome.ack, qos=1)
+
+    def _serve_chunk(self, concentrator: str, payload: bytes) -> None:
+        """Answer a chunk request (QoS 0 both ways: the concentrator asks again); without
+        applications to ask, no release is served."""
+        reactions = self.ingestor.reactions
+        if reactions is None:
+            return
+        try:
+            version, index = package.decode_request(payload)
+            data = reactions.chunk(concentrator, version, index)
+        except package.PackageError as exc:
+            log.warning("chunk request from %s refused: %s", concentrator, exc)
+            return
+        except Exception:
+            log.exception("chunk request from %s failed", concentrator)
+            return
+        if data is None:
+            log.warning(
+                "%s asked for %s, which is not being rolled out to it", concentrator, version
+            )
+            return
+        log.debug("chunk %d of %s to %s", index, version, concentrator)
+        self._client.publish(
+            topics.pkg(concentrator),
+            package.encode_chunk(version, index, data),
+            qos=0,
+        )
+
+    async def _publish_commands(self) -> None:
+        """Let the applications send their due commands (`Reactions.tick`) each tick."""
+        loop = asyncio.get_running_loop()
+        reactions = self.ingestor.reactions
+        while reactions is not None:
+            await asyncio.sleep(COMMAND_POLL_S)
+            if not self.connected.is_set():
+                continue
+            try:
+                await loop.run_in_executor(None, reactions.tick, time.time(), self._send_command)
+            except Exception:  # a database hiccup: try again at the next tick
+                log.exception("publishing commands failed")
+
+    def _send_command(self, concentrator: str, blob: bytes) -> None:
+        """QoS 1: the broker keeps a command for a concentrator that is away. paho keeps
+        one it could not send yet and sends it on reconnect."""
+        self._client.publish(topics.cmd(concentrator), blob, qos=1)

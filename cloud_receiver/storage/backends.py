@@ -1,0 +1,211 @@
+"""What differs between SQLite and PostgreSQL: connecting, transactions, the set-up
+lock, and the bulk insert of a batch's readings (the ingest hot path).
+
+Everything else is one SQLAlchemy Core query for both (`.database`). The bulk paths use
+the driver directly because a benchmark shows it pays (bench/receiver.py): SQLAlchemy's
+``executemany`` spends more time per row in Python than SQLite spends storing it.
+The statements are still compiled from the schema, never written by hand.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Protocol
+
+from sqlalchemy import (
+    Column,
+    Connection,
+    Engine,
+    Insert,
+    MetaData,
+    Table,
+    bindparam,
+    create_engine,
+    event,
+    func,
+    insert,
+    select,
+)
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.dialects import sqlite as sqlite_dialect
+from sqlalchemy.engine import make_url
+from sqlalchemy.pool import NullPool
+from sqlalchemy.schema import CreateTable
+
+from cloud_receiver.storage.schema import readings
+from contract.records import Reading
+
+Upsert = sqlite_dialect.Insert | postgresql.Insert  # the same on_conflict_* API
+
+SQLITE_BUSY_TIMEOUT_S = 30.0
+SETUP_LOCK = 4242  # PostgreSQL advisory lock: two receivers starting at once
+
+
+class Backend(Protocol):
+    """The per-backend part of `Storage`."""
+
+    engine: Engine
+
+    def insert(self, table: Table) -> Upsert:
+        """The backend's INSERT (with ``on_conflict_do_*``)."""
+
+    def lock_setup(self, conn: Connection) -> None:
+        """Serialise the schema set-up of two receivers that start at once."""
+
+    def add_readings(
+        self, conn: Connection, concentrator: str, seq: int, rows: Sequence[Reading]
+    ) -> int:
+        """Insert the readings not stored yet; return how many were new."""
+
+    def set_write(self, write: bool) -> None:
+        """The next transaction writes (take the write lock at once) or only reads."""
+
+
+_READING_COLUMNS = ("meter", "quantity", "slot", "value", "unit", "read_at", "source")
+
+
+class SqliteBackend:
+    """One file, WAL, ``synchronous=FULL`` (an ack means the rows survive a power cut).
+
+    pysqlite's own transaction handling is switched off and each transaction begins with
+    an explicit ``BEGIN IMMEDIATE`` (writes: the write lock is taken at once, so two
+    writers queue instead of failing half-way) or ``BEGIN`` (reads: WAL readers never
+    block the writer), as SQLAlchemy's documentation recommends for SQLite.
+    """
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.engine = create_engine(
+            f"sqlite:///{path}",
+            poolclass=NullPool,
+            connect_args={"timeout": SQLITE_BUSY_TIMEOUT_S, "check_same_thread": False},
+        )
+        self._begin = "BEGIN IMMEDIATE"
+        event.listen(self.engine, "connect", _sqlite_connect)
+        event.listen(self.engine, "begin", self._on_begin)
+        self._readings_sql = str(
+            insert(readings)
+            .prefix_with("OR IGNORE")
+            .compile(dialect=self.engine.dialect, column_keys=[c.name for c in readings.c])
+        )
+
+    def _on_begin(self, conn: Connection) -> None:
+        conn.exec_driver_sql(self._begin)
+
+    def set_write(self, write: bool) -> None:
+        self._begin = "BEGIN IMMEDIATE" if write else "BEGIN"
+
+    def insert(self, table: Table) -> Upsert:
+        return sqlite_dialect.insert(table)
+
+    def lock_setup(self, conn: Connection) -> None:
+        pass  # BEGIN IMMEDIATE already holds the file's write lock
+
+    def add_readings(
+        self, conn: Connection, concentrator: str, seq: int, rows: Sequence[Reading]
+    ) -> int:
+        cur = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+        try:
+            cur.executemany(
+                self._readings_sql,
+                [
+                    (r.meter, r.quantity, r.slot, r.value, r.unit, r.read_at, r.source,
+                     concentrator, seq)
+                    for r in rows
+                ],
+            )  # fmt: skip
+            # executemany sums the rows each INSERT changed: the ignored ones add 0.
+            return int(cur.rowcount)
+        finally:
+            cur.close()
+
+
+def _sqlite_connect(dbapi_conn: sqlite3.Connection, record: object) -> None:
+    dbapi_conn.isolation_level = None  # we say BEGIN ourselves (see SqliteBackend)
+    if dbapi_conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+        dbapi_conn.execute("PRAGMA journal_mode=WAL")
+    dbapi_conn.execute("PRAGMA synchronous=FULL")
+
+
+class PostgresBackend:
+    """psycopg 3. A batch's readings are copied (binary ``COPY``) into a temporary table,
+    then moved with one ``INSERT … SELECT … ON CONFLICT DO NOTHING``: the fastest way in
+    (bench/receiver.py; ``executemany`` and ``unnest`` of arrays measured slower), and
+    the conflict clause keeps the exactly-once guarantee."""
+
+    def __init__(self, url: str) -> None:
+        sa_url = make_url(url).set(drivername="postgresql+psycopg")
+        self.engine = create_engine(sa_url, poolclass=NullPool)
+        incoming = Table(
+            "incoming",
+            MetaData(),
+            *(Column(n, readings.c[n].type) for n in _READING_COLUMNS),
+            prefixes=["TEMPORARY"],
+            postgresql_on_commit="DELETE ROWS",
+        )
+        self._create_incoming = str(
+            CreateTable(incoming, if_not_exists=True).compile(dialect=self.engine.dialect)
+        )
+        self._copy = f"COPY incoming ({', '.join(_READING_COLUMNS)}) FROM STDIN (FORMAT BINARY)"
+        # Binary COPY needs each column's type; the schema's, as PostgreSQL names them.
+        self._copy_types = [
+            readings.c[n].type.compile(dialect=self.engine.dialect).lower()
+            for n in _READING_COLUMNS
+        ]
+        self._move: Insert = (
+            postgresql.insert(readings)
+            .from_select(
+                [*_READING_COLUMNS, "concentrator", "seq"],
+                select(
+                    *incoming.c,
+                    bindparam("concentrator", type_=readings.c.concentrator.type),
+                    bindparam("seq", type_=readings.c.seq.type),
+                ),
+            )
+            .on_conflict_do_nothing()
+            .execution_options(preserve_rowcount=True)  # the new readings
+        )
+
+    def set_write(self, write: bool) -> None:
+        pass  # every PostgreSQL transaction is the same; writes lock rows as they go
+
+    def insert(self, table: Table) -> Upsert:
+        return postgresql.insert(table)
+
+    def lock_setup(self, conn: Connection) -> None:
+        conn.execute(select(func.pg_advisory_xact_lock(SETUP_LOCK)))
+
+    def add_readings(
+        self, conn: Connection, concentrator: str, seq: int, rows: Sequence[Reading]
+    ) -> int:
+        if not rows:
+            return 0
+        # Created in the transaction: a rolled-back first batch takes it away again.
+        conn.exec_driver_sql(self._create_incoming)
+        cur = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+        try:
+            with cur.copy(self._copy) as copy:
+                copy.set_types(self._copy_types)
+                for r in rows:
+                    copy.write_row(
+                        (r.meter, r.quantity, r.slot, r.value, r.unit, r.read_at, r.source)
+                    )
+        finally:
+            cur.close()
+        result = conn.execute(self._move, {"concentrator": concentrator, "seq": seq})
+        return int(result.rowcount)
+
+
+def backend_for(url: str) -> Callable[[], Backend]:
+    """``postgresql://…`` → PostgreSQL; ``sqlite:///path`` or a plain path → SQLite."""
+    if url.startswith(("postgresql://", "postgres://", "postgresql+psycopg://")):
+        pg_url = "postgresql://" + url.split("://", 1)[1]
+        return lambda: PostgresBackend(pg_url)
+    path = url.removeprefix("sqlite:///").removeprefix("sqlite://")
+    if not path:
+        from cloud_receiver.errors import StorageError
+
+        raise StorageError(f"database URL {url!r}: expected sqlite:///PATH or postgresql://…")
+    return lambda: SqliteBackend(Path(path))

@@ -1,0 +1,1 @@
+"""One module per schema revision, oldest first (``rNNNN_*.py``); never edited once released."""

@@ -1,0 +1,265 @@
+"""The receiver's tables, once for both backends (SQLAlchemy Core).
+
+This is the schema the code queries; the migrations (``migrations/versions``) are the
+history that builds it, and a test checks that a migrated database matches it. The
+types are the portable ones; where a backend needs its own, it says so here:
+
+- ids are ``BIGSERIAL`` on PostgreSQL and ``INTEGER PRIMARY KEY`` (the rowid) on SQLite;
+- ``events.detail`` is JSONB on PostgreSQL, JSON text on SQLite;
+- ``readings`` is ``WITHOUT ROWID`` on SQLite (the primary key is the table), and has
+  the per-meter index only on PostgreSQL, which the scale-out deployment queries by
+  (on SQLite it would cost ingest speed that the single-node set-up does not need).
+
+Values and multipliers are exact decimal text, never floats; "group" is quoted by
+SQLAlchemy (an SQL keyword).
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Column,
+    Double,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    PrimaryKeyConstraint,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+
+metadata = MetaData()
+
+_ID = BigInteger().with_variant(Integer(), "sqlite")  # SQLite: an alias of the rowid
+
+
+def _id() -> Column[int]:
+    return Column("id", _ID, primary_key=True, autoincrement=True)
+
+
+# ---------------------------------------------------------------- ingest (exactly once)
+batches = Table(
+    "batches",
+    metadata,
+    Column("concentrator", Text, nullable=False),
+    Column("seq", BigInteger, nullable=False),
+    Column("key_id", BigInteger, nullable=False),
+    Column("received_at", Double, nullable=False),
+    Column("readings", Integer, nullable=False),
+    Column("events", Integer, nullable=False),
+    PrimaryKeyConstraint("concentrator", "seq"),
+)
+
+readings = Table(
+    "readings",
+    metadata,
+    Column("meter", Text, nullable=False),
+    Column("quantity", Text, nullable=False),
+    Column("slot", BigInteger, nullable=False),
+    Column("value", Text, nullable=False),
+    Column("unit", Text, nullable=False),
+    Column("read_at", Double, nullable=False),
+    Column("source", Text, nullable=False),
+    Column("concentrator", Text, nullable=False),
+    Column("seq", BigInteger, nullable=False),
+    PrimaryKeyConstraint("slot", "meter", "quantity"),
+    sqlite_with_rowid=False,
+)
+Index("readings_by_meter", readings.c.meter, readings.c.slot).ddl_if(dialect="postgresql")
+
+events = Table(
+    "events",
+    metadata,
+    _id(),
+    Column("concentrator", Text, nullable=False),
+    Column("seq", BigInteger, nullable=False),
+    Column("kind", Text, nullable=False),
+    Column("severity", Text, nullable=False),
+    Column("meter", Text),
+    Column("detail", JSON().with_variant(JSONB(), "postgresql"), nullable=False),
+    Column("at", Double, nullable=False),
+)
+
+quarantine = Table(
+    "quarantine",
+    metadata,
+    _id(),
+    Column("received_at", Double, nullable=False),
+    Column("topic", Text, nullable=False),
+    Column("concentrator", Text),
+    Column("seq", BigInteger),
+    Column("reason", Text, nullable=False),
+    Column("detail", Text, nullable=False),
+    Column("payload", LargeBinary, nullable=False),
+)
+
+concentrators = Table(
+    "concentrators",
+    metadata,
+    Column("concentrator", Text, primary_key=True),
+    Column("last_seen", Double, nullable=False),
+    Column("max_seq", BigInteger, nullable=False),
+)
+
+# ---------------------------------------------------------------- the meter archive
+meters = Table(
+    "meters",
+    metadata,
+    Column("meter", Text, primary_key=True),
+    Column("area", Text, nullable=False),
+    Column("role", Text, nullable=False),
+    Column("account", Text, nullable=False),
+    Column("group", Text, nullable=False),
+    Column("multiplier", Text, nullable=False),
+)
+Index("meters_by_area", meters.c.area)
+
+# ---------------------------------------------------------------- downlink commands
+# `command_log` is the receiver's audit log of every command.
+command_counters = Table(
+    "command_counters",
+    metadata,
+    Column("concentrator", Text, primary_key=True),
+    Column("counter", BigInteger, nullable=False),
+)
+
+commands = Table(
+    "commands",
+    metadata,
+    Column("id", Text, primary_key=True),
+    Column("concentrator", Text, nullable=False),
+    Column("counter", BigInteger, nullable=False),
+    Column("action", Text, nullable=False),
+    Column("meters", Text, nullable=False),
+    Column("params", Text, nullable=False),
+    Column("not_before", Double, nullable=False),
+    Column("not_after", Double, nullable=False),
+    Column("issued_at", Double, nullable=False),
+    Column("issued_by", Text, nullable=False),
+    Column("status", Text, nullable=False),
+    Column("result", Text),
+    Column("updated_at", Double, nullable=False),
+    Column("blob", LargeBinary, nullable=False),
+    UniqueConstraint("concentrator", "counter"),
+)
+Index("commands_by_status", commands.c.status, commands.c.concentrator, commands.c.counter)
+
+command_log = Table(
+    "command_log",
+    metadata,
+    _id(),
+    Column("command_id", Text, nullable=False),
+    Column("at", Double, nullable=False),
+    Column("status", Text, nullable=False),
+    Column("detail", Text, nullable=False),
+)
+Index("command_log_by_command", command_log.c.command_id, command_log.c.id)
+
+# ---------------------------------------------------------------- software and rollouts
+software_seen = Table(
+    "software_seen",
+    metadata,
+    Column("concentrator", Text, primary_key=True),
+    Column("software", Text, nullable=False),
+    Column("wire_version", Integer, nullable=False),
+    Column("seen_at", Double, nullable=False),
+)
+
+releases = Table(
+    "releases",
+    metadata,
+    Column("version", Text, primary_key=True),
+    Column("manifest", LargeBinary, nullable=False),
+    Column("signature", LargeBinary, nullable=False),
+    Column("payload", LargeBinary, nullable=False),
+    Column("added_at", Double, nullable=False),
+)
+
+rollouts = Table(
+    "rollouts",
+    metadata,
+    _id(),
+    Column("version", Text, nullable=False),
+    Column("stages", Text, nullable=False),
+    Column("health_window_s", Double, nullable=False),
+    Column("stage", Integer, nullable=False),
+    Column("state", Text, nullable=False),
+    Column("reason", Text),
+    Column("started_at", Double, nullable=False),
+    Column("updated_at", Double, nullable=False),
+)
+
+rollout_targets = Table(
+    "rollout_targets",
+    metadata,
+    Column("rollout", BigInteger, nullable=False),
+    Column("concentrator", Text, nullable=False),
+    Column("stage", Integer, nullable=False),
+    Column("state", Text, nullable=False),
+    Column("reason", Text),
+    Column("command_id", Text),
+    Column("detail", Text, nullable=False),
+    Column("updated_at", Double, nullable=False),
+    PrimaryKeyConstraint("rollout", "concentrator"),
+)
+
+# ---------------------------------------------------------------- prepayment
+accounts = Table(
+    "accounts",
+    metadata,
+    Column("account", Text, primary_key=True),
+    Column("meter", Text, nullable=False, unique=True),
+    Column("concentrator", Text, nullable=False),
+    Column("multiplier", Text, nullable=False),
+    Column("tariff", Text, nullable=False),
+    Column("balance_cents", BigInteger, nullable=False),
+    Column("grace_cents", BigInteger, nullable=False),
+    Column("low_cents", BigInteger, nullable=False),
+    Column("billed_slot", BigInteger),
+    Column("billed_kwh", Text),
+    Column("billed_amount", Text, nullable=False),
+    Column("state", Text, nullable=False),
+    Column("low_warned", Integer, nullable=False),
+    Column("command_id", Text),
+    Column("command_at", Double),
+    Column("created_at", Double, nullable=False),
+)
+
+ledger = Table(
+    "ledger",
+    metadata,
+    _id(),
+    Column("account", Text, nullable=False),
+    Column("at", Double, nullable=False),
+    Column("kind", Text, nullable=False),
+    Column("ref", Text, nullable=False),
+    Column("amount_cents", BigInteger, nullable=False),
+    Column("balance_cents", BigInteger, nullable=False),
+    Column("detail", Text, nullable=False),
+    UniqueConstraint("account", "ref"),
+)
+
+# ---------------------------------------------------------------- demand response
+dr_enrolment = Table(
+    "dr_enrolment",
+    metadata,
+    Column("meter", Text, primary_key=True),
+    Column("group", Text, nullable=False),
+    Column("concentrator", Text, nullable=False),
+)
+
+dr_events = Table(
+    "dr_events",
+    metadata,
+    Column("id", Text, primary_key=True),
+    Column("group", Text, nullable=False),
+    Column("start_at", Double, nullable=False),
+    Column("end_at", Double, nullable=False),
+    Column("limit_kw", Text, nullable=False),
+    Column("detail", Text, nullable=False),
+    Column("created_at", Double, nullable=False),
+)
