@@ -365,12 +365,8 @@ def config_group() -> None:
 @_json_option
 def config_check(file: Path, as_json: bool) -> None:
     """Check FILE and list every problem in it as FILE:LINE: FIELD: message."""
-    from concentrator.daemon import modem_config, uplink_config
-
     try:
         config = load_config(file)
-        uplink_config(config, file)  # the [uplink] table, its files and its key
-        modem_config(config, file)
     except ConfigError as exc:
         issues = exc.issues
     else:
@@ -498,20 +494,17 @@ def supervise(config_path: Path, releases_dir: Path | None, run_args: tuple[str,
     import logging
 
     from concentrator.config import ConfigError, load_config
-    from concentrator.daemon import update_config
     from concentrator.releases import Releases
     from concentrator.supervisor import Supervisor
 
     try:
         config = load_config(config_path)
-        update = update_config(config, config_path)
     except ConfigError as exc:
         err_console.print("[red]invalid configuration, not starting:[/red]")
         click.echo(str(exc), err=True)
         sys.exit(Exit.CONFIG)
     if releases_dir is None:
-        default = config.storage.path.parent / "releases"
-        releases_dir = (update.releases_dir if update else None) or default
+        releases_dir = config.releases_dir
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s supervise %(levelname)s %(message)s"
     )

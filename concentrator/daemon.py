@@ -29,17 +29,10 @@ from typing import Any
 from concentrator import __version__
 from concentrator.clock import Clock, SystemClock
 from concentrator.command_runner import CommandRunner
-from concentrator.config import (
-    Config,
-    ConfigError,
-    ConfigIssue,
-    MeterConfig,
-    TaskConfig,
-    load_config,
-)
+from concentrator.config import Config, ConfigError, MeterConfig, TaskConfig, load_config
 from concentrator.control import ControlServer
 from concentrator.health import Health, HealthTracker
-from concentrator.modem_supervisor import ModemConfig, ModemConfigError, ModemSupervisor
+from concentrator.modem_supervisor import ModemSupervisor
 from concentrator.plc_worker import PlcWorker
 from concentrator.poller import (
     FREEZE_QUANTITIES,
@@ -51,8 +44,8 @@ from concentrator.poller import (
 )
 from concentrator.sdnotify import SdNotifier
 from concentrator.store import Store, StoreError, StoreFullError
-from concentrator.updater import UpdateConfig, Updater
-from concentrator.uplink import Uplink, UplinkConfig
+from concentrator.updater import Updater
+from concentrator.uplink import Uplink
 from concentrator.writer import StoreWriter
 from contract.records import Event
 from drivers.readers import QuantityValue
@@ -96,9 +89,6 @@ class Daemon:
         self.control = ControlServer(
             self, control_socket or self.config.concentrator.control_socket
         )
-        self.uplink_config = uplink_config(self.config, config_path)
-        self.modem_config = modem_config(self.config, config_path)
-        self.update_config = update_config(self.config, config_path)
         self.updater: Updater | None = None
         self.exit_code = 0  # EXIT_SWITCH: the updater installed a release to switch to
         self.modem: ModemSupervisor | None = None
@@ -215,30 +205,30 @@ class Daemon:
                 self.clock.wall(),
             )
         )
-        if self.uplink_config is not None:
-            key = self.uplink_config.command_key()
+        if cfg.uplink is not None:
+            key = cfg.uplink.command_key()
             if key is not None:
                 self.commands = CommandRunner(self, key)
                 self._core.append(self._spawn(self.commands.run(), "commands"))
             self.uplink = Uplink(
-                self.uplink_config,
+                cfg.uplink,
                 cfg.concentrator.id,
                 self.store,
                 self.writer,
                 on_command=self.commands.submit if self.commands is not None else None,
             )
-            if self.update_config is not None:
-                self.updater = Updater(self, self.update_config)
+            if cfg.update is not None:
+                self.updater = Updater(self, cfg.update)
                 self.uplink.on_package = self.updater.on_chunk
             self._core.append(self._spawn(self.uplink.run(), "uplink"))
             if self.updater is not None:
                 await self.updater.resume()
                 await self.updater.report()
         self._core.append(self._spawn(self.control.run(), "control"))
-        if self.modem_config is not None:
+        if cfg.modem is not None:
             writer = self.writer
             self.modem = ModemSupervisor(
-                self.modem_config,
+                cfg.modem,
                 on_event=lambda e: writer.event(e.to_store_event()),
                 clock=self.clock,
             )
@@ -840,45 +830,6 @@ class Daemon:
             tmp.replace(self.status_path)
         except OSError as exc:  # a full disk must not stop polling
             log.warning("cannot write status file %s: %s", self.status_path, exc)
-
-
-def modem_config(config: Config, path: Path) -> ModemConfig | None:
-    """The ``[modem]`` table as a ``ModemConfig`` (None when absent), or ConfigError."""
-    if not config.modem:
-        return None
-    try:
-        return ModemConfig.from_dict(dict(config.modem))
-    except ModemConfigError as exc:
-        raise ConfigError(
-            [ConfigIssue(str(path), None, f"modem.{exc.field}", exc.message)]
-        ) from None
-
-
-def update_config(config: Config, path: Path) -> UpdateConfig | None:
-    """The ``[update]`` table as an ``UpdateConfig`` (None when absent), or ConfigError."""
-    if not config.update:
-        return None
-    try:
-        if not config.uplink:
-            raise ValueError("updates arrive over the uplink: [update] needs [uplink]")
-        cfg = UpdateConfig.from_dict(dict(config.update), path.parent)
-        cfg.release_key()
-    except (ValueError, OSError) as exc:
-        raise ConfigError([ConfigIssue(str(path), None, "update", str(exc))]) from None
-    return cfg
-
-
-def uplink_config(config: Config, path: Path) -> UplinkConfig | None:
-    """The ``[uplink]`` table as an ``UplinkConfig`` (None when absent), or ConfigError."""
-    if not config.uplink:
-        return None
-    try:
-        cfg = UplinkConfig.from_dict(dict(config.uplink), path.parent)
-        cfg.payload_key()
-        cfg.command_key()
-    except (ValueError, OSError) as exc:
-        raise ConfigError([ConfigIssue(str(path), None, "uplink", str(exc))]) from None
-    return cfg
 
 
 def run_daemon(

@@ -28,14 +28,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-
 from concentrator import __version__
-from concentrator.config import fields_from_table
+from concentrator.config import UpdateConfig
 from concentrator.releases import EXIT_SWITCH, SUPERVISOR_ENV, Releases
 from concentrator.store import SCHEMA_VERSION, StoreError
 from contract import package
-from contract.commands import load_public_key
 from contract.records import Event
 
 if TYPE_CHECKING:
@@ -47,28 +44,6 @@ log = logging.getLogger(__name__)
 OFFER_KEY = "update:offer"  # the accepted offer being downloaded (survives restarts)
 REPORTED_KEY = "update:reported"  # trial and outcome records already sent upstream
 PIP_TIMEOUT_S = 600.0
-
-
-@dataclass(frozen=True)
-class UpdateConfig:
-    """The ``[update]`` table. Without it the concentrator takes no upgrades."""
-
-    release_key_file: Path
-    # Where releases live; relative to the config file. Default: beside the store.
-    releases_dir: Path | None = None
-    chunk_timeout_s: float = 30.0  # no answer: ask again (a lost request or chunk)
-    download_bps: int = 0  # cap on the download rate, to leave the GPRS link to data
-    max_chunk_refusals: int = 5  # the same chunk refused this often: the upgrade fails
-
-    @classmethod
-    def from_dict(cls, doc: dict[str, object], base: Path) -> UpdateConfig:
-        return cls(**fields_from_table(cls, doc, base))
-
-    def release_key(self) -> Ed25519PublicKey:
-        return load_public_key(self.release_key_file, "release key")
-
-    def releases(self, store_path: Path) -> Releases:
-        return Releases(self.releases_dir or store_path.parent / "releases")
 
 
 @dataclass
@@ -84,7 +59,7 @@ class Updater:
         self.daemon = daemon
         self.cfg = cfg
         self.key = cfg.release_key()
-        self.releases = cfg.releases(daemon.config.storage.path)
+        self.releases = Releases(daemon.config.releases_dir)
         self.stats = DownloadStats()
         self.version: str | None = None  # the version being fetched
         self._task: asyncio.Task[None] | None = None

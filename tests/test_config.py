@@ -123,8 +123,9 @@ def test_valid_config_loads(tmp_path: Path) -> None:
     assert energy.every == Cadence("15m", 900, 0)
     assert (energy.retries, energy.retry_backoff_s, energy.backfill) == (2, 2.0, True)
     assert pv.every == Cadence("daily@00:05", 86_400, 300)
-    assert config.uplink["broker_host"] == "mqtt.example"
-    assert config.uplink["broker_port"] == 8883
+    assert config.uplink is not None
+    assert config.uplink.broker_host == "mqtt.example"
+    assert config.uplink.broker_port == 8883
 
 
 def test_config_from_hil_sim_writer_loads(tmp_path: Path) -> None:
