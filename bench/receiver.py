@@ -37,9 +37,7 @@ from cloud_receiver import pki
 from cloud_receiver.local_broker import LocalBroker
 from cloud_receiver.service import Ingestor
 from cloud_receiver.storage import PostgresStorage, SqliteStorage, Storage, local_postgres_url
-from concentrator.store import Store
-from concentrator.uplink import Uplink, UplinkConfig
-from concentrator.writer import StoreWriter
+from concentrator.public import Store, StoreWriter, Uplink, UplinkConfig
 from contract.records import Reading
 from contract.wire import BatchContent, seal_batch
 

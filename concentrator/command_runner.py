@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from concentrator.config import MeterConfig
 from concentrator.meter_actions import ActionRefused, broadcast_time, switch_relay
-from concentrator.store import StoreError
+from concentrator.storage import StoreError
 from contract.commands import (
     Command,
     CommandDuplicate,

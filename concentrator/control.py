@@ -56,7 +56,7 @@ from concentrator.meter_actions import (
     broadcast_time,
     switch_relay,
 )
-from concentrator.store import ReadSuccess, Store
+from concentrator.storage import ReadSuccess, Store
 from contract.records import Event
 from drivers import dlt645
 from drivers.errors import BusError, BusTimeout, DriverError, EncodeError, FrameError, MeterError

@@ -43,10 +43,9 @@ from concentrator.poller import (
     stored_names,
 )
 from concentrator.sdnotify import SdNotifier
-from concentrator.store import Store, StoreError, StoreFullError
+from concentrator.storage import Store, StoreError, StoreFullError, StoreWriter
 from concentrator.updater import Updater
 from concentrator.uplink import Uplink
-from concentrator.writer import StoreWriter
 from contract.records import Event
 from drivers.readers import QuantityValue
 

@@ -32,7 +32,7 @@ from concentrator.clock import Clock
 from concentrator.config import BusConfig, MeterConfig
 from concentrator.health import HealthTracker
 from concentrator.poller import BusWorker, FreezeNotTaken, Job
-from concentrator.writer import StoreWriter
+from concentrator.storage import StoreWriter
 from contract.records import Event
 from drivers import gdw1376_2 as gdw
 from drivers.errors import (

@@ -24,7 +24,7 @@ from enum import IntEnum
 from concentrator.clock import Clock
 from concentrator.config import BusConfig, MeterConfig
 from concentrator.health import Health, HealthTracker
-from concentrator.writer import StoreWriter
+from concentrator.storage import StoreWriter
 from contract.records import Reading
 from drivers import dlt645
 from drivers.errors import BusError, BusTimeout, DriverError, FrameError, MeterError

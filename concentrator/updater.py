@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 from concentrator import __version__
 from concentrator.config import UpdateConfig
 from concentrator.releases import EXIT_SWITCH, SUPERVISOR_ENV, Releases
-from concentrator.store import SCHEMA_VERSION, StoreError
+from concentrator.storage import SCHEMA_VERSION, StoreError
 from contract import package
 from contract.records import Event
 

@@ -27,8 +27,7 @@ import paho.mqtt.client as mqtt
 
 from concentrator import __version__
 from concentrator.config import UplinkConfig
-from concentrator.store import Batch, Store, StoreError
-from concentrator.writer import StoreWriter
+from concentrator.storage import Batch, Store, StoreError, StoreWriter
 from contract import topics, wire
 from contract.mqtt_session import connect_persistent, tls_client
 from contract.records import Event, Reading

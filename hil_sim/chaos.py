@@ -59,7 +59,7 @@ from rich.table import Table
 from cloud_receiver import pki
 from cloud_receiver.local_broker import LocalBroker
 from cloud_receiver.storage import open_storage
-from concentrator.store import Store
+from concentrator.public import Store
 from hil_sim.fleet import add_uplink
 from hil_sim.netlink import LinkProxy
 from hil_sim.process import SimProcess, cli_command

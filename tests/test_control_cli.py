@@ -53,7 +53,7 @@ from concentrator.control import (
 )
 from concentrator.daemon import Daemon
 from concentrator.exitcodes import Exit
-from concentrator.store import Store
+from concentrator.storage import Store
 from hil_sim.clock import SimClock
 from hil_sim.fleet import (
     DEFAULT_OPERATOR,

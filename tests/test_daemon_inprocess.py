@@ -16,7 +16,7 @@ from concentrator.clock import ScaledClock
 from concentrator.config import load_config
 from concentrator.daemon import Daemon
 from concentrator.health import Health
-from concentrator.store import Store, StoredReading
+from concentrator.storage import Store, StoredReading
 from contract.records import Reading
 from hil_sim.bus import SimBus
 from hil_sim.clock import SimClock

@@ -20,7 +20,7 @@ from test_daemon_e2e import _assert_values_are_true
 from concentrator.clock import ScaledClock
 from concentrator.control import ControlClient
 from concentrator.daemon import Daemon
-from concentrator.store import Store
+from concentrator.storage import Store
 from drivers import gdw1376_2 as gdw
 from hil_sim.clock import SimClock
 from hil_sim.dlt645_meter import Dlt645Meter

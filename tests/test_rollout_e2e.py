@@ -25,7 +25,7 @@ from cloud_receiver import pki
 from cloud_receiver import rollout as ro
 from cloud_receiver.storage import SqliteStorage
 from concentrator.releases import Releases
-from concentrator.store import Store
+from concentrator.storage import Store
 from contract import package
 from hil_sim.fleet import add_uplink
 from hil_sim.process import SimProcess

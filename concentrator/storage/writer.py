@@ -20,7 +20,8 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
-from concentrator.store import Store, StoreError, StoreFullError
+from concentrator.storage.errors import StoreError, StoreFullError
+from concentrator.storage.store import Store
 from contract.records import Event, Reading
 
 log = logging.getLogger(__name__)
