@@ -494,8 +494,8 @@ def supervise(config_path: Path, releases_dir: Path | None, run_args: tuple[str,
     import logging
 
     from concentrator.config import ConfigError, load_config
-    from concentrator.releases import Releases
-    from concentrator.supervisor import Supervisor
+    from concentrator.update.releases import Releases
+    from concentrator.update.supervisor import Supervisor
 
     try:
         config = load_config(config_path)

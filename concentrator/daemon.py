@@ -32,7 +32,6 @@ from concentrator.command_runner import CommandRunner
 from concentrator.config import Config, ConfigError, MeterConfig, TaskConfig, load_config
 from concentrator.control import ControlServer
 from concentrator.health import Health, HealthTracker
-from concentrator.modem_supervisor import ModemSupervisor
 from concentrator.plc_worker import PlcWorker
 from concentrator.poller import (
     FREEZE_QUANTITIES,
@@ -44,8 +43,9 @@ from concentrator.poller import (
 )
 from concentrator.sdnotify import SdNotifier
 from concentrator.storage import Store, StoreError, StoreFullError, StoreWriter
-from concentrator.updater import Updater
-from concentrator.uplink import Uplink
+from concentrator.update.updater import Updater
+from concentrator.uplink.modem import ModemSupervisor
+from concentrator.uplink.mqtt import Uplink
 from contract.records import Event
 from drivers.readers import QuantityValue
 

@@ -9,6 +9,6 @@ directly (the store and its writer, the uplink, the clock). Tests may import int
 from concentrator.clock import ScaledClock, scaled_start
 from concentrator.config import UplinkConfig
 from concentrator.storage import Store, StoreWriter
-from concentrator.uplink import Uplink
+from concentrator.uplink.mqtt import Uplink
 
 __all__ = ["ScaledClock", "Store", "StoreWriter", "Uplink", "UplinkConfig", "scaled_start"]

@@ -25,7 +25,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from concentrator.config import ConfigIssue, ModemConfig, check_config, load_config
-from concentrator.modem_supervisor import (
+from concentrator.uplink.modem import (
     HungDetected,
     ModemEvent,
     ModemReset,

@@ -24,8 +24,8 @@ import concentrator
 from cloud_receiver import pki
 from cloud_receiver import rollout as ro
 from cloud_receiver.storage import SqliteStorage
-from concentrator.releases import Releases
 from concentrator.storage import Store
+from concentrator.update.releases import Releases
 from contract import package
 from hil_sim.fleet import add_uplink
 from hil_sim.process import SimProcess

@@ -30,8 +30,8 @@ from typing import TYPE_CHECKING, Any
 
 from concentrator import __version__
 from concentrator.config import UpdateConfig
-from concentrator.releases import EXIT_SWITCH, SUPERVISOR_ENV, Releases
 from concentrator.storage import SCHEMA_VERSION, StoreError
+from concentrator.update.releases import EXIT_SWITCH, SUPERVISOR_ENV, Releases
 from contract import package
 from contract.records import Event
 

@@ -89,7 +89,7 @@ class Uplink:
         self.cmd_topic = topics.cmd(concentrator_id)
         self.pkg_topic = topics.pkg(concentrator_id)
         self.pkg_request_topic = topics.pkgreq(concentrator_id)
-        # Software update chunks (`concentrator.updater`), when updates are configured.
+        # Software update chunks (`concentrator.update.updater`), when updates are configured.
         self.on_package: Callable[[bytes], None] | None = None
         # Commands are only listened to with the key that checks them.
         self.on_command = on_command if cfg.command_key_file is not None else None
