@@ -14,8 +14,7 @@ import datetime as dt
 import itertools
 import json
 import sys
-from collections.abc import Awaitable, Callable, Iterator, Sequence
-from functools import partial
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
@@ -27,19 +26,14 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from concentrator.config import DEFAULT_CONTROL_SOCKET, ConfigError, load_config
-from concentrator.control import (
-    LOG_RING_LINES,
-    ControlClient,
-    ControlError,
-    DaemonUnreachable,
-    ErrorCode,
-    result_of,
-)
+from concentrator.control.client import ControlClient, DaemonUnreachable, result_of
+from concentrator.control.logring import LOG_RING_LINES
+from concentrator.control.protocol import ControlError, ErrorCode
 from concentrator.exitcodes import Exit, exit_for, exit_for_control
-from concentrator.scan import ScanResult, scan
-from drivers import dlt645
-from drivers.errors import BusTimeout, DriverError, FrameError, MeterError
-from drivers.readers import Dlt645Reader, ModbusReader, QuantityValue, parse_slave
+from concentrator.polling.direct import not_supported, read_direct
+from concentrator.polling.scan import ScanResult, scan
+from drivers.errors import DriverError
+from drivers.readers import Dlt645Reader
 from drivers.serial_bus import Parity, SerialBus, SerialSettings
 
 PROTOCOL_DEFAULTS: dict[str, tuple[int, Parity]] = {"dlt645": (2400, "E"), "modbus": (9600, "N")}
@@ -185,7 +179,7 @@ def read(
     settings = _settings(port, protocol, baud, parity, timeout)
     try:
         readings, failures = asyncio.run(
-            _read(settings, protocol, address, model, quantities, retries)
+            read_direct(settings, protocol, address, model, quantities, retries)
         )
     except DriverError as exc:
         err_console.print(f"[red]error:[/red] meter {address}: {exc}")
@@ -218,7 +212,7 @@ def read(
         for r in readings:
             table.add_row(r.quantity, r.key, r.value, r.unit)
         Console().print(table)
-    hard = [(n, e) for n, e in failures if quantities or not _unsupported(e)]
+    hard = [(n, e) for n, e in failures if quantities or not not_supported(e)]
     for name, failure in failures:
         if (name, failure) in hard:
             err_console.print(f"[red]error:[/red] meter {address}, {name}: {failure}")
@@ -226,48 +220,6 @@ def read(
             err_console.print(f"[yellow]not supported by meter {address}:[/yellow] {name}")
     if hard:
         sys.exit(exit_for(hard[0][1]))
-
-
-def _unsupported(exc: Exception) -> bool:
-    return isinstance(exc, MeterError) and bool(exc.code & dlt645.ErrorBits.NO_DATA)
-
-
-async def _read(
-    settings: SerialSettings,
-    protocol: str,
-    address: str,
-    model: str,
-    names: Sequence[str],
-    retries: int,
-) -> tuple[list[QuantityValue], list[tuple[str, DriverError]]]:
-    """Read each quantity; a meter that stays silent or garbles fails the whole read."""
-    out: list[QuantityValue] = []
-    failures: list[tuple[str, DriverError]] = []
-    async with SerialBus(settings) as bus:
-        if protocol == "modbus":
-            reader = ModbusReader(bus, model=model)
-            registers = reader.quantities(names)
-            parse_slave(address)
-            return await _retry(lambda: reader.read_many(address, registers), retries), failures
-        dreader = Dlt645Reader(bus)
-        dlt645.encode_address(address)  # validate before touching the bus
-        for entry in dreader.quantities(names):
-            try:
-                out.append(await _retry(partial(dreader.read, address, entry), retries))
-            except MeterError as exc:
-                failures.append((entry.name, exc))
-    return out, failures
-
-
-async def _retry(call: Callable[[], Awaitable[T]], retries: int) -> T:
-    """Retry what a noisy line or a busy meter can explain; a meter's error reply is final."""
-    for attempt in range(retries + 1):
-        try:
-            return await call()
-        except (BusTimeout, FrameError):
-            if attempt == retries:
-                raise
-    raise AssertionError("unreachable")
 
 
 @main.command("scan")
@@ -458,7 +410,7 @@ def run(
     root.addHandler(stderr)
     root.setLevel(min(level, logging.INFO))
     try:
-        run_daemon(
+        code = run_daemon(
             config_path,
             time_scale=time_scale,
             control_socket=control_socket,
@@ -469,6 +421,8 @@ def run(
         err_console.print("[red]invalid configuration, not starting:[/red]")
         click.echo(str(exc), err=True)  # plain: "[meter]" in an issue is text, not markup
         sys.exit(Exit.CONFIG)
+    if code:
+        sys.exit(code)
 
 
 @main.command(context_settings={"ignore_unknown_options": True})
@@ -535,7 +489,7 @@ def supervise(config_path: Path, releases_dir: Path | None, run_args: tuple[str,
 def stats(config_path: Path, days: int, as_json: bool) -> None:
     """Read-success rate per day, bus and meter, and the backlog, from the store."""
     from concentrator.config import ConfigError, load_config
-    from concentrator.metrics import collect_metrics
+    from concentrator.control.metrics import collect_metrics
 
     try:
         cfg = load_config(config_path)

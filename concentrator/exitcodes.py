@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from enum import IntEnum
 
-from concentrator.control import ErrorCode
+from concentrator.control.protocol import ErrorCode
 from drivers.errors import BusError, BusTimeout, DriverError, EncodeError, FrameError, MeterError
 
 

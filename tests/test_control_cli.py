@@ -40,12 +40,11 @@ from hypothesis import strategies as st
 
 from concentrator.clock import ScaledClock
 from concentrator.config import DEFAULT_CONTROL_SOCKET, check_config, load_config
-from concentrator.control import (
+from concentrator.control.client import ControlClient, DaemonUnreachable
+from concentrator.control.protocol import (
     COMMANDS,
     MAX_LINE,
-    ControlClient,
     ControlError,
-    DaemonUnreachable,
     ErrorCode,
     Request,
     parse_request,

@@ -57,7 +57,7 @@ def build_wheel(work: Path, version: str, *, broken: bool = False) -> Path:
     init = src / "concentrator" / "__init__.py"
     init.write_text(init.read_text().replace(f'"{BASE}"', f'"{version}"'))
     if broken:
-        poller = src / "concentrator" / "poller.py"
+        poller = src / "concentrator" / "polling" / "bus_worker.py"
         poller.write_text(poller.read_text() + BREAK_POLLING)
     out = work / "wheels"
     subprocess.run(
