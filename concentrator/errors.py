@@ -2,7 +2,7 @@
 
 Each part has its own children (``ConfigError``, ``StoreError``, ``ControlError``, …)
 and knows nothing of exit codes: the field CLI turns any ``ConcentratorError`` into one
-message and an exit code in one place (``concentrator.cli.exitcodes``). Errors of the
+message and an exit code in one place (``concentrator.cli.edge``). Errors of the
 drivers (``drivers.errors.DriverError``) and of the shared contract are not ours and
 keep their own roots.
 """

@@ -10,6 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from concentrator.cli import main
+from concentrator.cli.exitcodes import Exit
 from concentrator.config import (
     Cadence,
     ConfigError,
@@ -18,7 +19,6 @@ from concentrator.config import (
     load_config,
     parse_cadence,
 )
-from concentrator.exitcodes import Exit
 from drivers.serial_bus import SerialSettings
 from hil_sim.clock import SimClock
 from hil_sim.fleet import FleetOptions, build_meters, write_config
