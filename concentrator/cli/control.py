@@ -171,6 +171,7 @@ def meters(offline: bool, bus: str | None, socket_path: Path, as_json: bool) -> 
 def read_via_daemon(
     socket_path: Path, address: str, quantities: Sequence[str], as_json: bool
 ) -> None:
+    """``read METER``: the daemon reads ahead of its polls; shown as direct mode shows it."""
     doc = daemon_call(socket_path, "read", {"meter": address, "quantities": list(quantities)})
     unsupported: list[str] = doc["not_supported"]
     if as_json:

@@ -26,6 +26,7 @@ def config_group() -> None:
 @json_option()
 def config_check(file: Path, as_json: bool) -> None:
     """Check FILE and list every problem in it as FILE:LINE: FIELD: message."""
+    # The issues are this command's report, not an error for the edge to print.
     try:
         config = load_config(file)
     except ConfigError as exc:

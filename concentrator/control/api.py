@@ -1,10 +1,10 @@
 """The control API's commands: what each request asks of the running daemon.
 
 Each command works from what it is given, never the daemon itself: the polling side
-(`PollingView`: the configuration in force, meter health, a turn on a bus), the store writer,
-the daemon's status and its uplink. Anything that needs a bus goes through that bus's
-worker at on-demand priority (`Polling.read_now`, `Polling.run_on_bus`), between two
-transactions of the poller, so a command never collides with a poll on the
+(`PollingView`: the configuration in force, meter health, a turn on a bus), the store
+writer, the daemon's status and its uplink. Anything that needs a bus goes through that
+bus's worker at on-demand priority (`Polling.read_now`, `Polling.run_on_bus`), between
+two transactions of the poller, so a command never collides with a poll on the
 half-duplex line.
 """
 
@@ -85,6 +85,8 @@ class PollingView(BusTurns, Protocol):
 
 
 class InFlightBatch(Protocol):
+    """A batch the uplink has sent and the receiver not yet acked."""
+
     @property
     def readings(self) -> int: ...
 
@@ -101,6 +103,8 @@ class UplinkView(Protocol):
 
 
 class ControlApi:
+    """The answers to the control requests, one method per command (`_HANDLERS`)."""
+
     def __init__(
         self,
         *,

@@ -1,15 +1,14 @@
-"""The daemon's local control API: how the field CLI talks to a running concentrator.
+"""The daemon's local control socket: how the field CLI reaches a running concentrator.
 
-Transport. A Unix stream socket, never a network listener (docs/architecture.md, "Security model"):
-``[concentrator] control_socket`` or ``concentrator run --control-socket``, default
-``/run/meterflow/concentrator.sock``. The socket is mode 0660 and belongs to group
-``meterflow`` when that group exists, so only the service account and the field
+A Unix stream socket, never a network listener (docs/architecture.md, "Security
+model"): ``[concentrator] control_socket`` or ``concentrator run --control-socket``,
+default ``/run/meterflow/concentrator.sock``. The socket is mode 0660 and belongs to
+group ``meterflow`` when that group exists, so only the service account and the field
 engineers in that group can switch a relay. A stale socket left by a killed daemon is
 replaced; one that a live daemon answers on is left alone.
 
-
-What the requests do is `concentrator.control.api`; the protocol is
-`concentrator.control.protocol`.
+The lines it carries are `concentrator.control.protocol`; what a request does is
+`concentrator.control.api`.
 """
 
 from __future__ import annotations

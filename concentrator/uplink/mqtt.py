@@ -1,11 +1,12 @@
 """Secure uplink: store outbox → sealed batches → MQTT v5 QoS 1 → receiver's ack → delivered.
 
 A batch leaves the outbox only when the *receiver's* authenticated ack for its sequence
-number arrives (design.md, Delivery semantics): PUBACK only says the broker has it. The
-sequence number is the store's batch id, committed durably before the batch is sealed,
-so a nonce is never reused; a batch resent after a timeout or a restart is sealed again
-from the same rows and gives the same bytes. At most ``window`` batches are in flight.
-Events go first in every batch (the store orders them), then the backlog oldest first.
+number arrives (docs/architecture.md, "Delivery semantics"): PUBACK only says the broker
+has it (MQTT 5.0 §4.3.2). The sequence number is the store's batch id, committed durably
+before the batch is sealed, so a nonce is never reused; a batch resent after a timeout
+or a restart is sealed again from the same rows and gives the same bytes. At most
+``window`` batches are in flight. Events go first in every batch (the store orders
+them), then the backlog oldest first.
 
 paho-mqtt runs its network loop in its own thread; callbacks hop into asyncio with
 ``call_soon_threadsafe``. Reconnects back off exponentially with jitter, so a fleet
