@@ -190,10 +190,7 @@ class Table:
         """A file path; a relative one is relative to the config file's folder."""
         if key not in self.data and not isinstance(default, _Required):
             return default
-        text = self.string(key)
-        if text == "":
-            self.issue(key, "must not be empty")
-            raise Invalid
+        text = self.string(key)  # present, so it must be a non-empty string
         return None if text is None else self.base / text
 
     def boolean(self, key: str, default: bool) -> bool | None:
