@@ -17,7 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from concentrator.cli import _read
+from concentrator.public import read_direct
 from drivers import dlt645, modbus_rtu
 from drivers.serial_bus import SerialSettings
 from hil_sim.process import SimProcess
@@ -59,7 +59,7 @@ def bench_bus(reads: int) -> tuple[float, float, float]:
             settings = SerialSettings(port=str(link), baud=2400)
             names = ["energy_fwd_total"] * reads
             t0 = time.perf_counter()
-            values, failures = asyncio.run(_read(settings, "dlt645", address, "", names, 0))
+            values, failures = asyncio.run(read_direct(settings, "dlt645", address, "", names, 0))
             elapsed = time.perf_counter() - t0
             assert len(values) == reads and not failures
     request = len(dlt645.build_read(address, 0x00010000))  # 20 bytes with 4 FE

@@ -20,7 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from concentrator.store import Store
+from concentrator.public import Store
 from contract.records import Reading
 from drivers import dlt645
 from hil_sim.process import SimProcess

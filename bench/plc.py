@@ -31,8 +31,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from concentrator.clock import ScaledClock
-from concentrator.store import Store
+from concentrator.public import ScaledClock, Store
 from drivers import dlt645
 from drivers.errors import DriverError
 from drivers.plc_bus import PlcBus, PlcSettings, plc_reader

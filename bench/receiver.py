@@ -42,9 +42,7 @@ from cloud_receiver.public import (
     pki,
     receiver_ingestor,
 )
-from concentrator.store import Store
-from concentrator.uplink import Uplink, UplinkConfig
-from concentrator.writer import StoreWriter
+from concentrator.public import Store, StoreWriter, Uplink, UplinkConfig
 from contract.records import Reading
 from contract.wire import BatchContent, seal_batch
 

@@ -36,7 +36,7 @@ import time
 from collections import Counter
 from datetime import UTC, datetime
 
-from concentrator.uplink import UplinkConfig
+from concentrator.public import UplinkConfig
 from contract.records import Reading
 from contract.wire import BatchContent, open_batch, seal_batch
 

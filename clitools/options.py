@@ -88,9 +88,16 @@ def parse_day(ctx: click.Context | None, param: click.Parameter | None, value: A
 
 
 def day_option(
-    flag: str, dest: str, *, help: str, required: bool = False, default: str | None = None
+    flag: str,
+    dest: str,
+    *,
+    help: str,
+    required: bool = False,
+    default: str | None = None,
+    metavar: str | None = None,
 ) -> Decorator[Any]:
-    """A date option (``--from``, ``--to``, ``--day``) parsed by `parse_day`."""
+    """A date option (``--from``, ``--to``, ``--day``) parsed by `parse_day`; ``metavar``
+    names the value in ``--help`` (default: click's)."""
     return click.option(
         flag,
         dest,
@@ -98,5 +105,6 @@ def day_option(
         default=default,
         show_default=default is not None,
         callback=parse_day,
+        metavar=metavar,
         help=help,
     )

@@ -1,9 +1,9 @@
 """Wall time for slot stamps, monotonic time for timeouts, and an optional time scale.
 
-Slots belong to the wall clock (design.md, Time); every wait and timeout is measured on
-the monotonic clock so an NTP step or an RTC reset cannot stretch or skip it. The scaled
-clock lets tests and demos run 15-minute slots in seconds: wall time then advances
-``scale`` times faster than real time, while bus timing stays real.
+Slots belong to the wall clock (docs/architecture.md, "Time"); every wait and timeout
+is measured on the monotonic clock so an NTP step or an RTC reset cannot stretch or skip
+it. The scaled clock lets tests and demos run 15-minute slots in seconds: wall time then
+advances ``scale`` times faster than real time, while bus timing stays real.
 """
 
 from __future__ import annotations

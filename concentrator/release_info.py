@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 
 from concentrator import __version__
-from concentrator.store import SCHEMA_VERSION, STORE_MIN_READER
+from concentrator.storage import SCHEMA_VERSION, STORE_MIN_READER
 from contract import wire
 
 

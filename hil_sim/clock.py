@@ -20,7 +20,7 @@ class SimClock:
     @classmethod
     def from_origin(cls, scale: float, origin: float | None) -> SimClock:
         """A clock on the same scaled time line as `concentrator run --time-origin`."""
-        from concentrator.clock import scaled_start
+        from concentrator.public import scaled_start
 
         return cls(scale=scale, start=scaled_start(scale, origin) if scale != 1.0 else time.time())
 

@@ -20,7 +20,7 @@ from rich.console import Console
 from rich.table import Table
 
 from cloud_receiver.public import LocalBroker, SqliteStorage, pki
-from concentrator.store import Store
+from concentrator.public import Store
 from hil_sim.fleet import add_uplink
 from hil_sim.process import SimProcess, cli_command
 

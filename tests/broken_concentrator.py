@@ -16,8 +16,8 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 
-from concentrator import uplink
 from concentrator.cli import main
+from concentrator.uplink import mqtt as uplink
 
 _make_client = uplink.Uplink._make_client
 

@@ -18,7 +18,7 @@ from test_uplink_e2e import Receiver
 
 from cloud_receiver.applications.fleet import pki
 from cloud_receiver.storage import SqliteStorage
-from concentrator.store import Store
+from concentrator.storage import Store
 from contract import commands as wire_commands
 from hil_sim.fleet import add_uplink
 from hil_sim.process import SimProcess

@@ -10,6 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from concentrator.cli import main
+from concentrator.cli.exitcodes import Exit
 from concentrator.config import (
     Cadence,
     ConfigError,
@@ -18,7 +19,6 @@ from concentrator.config import (
     load_config,
     parse_cadence,
 )
-from concentrator.exitcodes import Exit
 from drivers.serial_bus import SerialSettings
 from hil_sim.clock import SimClock
 from hil_sim.fleet import FleetOptions, build_meters, write_config
@@ -123,8 +123,9 @@ def test_valid_config_loads(tmp_path: Path) -> None:
     assert energy.every == Cadence("15m", 900, 0)
     assert (energy.retries, energy.retry_backoff_s, energy.backfill) == (2, 2.0, True)
     assert pv.every == Cadence("daily@00:05", 86_400, 300)
-    assert config.uplink["broker_host"] == "mqtt.example"
-    assert config.uplink["broker_port"] == 8883
+    assert config.uplink is not None
+    assert config.uplink.broker_host == "mqtt.example"
+    assert config.uplink.broker_port == 8883
 
 
 def test_config_from_hil_sim_writer_loads(tmp_path: Path) -> None:

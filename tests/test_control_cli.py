@@ -38,22 +38,21 @@ from helpers import DaemonProcess, run_cli, truth_values, wait_for
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from concentrator.cli.exitcodes import Exit
 from concentrator.clock import ScaledClock
 from concentrator.config import DEFAULT_CONTROL_SOCKET, check_config, load_config
-from concentrator.control import (
+from concentrator.control.client import ControlClient, DaemonUnreachable
+from concentrator.control.protocol import (
     COMMANDS,
     MAX_LINE,
-    ControlClient,
     ControlError,
-    DaemonUnreachable,
     ErrorCode,
     Request,
     parse_request,
     parse_time,
 )
 from concentrator.daemon import Daemon
-from concentrator.exitcodes import Exit
-from concentrator.store import Store
+from concentrator.storage import Store
 from hil_sim.clock import SimClock
 from hil_sim.fleet import (
     DEFAULT_OPERATOR,

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from helpers import DaemonProcess, read_status, run_cli, truth_values, wait_for
 
-from concentrator.store import Store
+from concentrator.storage import Store
 from hil_sim.process import SimProcess
 
 pytestmark = pytest.mark.slow

@@ -15,8 +15,8 @@ import pytest
 from concentrator.clock import ScaledClock
 from concentrator.config import load_config
 from concentrator.daemon import Daemon
-from concentrator.health import Health
-from concentrator.store import Store, StoredReading
+from concentrator.polling.health import Health
+from concentrator.storage import Store, StoredReading
 from contract.records import Reading
 from hil_sim.bus import SimBus
 from hil_sim.clock import SimClock
@@ -90,14 +90,14 @@ async def call(daemon: Daemon, fn: Callable[..., object], *args: object) -> obje
 async def test_on_demand_read_jumps_the_queue(tmp_path: Path) -> None:
     async with rig(tmp_path, meters=4, baud=9600) as r:
         await until(lambda: r.daemon.slots_started >= 1)
-        worker = r.daemon.workers["bus1"]
+        worker = r.daemon.polling.workers["bus1"]
         # Fill the queue well beyond what the bus can do at once.
         for _ in range(10):
             for m in r.daemon.config.meters:
-                r.daemon._submit_read(
+                r.daemon.polling.submit_read(
                     r.daemon.config.tasks[0], m, ["voltage_a"], 0, r.daemon.clock.monotonic() + 600
                 )
-        values = await r.daemon.read_now(r.sim.meters[3].address, ["frequency"])
+        values = await r.daemon.polling.read_now(r.sim.meters[3].address, ["frequency"])
         assert [v.quantity for v in values] == ["frequency"]
         assert worker.queued > 20  # answered while the scheduled polls still wait
 
@@ -110,11 +110,11 @@ async def test_interval_reads_go_before_daily_freezes_due_sooner(tmp_path: Path)
         await until(lambda: r.daemon.slots_started >= 1)
         interval, freeze = r.daemon.config.tasks[0], r.daemon.config.tasks[1]
         assert freeze.name == "daily-freeze"
-        worker = r.daemon.workers["bus1"]
+        worker = r.daemon.polling.workers["bus1"]
         now = r.daemon.clock.monotonic()
         for m in r.daemon.config.meters:
-            r.daemon._submit_read(freeze, m, freeze.quantities, 0, now + 300)
-            r.daemon._submit_read(interval, m, interval.quantities, 0, now + 900)
+            r.daemon.polling.submit_read(freeze, m, freeze.quantities, 0, now + 300)
+            r.daemon.polling.submit_read(interval, m, interval.quantities, 0, now + 900)
         order = [j.freeze_day is not None for j in sorted(worker._ready)]
         assert order.count(True) >= 4
         assert order == sorted(order)  # every interval read ahead of every freeze
@@ -171,14 +171,14 @@ async def test_wall_clock_step_backward_neither_stalls_nor_doubles(tmp_path: Pat
         assert isinstance(clock, ScaledClock)
         await until(lambda: len({s for _, s in stored(r.daemon)}) >= 3)
         done_slots = {s for _, s in stored(r.daemon)}
-        transactions = r.daemon.workers["bus1"].bus.stats.transactions
+        transactions = r.daemon.polling.workers["bus1"].bus.stats.transactions
         clock.offset -= 180  # the RTC goes back three minutes: slots already read
         before = r.daemon.slots_started
         await until(lambda: r.daemon.slots_started >= before + 2)
         # Slots already stored were not polled again...
         rows = stored(r.daemon)
         assert len(rows) == len(set(rows))
-        assert r.daemon.workers["bus1"].bus.stats.transactions - transactions <= 8
+        assert r.daemon.polling.workers["bus1"].bus.stats.transactions - transactions <= 8
         # ...and polling goes on as soon as the clock reaches a slot not yet read.
         await until(lambda: {s for _, s in stored(r.daemon)} - done_slots, within=30)
 
@@ -217,8 +217,8 @@ async def test_full_disk_keeps_polling_memory_bounded_until_space_returns(tmp_pa
         pages = int(conn.execute("PRAGMA page_count").fetchone()[0])
         await call(r.daemon, conn.execute, f"PRAGMA max_page_count = {pages}")
         await until(lambda: writer.disk_full, within=60)
-        tx = r.daemon.workers["bus1"].bus.stats.transactions
-        await until(lambda: r.daemon.workers["bus1"].bus.stats.transactions > tx + 8)
+        tx = r.daemon.polling.workers["bus1"].bus.stats.transactions
+        await until(lambda: r.daemon.polling.workers["bus1"].bus.stats.transactions > tx + 8)
         assert writer.pending <= 6  # memory stays bounded while the disk is full
         assert r.daemon.status()["disk_full"] is True
         await call(r.daemon, conn.execute, "PRAGMA max_page_count = 1073741823")
@@ -246,7 +246,7 @@ async def test_missed_daily_freeze_is_backfilled_from_the_meter(tmp_path: Path) 
             60,
         )
         await until(backfilled, 90)
-        assert r.daemon.health.get("000000000001").state == Health.ONLINE
+        assert r.daemon.polling.health.get("000000000001").state == Health.ONLINE
         # The recovered slot no longer counts as missing.
         assert not store.missing(meter="000000000001", quantity="frozen_daily_energy_fwd_total")
         events = [
@@ -342,7 +342,7 @@ async def test_faulty_replies_are_retried_and_values_stay_true(tmp_path: Path, n
         await until(lambda: len({s for _, s in stored(r.daemon)}) >= 3, 90)
         assert r.sim.counters.faults.get(name, 0) > 0  # the faults really happened
         if name != "noise":  # noise before a frame is skipped without a retry
-            stats = r.daemon.workers["bus1"].bus.stats
+            stats = r.daemon.polling.workers["bus1"].bus.stats
             assert stats.frame_errors + stats.timeouts > 0
         assert r.daemon.store is not None
         rows = r.daemon.store.get_readings(quantity="energy_fwd_total")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 
-from concentrator.logfmt import JsonFormatter, formatter
+from concentrator.cli.logfmt import JsonFormatter, formatter
 
 
 def _record(**extra: object) -> logging.LogRecord:

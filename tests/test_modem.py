@@ -15,6 +15,7 @@ import contextlib
 import functools
 import json
 import random
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -23,10 +24,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from concentrator.modem_supervisor import (
+from concentrator.config import ConfigIssue, ModemConfig, check_config, load_config
+from concentrator.uplink.modem import (
     HungDetected,
-    ModemConfig,
-    ModemConfigError,
     ModemEvent,
     ModemReset,
     ModemSupervisor,
@@ -611,7 +611,7 @@ def config(port: Path, **kw: object) -> ModemConfig:
         "hung_probe_tries": 2,
     }
     doc.update(kw)
-    return ModemConfig.from_dict(doc)
+    return ModemConfig(**doc)  # type: ignore[arg-type]
 
 
 async def supervise(
@@ -828,11 +828,27 @@ async def test_missing_port_counts_as_down(tmp_path: Path) -> None:
 
 
 # ---------------------------------------------------------------------- config
-def test_config_defaults_and_timeouts() -> None:
-    cfg = ModemConfig.from_dict({"port": "/dev/ttyUSB2"})
+def modem_file(tmp_path: Path, table: dict[str, Any]) -> Path:
+    """A config file whose ``[modem]`` table holds ``table`` (the checker reads it)."""
+    lines = ["[concentrator]", 'id = "dc-1"', "[storage]", 'path = "s.db"', "[modem]"]
+    lines += [f"{key} = {json.dumps(value)}" for key, value in table.items()]
+    path = tmp_path / "modem.toml"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def modem_config(tmp_path: Path, table: dict[str, Any]) -> ModemConfig:
+    cfg = load_config(modem_file(tmp_path, table)).modem
+    assert cfg is not None
+    return cfg
+
+
+def test_config_defaults_and_timeouts(tmp_path: Path) -> None:
+    cfg = modem_config(tmp_path, {"port": "/dev/ttyUSB2"})
     assert (cfg.baud, cfg.poll_s, cfg.dead_link_s) == (115200, 60.0, 300.0)
     assert cfg.timeouts() == AtTimeouts()
-    assert ModemConfig.from_dict({"port": "/dev/ttyS1", "baud": 9600, "poll_s": 30}).poll_s == 30.0
+    doc = {"port": "/dev/ttyS1", "baud": 9600, "poll_s": 30}
+    assert modem_config(tmp_path, doc).poll_s == 30.0
 
 
 @pytest.mark.parametrize(
@@ -856,8 +872,19 @@ def test_config_defaults_and_timeouts() -> None:
         ({"colour": "red"}, "colour", "unknown key"),
     ],
 )
-def test_config_errors_name_the_field(doc: dict[str, Any], field: str, message: str) -> None:
+def test_config_errors_name_the_field(
+    tmp_path: Path, doc: dict[str, Any], field: str, message: str
+) -> None:
     full = {"port": "/dev/ttyUSB2", **doc} if "port" not in doc and doc else dict(doc)
-    with pytest.raises(ModemConfigError, match=message) as info:
-        ModemConfig.from_dict(full)
-    assert info.value.field == field and str(info.value).startswith(f"{field}: ")
+    # An empty [modem] table means no modem: the port is missing from a table with a key.
+    path = modem_file(tmp_path, full or {"baud": 115200})
+    issues: list[ConfigIssue] = check_config(path)
+    assert len(issues) == 1, issues
+    [issue] = issues
+    assert re.search(message, issue.message), issue
+    # Unknown keys are one issue for the table, at the first unknown key's line.
+    assert issue.field == ("modem" if field == "colour" else f"modem.{field}")
+    assert issue.line == next(
+        (i for i, line in enumerate(path.read_text().splitlines(), 1) if line.startswith(field)),
+        5,  # the [modem] header: the key is missing
+    )

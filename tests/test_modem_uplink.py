@@ -130,7 +130,7 @@ async def test_outage_and_hung_modem_are_recovered_and_the_backlog_drains(
         assert daemon.failure is None
         assert proxy.cuts >= 1  # the link really went down, twice over
 
-    from concentrator.store import Store
+    from concentrator.storage import Store
 
     with Store.open(tmp_path / "s.db") as store:
         committed = {

@@ -18,9 +18,9 @@ from helpers import DaemonProcess, read_status, wait_for
 from test_daemon_e2e import _assert_values_are_true
 
 from concentrator.clock import ScaledClock
-from concentrator.control import ControlClient
+from concentrator.control.client import ControlClient
 from concentrator.daemon import Daemon
-from concentrator.store import Store
+from concentrator.storage import Store
 from drivers import gdw1376_2 as gdw
 from hil_sim.clock import SimClock
 from hil_sim.dlt645_meter import Dlt645Meter
@@ -164,7 +164,7 @@ async def test_module_failures_are_events_and_reading_resumes(tmp_path: Path) ->
         # Silent module: one event, no meter blamed, reading resumes when it answers.
         r.module.answering = False
         await until(lambda: "plc_module_down" in kinds(r.daemon), 90)
-        assert all(r.daemon.health.get(a).state.name != "OFFLINE" for a in addresses)
+        assert all(r.daemon.polling.health.get(a).state.name != "OFFLINE" for a in addresses)
         r.module.answering = True
         await until(lambda: "plc_module_back" in kinds(r.daemon), 90)
         back = r.daemon.clock.wall()

@@ -26,8 +26,8 @@ from cloud_receiver.applications.fleet import pki
 from cloud_receiver.applications.fleet import rollout as ro
 from cloud_receiver.storage import SqliteStorage
 from cloud_receiver.storage.schema import releases
-from concentrator.releases import Releases
-from concentrator.store import Store
+from concentrator.storage import Store
+from concentrator.update.releases import Releases
 from contract import package
 from hil_sim.fleet import add_uplink
 from hil_sim.process import SimProcess
@@ -59,7 +59,7 @@ def build_wheel(work: Path, version: str, *, broken: bool = False) -> Path:
     init = src / "concentrator" / "__init__.py"
     init.write_text(init.read_text().replace(f'"{BASE}"', f'"{version}"'))
     if broken:
-        poller = src / "concentrator" / "poller.py"
+        poller = src / "concentrator" / "polling" / "bus_worker.py"
         poller.write_text(poller.read_text() + BREAK_POLLING)
     out = work / "wheels"
     subprocess.run(

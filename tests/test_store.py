@@ -1,4 +1,4 @@
-"""Tests for concentrator.store against real SQLite files.
+"""Tests for concentrator.storage against real SQLite files.
 
 Covers exactly-once storage (unique key, exact value strings), outbox order and batch
 life cycle across reopen, counters that never repeat, retention, quota eviction with
@@ -26,16 +26,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from concentrator.store import (
-    _DECIMAL,
-    MIN_READER_KEY,
-    SCHEMA_VERSION,
-    Store,
-    StoreError,
-    StoreFullError,
-    _pack_value,
-    _unpack_value,
-)
+from concentrator.storage import SCHEMA_VERSION, Store, StoreError, StoreFullError
+from concentrator.storage.codec import DECIMAL as _DECIMAL
+from concentrator.storage.codec import pack_value as _pack_value
+from concentrator.storage.codec import unpack_value as _unpack_value
+from concentrator.storage.schema import MIN_READER_KEY
 from contract.records import Event, Reading
 
 REPO = Path(__file__).resolve().parents[1]
@@ -721,7 +716,7 @@ CHILD = f"""
 import sys
 from pathlib import Path
 from contract.records import Reading
-from concentrator.store import Store
+from concentrator.storage import Store
 
 store = Store.open(Path(sys.argv[1]))
 index = max(store.stats().readings // {PER_CALL} - 1, 0)

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from helpers import read_status, wait_for
 
-from concentrator.releases import Releases
+from concentrator.update.releases import Releases
 
 CONFIG = """\
 [concentrator]

@@ -16,7 +16,7 @@ from test_daemon_e2e import _assert_values_are_true
 
 from cloud_receiver.applications.fleet import pki
 from cloud_receiver.storage import SqliteStorage
-from concentrator.store import Store
+from concentrator.storage import Store
 from hil_sim.fleet import add_uplink
 from hil_sim.process import SimProcess
 

@@ -18,7 +18,7 @@ import pytest
 from test_daemon_inprocess import rig, until
 
 from concentrator import daemon as daemon_module
-from concentrator.poller import BusWorker, Job
+from concentrator.polling.bus_worker import BusWorker, Job
 
 WATCHDOG_USEC = 400_000  # pings every 0.2 s
 

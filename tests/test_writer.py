@@ -6,8 +6,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from concentrator.store import Store, StoreFullError
-from concentrator.writer import StoreWriter
+from concentrator.storage import Store, StoreFullError, StoreWriter
 
 
 async def test_a_state_is_committed_only_after_the_records_queued_before_it(

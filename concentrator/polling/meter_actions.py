@@ -1,7 +1,7 @@
 """What the concentrator does *to* meters (relay, clock), in one place for both the
 field engineer's control socket and the utility's signed commands.
 
-Each action runs on the meter's bus through the daemon's worker, between two polls and
+Each action runs on the meter's bus through that bus's worker, between two polls and
 ahead of them; it is run once, never retried behind the caller's back (a relay may have
 switched even when its reply was lost).
 """
@@ -9,23 +9,38 @@ switched even when its reply was lost).
 from __future__ import annotations
 
 import datetime as dt
-from typing import TYPE_CHECKING
+from typing import Protocol
 
-from concentrator.config import MeterConfig
+from concentrator.clock import Clock
+from concentrator.config import Config, MeterConfig
+from concentrator.errors import ConcentratorError
+from concentrator.polling.bus_worker import BusAction
 from drivers import dlt645
 from drivers.errors import BusTimeout, FrameError, MeterError
 from drivers.readers import Dlt645Reader, QuantityValue
-
-if TYPE_CHECKING:
-    from concentrator.daemon import Daemon
 
 COMMAND_WITHIN_S = 30.0  # real seconds a relay or time command may wait for its bus
 RELAY_VALID_S = 300.0  # a 0x1C command's own validity, in the meter's clock
 RELAY_ACTIONS = {"open": dlt645.RelayAction.TRIP, "close": dlt645.RelayAction.CLOSE_ALLOW}
 
 
-class ActionRefused(Exception):
+class ActionRefused(ConcentratorError):
     """Not possible here, whatever the line does (no relay passwords, not DL/T 645)."""
+
+
+class BusTurns(Protocol):
+    """What an action needs of the polling side (`Polling`): a turn on a bus ahead of the
+    polls, and the clock and timezone a command is stamped with."""
+
+    @property
+    def config(self) -> Config: ...
+
+    @property
+    def clock(self) -> Clock: ...
+
+    async def run_on_bus(
+        self, target: MeterConfig, action: BusAction, within_s: float = ...
+    ) -> list[QuantityValue]: ...
 
 
 def relay_refusal(meter: MeterConfig) -> str | None:
@@ -40,7 +55,7 @@ def relay_refusal(meter: MeterConfig) -> str | None:
 
 
 async def switch_relay(
-    daemon: Daemon, meter: MeterConfig, action: str
+    buses: BusTurns, meter: MeterConfig, action: str
 ) -> tuple[str | None, str | None]:
     """Open or close ``meter``'s relay; return (relay state read back, status word 3),
     both None when the switch was acknowledged but the state could not be read.
@@ -51,7 +66,7 @@ async def switch_relay(
     refusal = relay_refusal(meter)
     if refusal is not None:
         raise ActionRefused(refusal)
-    clock, tz = daemon.clock, daemon.config.concentrator.tzinfo
+    clock, tz = buses.clock, buses.config.concentrator.tzinfo
 
     async def switch(reader: Dlt645Reader) -> list[QuantityValue]:
         # The command's validity is stamped when it goes on the line, in meter time.
@@ -70,17 +85,17 @@ async def switch_relay(
         except (MeterError, BusTimeout, FrameError):
             return []  # switched, but the state could not be read back
 
-    values = await daemon.run_on_bus(meter, switch, COMMAND_WITHIN_S)
+    values = await buses.run_on_bus(meter, switch, COMMAND_WITHIN_S)
     word = values[0].value if values else None
     if word is None:
         return None, None
     return ("open" if int(word, 16) & dlt645.STATUS3_RELAY_OPEN else "closed"), word
 
 
-async def broadcast_time(daemon: Daemon, bus: str) -> str:
+async def broadcast_time(buses: BusTurns, bus: str) -> str:
     """Broadcast the concentrator's time to every DL/T 645 meter on ``bus``; return the
     time sent (meter-local ISO), taken when the frame went on the line."""
-    clock, tz = daemon.clock, daemon.config.concentrator.tzinfo
+    clock, tz = buses.clock, buses.config.concentrator.tzinfo
     sent: list[str] = []
 
     async def broadcast(reader: Dlt645Reader) -> list[QuantityValue]:
@@ -90,5 +105,5 @@ async def broadcast_time(daemon: Daemon, bus: str) -> str:
         return []
 
     target = MeterConfig(dlt645.BROADCAST, "dlt645", bus)
-    await daemon.run_on_bus(target, broadcast, COMMAND_WITHIN_S)
+    await buses.run_on_bus(target, broadcast, COMMAND_WITHIN_S)
     return sent[0]

@@ -16,13 +16,19 @@ import datetime as dt
 import json
 import logging
 import time
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from concentrator.config import MeterConfig
-from concentrator.meter_actions import ActionRefused, broadcast_time, switch_relay
-from concentrator.store import StoreError
+from concentrator.polling.meter_actions import (
+    ActionRefused,
+    BusTurns,
+    broadcast_time,
+    switch_relay,
+)
+from concentrator.storage import StoreError, StoreWriter
 from contract.commands import (
     Command,
     CommandDuplicate,
@@ -36,9 +42,7 @@ from contract.commands import (
 from contract.records import Event
 from drivers import dlt645
 from drivers.errors import DriverError, MeterError
-
-if TYPE_CHECKING:
-    from concentrator.daemon import Daemon
+from drivers.readers import QuantityValue
 
 log = logging.getLogger(__name__)
 
@@ -51,10 +55,39 @@ DEFAULT_DRIFT_S = 60.0  # a meter clock further off than this is a `clock_drift`
 MAX_QUEUED = 64  # commands waiting to run; more is a flood, refused
 
 
+class CommandTargets(BusTurns, Protocol):
+    """What commands need of the polling side (`Polling`): the meters and their buses."""
+
+    async def read_now(
+        self, address: str, quantities: Sequence[str], within_s: float = ...
+    ) -> list[QuantityValue]: ...
+
+    async def add_meter(self, address: str, bus: str, group: str, area: str | None) -> None: ...
+
+    async def remove_meter(self, address: str) -> None: ...
+
+
+class UpgradeOffers(Protocol):
+    """Who takes an ``upgrade`` command (`concentrator.update.updater.Updater`)."""
+
+    async def offer(self, cmd: Command) -> dict[str, Any]: ...
+
+
 class CommandRunner:
-    def __init__(self, daemon: Daemon, key: Ed25519PublicKey) -> None:
-        self.daemon = daemon
+    def __init__(
+        self,
+        key: Ed25519PublicKey,
+        *,
+        targets: CommandTargets,
+        writer: StoreWriter,
+        flush: Callable[[], None],
+        upgrades: UpgradeOffers | None = None,
+    ) -> None:
         self.key = key
+        self.targets = targets
+        self.writer = writer
+        self.flush = flush  # the uplink: send the audit record now, ahead of the backlog
+        self.upgrades = upgrades  # None: updates are not configured
         self._queue: asyncio.Queue[bytes] = asyncio.Queue()
         self._busy = asyncio.Lock()  # one command on the meters at a time
         self._state = asyncio.Lock()  # read-modify-write of the stored command state
@@ -72,11 +105,9 @@ class CommandRunner:
         self._queue.put_nowait(blob)
 
     async def run(self) -> None:
-        d = self.daemon
-        assert d.writer is not None and d.store is not None
-        if await d.writer.call(d.store.get_state, EPOCH_KEY) is None:
+        if await self.writer.read_state(EPOCH_KEY) is None:
             # Real time, as the receiver stamps commands (not a test's scaled clock).
-            await d.writer.call(d.store.set_state, EPOCH_KEY, repr(time.time()))
+            await self.writer.write_state(EPOCH_KEY, repr(time.time()))
         await self._resume_scheduled()
         while True:
             blob = await self._queue.get()
@@ -87,16 +118,12 @@ class CommandRunner:
 
     # ------------------------------------------------------------------ scheduled
     async def _scheduled(self) -> dict[str, str]:
-        d = self.daemon
-        assert d.writer is not None and d.store is not None
-        saved = await d.writer.call(d.store.get_state, SCHEDULED_KEY)
+        saved = await self.writer.read_state(SCHEDULED_KEY)
         doc: dict[str, str] = json.loads(saved) if saved else {}
         return doc
 
     async def _save_scheduled(self, doc: dict[str, str]) -> None:
-        d = self.daemon
-        assert d.writer is not None and d.store is not None
-        await d.writer.call(d.store.set_state, SCHEDULED_KEY, json.dumps(doc))
+        await self.writer.write_state(SCHEDULED_KEY, json.dumps(doc))
 
     async def _resume_scheduled(self) -> None:
         """Commands accepted for later before a restart: wait for them again."""
@@ -127,32 +154,31 @@ class CommandRunner:
                 await self._save_scheduled(doc)
 
     async def _wait_and_run(self, cmd: Command) -> None:
-        d = self.daemon
-        while not is_due(cmd, d.clock.wall()):
+        clock = self.targets.clock
+        while not is_due(cmd, clock.wall()):
             # Re-read the clock at least once a real second: it may be stepped.
-            remaining = cmd.not_before - d.clock.wall()
-            await d.clock.sleep_wall(min(max(remaining, 0.0), d.clock.scale))
+            remaining = cmd.not_before - clock.wall()
+            await clock.sleep_wall(min(max(remaining, 0.0), clock.scale))
         async with self._busy:
             await self._forget(cmd.id)
-            if d.clock.wall() > cmd.not_after:
+            if clock.wall() > cmd.not_after:
                 self._audit(cmd, "failed", "expired before it could run (daemon down)", [])
                 return
             await self._run(cmd)
 
     async def handle(self, blob: bytes) -> dict[str, Any]:
         """Check, run and audit one command; return the audit record's detail."""
-        d = self.daemon
-        assert d.writer is not None and d.store is not None
+        clock = self.targets.clock
         async with self._state:
-            saved = await d.writer.call(d.store.get_state, COUNTERS_KEY)
+            saved = await self.writer.read_state(COUNTERS_KEY)
             window = CounterWindow.from_state(json.loads(saved) if saved else {})
-            epoch = await d.writer.call(d.store.get_state, EPOCH_KEY)
+            epoch = await self.writer.read_state(EPOCH_KEY)
             try:
                 cmd = accept(
                     blob,
                     self.key,
-                    concentrator_id=d.config.concentrator.id,
-                    now=d.clock.wall(),
+                    concentrator_id=self.targets.config.concentrator.id,
+                    now=clock.wall(),
                     window=window,
                     issued_after=float(epoch) if epoch is not None else None,
                 )
@@ -168,9 +194,9 @@ class CommandRunner:
                     return self._unreadable_refusal(exc.reason)
                 return self._audit(exc.command, "refused", exc.reason, [])
             window.add(cmd.counter)
-            due = is_due(cmd, d.clock.wall())
+            due = is_due(cmd, clock.wall())
             try:
-                await d.writer.call(d.store.set_state, COUNTERS_KEY, json.dumps(window.state()))
+                await self.writer.write_state(COUNTERS_KEY, json.dumps(window.state()))
                 if not due:
                     doc = await self._scheduled()
                     doc[cmd.id] = blob.hex()
@@ -201,9 +227,9 @@ class CommandRunner:
         if cmd.action in ("add_meter", "remove_meter"):
             return [await self._change_meter(cmd, address) for address in cmd.meters]
         if cmd.action == "upgrade":
-            if self.daemon.updater is None:
+            if self.upgrades is None:
                 return [{"result": "refused", "error": "updates are not configured ([update])"}]
-            return [await self.daemon.updater.offer(cmd)]
+            return [await self.upgrades.offer(cmd)]
         out: list[dict[str, Any]] = []
         for address in cmd.meters:
             meter = self._meter(address)
@@ -226,9 +252,9 @@ class CommandRunner:
         return out
 
     async def _one(self, cmd: Command, meter: MeterConfig) -> dict[str, Any]:
-        d = self.daemon
+        t = self.targets
         if cmd.action in ("relay_open", "relay_close"):
-            state, word = await switch_relay(d, meter, cmd.action.removeprefix("relay_"))
+            state, word = await switch_relay(t, meter, cmd.action.removeprefix("relay_"))
             return {"result": "ok", "relay_state": state, "status_word_3": word}
         if cmd.action == "read":
             names = [str(q) for q in cmd.params.get("quantities", ["energy_fwd_total"])]
@@ -237,7 +263,7 @@ class CommandRunner:
                     dlt645.lookup(name)
                 except KeyError:
                     raise ActionRefused(f"no quantity {name!r} in the DL/T 645 table") from None
-            values = await d.read_now(meter.address, names, within_s=READ_WITHIN_S)
+            values = await t.read_now(meter.address, names, within_s=READ_WITHIN_S)
             return {"result": "ok", "values": {v.quantity: [v.value, v.unit] for v in values}}
         if cmd.action == "clock_check":
             return await self._clock_check(cmd, meter)
@@ -247,30 +273,30 @@ class CommandRunner:
         """Add a DL/T 645 meter to a bus or remove one; relay passwords are never sent
         over the air, so a meter added this way reads but cannot be switched until its
         passwords are put in the config file."""
-        d = self.daemon
+        t = self.targets
         try:
             if cmd.action == "add_meter":
-                await d.add_meter(
+                await t.add_meter(
                     address,
                     str(cmd.params["bus"]),
                     str(cmd.params.get("group") or MeterConfig.group),
                     cmd.params.get("area"),
                 )
             else:
-                await d.remove_meter(address)
+                await t.remove_meter(address)
         except ValueError as exc:
             return {"meter": address, "result": "refused", "error": str(exc)}
-        return {"meter": address, "result": "ok", "meters": len(d.config.meters)}
+        return {"meter": address, "result": "ok", "meters": len(t.config.meters)}
 
     async def _clock_check(self, cmd: Command, meter: MeterConfig) -> dict[str, Any]:
-        d = self.daemon
+        t = self.targets
         if meter.protocol != "dlt645":
             raise ActionRefused(f"meter {meter.address}: clock check needs a DL/T 645 meter")
-        values = await d.read_now(meter.address, ["meter_date", "meter_time"], READ_WITHIN_S)
+        values = await t.read_now(meter.address, ["meter_date", "meter_time"], READ_WITHIN_S)
         got = {v.quantity: v for v in values}
         if "meter_date" not in got or "meter_time" not in got:
             raise ActionRefused(f"meter {meter.address} has no readable clock")
-        tz = d.config.concentrator.tzinfo
+        tz = t.config.concentrator.tzinfo
         shown = dt.datetime.combine(
             dt.date.fromisoformat(got["meter_date"].value),
             dt.time.fromisoformat(got["meter_time"].value),
@@ -281,25 +307,24 @@ class CommandRunner:
             threshold = float(cmd.params.get("threshold_s", DEFAULT_DRIFT_S))
         except (TypeError, ValueError):
             raise ActionRefused("params.threshold_s must be a number of seconds") from None
-        if abs(drift) > threshold and d.writer is not None:
-            d.writer.event(
+        if abs(drift) > threshold:
+            self.writer.event(
                 Event(
                     "clock_drift",
                     "warning",
                     meter.address,
                     {"drift_s": drift, "threshold_s": threshold, "command": cmd.id},
-                    d.clock.wall(),
+                    t.clock.wall(),
                 )
             )
         return {"result": "ok", "drift_s": drift, "beyond_threshold": abs(drift) > threshold}
 
     async def _time_sync(self, cmd: Command) -> list[dict[str, Any]]:
-        d = self.daemon
         wanted = set(cmd.meters)
         buses = sorted(
             {
                 m.bus
-                for m in d.config.meters
+                for m in self.targets.config.meters
                 if m.protocol == "dlt645" and (not wanted or m.address in wanted)
             }
         )
@@ -308,7 +333,9 @@ class CommandRunner:
         out: list[dict[str, Any]] = []
         for bus in buses:
             try:
-                out.append({"bus": bus, "result": "ok", "sent": await broadcast_time(d, bus)})
+                out.append(
+                    {"bus": bus, "result": "ok", "sent": await broadcast_time(self.targets, bus)}
+                )
             except DriverError as exc:
                 out.append({"bus": bus, "result": "failed", "error": str(exc)})
             except KeyError:
@@ -329,7 +356,7 @@ class CommandRunner:
 
     # ------------------------------------------------------------------ helpers
     def _meter(self, address: str) -> MeterConfig | None:
-        return next((m for m in self.daemon.config.meters if m.address == address), None)
+        return next((m for m in self.targets.config.meters if m.address == address), None)
 
     def _audit(
         self,
@@ -340,7 +367,6 @@ class CommandRunner:
         *,
         duplicate: bool = False,
     ) -> dict[str, Any]:
-        d = self.daemon
         detail: dict[str, Any] = {
             **(cmd.summary() if cmd is not None else {}),
             "result": result,
@@ -349,9 +375,7 @@ class CommandRunner:
         }
         if duplicate:
             detail["duplicate"] = True
-        if d.writer is not None:
-            severity = "info" if result in ("done", "scheduled") else "warning"
-            d.writer.event(Event("command", severity, None, detail, d.clock.wall()))
-        if d.uplink is not None:
-            d.uplink.flush()  # the result goes up now, ahead of the backlog
+        severity = "info" if result in ("done", "scheduled") else "warning"
+        self.writer.event(Event("command", severity, None, detail, self.targets.clock.wall()))
+        self.flush()  # the result goes up now, ahead of the backlog
         return detail

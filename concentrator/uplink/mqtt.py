@@ -1,11 +1,12 @@
 """Secure uplink: store outbox → sealed batches → MQTT v5 QoS 1 → receiver's ack → delivered.
 
 A batch leaves the outbox only when the *receiver's* authenticated ack for its sequence
-number arrives (design.md, Delivery semantics): PUBACK only says the broker has it. The
-sequence number is the store's batch id, committed durably before the batch is sealed,
-so a nonce is never reused; a batch resent after a timeout or a restart is sealed again
-from the same rows and gives the same bytes. At most ``window`` batches are in flight.
-Events go first in every batch (the store orders them), then the backlog oldest first.
+number arrives (docs/architecture.md, "Delivery semantics"): PUBACK only says the broker
+has it (MQTT 5.0 §4.3.2). The sequence number is the store's batch id, committed durably
+before the batch is sealed, so a nonce is never reused; a batch resent after a timeout
+or a restart is sealed again from the same rows and gives the same bytes. At most
+``window`` batches are in flight. Events go first in every batch (the store orders
+them), then the backlog oldest first.
 
 paho-mqtt runs its network loop in its own thread; callbacks hop into asyncio with
 ``call_soon_threadsafe``. Reconnects back off exponentially with jitter, so a fleet
@@ -21,79 +22,18 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from concentrator import __version__
-from concentrator.config import fields_from_table
-from concentrator.store import Batch, Store, StoreError
-from concentrator.writer import StoreWriter
+from concentrator.config import UplinkConfig
+from concentrator.storage import Batch, Store, StoreError, StoreWriter
 from contract import topics, wire
-from contract.commands import load_public_key
 from contract.mqtt_session import connect_persistent, tls_client
 from contract.records import Event, Reading
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class UplinkConfig:
-    broker_host: str
-    broker_port: int
-    ca_file: Path
-    cert_file: Path
-    key_file: Path
-    payload_key_file: Path
-    key_id: int = 1
-    keepalive_s: int = 300  # every keepalive costs bytes on GPRS: not too short
-    window: int = 4
-    ack_timeout_s: float = 60.0
-    # A backlog compresses better in big batches (slot-to-slot deltas within a series):
-    # 1.9 B/reading at 30,000 against 2.9 at 5,000 (bench/wire.py data). Sealing one
-    # costs about 20 MB of transient memory and its payload is about 50 KB.
-    batch_readings: int = 30_000
-    batch_events: int = 500
-    reconnect_min_s: float = 1.0
-    reconnect_max_s: float = 300.0
-    poll_s: float = 2.0  # how often an idle uplink looks for new readings
-    # The utility's Ed25519 command public key (PEM): with it the concentrator listens
-    # on its ``cmd`` topic and runs what that key signed; without it, no commands.
-    command_key_file: Path | None = None
-    # The uplink wire format sent (`contract.wire`): pin an older one while a
-    # receiver that reads only it is still in service.
-    wire_version: int = wire.VERSION
-
-    @classmethod
-    def from_dict(cls, doc: dict[str, object], base: Path) -> UplinkConfig:
-        """Build from the ``[uplink]`` table; paths are relative to the config file."""
-        cfg = cls(**fields_from_table(cls, doc, base))
-        if not 1 <= cfg.broker_port <= 65535:
-            raise ValueError(f"broker_port: {cfg.broker_port} is not a TCP port")
-        if cfg.wire_version not in wire.VERSIONS:
-            raise ValueError(
-                f"wire_version: {cfg.wire_version}, expected one of {list(wire.VERSIONS)}"
-            )
-        if cfg.window < 1:
-            raise ValueError("window: at least one batch must be allowed in flight")
-        return cfg
-
-    def command_key(self) -> Ed25519PublicKey | None:
-        if self.command_key_file is None:
-            return None
-        return load_public_key(self.command_key_file, "command key")
-
-    def payload_key(self) -> bytes:
-        text = self.payload_key_file.read_text().strip()
-        try:
-            key = bytes.fromhex(text)
-        except ValueError:
-            raise ValueError(f"{self.payload_key_file}: expected 64 hex digits") from None
-        if len(key) != 32:
-            raise ValueError(f"{self.payload_key_file}: key is {len(key)} bytes, expected 32")
-        return key
 
 
 @dataclass
@@ -150,7 +90,7 @@ class Uplink:
         self.cmd_topic = topics.cmd(concentrator_id)
         self.pkg_topic = topics.pkg(concentrator_id)
         self.pkg_request_topic = topics.pkgreq(concentrator_id)
-        # Software update chunks (`concentrator.updater`), when updates are configured.
+        # Software update chunks (`concentrator.update.updater`), when updates are configured.
         self.on_package: Callable[[bytes], None] | None = None
         # Commands are only listened to with the key that checks them.
         self.on_command = on_command if cfg.command_key_file is not None else None

@@ -1,7 +1,7 @@
 """A power-line carrier channel as one more bus: a Q/GDW 1376.2 module on a UART.
 
 The job queue, priorities, deadlines and stored readings are the RS-485 worker's
-(``poller.BusWorker``); what differs is what a carrier channel is like:
+(``bus_worker.BusWorker``); what differs is what a carrier channel is like:
 
 - Slow and parallel. A read takes seconds (routing, relays), and a module can run
   several at once: up to ``max_in_flight`` jobs are in the air, and the transport
@@ -30,9 +30,9 @@ from collections.abc import Callable, Sequence
 
 from concentrator.clock import Clock
 from concentrator.config import BusConfig, MeterConfig
-from concentrator.health import HealthTracker
-from concentrator.poller import BusWorker, FreezeNotTaken, Job
-from concentrator.writer import StoreWriter
+from concentrator.polling.bus_worker import BusWorker, FreezeNotTaken, Job
+from concentrator.polling.health import HealthTracker
+from concentrator.storage import StoreWriter
 from contract.records import Event
 from drivers import gdw1376_2 as gdw
 from drivers.errors import (
@@ -242,6 +242,23 @@ class PlcWorker(BusWorker):
         finally:
             del self._started_at[token]
             self._busy_s += self.clock.monotonic() - started
+
+    def status(self) -> dict[str, object]:
+        doc = super().status()
+        p = self.plc.stats
+        doc.update(
+            type="plc",
+            transactions=p.requests,
+            timeouts=p.timeouts,
+            frame_errors=p.frame_errors,
+            denies=p.denies,
+            in_flight=len(self.running),
+            window=self.plc.window,
+            module_up=self.module_up.is_set(),
+            module_down_cause=None if self.module_up.is_set() else self.module_down_cause,
+            module=self.module_info,
+        )
+        return doc
 
     def stuck_s(self) -> float:
         """Real seconds the oldest job in the air has been running (0 when none)."""

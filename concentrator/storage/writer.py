@@ -20,7 +20,8 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
-from concentrator.store import Store, StoreError, StoreFullError
+from concentrator.storage.errors import StoreError, StoreFullError
+from concentrator.storage.store import Store
 from contract.records import Event, Reading
 
 log = logging.getLogger(__name__)
@@ -60,6 +61,7 @@ class StoreWriter:
         self._dropped_slots: dict[tuple[str, str], tuple[int, int]] = {}
         self.disk_full = False
         self.committed = 0
+        self._closed = False
 
     async def call(self, fn: Callable[..., T], *args: object) -> T:
         """Run a store method in the store's thread (reads see every earlier write)."""
@@ -70,6 +72,22 @@ class StoreWriter:
             return await loop.run_in_executor(self._executor, lambda: fn(*args))
         finally:
             del self._calls[token]
+
+    async def query(self, fn: Callable[[Store], T]) -> T:
+        """Run a read of the store in the store's thread (it sees every earlier write)."""
+        return await self.call(fn, self.store)
+
+    async def read_state(self, key: str) -> str | None:
+        """A named state value, as committed by every write handed over before."""
+        return await self.call(self.store.get_state, key)
+
+    async def write_state(self, key: str, value: str) -> None:
+        """Commit a state value now and wait for it; `set_state` instead queues one
+        behind the records handed over before it."""
+        await self.call(self.store.set_state, key, value)
+
+    async def delete_state(self, key: str) -> None:
+        await self.call(self.store.delete_state, key)
 
     def oldest_call_s(self) -> float:
         """How long the oldest store call has been waiting or running (0 when none): a
@@ -222,5 +240,10 @@ class StoreWriter:
             at=self._now(),
         )
 
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
     def close(self) -> None:
+        self._closed = True
         self._executor.shutdown(wait=True)

@@ -24,22 +24,20 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
-
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from typing import TYPE_CHECKING, Any, Protocol
 
 from concentrator import __version__
-from concentrator.config import fields_from_table
-from concentrator.releases import EXIT_SWITCH, SUPERVISOR_ENV, Releases
-from concentrator.store import SCHEMA_VERSION, StoreError
+from concentrator.clock import Clock
+from concentrator.config import UpdateConfig
+from concentrator.storage import SCHEMA_VERSION, StoreError, StoreWriter
+from concentrator.update.releases import SUPERVISOR_ENV, Releases
 from contract import package
-from contract.commands import load_public_key
 from contract.records import Event
 
 if TYPE_CHECKING:
-    from concentrator.daemon import Daemon
     from contract.commands import Command
 
 log = logging.getLogger(__name__)
@@ -47,28 +45,6 @@ log = logging.getLogger(__name__)
 OFFER_KEY = "update:offer"  # the accepted offer being downloaded (survives restarts)
 REPORTED_KEY = "update:reported"  # trial and outcome records already sent upstream
 PIP_TIMEOUT_S = 600.0
-
-
-@dataclass(frozen=True)
-class UpdateConfig:
-    """The ``[update]`` table. Without it the concentrator takes no upgrades."""
-
-    release_key_file: Path
-    # Where releases live; relative to the config file. Default: beside the store.
-    releases_dir: Path | None = None
-    chunk_timeout_s: float = 30.0  # no answer: ask again (a lost request or chunk)
-    download_bps: int = 0  # cap on the download rate, to leave the GPRS link to data
-    max_chunk_refusals: int = 5  # the same chunk refused this often: the upgrade fails
-
-    @classmethod
-    def from_dict(cls, doc: dict[str, object], base: Path) -> UpdateConfig:
-        return cls(**fields_from_table(cls, doc, base))
-
-    def release_key(self) -> Ed25519PublicKey:
-        return load_public_key(self.release_key_file, "release key")
-
-    def releases(self, store_path: Path) -> Releases:
-        return Releases(self.releases_dir or store_path.parent / "releases")
 
 
 @dataclass
@@ -79,12 +55,41 @@ class DownloadStats:
     resumed_at: int = 0  # the chunk this process started from
 
 
+class PackageLink(Protocol):
+    """The uplink's side of a download (`concentrator.uplink.mqtt.Uplink`)."""
+
+    @property
+    def connected(self) -> asyncio.Event: ...
+
+    @property
+    def link_down(self) -> asyncio.Event: ...
+
+    def request_package_chunk(self, payload: bytes) -> bool: ...
+
+
 class Updater:
-    def __init__(self, daemon: Daemon, cfg: UpdateConfig) -> None:
-        self.daemon = daemon
+    def __init__(
+        self,
+        cfg: UpdateConfig,
+        *,
+        releases: Releases,
+        writer: StoreWriter,
+        link: PackageLink,
+        clock: Clock,
+        wire_version: int,
+        config_format: Callable[[], int],
+        on_installed: Callable[[], None],
+    ) -> None:
         self.cfg = cfg
         self.key = cfg.release_key()
-        self.releases = cfg.releases(daemon.config.storage.path)
+        self.releases = releases
+        self.writer = writer
+        self.link = link
+        self.clock = clock
+        self.wire_version = wire_version  # what the uplink sends
+        self.config_format = config_format  # of the configuration in force
+        # The release is installed: the daemon exits with EXIT_SWITCH for the guard.
+        self.on_installed = on_installed
         self.stats = DownloadStats()
         self.version: str | None = None  # the version being fetched
         self._task: asyncio.Task[None] | None = None
@@ -94,9 +99,7 @@ class Updater:
 
     # ------------------------------------------------------------------ the offer
     def device(self) -> package.Device:
-        d = self.daemon
-        wire_version = d.uplink.cfg.wire_version if d.uplink is not None else 0
-        return package.Device(__version__, d.config.format, wire_version, SCHEMA_VERSION)
+        return package.Device(__version__, self.config_format(), self.wire_version, SCHEMA_VERSION)
 
     async def offer(self, cmd: Command) -> dict[str, Any]:
         """Check an ``upgrade`` command and start the download; the command's result."""
@@ -135,10 +138,8 @@ class Updater:
             return {"result": "refused", "error": reason}
         window = float(cmd.params["health_window_s"])
         doc = {"manifest": manifest_bytes.hex(), "signature": signature.hex(), "window": window}
-        d = self.daemon
-        assert d.writer is not None and d.store is not None
         try:
-            await d.writer.call(d.store.set_state, OFFER_KEY, json.dumps(doc))
+            await self.writer.write_state(OFFER_KEY, json.dumps(doc))
         except StoreError as exc:
             return {"result": "failed", "error": f"cannot record the offer: {exc}"}
         self._start(m, manifest_bytes, signature, window)
@@ -146,9 +147,7 @@ class Updater:
 
     async def resume(self) -> None:
         """At start-up: go on with an accepted offer the last process did not finish."""
-        d = self.daemon
-        assert d.writer is not None and d.store is not None
-        saved = await d.writer.call(d.store.get_state, OFFER_KEY)
+        saved = await self.writer.read_state(OFFER_KEY)
         if not saved:
             return
         try:
@@ -159,7 +158,7 @@ class Updater:
             package.check_compatible(m, self.device())
         except (ValueError, KeyError, TypeError, package.PackageError) as exc:
             log.info("not resuming the saved upgrade offer: %s", exc)
-            await d.writer.call(d.store.delete_state, OFFER_KEY)
+            await self.writer.delete_state(OFFER_KEY)
             return
         self._start(m, manifest_bytes, signature, float(doc["window"]))
 
@@ -211,12 +210,9 @@ class Updater:
             "switch.json",
             {"version": m.version, "window_s": window, "from": __version__, "at": time.time()},
         )
-        d = self.daemon
-        assert d.writer is not None and d.store is not None
-        await d.writer.call(d.store.delete_state, OFFER_KEY)
+        await self.writer.delete_state(OFFER_KEY)
         log.info("release %s installed; handing over to the guard to switch", m.version)
-        d.exit_code = EXIT_SWITCH
-        d.stop()
+        self.on_installed()
 
     def _part(self, m: package.Manifest) -> Path:
         return self.releases.incoming / f"{m.version}.part"
@@ -239,8 +235,7 @@ class Updater:
             self._event(
                 "downloading", m.version, {"chunks": len(m.chunks), "bytes": m.payload_size}
             )
-        uplink = self.daemon.uplink
-        assert uplink is not None
+        uplink = self.link
         refusals = 0
         loop = asyncio.get_running_loop()
         while index < len(m.chunks):
@@ -315,18 +310,14 @@ class Updater:
         if discard:  # bad bytes on disk: the next offer fetches them again
             self._part(m).unlink(missing_ok=True)
         self._event("failed", m.version, {"reason": reason}, "error")
-        d = self.daemon
-        assert d.writer is not None and d.store is not None
         try:
-            await d.writer.call(d.store.delete_state, OFFER_KEY)
+            await self.writer.delete_state(OFFER_KEY)
         except StoreError as exc:
             log.warning("cannot forget the failed offer: %s", exc)
 
     # ------------------------------------------------------------------ reporting
     async def report(self) -> None:
         """Send upstream what the guard wrote (a trial started, how it ended), once."""
-        d = self.daemon
-        assert d.writer is not None and d.store is not None
         records = []
         trial = self.releases.read("trial.json")
         if trial is not None and trial.get("version") == __version__:
@@ -337,7 +328,7 @@ class Updater:
         if not records:
             return
         if self._reported is None:
-            saved = await d.writer.call(d.store.get_state, REPORTED_KEY)
+            saved = await self.writer.read_state(REPORTED_KEY)
             self._reported = json.loads(saved) if saved else []
         reported = self._reported
         new = False
@@ -352,20 +343,18 @@ class Updater:
             new = True
         if new:
             self._reported = reported
-            d.writer.set_state(REPORTED_KEY, json.dumps(reported))
+            self.writer.set_state(REPORTED_KEY, json.dumps(reported))
 
     def _event(
         self, state: str, version: str | None, detail: dict[str, Any], severity: str = "info"
     ) -> None:
-        d = self.daemon
-        assert d.writer is not None
-        d.writer.event(
+        self.writer.event(
             Event(
                 "upgrade",
                 severity,
                 None,
                 {"state": state, "version": version, "running": __version__, **detail},
-                d.clock.wall(),
+                self.clock.wall(),
             )
         )
 

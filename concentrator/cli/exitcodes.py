@@ -1,10 +1,13 @@
-"""Exit codes of the ``concentrator`` CLI, so field scripts can tell causes apart."""
+"""Exit codes of the ``concentrator`` CLI, so field scripts can tell causes apart, and
+which error means which (`concentrator.cli.edge` applies it)."""
 
 from __future__ import annotations
 
 from enum import IntEnum
 
-from concentrator.control import ErrorCode
+from concentrator.config import ConfigError
+from concentrator.control.client import DaemonUnreachable
+from concentrator.control.protocol import ControlError, ErrorCode
 from drivers.errors import BusError, BusTimeout, DriverError, EncodeError, FrameError, MeterError
 
 
@@ -24,6 +27,13 @@ class Exit(IntEnum):
 
 
 def exit_for(exc: BaseException) -> Exit:
+    """The exit code for an error of ours (`ConcentratorError`) or of the drivers."""
+    if isinstance(exc, ConfigError):
+        return Exit.CONFIG
+    if isinstance(exc, ControlError):
+        return exit_for_control(exc.code)
+    if isinstance(exc, DaemonUnreachable):
+        return Exit.REFUSED if exc.running else Exit.DAEMON_DOWN
     if isinstance(exc, BusTimeout):
         return Exit.NO_REPLY
     if isinstance(exc, FrameError):
@@ -39,7 +49,7 @@ def exit_for(exc: BaseException) -> Exit:
     return Exit.FAILURE
 
 
-# What each error of the daemon's control API means for a script (see concentrator.control).
+# What each error of the daemon's control API means for a script (`concentrator.control`).
 _CONTROL_EXITS: dict[ErrorCode, Exit] = {
     ErrorCode.BAD_ARGUMENT: Exit.USAGE,
     ErrorCode.NO_REPLY: Exit.NO_REPLY,

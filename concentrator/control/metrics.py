@@ -12,7 +12,7 @@ import json
 from typing import Any
 
 from concentrator.config import Config
-from concentrator.store import Store
+from concentrator.storage import Store
 
 
 def _rate(read: int, missing: int) -> float | None:

@@ -23,8 +23,8 @@ from enum import IntEnum
 
 from concentrator.clock import Clock
 from concentrator.config import BusConfig, MeterConfig
-from concentrator.health import Health, HealthTracker
-from concentrator.writer import StoreWriter
+from concentrator.polling.health import Health, HealthTracker
+from concentrator.storage import StoreWriter
 from contract.records import Reading
 from drivers import dlt645
 from drivers.errors import BusError, BusTimeout, DriverError, FrameError, MeterError
@@ -156,6 +156,19 @@ class BusWorker:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(timeout):
                     await self._wake.wait()
+
+    def status(self) -> dict[str, object]:
+        """This bus's figures for the daemon's status file."""
+        st = self.bus.stats
+        return {
+            "transactions": st.transactions,
+            "timeouts": st.timeouts,
+            "frame_errors": st.frame_errors,
+            "utilisation": round(self.utilisation(), 4),
+            "queued": self.queued,
+            "reads_ok": self.stats.reads_ok,
+            "missing": self.stats.missing,
+        }
 
     def stuck_s(self) -> float:
         """Real seconds the job on the bus has been running (0 when idle)."""

@@ -31,16 +31,16 @@ import logging
 import random
 import shlex
 from collections import deque
-from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import MISSING, asdict, dataclass, fields
-from typing import Any, ClassVar
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict, dataclass
+from typing import ClassVar
 
 from concentrator.clock import Clock, SystemClock
+from concentrator.config import ModemConfig
 from contract.records import Event
 from drivers.errors import BusError, FrameError, ModemError, ModemHung, ModemTimeout
 from drivers.modem import (
     AccessTech,
-    AtTimeouts,
     Domain,
     ModemClient,
     ModemInfo,
@@ -54,126 +54,9 @@ from drivers.modem import (
 
 log = logging.getLogger(__name__)
 
-MODEM_BAUDS = (9600, 19200, 38400, 57600, 115200, 230400, 460800, 921600)
-RESET_METHODS = ("cfun11", "cfun01")
 WEAK_HYSTERESIS_DB = 4  # signal counts as restored this far above the threshold
 POWER_CYCLE_TIMEOUT_S = 30.0  # a GPIO script that takes longer is itself stuck
 BACKOFF_JITTER = 0.5  # a reset waits between (1 - this) and all of its backoff step
-
-
-class ModemConfigError(ValueError):
-    """One bad key of the ``[modem]`` table; ``field`` names it."""
-
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(f"{field}: {message}")
-        self.field = field
-        self.message = message
-
-
-@dataclass(frozen=True)
-class ModemConfig:
-    """The ``[modem]`` table. Times are seconds (monotonic, real)."""
-
-    port: str
-    baud: int = 115200
-    poll_s: float = 60.0
-    dead_link_s: float = 300.0  # down this long = an outage: reset the module
-    reset_backoff_min_s: float = 60.0
-    reset_backoff_max_s: float = 3600.0
-    reset_method: str = "cfun11"
-    # CSQ 9 (-95 dBm) and below: GPRS throughput collapses and retransmissions eat the
-    # data plan; installers' rule of thumb is CSQ >= 10 [M].
-    weak_signal_dbm: int = -95
-    signal_history: int = 1440  # a day of samples at the default poll_s
-    hung_probe_tries: int = 3
-    command_timeout_s: float = AtTimeouts.default_s
-    reset_timeout_s: float = AtTimeouts.cfun_s
-    attach_timeout_s: float = AtTimeouts.cgatt_s
-    operator_timeout_s: float = AtTimeouts.cops_s
-    boot_timeout_s: float = AtTimeouts.boot_s
-    power_cycle_command: str = ""  # e.g. "gpioset --mode=time -s 2 gpiochip0 17=0"
-
-    @classmethod
-    def from_dict(cls, doc: Mapping[str, object]) -> ModemConfig:
-        """Build from the ``[modem]`` table; ``ModemConfigError`` names the bad key."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(doc) - known)
-        if unknown:
-            raise ModemConfigError(
-                unknown[0],
-                f"unknown key(s) {', '.join(unknown)}; expected some of {', '.join(sorted(known))}",
-            )
-        kw: dict[str, Any] = {}
-        for field_ in fields(cls):
-            name = field_.name
-            if name not in doc:
-                if field_.default is MISSING:  # required
-                    raise ModemConfigError(name, "missing (the modem's AT port, e.g. /dev/ttyUSB2)")
-                continue
-            value = doc[name]
-            if field_.type == "float":
-                if not isinstance(value, int | float) or isinstance(value, bool) or value <= 0:
-                    raise ModemConfigError(
-                        name, f"expected a positive number of seconds, got {value!r}"
-                    )
-                kw[name] = float(value)
-            elif field_.type == "int":
-                if not isinstance(value, int) or isinstance(value, bool):
-                    raise ModemConfigError(name, f"expected an integer, got {value!r}")
-                kw[name] = value
-            elif not isinstance(value, str):
-                raise ModemConfigError(name, f"expected a string, got {value!r}")
-            else:
-                kw[name] = value
-        cfg = cls(**kw)
-        cfg._check()
-        return cfg
-
-    def _check(self) -> None:
-        if not self.port.strip():
-            raise ModemConfigError("port", "empty; expected the modem's AT port, e.g. /dev/ttyUSB2")
-        if self.baud not in MODEM_BAUDS:
-            rates = ", ".join(map(str, MODEM_BAUDS))
-            raise ModemConfigError(
-                "baud", f"{self.baud} is not a UART rate a module offers ({rates})"
-            )
-        if self.dead_link_s < self.poll_s:
-            raise ModemConfigError(
-                "dead_link_s",
-                f"{self.dead_link_s:g} s is shorter than poll_s ({self.poll_s:g} s): "
-                "a dead link is noticed only at a poll",
-            )
-        if self.reset_backoff_max_s < self.reset_backoff_min_s:
-            raise ModemConfigError(
-                "reset_backoff_max_s",
-                f"{self.reset_backoff_max_s:g} s is below reset_backoff_min_s "
-                f"({self.reset_backoff_min_s:g} s)",
-            )
-        if self.reset_method not in RESET_METHODS:
-            raise ModemConfigError(
-                "reset_method", f"{self.reset_method!r}; expected one of {', '.join(RESET_METHODS)}"
-            )
-        if not -113 <= self.weak_signal_dbm <= -51:
-            raise ModemConfigError(
-                "weak_signal_dbm",
-                f"{self.weak_signal_dbm} is outside what AT+CSQ reports (-113..-51 dBm)",
-            )
-        for name in ("signal_history", "hung_probe_tries"):
-            if getattr(self, name) < 1:
-                raise ModemConfigError(name, f"expected at least 1, got {getattr(self, name)}")
-        try:
-            shlex.split(self.power_cycle_command)
-        except ValueError as exc:
-            raise ModemConfigError("power_cycle_command", str(exc)) from None
-
-    def timeouts(self) -> AtTimeouts:
-        return AtTimeouts(
-            default_s=self.command_timeout_s,
-            cfun_s=self.reset_timeout_s,
-            cgatt_s=self.attach_timeout_s,
-            cops_s=self.operator_timeout_s,
-            boot_s=self.boot_timeout_s,
-        )
 
 
 # ---------------------------------------------------------------------- events

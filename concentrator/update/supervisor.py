@@ -27,7 +27,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from concentrator.releases import EXIT_SWITCH, SUPERVISOR_ENV, Releases
+from concentrator.update.releases import EXIT_SWITCH, SUPERVISOR_ENV, Releases
 
 log = logging.getLogger(__name__)
 

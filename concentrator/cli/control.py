@@ -1,0 +1,419 @@
+"""The commands that ask the running daemon over its control socket: ``status``,
+``meters``, ``read METER``, ``relay``, ``time-sync``, ``events``, ``buffer``, ``flush``,
+``backfill`` and ``logs`` (`concentrator.control` is the other side)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import itertools
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from clitools.options import day_option, json_option
+from concentrator.cli.common import daemon_call, err_console, socket_option, stream
+from concentrator.cli.exitcodes import Exit, exit_for_control
+from concentrator.control.client import result_of
+from concentrator.control.logring import LOG_RING_LINES
+from concentrator.control.protocol import ErrorCode
+
+DAY_METAVAR = "[%Y-%m-%d]"  # as the dates have always been shown in --help
+
+
+def _tz(text: object) -> dt.tzinfo | None:
+    try:
+        return dt.datetime.strptime(str(text), "%z").tzinfo
+    except ValueError:
+        return None
+
+
+def _when(t: float | None, tz: dt.tzinfo | None) -> str:
+    if t is None:
+        return "-"
+    return dt.datetime.fromtimestamp(t, tz).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _age(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if abs(seconds) >= size:
+            return f"{seconds / size:.1f} {unit}"
+    return f"{seconds:.0f} s"
+
+
+def _rate(read: int, missing: int) -> str:
+    total = read + missing
+    return f"{read / total * 100:.2f} %" if total else "-"
+
+
+def _compact(value: object) -> str:
+    if isinstance(value, str):
+        return value
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+def _plain(console: Console, text: str) -> None:
+    console.print(text, markup=False, highlight=False, soft_wrap=True)
+
+
+def _modem_line(modem: dict[str, Any] | None) -> str:
+    if modem is None:
+        return "not configured"
+    state = "link up" if modem["link_up"] else f"link DOWN ({modem['cause']})"
+    signal = "-" if modem["rssi_dbm"] is None else f"{modem['rssi_dbm']} dBm"
+    return (
+        f"{state}, {modem['registration']}, {modem['operator'] or '-'}, signal {signal}; "
+        f"{modem['outages']} outages, {modem['resets']} resets, {modem['hangs']} hangs"
+    )
+
+
+def _uplink_line(uplink: dict[str, Any] | None) -> str:
+    if uplink is None:
+        return "not configured"
+    state = "connected" if uplink["connected"] else "not connected"
+    return (
+        f"{state}, {uplink['in_flight']} batches in flight, {uplink['batches_acked']} acked, "
+        f"{uplink['batches_resent']} resent, {uplink['rejected']} rejected"
+    )
+
+
+@click.command()
+@socket_option
+@json_option()
+def status(socket_path: Path, as_json: bool) -> None:
+    """The running daemon: uptime, buses, meter health, today's read success, backlog,
+    uplink."""
+    doc = daemon_call(socket_path, "status")
+    if as_json:
+        click.echo(json.dumps(doc))
+        return
+    tz = _tz(doc["timezone"])
+    m, today, b = doc["meters"], doc["today"], doc["backlog"]
+    console = Console()
+    for line in (
+        f"concentrator {doc['concentrator']}  version {doc['version']}  pid {doc['pid']}  "
+        f"up {_age(doc['uptime_s'])}",
+        f"clock    {_when(doc['wall'], tz)} ({doc['timezone']})",
+        f"meters   {m['total']}: {m['online']} online, {m['degraded']} degraded, "
+        f"{m['offline']} offline, {m['unknown']} not read yet",
+        f"today    {_rate(today['read'], today['missing'])} read success "
+        f"({today['read']} read, {today['missing']} missing)",
+        f"backlog  {b['readings']} readings, {b['events']} events undelivered; "
+        f"oldest read {_age(b['oldest_age_s'])} ago",
+        f"uplink   {_uplink_line(doc['uplink'])}",
+        f"modem    {_modem_line(doc['modem'])}",
+    ):
+        _plain(console, line)
+    table = Table(title="buses")
+    for col in ("bus", "type", "busy", "utilisation", "queued", "transactions", "timeouts"):
+        table.add_column(col, justify="left" if col in ("bus", "type") else "right")
+    for col in ("frame errors", "reads", "missing"):
+        table.add_column(col, justify="right")
+    for name, bus in doc["buses"].items():
+        table.add_row(
+            name,
+            bus["type"],
+            "yes" if bus["busy"] else "no",
+            f"{bus['utilisation'] * 100:.1f} %",
+            str(bus["queued"]),
+            str(bus["transactions"]),
+            str(bus["timeouts"]),
+            str(bus["frame_errors"]),
+            str(bus["reads_ok"]),
+            str(bus["missing"]),
+        )
+    console.print(table)
+
+
+@click.command()
+@click.option("--offline", is_flag=True, help="Only the meters that are offline.")
+@click.option("--bus", default=None, help="Only the meters on this bus.")
+@socket_option
+@json_option()
+def meters(offline: bool, bus: str | None, socket_path: Path, as_json: bool) -> None:
+    """Every configured meter: bus, protocol, health, last read, today's read/missing."""
+    doc = daemon_call(socket_path, "meters", {"offline": offline, "bus": bus})
+    if as_json:
+        click.echo(json.dumps(doc))
+        return
+    tz = _tz(doc["timezone"])
+    table = Table(
+        title="meters" + (" (offline)" if offline else "") + (f" on {bus}" if bus else "")
+    )
+    for col in ("meter", "bus", "protocol", "state", "last read", "read today", "missing today"):
+        table.add_column(col, justify="right" if "today" in col else "left")
+    table.add_column("last error")
+    for row in doc["meters"]:
+        table.add_row(
+            row["address"],
+            row["bus"],
+            row["protocol"],
+            row["state"],
+            _when(row["last_read_at"], tz),
+            str(row["read_today"]),
+            str(row["missing_today"]),
+            escape(row["last_error"] or ""),
+        )
+    console = Console()
+    console.print(table)
+    _plain(console, f"{len(doc['meters'])} meter(s)")
+
+
+def read_via_daemon(
+    socket_path: Path, address: str, quantities: Sequence[str], as_json: bool
+) -> None:
+    """``read METER``: the daemon reads ahead of its polls; shown as direct mode shows it."""
+    doc = daemon_call(socket_path, "read", {"meter": address, "quantities": list(quantities)})
+    unsupported: list[str] = doc["not_supported"]
+    if as_json:
+        out = {"meter": doc["meter"], "bus": doc["bus"], "readings": doc["readings"]}
+        if unsupported:
+            out["not_supported"] = unsupported
+        click.echo(json.dumps(out))
+    else:
+        table = Table(title=f"meter {doc['meter']} on {doc['bus']} (daemon)")
+        table.add_column("quantity")
+        table.add_column("id")
+        table.add_column("value", justify="right")
+        table.add_column("unit")
+        for r in doc["readings"]:
+            table.add_row(r["name"], r["di"], r["value"], r["unit"])
+        Console().print(table)
+    # As in direct mode: a quantity asked for by name must be read; of the default set,
+    # what the meter does not have is only listed.
+    for name in unsupported:
+        if quantities:
+            err_console.print(
+                "[red]error:[/red]",
+                escape(f"meter {address}, {name}: not supported by the meter"),
+                soft_wrap=True,
+            )
+        elif not as_json:
+            err_console.print(f"[yellow]not supported by meter {address}:[/yellow] {name}")
+    if unsupported and quantities:
+        sys.exit(Exit.METER_ERROR)
+
+
+@click.command()
+@click.argument("meter")
+@click.argument("action", type=click.Choice(["open", "close"]))
+@socket_option
+@json_option()
+def relay(meter: str, action: str, socket_path: Path, as_json: bool) -> None:
+    """Open (trip) or close a meter's load switch: DL/T 645 0x1C with the meter's
+    password and operator code from the daemon's config, ahead of the polls on its bus.
+    Every attempt is recorded as a "relay" event (who, when, result)."""
+    doc = daemon_call(socket_path, "relay", {"meter": meter, "action": action})
+    if as_json:
+        click.echo(json.dumps(doc))
+        return
+    state = doc["relay_state"]
+    if state is None:
+        text = f"meter {meter}: {action} accepted; the relay state could not be read back"
+    else:
+        text = f"meter {meter}: relay {state} (status word 3 = {doc['status_word_3']})"
+        if action == "close" and state == "open":
+            text += "; closing is allowed, the customer closes it at the meter"
+    _plain(Console(), text)
+
+
+@click.command("time-sync")
+@socket_option
+@json_option()
+def time_sync(socket_path: Path, as_json: bool) -> None:
+    """Set the clock of every DL/T 645 meter: one broadcast time frame (0x08) per bus,
+    sent by each bus worker between two polls. Recorded as a "time_sync" event."""
+    doc = daemon_call(socket_path, "time-sync")
+    if as_json:
+        click.echo(json.dumps(doc))
+    else:
+        table = Table(title=f"broadcast time ({doc['timezone']})")
+        for col in ("bus", "meters", "result", "time sent / why not"):
+            table.add_column(col, justify="right" if col == "meters" else "left")
+        for row in doc["buses"]:
+            detail = row.get("sent") or row.get("reason") or row.get("error", {}).get("message")
+            table.add_row(row["bus"], str(row["meters"]), row["result"], escape(str(detail)))
+        Console().print(table)
+    failed = [row for row in doc["buses"] if row["result"] == "failed"]
+    if failed:
+        sys.exit(exit_for_control(failed[0]["error"]["code"]))
+
+
+@click.command()
+@click.option(
+    "--since",
+    default=None,
+    help="Unix seconds, an ISO date or time (concentrator time), or an age: 30m, 2h, 1d.",
+)
+@click.option("--kind", default=None, help="Only this kind: relay, time_sync, meter_state, loss...")
+@click.option(
+    "--limit", type=click.IntRange(1, 10_000), default=100, show_default=True, help="The newest N."
+)
+@socket_option
+@json_option()
+def events(
+    since: str | None, kind: str | None, limit: int, socket_path: Path, as_json: bool
+) -> None:
+    """Events from the daemon's store, oldest first (they also go upstream)."""
+    doc = daemon_call(socket_path, "events", {"since": since, "kind": kind, "limit": limit})
+    if as_json:
+        click.echo(json.dumps(doc))
+        return
+    tz = _tz(doc["timezone"])
+    table = Table(title="events")
+    for col in ("time", "kind", "severity", "meter", "detail"):
+        table.add_column(col, overflow="fold")
+    for e in doc["events"]:
+        detail = " ".join(f"{k}={_compact(v)}" for k, v in e["detail"].items())
+        table.add_row(
+            _when(e["at"], tz), e["kind"], e["severity"], e["meter"] or "", escape(detail)
+        )
+    console = Console()
+    console.print(table)
+    _plain(console, f"{len(doc['events'])} of {doc['total']} event(s)")
+
+
+@click.command()
+@socket_option
+@json_option()
+def buffer(socket_path: Path, as_json: bool) -> None:
+    """What waits for the uplink: undelivered readings and events, the oldest one's age,
+    batches in flight."""
+    doc = daemon_call(socket_path, "buffer")
+    if as_json:
+        click.echo(json.dumps(doc))
+        return
+    tz = _tz(doc["timezone"])
+    console = Console()
+    for line in (
+        f"undelivered  {doc['readings']} readings, {doc['events']} events",
+        f"oldest       slot {_when(doc['oldest_slot'], tz)}, read {_age(doc['oldest_age_s'])} ago",
+        f"in flight    {doc['batches_in_flight']} batches ({doc['readings_in_flight']} readings)",
+        f"not written  {doc['pending_writes']} readings"
+        + (" (disk full: held in memory)" if doc["disk_full"] else ""),
+        f"uplink       {_uplink_line(doc['uplink'])}",
+    ):
+        _plain(console, line)
+
+
+@click.command()
+@socket_option
+@json_option()
+def flush(socket_path: Path, as_json: bool) -> None:
+    """Ask the uplink to send what is waiting now instead of at its next poll."""
+    doc = daemon_call(socket_path, "flush")
+    if as_json:
+        click.echo(json.dumps(doc))
+        return
+    p = doc["pending"]
+    uplink = doc["uplink"]
+    text = (
+        f"uplink asked to send now: {p['readings']} readings and {p['events']} events were "
+        f"waiting (oldest read {_age(p['oldest_age_s'])} ago); {_uplink_line(uplink)}"
+    )
+    if not uplink["connected"]:
+        text += "; they go as soon as the broker is reached"
+    _plain(Console(), text)
+
+
+@click.command()
+@click.argument("meter")
+@day_option(
+    "--from",
+    "first",
+    required=True,
+    metavar=DAY_METAVAR,
+    help="First day (YYYY-MM-DD, concentrator time).",
+)
+@day_option("--to", "last", required=True, metavar=DAY_METAVAR, help="Last day, included.")
+@socket_option
+@json_option()
+def backfill(meter: str, first: dt.date, last: dt.date, socket_path: Path, as_json: bool) -> None:
+    """Recover a meter's daily freezes of a range of days from its own history (the last
+    62 days), through the daemon's backfill at low priority; shows progress."""
+    args = {"meter": meter, "from": first.isoformat(), "to": last.isoformat()}
+    # No timeout: a backfill waits behind the polls on a busy bus. The first line comes
+    # at once; the bar appears only once the daemon answers.
+    lines = stream(socket_path, "backfill", args, timeout=None)
+    final: dict[str, Any] = next(lines)
+    with Progress(
+        TextColumn(f"backfill {meter}"),
+        BarColumn(),
+        TextColumn(
+            "{task.completed}/{task.total} days, "
+            "{task.fields[stored]} stored, {task.fields[failed]} failed"
+        ),
+        TimeElapsedColumn(),
+        console=err_console,
+        disable=as_json,
+    ) as progress:
+        bar = progress.add_task("backfill", total=None, stored=0, failed=0)
+        for doc in itertools.chain([final], lines):
+            if "progress" in doc:
+                p = doc["progress"]
+                progress.update(
+                    bar,
+                    total=p["total"],
+                    completed=p["done"],
+                    stored=p["stored"],
+                    failed=p["failed"],
+                )
+            final = doc
+    result = result_of(final)
+    if as_json:
+        click.echo(json.dumps(result))
+    else:
+        table = Table(title=f"daily freezes of meter {meter}")
+        for col in ("day", "state", "detail"):
+            table.add_column(col)
+        for row in result["days"]:
+            if row["state"] == "stored":
+                detail = ", ".join(f"{r['name']} {r['value']}" for r in row["readings"][:2])
+            else:
+                detail = row.get("reason") or row.get("error", {}).get("message", "")
+            table.add_row(row["day"], row["state"], escape(detail))
+        Console().print(table)
+    failed = [row for row in result["days"] if row["state"] == "failed"]
+    if failed:
+        sys.exit(exit_for_control(failed[0]["error"]["code"]))
+
+
+@click.command()
+@click.option("-f", "--follow", is_flag=True, help="Keep printing new lines until Ctrl-C.")
+@click.option(
+    "-n",
+    "--lines",
+    type=click.IntRange(0, LOG_RING_LINES),
+    default=50,
+    show_default=True,
+    help="How many recent lines first.",
+)
+@socket_option
+@json_option()
+def logs(follow: bool, lines: int, socket_path: Path, as_json: bool) -> None:
+    """The daemon's recent log lines (INFO and up, or DEBUG with run -vv), from memory."""
+    final: dict[str, Any] = {}
+    try:
+        for doc in stream(
+            socket_path, "logs", {"lines": lines, "follow": follow}, timeout=None if follow else 300
+        ):
+            if "log" in doc:
+                click.echo(json.dumps(doc["log"]) if as_json else doc["log"]["text"])
+                sys.stdout.flush()
+            final = doc
+    except KeyboardInterrupt:
+        return  # how a follower ends
+    error = final.get("error")
+    if follow and isinstance(error, dict) and error.get("code") == ErrorCode.STOPPING:
+        err_console.print("the daemon stopped")
+        return
+    result_of(final)

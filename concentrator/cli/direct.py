@@ -1,0 +1,266 @@
+"""Direct mode: the commands that open the serial port themselves (``read --port``,
+``scan``), to commission a bus before any daemon runs. ``read METER`` without a port
+asks the running daemon instead (`concentrator.cli.control`)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+from click.core import ParameterSource
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from clitools.options import baud_option, json_option, parity_option
+from concentrator.cli.common import err_console, socket_option
+from concentrator.cli.control import read_via_daemon
+from concentrator.cli.exitcodes import Exit, exit_for
+from concentrator.polling.direct import not_supported, read_direct
+from concentrator.polling.scan import ScanResult, scan
+from drivers.errors import DriverError
+from drivers.readers import Dlt645Reader
+from drivers.serial_bus import Parity, SerialBus, SerialSettings
+
+PROTOCOL_DEFAULTS: dict[str, tuple[int, Parity]] = {"dlt645": (2400, "E"), "modbus": (9600, "N")}
+
+_port_option = click.option("--port", required=True, help="Serial device, e.g. /dev/ttyS1.")
+# Unset, each protocol's usual line settings.
+_baud_option = baud_option(default=None, help="Line speed (default: DL/T 645 2400, Modbus 9600).")
+_parity_option = parity_option("Parity (default: DL/T 645 E, i.e. 8E1; Modbus N, i.e. 8N1).")
+_timeout_option = click.option(
+    "--timeout",
+    type=click.FloatRange(min=0.01),
+    default=0.6,
+    show_default=True,
+    help="Seconds to wait for the first reply byte (DL/T 645 meters may take 0.5 s).",
+)
+
+
+def _settings(
+    port: str, protocol: str, baud: int | None, parity: str | None, timeout: float
+) -> SerialSettings:
+    default_baud, default_parity = PROTOCOL_DEFAULTS[protocol]
+    return SerialSettings(
+        port=port,
+        baud=default_baud if baud is None else baud,
+        parity=(parity or default_parity),  # type: ignore[arg-type]
+        response_timeout=timeout,
+    )
+
+
+@click.command()
+@click.option(
+    "--port",
+    default=None,
+    help="Serial device, e.g. /dev/ttyS1: direct mode. Without it the running daemon reads.",
+)
+@click.option(
+    "--protocol", type=click.Choice(["dlt645", "modbus"]), default="dlt645", show_default=True
+)
+@click.option(
+    "--address",
+    default=None,
+    help="DL/T 645: 12-digit address (AA wildcards allowed); Modbus: slave id. "
+    "Required with --port; through the daemon the meter may be named as METER instead.",
+)
+@_baud_option
+@_parity_option
+@click.option(
+    "--model",
+    type=click.Choice(["sdm630", "sdm120"]),
+    default="sdm630",
+    show_default=True,
+    help="Modbus meter family (register map).",
+)
+@_timeout_option
+@click.option(
+    "--retries",
+    type=click.IntRange(0, 10),
+    default=1,
+    show_default=True,
+    help="Extra tries of a request that got no reply or a garbled one.",
+)
+@json_option()
+@socket_option
+@click.argument("quantities", nargs=-1, metavar="[METER] [QUANTITY]...")
+@click.pass_context
+def read(
+    ctx: click.Context,
+    port: str | None,
+    protocol: str,
+    address: str | None,
+    baud: int | None,
+    parity: str | None,
+    model: str,
+    timeout: float,
+    retries: int,
+    as_json: bool,
+    socket_path: Path,
+    quantities: tuple[str, ...],
+) -> None:
+    """Read quantities (names such as voltage_a, or DI codes) from one meter.
+
+    \b
+    concentrator read METER [QUANTITY]...                  through the running daemon
+    concentrator read --port P --address A [QUANTITY]...   direct mode, no daemon
+
+    With no quantity named, every quantity the meter type supports is read; values the
+    meter reports as not supported are then listed as such instead of failing.
+    """
+    if port is None:
+        direct_only = ("protocol", "baud", "parity", "model", "timeout", "retries")
+        given = [
+            name
+            for name in direct_only
+            if ctx.get_parameter_source(name) not in (ParameterSource.DEFAULT, None)
+        ]
+        if given:
+            raise click.UsageError(
+                f"--{given[0]} is for direct mode (with --port); the daemon reads with its "
+                "configured bus settings"
+            )
+        if address is None:
+            if not quantities:
+                raise click.UsageError(
+                    "name the meter: concentrator read METER [QUANTITY]... "
+                    "(or --port P --address A for direct mode)"
+                )
+            address, quantities = quantities[0], quantities[1:]
+        read_via_daemon(socket_path, address, quantities, as_json)
+        return
+    if address is None:
+        raise click.UsageError("Missing option '--address' (needed with --port).")
+    settings = _settings(port, protocol, baud, parity, timeout)
+    try:
+        readings, failures = asyncio.run(
+            read_direct(settings, protocol, address, model, quantities, retries)
+        )
+    except DriverError as exc:
+        err_console.print(f"[red]error:[/red] meter {address}: {exc}")
+        sys.exit(exit_for(exc))
+    except KeyError as exc:
+        raise click.BadParameter(str(exc.args[0]), param_hint="QUANTITIES") from None
+    if as_json:
+        doc: dict[str, Any] = {
+            "meter": address,
+            "readings": [
+                {
+                    "di": r.key,
+                    "name": r.quantity,
+                    "value": r.value,
+                    "unit": r.unit,
+                    "read_at": r.read_at,
+                }
+                for r in readings
+            ],
+        }
+        if failures:
+            doc["errors"] = [{"name": name, "error": str(exc)} for name, exc in failures]
+        click.echo(json.dumps(doc))
+    else:
+        table = Table(title=f"meter {address} on {port}")
+        table.add_column("quantity")
+        table.add_column("id")
+        table.add_column("value", justify="right")
+        table.add_column("unit")
+        for r in readings:
+            table.add_row(r.quantity, r.key, r.value, r.unit)
+        Console().print(table)
+    hard = [(n, e) for n, e in failures if quantities or not not_supported(e)]
+    for name, failure in failures:
+        if (name, failure) in hard:
+            err_console.print(f"[red]error:[/red] meter {address}, {name}: {failure}")
+        elif not as_json:
+            err_console.print(f"[yellow]not supported by meter {address}:[/yellow] {name}")
+    if hard:
+        sys.exit(exit_for(hard[0][1]))
+
+
+@click.command("scan")
+@_port_option
+@click.option("--protocol", type=click.Choice(["dlt645"]), default="dlt645", show_default=True)
+@_baud_option
+@_parity_option
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0.01),
+    default=0.6,
+    show_default=True,
+    help="Seconds of silence that mean no meter matches a probe.",
+)
+@click.option(
+    "--retries",
+    type=click.IntRange(0, 5),
+    default=1,
+    show_default=True,
+    help="Extra tries for a garbled probe of one full address and for confirmations.",
+)
+@json_option()
+def scan_command(
+    port: str,
+    protocol: str,
+    baud: int | None,
+    parity: str | None,
+    timeout: float,
+    retries: int,
+    as_json: bool,
+) -> None:
+    """Find every DL/T 645 meter on a bus by wildcard-address search."""
+    settings = _settings(port, protocol, baud, parity, timeout)
+    try:
+        result = asyncio.run(_scan(settings, retries, show_progress=not as_json))
+    except DriverError as exc:
+        err_console.print(f"[red]error:[/red] scan of {port}: {exc}")
+        sys.exit(exit_for(exc))
+    if as_json:
+        click.echo(
+            json.dumps(
+                {
+                    "port": port,
+                    "meters": result.addresses,
+                    "probes": result.probes,
+                    "collisions": result.collisions,
+                    "unresolved": result.unresolved,
+                }
+            )
+        )
+    else:
+        for address in result.addresses:
+            click.echo(address)
+        err_console.print(
+            f"{len(result.addresses)} meter(s) found with {result.probes} probes "
+            f"({result.collisions} collisions)"
+        )
+    if result.unresolved:
+        err_console.print(
+            f"[red]error:[/red] addresses still garbled when fully specified "
+            f"(duplicate address or noisy line): {', '.join(result.unresolved)}"
+        )
+        sys.exit(Exit.GARBLED)
+
+
+async def _scan(settings: SerialSettings, retries: int, *, show_progress: bool) -> ScanResult:
+    async with SerialBus(settings) as bus:
+        reader = Dlt645Reader(bus)
+        with Progress(
+            TextColumn("scanning"),
+            BarColumn(),
+            TextColumn("{task.completed}/{task.total} probes, {task.fields[found]} found"),
+            TimeElapsedColumn(),
+            console=err_console,
+            disable=not show_progress,
+        ) as progress:
+            task = progress.add_task("scan", total=1, found=0)
+
+            def update(result: ScanResult, pending: int) -> None:
+                done = result.probes
+                progress.update(
+                    task, completed=done, total=done + pending, found=len(result.addresses)
+                )
+
+            return await scan(reader, retries=retries, progress=update)

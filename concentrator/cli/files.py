@@ -1,0 +1,89 @@
+"""The commands that read the site's files without a daemon or a bus: ``config check``
+and ``stats`` (the store, opened read-only)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from clitools.options import json_option
+from concentrator.cli.exitcodes import Exit
+from concentrator.config import ConfigError, load_config
+
+
+@click.group("config")
+def config_group() -> None:
+    """Check the concentrator's configuration file."""
+
+
+@config_group.command("check")
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@json_option()
+def config_check(file: Path, as_json: bool) -> None:
+    """Check FILE and list every problem in it as FILE:LINE: FIELD: message."""
+    # The issues are this command's report, not an error for the edge to print.
+    try:
+        config = load_config(file)
+    except ConfigError as exc:
+        issues = exc.issues
+    else:
+        issues = []
+    if as_json:
+        click.echo(json.dumps({"ok": not issues, "issues": [i.as_dict() for i in issues]}))
+    elif not issues:
+        click.echo(
+            f"{file}: OK ({len(config.buses)} buses, {len(config.meters)} meters, "
+            f"{len(config.tasks)} tasks)"
+        )
+    else:
+        # Plain echo, not rich: "[meter]" in a message is text, not console markup.
+        for issue in issues:
+            click.echo(str(issue), err=True)
+    if issues:
+        sys.exit(Exit.CONFIG)
+
+
+@click.command()
+@click.option(
+    "--config",
+    "config_path",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="Concentrator configuration (TOML); its store is opened read-only.",
+)
+@click.option(
+    "--days",
+    type=click.IntRange(1, 62),
+    default=1,
+    show_default=True,
+    help="How many days back (the current day included).",
+)
+@json_option()
+def stats(config_path: Path, days: int, as_json: bool) -> None:
+    """Read-success rate per day, bus and meter, and the backlog, from the store."""
+    from concentrator.control.metrics import collect_metrics
+
+    cfg = load_config(config_path)
+    report = collect_metrics(cfg, days=days)
+    if as_json:
+        click.echo(json.dumps(report))
+        return
+    console = Console()
+    table = Table(title=f"read success, {cfg.concentrator.id}")
+    for col in ("scope", "read", "missing", "rate"):
+        table.add_column(col, justify="right" if col != "scope" else "left")
+    for scope, label in (("days", "day"), ("buses", "bus"), ("meters", "meter")):
+        for key, row in report[scope].items():
+            rate = "-" if row["rate"] is None else f"{row['rate'] * 100:.2f} %"
+            table.add_row(f"{label} {key}", str(row["read"]), str(row["missing"]), rate)
+    console.print(table)
+    b = report["backlog"]
+    console.print(
+        f"backlog: {b['readings']} readings, {b['events']} events; "
+        f"oldest undelivered slot {b['oldest_slot_iso'] or '-'}"
+    )

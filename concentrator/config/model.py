@@ -1,0 +1,292 @@
+"""The configuration as the daemon uses it: frozen dataclasses, one per table.
+
+Every table is typed here, the services ones (``[uplink]``, ``[modem]``, ``[update]``)
+included, and only the checker (``concentrator.config.checker``) builds them from a
+file, so a value that reaches a task has been checked once, with its line. Paths are
+absolute by then (a relative one is relative to the config file). Key files named by
+the config are read by the task that uses them; the checker reads them too, so a bad
+key is a config error, not a crash at start-up.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from contract import wire
+from contract.commands import load_public_key
+from contract.timezone import parse_utc_offset
+from drivers.modem import AtTimeouts
+from drivers.plc_bus import PlcSettings
+from drivers.serial_bus import Parity, SerialSettings
+
+DEFAULT_CONTROL_SOCKET = Path("/run/meterflow/concentrator.sock")
+DAY_S = 86_400
+
+_DAILY_RE = re.compile(r"daily@(\d{2}):(\d{2})")
+_PERIOD_RE = re.compile(r"(\d+)([smh])")
+
+
+# ---------------------------------------------------------------------- tables
+
+
+@dataclass(frozen=True)
+class Cadence:
+    """When a task runs: every ``period_s`` seconds from local midnight + ``offset_s``.
+
+    Slots are wall-clock boundaries in the concentrator's timezone (docs/architecture.md,
+    "Time"), so "15m" means :00/:15/:30/:45 local and "daily@00:05" means 00:05 local
+    each day.
+    """
+
+    text: str
+    period_s: int
+    offset_s: int = 0
+
+    def slot_start(self, t: float, tz: dt.tzinfo) -> int:
+        """Unix time of the start of the slot that contains unix time ``t``."""
+        offset = dt.datetime.fromtimestamp(t, tz).utcoffset()
+        utc_offset_s = int(offset.total_seconds()) if offset is not None else 0
+        local = math.floor(t) + utc_offset_s - self.offset_s
+        return local - local % self.period_s + self.offset_s - utc_offset_s
+
+
+@dataclass(frozen=True)
+class ConcentratorSection:
+    id: str
+    timezone: str = "+08:00"
+    # The field CLI's way into the running daemon (concentrator/control/).
+    control_socket: Path = DEFAULT_CONTROL_SOCKET
+
+    @property
+    def tzinfo(self) -> dt.timezone:
+        return parse_utc_offset(self.timezone) or dt.timezone(dt.timedelta(hours=8))
+
+
+@dataclass(frozen=True)
+class StorageSection:
+    path: Path
+    quota_mb: int | None = None
+    synchronous: Literal["FULL", "NORMAL"] = "FULL"
+    retention_days: float = 7.0
+
+
+@dataclass(frozen=True)
+class BusConfig:
+    name: str
+    port: str
+    baud: int
+    parity: Parity
+    type: Literal["rs485", "plc"] = "rs485"
+    response_timeout_ms: int = 600
+    inter_frame_gap_ms: int = 5
+    rs485: bool = False
+    # Power-line carrier only (a Q/GDW 1376.2 module on this port):
+    monitor_timeout_ms: int = 90_000  # one meter read through the carrier network
+    max_in_flight: int = 1  # reads sent to the module before the first answer
+    retries: int = 6  # per read and slot: a failed node is tried again later in the slot
+
+    def plc_settings(self, time_scale: float = 1.0) -> PlcSettings:
+        """Carrier time (routing, relays, the meter) runs on the daemon's clock, so a
+        scaled test clock scales these timeouts; the UART itself does not."""
+        return PlcSettings(
+            port=self.port,
+            baud=self.baud,
+            parity=self.parity,
+            response_timeout=self.response_timeout_ms / 1000 / time_scale,
+            monitor_timeout=self.monitor_timeout_ms / 1000 / time_scale,
+            max_in_flight=self.max_in_flight,
+        )
+
+    def settings(self) -> SerialSettings:
+        return SerialSettings(
+            port=self.port,
+            baud=self.baud,
+            parity=self.parity,
+            response_timeout=self.response_timeout_ms / 1000,
+            inter_frame_gap=self.inter_frame_gap_ms / 1000,
+            rs485=self.rs485,
+        )
+
+
+@dataclass(frozen=True)
+class MeterConfig:
+    address: str
+    protocol: Literal["dlt645", "modbus"]
+    bus: str
+    group: str = "default"
+    area: str | None = None
+    password_level: int | None = None
+    password: str | None = None
+    operator: str | None = None
+    model: str | None = None  # Modbus register map; None for DL/T 645
+
+    @property
+    def has_relay_credentials(self) -> bool:
+        return None not in (self.password_level, self.password, self.operator)
+
+
+@dataclass(frozen=True)
+class TaskConfig:
+    name: str
+    quantities: tuple[str, ...]
+    every: Cadence
+    groups: tuple[str, ...] = ("*",)
+    retries: int = 2
+    retry_backoff_s: float = 2.0
+    backfill: bool = True
+    relay: bool = False
+
+    def applies_to(self, meter: MeterConfig) -> bool:
+        return "*" in self.groups or meter.group in self.groups
+
+
+# ---------------------------------------------------------------------- services
+
+
+@dataclass(frozen=True)
+class UplinkConfig:
+    """The ``[uplink]`` table: the MQTT broker, the TLS files and the payload key."""
+
+    broker_host: str
+    broker_port: int
+    ca_file: Path
+    cert_file: Path
+    key_file: Path
+    payload_key_file: Path
+    key_id: int = 1
+    keepalive_s: int = 300  # every keepalive costs bytes on GPRS: not too short
+    window: int = 4
+    ack_timeout_s: float = 60.0
+    # A backlog compresses better in big batches (slot-to-slot deltas within a series):
+    # 1.9 B/reading at 30,000 against 2.9 at 5,000 (bench/wire.py data). Sealing one
+    # costs about 20 MB of transient memory and its payload is about 50 KB.
+    batch_readings: int = 30_000
+    batch_events: int = 500
+    reconnect_min_s: float = 1.0
+    reconnect_max_s: float = 300.0
+    poll_s: float = 2.0  # how often an idle uplink looks for new readings
+    # The utility's Ed25519 command public key (PEM): with it the concentrator listens
+    # on its ``cmd`` topic and runs what that key signed; without it, no commands.
+    command_key_file: Path | None = None
+    # The uplink wire format sent (`contract.wire`): pin an older one while a
+    # receiver that reads only it is still in service.
+    wire_version: int = wire.VERSION
+
+    def command_key(self) -> Ed25519PublicKey | None:
+        if self.command_key_file is None:
+            return None
+        return load_public_key(self.command_key_file, "command key")
+
+    def payload_key(self) -> bytes:
+        return read_payload_key(self.payload_key_file)
+
+
+def read_payload_key(path: Path) -> bytes:
+    """The AES-256 payload key (64 hex digits); ValueError or OSError says why not."""
+    text = path.read_text().strip()
+    try:
+        key = bytes.fromhex(text)
+    except ValueError:
+        raise ValueError(f"{path}: expected 64 hex digits") from None
+    if len(key) != 32:
+        raise ValueError(f"{path}: key is {len(key)} bytes, expected 32")
+    return key
+
+
+MODEM_BAUDS = (9600, 19200, 38400, 57600, 115200, 230400, 460800, 921600)
+RESET_METHODS = ("cfun11", "cfun01")
+
+
+@dataclass(frozen=True)
+class ModemConfig:
+    """The ``[modem]`` table. Times are seconds (monotonic, real)."""
+
+    port: str
+    baud: int = 115200
+    poll_s: float = 60.0
+    dead_link_s: float = 300.0  # down this long = an outage: reset the module
+    reset_backoff_min_s: float = 60.0
+    reset_backoff_max_s: float = 3600.0
+    reset_method: str = "cfun11"
+    # CSQ 9 (-95 dBm) and below: GPRS throughput collapses and retransmissions eat the
+    # data plan; installers' rule of thumb is CSQ >= 10 [M].
+    weak_signal_dbm: int = -95
+    signal_history: int = 1440  # a day of samples at the default poll_s
+    hung_probe_tries: int = 3
+    command_timeout_s: float = AtTimeouts.default_s
+    reset_timeout_s: float = AtTimeouts.cfun_s
+    attach_timeout_s: float = AtTimeouts.cgatt_s
+    operator_timeout_s: float = AtTimeouts.cops_s
+    boot_timeout_s: float = AtTimeouts.boot_s
+    power_cycle_command: str = ""  # e.g. "gpioset --mode=time -s 2 gpiochip0 17=0"
+
+    def timeouts(self) -> AtTimeouts:
+        return AtTimeouts(
+            default_s=self.command_timeout_s,
+            cfun_s=self.reset_timeout_s,
+            cgatt_s=self.attach_timeout_s,
+            cops_s=self.operator_timeout_s,
+            boot_s=self.boot_timeout_s,
+        )
+
+
+@dataclass(frozen=True)
+class UpdateConfig:
+    """The ``[update]`` table. Without it the concentrator takes no upgrades."""
+
+    release_key_file: Path
+    # Where releases live; relative to the config file. Default: beside the store.
+    releases_dir: Path | None = None
+    chunk_timeout_s: float = 30.0  # no answer: ask again (a lost request or chunk)
+    download_bps: int = 0  # cap on the download rate, to leave the GPRS link to data
+    max_chunk_refusals: int = 5  # the same chunk refused this often: the upgrade fails
+
+    def release_key(self) -> Ed25519PublicKey:
+        return load_public_key(self.release_key_file, "release key")
+
+
+# ---------------------------------------------------------------------- the file
+
+
+@dataclass(frozen=True)
+class Config:
+    concentrator: ConcentratorSection
+    storage: StorageSection
+    buses: tuple[BusConfig, ...]
+    meters: tuple[MeterConfig, ...]
+    tasks: tuple[TaskConfig, ...]
+    uplink: UplinkConfig | None = None
+    modem: ModemConfig | None = None
+    update: UpdateConfig | None = None  # needs an uplink: updates arrive over it
+    format: int = 1
+
+    @property
+    def releases_dir(self) -> Path:
+        """The A/B release directory of the updater and the guard (`concentrator.update`)."""
+        if self.update is not None and self.update.releases_dir is not None:
+            return self.update.releases_dir
+        return self.storage.path.parent / "releases"
+
+
+def parse_cadence(text: str) -> Cadence:
+    """A period that divides a day ("30s", "15m", "1h") or "daily@HH:MM"; else ValueError."""
+    if m := _DAILY_RE.fullmatch(text):
+        hh, mm = int(m[1]), int(m[2])
+        if hh > 23 or mm > 59:
+            raise ValueError(f'"{text}": time of day must be 00:00..23:59')
+        return Cadence(text, DAY_S, hh * 3600 + mm * 60)
+    if m := _PERIOD_RE.fullmatch(text):
+        period = int(m[1]) * {"s": 1, "m": 60, "h": 3600}[m[2]]
+        if period == 0 or DAY_S % period:
+            raise ValueError(f'"{text}" does not divide a day into equal slots')
+        return Cadence(text, period)
+    raise ValueError(
+        f'"{text}" is not a cadence; expected e.g. "1m", "5m", "15m", "30m", "1h" or "daily@HH:MM"'
+    )

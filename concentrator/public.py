@@ -1,0 +1,54 @@
+"""What the simulator (``hil_sim``) and the benchmarks (``bench``) may use of the
+concentrator; everything else is internal and may change without notice (tests may
+import internals).
+
+The simulator runs the daemon as a process and checks what it stored, so it needs the
+store (to read it) and the scaled clock's time line; the benchmarks drive a few parts
+directly: the store and its writer, the uplink, the clock and the direct meter read.
+
+Each name is imported when first used: a simulator process that only needs the time
+line must not pay for the uplink's MQTT and crypto libraries at every start.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from concentrator.clock import ScaledClock, scaled_start
+    from concentrator.config import UplinkConfig
+    from concentrator.polling.direct import read_direct
+    from concentrator.storage import Store, StoreWriter
+    from concentrator.uplink.mqtt import Uplink
+
+_HOMES = {
+    "ScaledClock": "concentrator.clock",
+    "scaled_start": "concentrator.clock",
+    "Store": "concentrator.storage",
+    "StoreWriter": "concentrator.storage",
+    "Uplink": "concentrator.uplink.mqtt",
+    "UplinkConfig": "concentrator.config",
+    "read_direct": "concentrator.polling.direct",
+}
+
+__all__ = [
+    "ScaledClock",
+    "Store",
+    "StoreWriter",
+    "Uplink",
+    "UplinkConfig",
+    "read_direct",
+    "scaled_start",
+]
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(home), name)
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

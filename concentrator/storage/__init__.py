@@ -1,0 +1,37 @@
+"""Store-and-forward: the SQLite store and the writer the running daemon reaches it by.
+
+Owns the store file (schema and migrations, packed values, readings and the outbox,
+events and missing slots, retention and the quota) and the group-commit writer. This
+module is its interface: other packages import from here.
+"""
+
+from concentrator.storage.errors import StoreCorruptError, StoreError, StoreFullError
+from concentrator.storage.records import (
+    Backlog,
+    Batch,
+    Missing,
+    ReadSuccess,
+    Stats,
+    StoredEvent,
+    StoredReading,
+)
+from concentrator.storage.schema import SCHEMA_VERSION, STORE_MIN_READER
+from concentrator.storage.store import Store
+from concentrator.storage.writer import StoreWriter
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "STORE_MIN_READER",
+    "Backlog",
+    "Batch",
+    "Missing",
+    "ReadSuccess",
+    "Stats",
+    "Store",
+    "StoreCorruptError",
+    "StoreError",
+    "StoreFullError",
+    "StoreWriter",
+    "StoredEvent",
+    "StoredReading",
+]

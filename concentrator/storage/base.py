@@ -1,0 +1,432 @@
+"""The store's connection: opening (and moving a damaged file aside), migrating,
+transactions under one lock, the name dictionaries, named state and counters.
+
+The parts of the store (`readings`, `events`, `quota`) build on this class; `Store`
+puts them together.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from types import TracebackType
+from typing import Literal, Self, cast
+
+from concentrator.storage.errors import StoreCorruptError, StoreError, StoreFullError
+from concentrator.storage.schema import (
+    MIGRATIONS,
+    MIN_READER_KEY,
+    SCHEMA_VERSION,
+    STORE_MIN_READER,
+)
+from contract.records import Event
+
+log = logging.getLogger(__name__)
+
+Synchronous = Literal["FULL", "NORMAL"]
+
+_WAL_LIMIT_BYTES = 4 * 1024 * 1024  # about SQLite's default autocheckpoint of 1,000 pages
+
+_CORRUPT_CODES = frozenset({sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB})
+_FULL_CODES = frozenset({sqlite3.SQLITE_FULL, sqlite3.SQLITE_IOERR})
+
+
+def _error_code(exc: sqlite3.Error) -> int | None:
+    code = getattr(exc, "sqlite_errorcode", None)
+    return code & 0xFF if isinstance(code, int) else None  # primary code of extended codes
+
+
+def _connect(path: Path, busy_timeout_s: float) -> sqlite3.Connection:
+    # isolation_level=None: the store issues BEGIN/COMMIT itself. With Python's own
+    # implicit transactions, a PRAGMA or DDL statement could commit half a change.
+    # check_same_thread=False: asyncio.to_thread may use any worker thread. The
+    # store's lock serialises them.
+    return sqlite3.connect(
+        str(path), timeout=busy_timeout_s, isolation_level=None, check_same_thread=False
+    )
+
+
+def _damage(conn: sqlite3.Connection) -> str | None:
+    """Return why the file is not a usable database, or None if it is."""
+    try:
+        rows = [str(r[0]) for r in conn.execute("PRAGMA quick_check")]
+    except sqlite3.DatabaseError as exc:
+        if _error_code(exc) in _CORRUPT_CODES:
+            return str(exc)
+        raise
+    return None if rows == ["ok"] else "; ".join(rows[:5])
+
+
+def _move_aside(path: Path) -> Path:
+    """Rename the damaged database and its -wal/-shm to ``<name>.corrupt-<UTC time>``.
+
+    The -wal file is moved first. A stale WAL left next to a fresh database would be
+    replayed into it. If we are killed half way, the next open sees the damaged file
+    again and moves it then.
+    """
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    target = path.with_name(f"{path.name}.corrupt-{stamp}")
+    n = 0
+    while any(Path(f"{target}{s}").exists() for s in ("", "-wal", "-shm")):
+        n += 1
+        target = path.with_name(f"{path.name}.corrupt-{stamp}-{n}")
+    for suffix in ("-wal", "-shm", ""):
+        source = Path(f"{path}{suffix}")
+        if source.exists():
+            os.replace(source, f"{target}{suffix}")
+    _fsync_dir(path.parent)
+    return target
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def size_or_zero(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return 0
+
+
+class StoreBase:
+    """One SQLite connection under a lock; see `Store`."""
+
+    def __init__(
+        self,
+        conn: sqlite3.Connection,
+        path: Path,
+        *,
+        synchronous: Synchronous,
+        quota_bytes: int | None,
+        retention_s: float,
+    ) -> None:
+        self.path = path
+        self.quota_bytes = quota_bytes
+        self.retention_s = retention_s
+        self._conn: sqlite3.Connection | None = conn
+        self._synchronous: Synchronous = synchronous
+        self._lock = threading.RLock()
+        # (table, name) -> id and (meter, quantity) -> series id. Cleared on rollback,
+        # because an id inserted in a rolled-back transaction does not exist.
+        self._ids: dict[tuple[str, str], int] = {}
+        self._series: dict[tuple[str, str], int] = {}
+
+    # ------------------------------------------------------------------ lifecycle
+
+    @classmethod
+    def open(
+        cls,
+        path: Path,
+        *,
+        synchronous: Synchronous = "FULL",
+        quota_bytes: int | None = None,
+        retention_s: float = 7 * 86400,
+        busy_timeout_s: float = 5.0,
+    ) -> Self:
+        """Open or create the store. A damaged file is moved aside, never silently replaced.
+
+        Only SQLITE_CORRUPT, SQLITE_NOTADB or a failing ``quick_check`` count as
+        damage. Any other error (locked, permission denied, full disk) is raised, so
+        a healthy database is never moved aside because of a passing problem.
+        """
+        if synchronous not in ("FULL", "NORMAL"):
+            raise ValueError(f"synchronous must be 'FULL' or 'NORMAL', not {synchronous!r}")
+        if quota_bytes is not None and quota_bytes <= 0:
+            raise ValueError(f"quota_bytes must be positive, not {quota_bytes}")
+        path = Path(path)
+        try:
+            conn = _connect(path, busy_timeout_s)
+        except sqlite3.Error as exc:
+            raise StoreError(f"{path}: cannot open database: {exc}") from exc
+        moved_to: Path | None = None
+        try:
+            damage = _damage(conn)
+            if damage is not None:
+                # Closing lets SQLite checkpoint a leftover WAL into the damaged file
+                # (or leave it, and we move it too). Either way the last commits stay
+                # with the evidence.
+                with contextlib.suppress(sqlite3.Error):
+                    conn.close()
+                moved_to = _move_aside(path)
+                log.critical("store %s is damaged (%s); moved aside to %s", path, damage, moved_to)
+                conn = _connect(path, busy_timeout_s)
+            store = cls(
+                conn,
+                path,
+                synchronous=synchronous,
+                quota_bytes=quota_bytes,
+                retention_s=retention_s,
+            )
+            store._configure()
+        except sqlite3.Error as exc:
+            conn.close()
+            code = _error_code(exc)
+            kind = StoreFullError if code in _FULL_CODES else StoreError
+            raise kind(f"{path}: cannot open database: {exc}") from exc
+        except BaseException:
+            conn.close()
+            raise
+        if moved_to is not None:
+            store.add_event(
+                Event(
+                    kind="store_corrupt",
+                    severity="critical",
+                    meter=None,
+                    detail={"moved_to": str(moved_to), "reason": damage},
+                    at=time.time(),
+                )
+            )
+        return store
+
+    def _configure(self) -> None:
+        conn = self._live()
+        fresh = conn.execute("PRAGMA page_count").fetchone()[0] == 0
+        if fresh:
+            # Only possible before the first table exists. Without it, deleted pages
+            # stay in the file and the quota could never shrink it.
+            conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
+        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        if str(mode).lower() != "wal":
+            raise StoreError(f"{self.path}: cannot switch to WAL mode (got {mode!r})")
+        conn.execute(f"PRAGMA synchronous = {self._synchronous}")
+        conn.execute("PRAGMA foreign_keys = ON")
+        # After a checkpoint SQLite cuts the WAL file back to this size. Otherwise one
+        # large transaction would leave a large -wal file on disk for good.
+        wal_budget = _WAL_LIMIT_BYTES
+        if self.quota_bytes is not None:
+            # With a quota, checkpoint well before the WAL alone uses much of it.
+            page_size = int(conn.execute("PRAGMA page_size").fetchone()[0])
+            wal_budget = min(wal_budget, max(self.quota_bytes // 10, 16 * page_size))
+            conn.execute(f"PRAGMA wal_autocheckpoint = {max(wal_budget // page_size, 16)}")
+        conn.execute(f"PRAGMA journal_size_limit = {wal_budget}")
+        self._migrate(conn)
+
+    def _migrate(self, conn: sqlite3.Connection) -> None:
+        while True:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                # Read again under the write lock: another process may have migrated.
+                version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+                if version >= SCHEMA_VERSION:
+                    if version == SCHEMA_VERSION:
+                        conn.execute(
+                            "INSERT INTO state VALUES (?, ?) ON CONFLICT(key) DO UPDATE"
+                            " SET value = excluded.value WHERE CAST(value AS INTEGER) < ?",
+                            (MIN_READER_KEY, str(STORE_MIN_READER), STORE_MIN_READER),
+                        )
+                    conn.execute("COMMIT")
+                    if version > SCHEMA_VERSION:
+                        self._check_readable(conn, version)
+                    return
+                MIGRATIONS[version](conn)
+                conn.execute(f"PRAGMA user_version = {version + 1}")
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+
+    def _check_readable(self, conn: sqlite3.Connection, version: int) -> None:
+        """A store a newer release migrated: usable if that release said so."""
+        row = conn.execute("SELECT value FROM state WHERE key = ?", (MIN_READER_KEY,)).fetchone()
+        min_reader = int(row[0]) if row is not None else version
+        if min_reader > SCHEMA_VERSION:
+            raise StoreError(
+                f"{self.path}: schema version {version} needs software of schema "
+                f"{min_reader} or newer; this software has {SCHEMA_VERSION}: refusing to use it"
+            )
+        log.warning(
+            "%s: schema %d from a newer release; it declares schema %d can still use it",
+            self.path,
+            version,
+            min_reader,
+        )
+
+    def close(self) -> None:
+        with self._lock:
+            if self._conn is None:
+                return
+            conn, self._conn = self._conn, None
+            with contextlib.suppress(sqlite3.Error):  # a planner hint; closing matters more
+                conn.execute("PRAGMA optimize")
+            conn.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # -------------------------------------------------------------- transactions
+
+    def _live(self) -> sqlite3.Connection:
+        if self._conn is None:
+            raise StoreError(f"{self.path}: store is closed")
+        return self._conn
+
+    def _error(self, exc: sqlite3.Error) -> StoreError:
+        code = _error_code(exc)
+        if code in _FULL_CODES:
+            return StoreFullError(
+                f"{self.path}: {exc}; the write was rolled back, data committed before it "
+                "is intact. Free disk space or lower quota_bytes."
+            )
+        if code in _CORRUPT_CODES:
+            return StoreCorruptError(
+                f"{self.path}: {exc}; close and reopen the store to move the file aside"
+            )
+        return StoreError(f"{self.path}: {exc}")
+
+    @contextlib.contextmanager
+    def _transaction(
+        self, *, write: bool = True, durable: bool = False
+    ) -> Iterator[sqlite3.Connection]:
+        """Hold the lock and run the body as one transaction.
+
+        ``durable`` forces ``synchronous=FULL`` for this commit even in NORMAL mode.
+        Counters and batch ids must survive a power cut: a repeated value would be a
+        reused AES-GCM nonce, or a batch the receiver treats as a duplicate.
+        """
+        with self._lock:
+            conn = self._live()
+            force_full = durable and self._synchronous != "FULL"
+            try:
+                if force_full:
+                    conn.execute("PRAGMA synchronous = FULL")
+                # IMMEDIATE takes the write lock up front, so a busy database fails
+                # here (after busy_timeout) and never in the middle of a change.
+                conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+                try:
+                    yield conn
+                    conn.execute("COMMIT")
+                except BaseException:
+                    self._rollback(conn)
+                    raise
+            except sqlite3.Error as exc:
+                raise self._error(exc) from exc
+            finally:
+                if force_full:
+                    with contextlib.suppress(sqlite3.Error):
+                        conn.execute(f"PRAGMA synchronous = {self._synchronous}")
+
+    def _rollback(self, conn: sqlite3.Connection) -> None:
+        self._ids.clear()
+        self._series.clear()
+        # SQLite may already have rolled back by itself (it does for some SQLITE_FULL
+        # and IOERR cases). A failing ROLLBACK must not hide the original error.
+        if conn.in_transaction:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+
+    # -------------------------------------------------------------- dictionaries
+
+    def _name_id(self, conn: sqlite3.Connection, table: str, name: str) -> int:
+        key = (table, name)
+        cached = self._ids.get(key)
+        if cached is not None:
+            return cached
+        conn.execute(f"INSERT OR IGNORE INTO {table}(name) VALUES (?)", (name,))
+        row = conn.execute(f"SELECT id FROM {table} WHERE name = ?", (name,)).fetchone()
+        self._ids[key] = int(row[0])
+        return int(row[0])
+
+    def _series_id(self, conn: sqlite3.Connection, meter: str, quantity: str) -> int:
+        key = (meter, quantity)
+        cached = self._series.get(key)
+        if cached is not None:
+            return cached
+        ids = (self._name_id(conn, "meters", meter), self._name_id(conn, "quantities", quantity))
+        conn.execute("INSERT OR IGNORE INTO series(meter_id, quantity_id) VALUES (?, ?)", ids)
+        row = conn.execute(
+            "SELECT id FROM series WHERE meter_id = ? AND quantity_id = ?", ids
+        ).fetchone()
+        self._series[key] = int(row[0])
+        return int(row[0])
+
+    @staticmethod
+    def _series_filter(meter: str | None, quantity: str | None) -> tuple[str, list[object]]:
+        """Return an SQL condition on ``s`` (series) and the names it needs as parameters."""
+        clauses: list[str] = []
+        params: list[object] = []
+        if meter is not None:
+            clauses.append("s.meter_id = (SELECT id FROM meters WHERE name = ?)")
+            params.append(meter)
+        if quantity is not None:
+            clauses.append("s.quantity_id = (SELECT id FROM quantities WHERE name = ?)")
+            params.append(quantity)
+        return " AND ".join(clauses) or "1", params
+
+    def _after_insert(self) -> None:
+        """Run after readings are committed (the quota looks at the file size here)."""
+
+    # ------------------------------------------------------------------- counters
+
+    def next_counter(self, name: str) -> int:
+        """Return the next value of a named counter (1, 2, ...). Never the same value twice.
+
+        The new value is committed durably before it is returned. So a value that was
+        used (for example as an AES-GCM nonce) cannot come back after a kill -9 or a
+        power cut. Names share one namespace with the batch id counter ``"batch"``.
+        """
+        with self._transaction(durable=True) as conn:
+            return self._bump_counter(conn, name)
+
+    def get_state(self, key: str) -> str | None:
+        with self._lock:
+            row = self._live().execute("SELECT value FROM state WHERE key = ?", (key,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def set_state(self, key: str, value: str) -> None:
+        with self._transaction() as conn:
+            conn.execute(
+                "INSERT INTO state(key, value) VALUES (?, ?)"
+                " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                (key, value),
+            )
+
+    def delete_state(self, key: str) -> None:
+        with self._transaction() as conn:
+            conn.execute("DELETE FROM state WHERE key = ?", (key,))
+
+    @staticmethod
+    def _bump_counter(conn: sqlite3.Connection, name: str) -> int:
+        conn.execute(
+            "INSERT INTO counters(name, value) VALUES (?, 1)"
+            " ON CONFLICT (name) DO UPDATE SET value = value + 1",
+            (name,),
+        )
+        return int(conn.execute("SELECT value FROM counters WHERE name = ?", (name,)).fetchone()[0])
+
+    def add_event(self, event: Event) -> int:
+        """Store an event for the uplink and return its row id.
+
+        ``TypeError`` if its detail cannot be serialised as JSON.
+        """
+        detail = json.dumps(event.detail, sort_keys=True, separators=(",", ":"))
+        with self._transaction() as conn:
+            return self._insert_event(conn, event, detail)
+
+    @staticmethod
+    def _insert_event(conn: sqlite3.Connection, event: Event, detail: str) -> int:
+        cur = conn.execute(
+            "INSERT INTO events(at, kind, severity, meter, detail) VALUES (?, ?, ?, ?, ?)",
+            (event.at, event.kind, event.severity, event.meter, detail),
+        )
+        return int(cast(int, cur.lastrowid))

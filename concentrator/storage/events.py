@@ -1,0 +1,131 @@
+"""Events, and the slots that could not be read (missing), with the read-success
+figures they make together."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Literal
+
+from concentrator.storage.base import StoreBase
+from concentrator.storage.codec import EVENT_SELECT, stored_event
+from concentrator.storage.records import Missing, ReadSuccess, StoredEvent
+
+_DAY_S = 86_400
+
+
+class Events(StoreBase):
+    """The event queries, the missing slots and the read-success counts."""
+
+    # -------------------------------------------------------------------- missing
+
+    def record_missing(self, meter: str, quantity: str, slot: int, reason: str) -> bool:
+        """Record that a slot could not be read. Returns False if a reading for it exists.
+
+        Recording the same slot again replaces the reason: the latest failure is the
+        one worth seeing.
+        """
+        return self.record_missing_many([(meter, quantity, slot, reason)]) == 1
+
+    def record_missing_many(self, rows: Sequence[tuple[str, str, int, str]]) -> int:
+        """``record_missing`` for many (meter, quantity, slot, reason) in one
+        transaction — a bus that falls behind misses many at once; one commit each made
+        it fall further behind. Returns how many were recorded."""
+        recorded = 0
+        with self._transaction() as conn:
+            for meter, quantity, slot, reason in rows:
+                series_id = self._series_id(conn, meter, quantity)
+                exists = conn.execute(
+                    "SELECT 1 FROM readings WHERE slot = ? AND series_id = ?", (slot, series_id)
+                ).fetchone()
+                if exists:
+                    continue
+                conn.execute(
+                    "INSERT INTO missing(slot, series_id, reason) VALUES (?, ?, ?)"
+                    " ON CONFLICT (slot, series_id) DO UPDATE SET reason = excluded.reason",
+                    (slot, series_id, reason),
+                )
+                recorded += 1
+        return recorded
+
+    def missing(
+        self,
+        meter: str | None = None,
+        quantity: str | None = None,
+        since: int | None = None,
+        until: int | None = None,
+    ) -> list[Missing]:
+        where, params = self._series_filter(meter, quantity)
+        if since is not None:
+            where += " AND x.slot >= ?"
+            params.append(since)
+        if until is not None:
+            where += " AND x.slot < ?"
+            params.append(until)
+        sql = (
+            "SELECT m.name, q.name, x.slot, x.reason FROM missing x"
+            " JOIN series s ON s.id = x.series_id"
+            " JOIN meters m ON m.id = s.meter_id"
+            " JOIN quantities q ON q.id = s.quantity_id"
+            f" WHERE {where} ORDER BY x.slot, m.name, q.name"
+        )
+        with self._transaction(write=False) as conn:
+            rows = conn.execute(sql, params).fetchall()
+        return [Missing(str(a), str(b), int(c), str(d)) for a, b, c, d in rows]
+
+    def read_success(
+        self, day_start: int, day_end: int, *, by: Literal["day", "meter", "quantity"]
+    ) -> list[ReadSuccess]:
+        """Count stored readings and recorded missing slots with ``day_start <= slot < day_end``.
+
+        Grouped by UTC day (key "YYYY-MM-DD"), by meter, or by quantity.
+        """
+        if by == "day":
+            group, name = "x.slot / 86400", None
+        elif by == "meter":
+            group, name = "s.meter_id", "meters"
+        elif by == "quantity":
+            group, name = "s.quantity_id", "quantities"
+        else:
+            raise ValueError(f"by must be 'day', 'meter' or 'quantity', not {by!r}")
+        join = "" if name is None else " JOIN series s ON s.id = x.series_id"
+        counts: dict[int, list[int]] = {}
+        with self._transaction(write=False) as conn:
+            for column, table in ((0, "readings"), (1, "missing")):
+                sql = (
+                    f"SELECT {group}, count(*) FROM {table} x{join}"
+                    f" WHERE x.slot >= ? AND x.slot < ? GROUP BY 1"
+                )
+                for key, n in conn.execute(sql, (day_start, day_end)):
+                    counts.setdefault(int(key), [0, 0])[column] = int(n)
+            names: dict[int, str] = {}
+            if name is not None:
+                names = {int(i): str(n) for i, n in conn.execute(f"SELECT id, name FROM {name}")}
+        result = [
+            ReadSuccess(
+                key=_day_key(key) if name is None else names.get(key, str(key)),
+                read=read,
+                missing=missing,
+            )
+            for key, (read, missing) in counts.items()
+        ]
+        return sorted(result, key=lambda r: r.key)
+
+    # --------------------------------------------------------------------- events
+
+    def events(self, since: float | None = None, kind: str | None = None) -> list[StoredEvent]:
+        where: list[str] = []
+        params: list[object] = []
+        if since is not None:
+            where.append("at >= ?")
+            params.append(since)
+        if kind is not None:
+            where.append("kind = ?")
+            params.append(kind)
+        sql = f"{EVENT_SELECT} WHERE {' AND '.join(where) or '1'} ORDER BY id"
+        with self._transaction(write=False) as conn:
+            return [stored_event(row) for row in conn.execute(sql, params)]
+
+
+def _day_key(day: int) -> str:
+    return time.strftime("%Y-%m-%d", time.gmtime(day * _DAY_S))
