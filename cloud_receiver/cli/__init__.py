@@ -9,7 +9,8 @@ analytics add 3, 7 and 9). Commands import what they run lazily, so ``--help`` a
 Every command that reads customer data or acts runs as an operator logged in with
 ``cloud-receiver login`` (`.auth`); ``--help``, ``provision``, ``broker-config``,
 ``release build`` (offline tools with their own key files), ``run`` (the service
-itself) and the first ``operator add`` need no session.
+itself), ``restore`` (into an empty database) and the first ``operator add`` need no
+session.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from cloud_receiver.cli import (
     access,
     analytics,
     audit,
+    backup,
     commands,
     dr,
     pki,
@@ -51,6 +53,7 @@ def main() -> None:
     """meterflow cloud receiver: ingest concentrator batches and answer queries."""
 
 
-for _module in (pki, service, queries, commands, prepay, dr, analytics, releases, access, audit):
+for _module in (pki, service, queries, commands, prepay, dr, analytics, releases, access, audit,
+                backup):  # fmt: skip
     for _command in _module.COMMANDS:
         main.add_command(_command)
