@@ -24,7 +24,7 @@ an archive change needs none, so the approval that completes it also carries it 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -537,8 +537,3 @@ def _execute(
             detail={"requested_by": req.requested_by, "approved_by": approvers, "result": result},
         )
     return f"request {req.id} ({req.kind}) by {req.requested_by}: {status}"
-
-
-def pending(storage: Storage, statuses: Sequence[str] = queue.OPEN) -> list[Request]:
-    with storage.transaction() as tx:
-        return [r for s in statuses for r in queue.listing(tx, s)]
