@@ -469,10 +469,14 @@ def test_requests_the_service_refuses(storage: Storage, ops: Operators) -> None:
         session_expires=time.time() + 600,
         now=time.time(),
     )
+    # 6. A viewer's relay-open disguised as a read.
+    disguised = queue.submit(storage, vera, vera_key, kind="command", action=Action.DATA_READ,
+                             params=_relay_open([M1]), approvals_needed=0, lifetime=600,
+                             session_expires=time.time() + 600, now=time.time())  # fmt: skip
     _service(storage)
     reasons = {
         r: (_status(storage, r).result or {}).get("error", "")
-        for r in (forged, unknown, signed.id, cheat.id, viewer.id)
+        for r in (forged, unknown, signed.id, cheat.id, viewer.id, disguised.id)
     }
     assert all(_status(storage, r).status == "refused" for r in reasons), reasons
     assert "signature does not verify" in reasons[forged]
@@ -480,9 +484,10 @@ def test_requests_the_service_refuses(storage: Storage, ops: Operators) -> None:
     assert "signature does not verify" in reasons[signed.id]
     assert "needs 1 approval(s) by another operator, has 0" in reasons[cheat.id]
     assert "operator:vera (viewer) may not command.relay" in reasons[viewer.id]
+    assert "it asks for command.relay but names data.read" in reasons[disguised.id]
     assert storage.commands() == []  # nothing signed, nothing sent
     forgeries = {e.target for e in _entries(storage, kinds=("alert",))}
-    assert forgeries == {f"request:{r}" for r in (forged, unknown, signed.id)}
+    assert forgeries == {f"request:{r}" for r in (forged, unknown, signed.id, disguised.id)}
 
 
 def test_a_request_outlives_neither_its_session_nor_its_operator(

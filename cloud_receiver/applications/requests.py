@@ -23,6 +23,7 @@ an archive change needs none, so the approval that completes it also carries it 
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -472,20 +473,22 @@ def _execute(
         conf = access_settings.load(tx)
     required = req.approvals_needed
     why = None if kind is not None else f"request {req.id}: unknown kind {req.kind!r}"
+    lie = None
     if kind is not None:
-        try:  # the requester's command line said how many; the service decides
+        try:  # the requester's command line said what and how many; the service decides
+            asked = kind.action(req.params)
             required = max(required, kind.approvals(storage, req.params, conf))
         except Exception as exc:
             why = f"request {req.id}: unreadable parameters ({exc})"
-    forged = None
+        else:
+            if str(asked) != req.action:
+                why = lie = f"request {req.id}: it asks for {asked} but names {req.action}"
     with storage.transaction() as tx:
-        forged = queue.signature_problem(tx, req, now)
+        forged = queue.signature_problem(tx, req, now) or lie
         why = why or queue.check(tx, req, required, now)
-        if why is None and attachment is not None:
-            import hashlib
-
-            if hashlib.sha256(attachment).hexdigest() != req.attachment_sha256:
-                why = forged = f"request {req.id}: its attachment is not the one signed (altered)"
+        digest = None if attachment is None else hashlib.sha256(attachment).hexdigest()
+        if why is None and digest != req.attachment_sha256:
+            why = forged = f"request {req.id}: its attachment is not the one signed (altered)"
         approvers = queue.valid_approvers(tx, req, now)
         if why is not None:
             queue.finish(tx, req.id, "refused", {"error": why}, now)
@@ -512,18 +515,14 @@ def _execute(
         log.warning("%s: refused", why)
         return f"{why}: refused"
     assert kind is not None
+    status = "done"
     try:
         result = kind.execute(storage, keys, req, attachment, now)
-        status, outcome = "done", "done"
     except ReceiverError as exc:
-        result, status, outcome = (
-            {"error": str(exc), "exit_code": exc.exit_code},
-            "failed",
-            "failed",
-        )
+        status, result = "failed", {"error": str(exc), "exit_code": exc.exit_code}
     except Exception as exc:  # a bug or the database: recorded, the service goes on
         log.exception("request %d (%s) failed", req.id, req.kind)
-        result, status, outcome = {"error": repr(exc), "exit_code": 1}, "failed", "failed"
+        status, result = "failed", {"error": repr(exc), "exit_code": 1}
     with storage.transaction() as tx:
         queue.finish(tx, req.id, status, result, now)
         audit.record(
@@ -533,7 +532,7 @@ def _execute(
             action=req.action,
             target=f"request:{req.id}",
             at=now,
-            outcome=outcome,
+            outcome=status,
             detail={"requested_by": req.requested_by, "approved_by": approvers, "result": result},
         )
     return f"request {req.id} ({req.kind}) by {req.requested_by}: {status}"

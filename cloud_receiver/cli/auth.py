@@ -230,14 +230,14 @@ def pending_text(req: Request) -> str | None:
     until = dt.datetime.fromtimestamp(req.expires_at).isoformat(" ", "seconds")
     if req.status == "awaiting_approval":
         return (
-            f"request {req.id}: {describe(req)} waits for a second operator's approval"
-            f" (`cloud-receiver approve {req.id}`); it expires at {until}"
+            f"request {req.id} waits for a second operator's approval (`cloud-receiver approve"
+            f" {req.id}`): {describe(req)}; it expires at {until}"
         )
     if req.status in ("ready", "executing"):
         return (
-            f"request {req.id}: {describe(req)} is queued; the receiver service has not"
-            " carried it out yet (is `cloud-receiver run` running, with command.key?);"
-            f" it expires at {until}"
+            f"request {req.id}: the receiver service has not carried it out yet (is"
+            f" `cloud-receiver run` running, with command.key?): {describe(req)}; it expires"
+            f" at {until}"
         )
     return None
 
