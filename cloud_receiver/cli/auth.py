@@ -5,8 +5,8 @@ logged in through the session file (`cloud_receiver.access.sessions`).
 file, opens the database, checks the session there and the role (`authorize`; a refusal
 is audited before it is reported), and gives the command an `Actor`: the storage, the
 principal, and the session key that signs its audit entries and requests. Commands that
-queue a request print it with `report_request`, which waits (``--wait``) for the service
-to carry it out.
+queue a request wait for the service to carry it out (`wait_done`, ``--wait``) and print
+it as the command always printed its result (`show_request`).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from clitools.options import Decorator
 from cloud_receiver.access.policy import ANY, Action, Denied, Principal, Resource, authorize
-from cloud_receiver.cli.common import open_db
+from cloud_receiver.cli.common import duration, open_db
 from cloud_receiver.errors import EXIT_DENIED, EXIT_FAILURE, ReceiverError
 
 if TYPE_CHECKING:
@@ -47,8 +47,6 @@ def session_option() -> Decorator[Any]:
 
 
 def _wait(ctx: click.Context, param: click.Parameter, value: str) -> float:
-    from cloud_receiver.cli.common import duration
-
     return 0.0 if value.strip() in ("0", "0s") else duration(ctx, param, value)
 
 
