@@ -7,7 +7,9 @@ Everything the receiver refuses or cannot do, for a reason the user can act on, 
 
 Exit codes, as for `concentrator`: 2 = bad command line, 1 = anything else; the
 analytics add 3 (the stored readings do not cover the report), 7 (the archive is wrong)
-and 9 (no such area, meter, account, event or command).
+and 9 (no such area, meter, account, event or command); access control adds 4 (not
+logged in, session expired, login refused, or the role may not do it) and 8 (the audit
+chain or a backup does not verify).
 """
 
 from __future__ import annotations
@@ -15,7 +17,9 @@ from __future__ import annotations
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
 EXIT_NO_DATA = 3
+EXIT_DENIED = 4
 EXIT_ARCHIVE = 7
+EXIT_INTEGRITY = 8
 EXIT_UNKNOWN = 9
 
 

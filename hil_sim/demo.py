@@ -126,12 +126,44 @@ def run_daemon_demo(tmp: Path) -> None:
                 _stop(receiver)
     print("== concentrator stats")
     subprocess.run([*cli_command("concentrator"), "stats", "--config", str(cfg)], check=True)
+    session = _log_in(tmp, f"sqlite:///{receiver_db}")
     print("== cloud-receiver concentrators")
     subprocess.run(
-        [*cli_command("cloud-receiver"), "concentrators", "--db", f"sqlite:///{receiver_db}"],
+        [*cli_command("cloud-receiver"), "concentrators", "--db", f"sqlite:///{receiver_db}",
+         "--session", str(session)],
         check=True,
-    )
+    )  # fmt: skip
     _print_arrivals(db, receiver_db)
+
+
+def _log_in(tmp: Path, url: str) -> Path:
+    """The first administrator (no session needed while there is no operator), logged in
+    with its password and a TOTP code, as a person would with an authenticator app."""
+    import json
+    import os
+
+    import pyotp
+
+    password = tmp / "password"
+    fd = os.open(password, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write("demo password, never reuse\n")
+    receiver = cli_command("cloud-receiver")
+    print("== cloud-receiver operator add demo --role administrator (the first operator)")
+    added = subprocess.run(
+        [*receiver, "operator", "add", "demo", "--role", "administrator", "--db", url,
+         "--password-file", str(password), "--json"],
+        check=True, capture_output=True, text=True,
+    )  # fmt: skip
+    code = pyotp.TOTP(json.loads(added.stdout)["totp_secret"]).now()
+    session = tmp / "session.json"
+    print("== cloud-receiver login demo (password and TOTP code)")
+    subprocess.run(
+        [*receiver, "login", "demo", "--db", url, "--password-file", str(password),
+         "--totp", code, "--session", str(session)],
+        check=True,
+    )  # fmt: skip
+    return session
 
 
 def _wait_drained(db: Path) -> None:

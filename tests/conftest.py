@@ -13,6 +13,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from helpers import Operators
 
 from cloud_receiver.storage import Storage, local_postgres_url, open_storage
 from hil_sim.process import SimProcess
@@ -64,3 +65,15 @@ def receiver_storage(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator
     s = open_storage(url)
     yield s
     s.close()
+
+
+@pytest.fixture
+def operators(tmp_path: Path) -> Callable[[str], Operators]:
+    """``operators(db_url)``: the `helpers.Operators` of that receiver database (known
+    passwords and TOTP secrets; ``.login(name, role)`` gives a session file)."""
+    made: dict[str, Operators] = {}
+
+    def of(db_url: str) -> Operators:
+        return made.setdefault(db_url, Operators(db_url, tmp_path / "sessions"))
+
+    return of

@@ -24,22 +24,131 @@ def run_cli(
     )
 
 
-def receiver_cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    """``cloud-receiver ARGS`` as a subprocess, output captured."""
+# A session file no test creates: a command run without ``session=`` is not logged in
+# (and never picks up the session of whoever runs the tests).
+NO_SESSION = "/nonexistent/meterflow-test-session.json"
+
+
+def receiver_cli(
+    *args: str,
+    timeout: float = 120,
+    session: Path | None = None,
+    env: dict[str, str] | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """``cloud-receiver ARGS`` as a subprocess, output captured, acting through the
+    login ``session`` (a file from `Operators.login`)."""
     return subprocess.run(
         [*cli_command("cloud-receiver"), *args],
         capture_output=True,
         text=True,
         timeout=timeout,
-        env=env_without_color(),
+        env={
+            **env_without_color(),
+            "MF_SESSION": str(session) if session is not None else NO_SESSION,
+            **(env or {}),
+        },
     )
 
 
-def receiver_json(*args: str) -> Any:
+def receiver_json(*args: str, session: Path | None = None) -> Any:
     """``cloud-receiver ARGS`` that must succeed; its stdout parsed as JSON."""
-    done = receiver_cli(*args)
+    done = receiver_cli(*args, session=session)
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout)
+
+
+class Operators:
+    """Operators of one receiver database with known passwords and TOTP secrets, logged
+    in on demand (`login` writes a session file, as ``cloud-receiver login`` does).
+
+        ops = Operators(url, tmp_path / "sessions")
+        session = ops.login("olga", "operator")      # added first if need be
+        receiver_cli("command", ..., session=session)
+    """
+
+    PASSWORD = "correct horse battery staple"
+
+    def __init__(self, db_url: str, directory: Path) -> None:
+        self.db_url = db_url
+        self.directory = directory
+        self.secrets: dict[str, str | None] = {}
+        self._steps: dict[str, int] = {}
+        self._sessions: dict[str, Path] = {}
+
+    def add(self, name: str, role: str, *, totp: bool | None = None) -> str | None:
+        """Add operator ``name`` (TOTP: by role unless ``totp`` says); its secret."""
+        import time
+
+        from cloud_receiver.access import operators
+        from cloud_receiver.access.policy import Role
+        from cloud_receiver.storage import open_storage
+
+        storage = open_storage(self.db_url)
+        try:
+            with storage.transaction() as tx:
+                _, secret = operators.add(
+                    tx, name, Role(role), self.PASSWORD, with_totp=bool(totp), by="test",
+                    now=time.time(),
+                )  # fmt: skip
+        finally:
+            storage.close()
+        self.secrets[name] = secret
+        return secret
+
+    def code(self, name: str) -> str | None:
+        """A TOTP code not used yet (a login takes each time step once)."""
+        import time
+
+        import pyotp
+
+        secret = self.secrets.get(name)
+        if secret is None:
+            return None
+        totp = pyotp.TOTP(secret)
+        while True:
+            current = int(time.time() // totp.interval)
+            step = next(
+                (s for s in (current - 1, current, current + 1) if s > self._steps.get(name, 0)),
+                None,
+            )
+            if step is not None:
+                self._steps[name] = step
+                return totp.generate_otp(step)
+            time.sleep(1)
+
+    def login(
+        self,
+        name: str,
+        role: str | None = None,
+        *,
+        lifetime: float | None = None,
+        fresh: bool = False,
+    ) -> Path:
+        """Log ``name`` in (adding it with ``role`` first if it is new); the session file.
+        The session of an earlier call is reused unless ``fresh`` (or ``lifetime``)."""
+        import time
+
+        from cloud_receiver.access import sessions
+        from cloud_receiver.storage import open_storage
+
+        if name in self._sessions and not fresh and lifetime is None:
+            return self._sessions[name]
+        if name not in self.secrets:
+            assert role is not None, f"operator {name} is new: give its role"
+            self.add(name, role)
+        storage = open_storage(self.db_url)
+        try:
+            done = sessions.login(
+                storage, name, self.PASSWORD, self.code(name), where="test@host",
+                now=time.time(), lifetime=lifetime,
+            )  # fmt: skip
+        finally:
+            storage.close()
+        path = self.directory / f"{name}.session.json"
+        path.unlink(missing_ok=True)
+        done.file.write(path)
+        self._sessions[name] = path
+        return path
 
 
 def read_json(*args: str) -> dict[str, Any]:

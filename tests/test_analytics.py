@@ -17,7 +17,7 @@ import struct
 import subprocess
 import sys
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -25,6 +25,7 @@ from typing import Any
 import psycopg
 import pytest
 from click.testing import CliRunner
+from helpers import Operators
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -158,8 +159,24 @@ def _truth(sim: AreaSim) -> dict[tuple[str, str], dict[str, Any]]:
     return {(r["area"], r["day"]): r for r in sim.truth if r["type"] == "day"}
 
 
-def _cli(*args: str) -> Any:
-    return CliRunner().invoke(receiver_cli, list(args))
+@pytest.fixture(scope="module")
+def analyst(db_url: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A viewer's login session on the module's database: the reports need one."""
+    return Operators(db_url, tmp_path_factory.mktemp("sessions")).login("vera", "viewer")
+
+
+def _cli(*args: str, session: Path) -> Any:
+    return CliRunner().invoke(receiver_cli, list(args), env={"MF_SESSION": str(session)})
+
+
+def _import(ops: Operators, *args: str) -> Any:
+    """``archive import ARGS`` by one operator and, when it is queued, its approval by
+    another, which carries it out: the result of the step that ended it."""
+    result = _cli("archive", "import", *args, "--json", session=ops.login("olga", "operator"))
+    if result.exit_code != 0:
+        return result
+    request = json.loads(result.stdout)["request"]
+    return _cli("approve", str(request), "--db", ops.db_url, session=ops.login("ivan", "operator"))
 
 
 # ------------------------------------------------------------------------ line loss
@@ -204,7 +221,9 @@ def test_interpolated_midnight_makes_the_day_estimated(storage: Storage) -> None
     assert by_day[short].estimated == 1
 
 
-def test_missing_data_is_flagged_incomplete_never_loss(storage: Storage, db_url: str) -> None:
+def test_missing_data_is_flagged_incomplete_never_loss(
+    storage: Storage, db_url: str, analyst: Path
+) -> None:
     archive = Archive(storage.archive())
     days = {d.day: d for d in line_loss(storage, archive, TA1, START, LAST + D, DEFAULT_TZ)}
     gap = START + GAP_DAY_LONG * D  # readings missing 22:00-02:00 around this midnight
@@ -232,6 +251,7 @@ def test_missing_data_is_flagged_incomplete_never_loss(storage: Storage, db_url:
         "--to",
         str(gap + D),
         "--csv",
+        session=analyst,
     )
     assert result.exit_code == 0, result.output
     rows = list(csv.DictReader(io.StringIO(result.stdout)))
@@ -311,14 +331,27 @@ def test_cover_open_counter_register_counts_as_tamper_evidence(tmp_path: Path) -
     assert suspect.reasons == ("meter cover opened ×1 (cover-open counter register)",)
 
 
-def test_suspects_cli_json(db_url: str) -> None:
-    result = _cli("report", "suspects", "--db", db_url, "--area", TA1, "--day", str(LAST), "--json")
+def test_suspects_cli_json(db_url: str, analyst: Path) -> None:
+    result = _cli(
+        "report",
+        "suspects",
+        "--db",
+        db_url,
+        "--area",
+        TA1,
+        "--day",
+        str(LAST),
+        "--json",
+        session=analyst,
+    )
     assert result.exit_code == 0, result.output
     doc = json.loads(result.stdout)
     assert doc["alarm_score"] == ALARM_SCORE and doc["day"] == str(LAST)
     assert [s["meter"] for s in doc["suspects"][:2]] == [meter_address(1, 3), meter_address(1, 7)]
     assert all(s["reasons"] and s["score"] > 0 for s in doc["suspects"])
-    table = _cli("report", "suspects", "--db", db_url, "--area", TA1, "--day", str(LAST))
+    table = _cli(
+        "report", "suspects", "--db", db_url, "--area", TA1, "--day", str(LAST), session=analyst
+    )
     assert table.exit_code == 0 and "ALARM" in table.stdout and "2 alarm(s)" in table.stdout
 
 
@@ -364,10 +397,10 @@ def _pair() -> tuple[str, str]:
     return meter_address(2, 1), meter_address(2, 2)
 
 
-def test_usage_csv_has_a_header_and_parses(db_url: str) -> None:
+def test_usage_csv_has_a_header_and_parses(db_url: str, analyst: Path) -> None:
     args = ["report", "usage", "--db", db_url, "--meter", meter_address(1, 1)]
     args += ["--from", str(START), "--to", str(START + 3 * D), "--csv"]
-    rows = list(csv.reader(io.StringIO(_cli(*args).stdout)))
+    rows = list(csv.reader(io.StringIO(_cli(*args, session=analyst).stdout)))
     assert rows[0] == [
         "day",
         "kwh",
@@ -380,11 +413,11 @@ def test_usage_csv_has_a_header_and_parses(db_url: str) -> None:
         "note",
     ]
     assert len(rows) == 4 and all(Decimal(r[1]) > 0 for r in rows[1:])
-    slots = list(csv.DictReader(io.StringIO(_cli(*args, "--by", "slot").stdout)))
+    slots = list(csv.DictReader(io.StringIO(_cli(*args, "--by", "slot", session=analyst).stdout)))
     assert len(slots) == 3 * 96 and float(slots[0]["kw"]) >= 0
-    months = list(csv.DictReader(io.StringIO(_cli(*args, "--by", "month").stdout)))
+    months = list(csv.DictReader(io.StringIO(_cli(*args, "--by", "month", session=analyst).stdout)))
     assert [m["month"] for m in months] == ["2026-01"] and months[0]["days"] == "3"
-    sharp = _cli(*args, "--tou", "sharp=19-21;peak=08-11,18-19,21-23;valley=23-07")
+    sharp = _cli(*args, "--tou", "sharp=19-21;peak=08-11,18-19,21-23;valley=23-07", session=analyst)
     assert sharp.exit_code == 0 and sharp.stdout.startswith("day,kwh,sharp_kwh,peak_kwh")
 
 
@@ -418,7 +451,7 @@ def test_plots_have_titles_and_axis_units(storage: Storage) -> None:
     assert "incomplete (not loss)" in labels  # the gap days are shown, apart from loss
 
 
-def test_png_files_from_the_cli(db_url: str, tmp_path: Path) -> None:
+def test_png_files_from_the_cli(db_url: str, tmp_path: Path, analyst: Path) -> None:
     curve, loss_png, forecast_png = (tmp_path / n for n in ("c.png", "l.png", "f.png"))
     result = _cli(
         "report",
@@ -433,6 +466,7 @@ def test_png_files_from_the_cli(db_url: str, tmp_path: Path) -> None:
         str(START + 7 * D),
         "--png",
         str(curve),
+        session=analyst,
     )
     assert result.exit_code == 0, result.output
     result = _cli(
@@ -448,6 +482,7 @@ def test_png_files_from_the_cli(db_url: str, tmp_path: Path) -> None:
         str(LAST + D),
         "--png",
         str(loss_png),
+        session=analyst,
     )
     assert result.exit_code == 0, result.output
     result = _cli(
@@ -461,6 +496,7 @@ def test_png_files_from_the_cli(db_url: str, tmp_path: Path) -> None:
         str(LAST),
         "--png",
         str(forecast_png),
+        session=analyst,
     )
     assert result.exit_code == 0, result.output
     for png in (curve, loss_png, forecast_png):
@@ -497,9 +533,18 @@ def test_forecast_beats_seasonal_naive_on_held_out_days(storage: Storage) -> Non
     assert sum(chosen) < sum(naive)
 
 
-def test_forecast_cli_prints_96_values(db_url: str) -> None:
+def test_forecast_cli_prints_96_values(db_url: str, analyst: Path) -> None:
     result = _cli(
-        "report", "forecast", "--db", db_url, "--area", TA3, "--day", str(LAST + D), "--csv"
+        "report",
+        "forecast",
+        "--db",
+        db_url,
+        "--area",
+        TA3,
+        "--day",
+        str(LAST + D),
+        "--csv",
+        session=analyst,
     )
     assert result.exit_code == 0, result.output
     rows = list(csv.DictReader(io.StringIO(result.stdout)))
@@ -507,7 +552,16 @@ def test_forecast_cli_prints_96_values(db_url: str) -> None:
     assert all(float(r["forecast_kw"]) > 0 for r in rows) and rows[0]["actual_kw"] == ""
     doc = json.loads(
         _cli(
-            "report", "forecast", "--db", db_url, "--area", TA3, "--day", str(LAST), "--json"
+            "report",
+            "forecast",
+            "--db",
+            db_url,
+            "--area",
+            TA3,
+            "--day",
+            str(LAST),
+            "--json",
+            session=analyst,
         ).stdout
     )
     assert doc["method"] in fc.METHODS and len(doc["kw"]) == 96 and doc["mape"] > 0
@@ -544,11 +598,20 @@ def test_forecast_benchmark_prints_both_figures() -> None:
     ],
 )
 def test_bad_report_arguments_are_named(
-    db_url: str, args: list[str], code: int, message: str
+    db_url: str, args: list[str], code: int, message: str, analyst: Path
 ) -> None:
     command, *rest = args
     result = _cli(
-        "report", command, "--db", db_url, "--from", str(START), "--to", str(START + D), *rest
+        "report",
+        command,
+        "--db",
+        db_url,
+        "--from",
+        str(START),
+        "--to",
+        str(START + D),
+        *rest,
+        session=analyst,
     )
     assert result.exit_code == code, result.output
     assert message in result.output
@@ -564,21 +627,29 @@ def test_bad_report_arguments_are_named(
     ],
 )
 def test_malformed_dates_and_empty_ranges_exit_2(
-    db_url: str, first: str, end: str, message: str
+    db_url: str, first: str, end: str, message: str, analyst: Path
 ) -> None:
     for command in (["loss", "--area", TA1], ["usage", "--meter", meter_address(1, 1)]):
-        result = _cli("report", *command, "--db", db_url, "--from", first, "--to", end)
+        result = _cli(
+            "report", *command, "--db", db_url, "--from", first, "--to", end, session=analyst
+        )
         assert result.exit_code == 2, result.output
         assert message in result.output
 
 
-def test_reports_without_data_say_so(db_url: str) -> None:
+def test_reports_without_data_say_so(db_url: str, analyst: Path) -> None:
     far = "2030-06-01"
-    result = _cli("report", "suspects", "--db", db_url, "--area", TA1, "--day", far)
+    result = _cli(
+        "report", "suspects", "--db", db_url, "--area", TA1, "--day", far, session=analyst
+    )
     assert result.exit_code == 3 and "no readings of area TA-0001" in result.output
-    result = _cli("report", "forecast", "--db", db_url, "--area", TA1, "--day", far)
+    result = _cli(
+        "report", "forecast", "--db", db_url, "--area", TA1, "--day", far, session=analyst
+    )
     assert result.exit_code == 3 and "a forecast needs at least 8" in result.output
-    result = _cli("report", "suspects", "--db", db_url, "--area", TA1, "--day", "2030-02-30")
+    result = _cli(
+        "report", "suspects", "--db", db_url, "--area", TA1, "--day", "2030-02-30", session=analyst
+    )
     assert result.exit_code == 2
     # A loss report over days without readings: every day incomplete, no loss invented.
     result = _cli(
@@ -593,6 +664,7 @@ def test_reports_without_data_say_so(db_url: str) -> None:
         "--to",
         "2030-06-03",
         "--csv",
+        session=analyst,
     )
     assert result.exit_code == 0
     assert [r["status"] for r in csv.DictReader(io.StringIO(result.stdout))] == ["incomplete"] * 2
@@ -601,21 +673,25 @@ def test_reports_without_data_say_so(db_url: str) -> None:
 # ------------------------------------------------------------------------ archive
 
 
-def test_archive_import_merge_list_and_errors(tmp_path: Path) -> None:
+def test_archive_import_merge_list_and_errors(
+    tmp_path: Path, operators: Callable[[str], Operators]
+) -> None:
     db = f"sqlite:///{tmp_path / 'r.db'}"
+    ops = operators(db)
+    vera = ops.login("vera", "viewer")
     good = tmp_path / "a.csv"
     good.write_text(
         "\ufeffmeter,area,role,account,group,multiplier\n"
         "T1,台区-1,total,,,40\nC1,台区-1,customer,A1,household,\nC2,台区-1,customer,A1,,1\n",
         encoding="utf-8",
     )
-    result = _cli("archive", "import", str(good), "--db", db)
+    result = _import(ops, str(good), "--db", db)
     assert result.exit_code == 0, result.output
     assert "3 meters in 1 areas imported" in result.stdout
     more = tmp_path / "b.csv"
     more.write_text("meter,area,role\nC2,台区-2,customer\nT2,台区-2,total\n", encoding="utf-8")
-    assert _cli("archive", "import", str(more), "--db", db).exit_code == 0
-    listed = _cli("archive", "list", "--db", db, "--csv")
+    assert _import(ops, str(more), "--db", db).exit_code == 0
+    listed = _cli("archive", "list", "--db", db, "--csv", session=vera)
     records = parse_archive_csv(listed.stdout)
     assert [(r.meter, r.area, r.multiplier) for r in records] == [
         ("T1", "台区-1", Decimal(40)),
@@ -625,28 +701,44 @@ def test_archive_import_merge_list_and_errors(tmp_path: Path) -> None:
     ]
     clash = tmp_path / "c.csv"
     clash.write_text("meter,area,role\nT9,台区-1,total\n", encoding="utf-8")
-    result = _cli("archive", "import", str(clash), "--db", db)
+    result = _import(ops, str(clash), "--db", db)
     assert result.exit_code == 7 and "already has total meter T1" in result.output
-    assert _cli("archive", "import", str(clash), "--db", db, "--replace").exit_code == 0
-    assert len(parse_archive_csv(_cli("archive", "list", "--db", db, "--csv").stdout)) == 1
+    assert _import(ops, str(clash), "--db", db, "--replace").exit_code == 0
+    assert (
+        len(parse_archive_csv(_cli("archive", "list", "--db", db, "--csv", session=vera).stdout))
+        == 1
+    )
 
     bad = tmp_path / "bad.csv"
     bad.write_text("meter,area,role\nM1,A,customer\nM2,A,boss\n", encoding="utf-8")
-    result = _cli("archive", "import", str(bad), "--db", db)
+    result = _import(ops, str(bad), "--db", db)
     assert result.exit_code == 7 and "line 3, column role: 'boss'" in result.output
-    result = _cli("archive", "import", str(tmp_path / "missing.csv"), "--db", db)
+    result = _import(ops, str(tmp_path / "missing.csv"), "--db", db)
     assert result.exit_code == 1 and "missing.csv" in result.output
-    result = _cli("archive", "list", "--db", db, "--area", "nowhere")
+    result = _cli("archive", "list", "--db", db, "--area", "nowhere", session=vera)
     assert result.exit_code == 9
 
 
-def test_an_area_without_total_meter_cannot_have_line_loss(tmp_path: Path) -> None:
+def test_an_area_without_total_meter_cannot_have_line_loss(
+    tmp_path: Path, operators: Callable[[str], Operators]
+) -> None:
     db = f"sqlite:///{tmp_path / 'r.db'}"
+    ops = operators(db)
     csv_file = tmp_path / "a.csv"
     csv_file.write_text("meter,area,role\nC1,A,customer\n", encoding="utf-8")
-    assert _cli("archive", "import", str(csv_file), "--db", db).exit_code == 0
+    assert _import(ops, str(csv_file), "--db", db).exit_code == 0
     result = _cli(
-        "report", "loss", "--db", db, "--area", "A", "--from", "2026-01-01", "--to", "2026-01-02"
+        "report",
+        "loss",
+        "--db",
+        db,
+        "--area",
+        "A",
+        "--from",
+        "2026-01-01",
+        "--to",
+        "2026-01-02",
+        session=ops.login("vera", "viewer"),
     )
     assert result.exit_code == 7 and "area A has no total meter" in result.output
 

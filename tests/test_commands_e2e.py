@@ -1,18 +1,22 @@
 """Signed commands end to end through a real Mosquitto with TLS: `cloud-receiver command`
-→ receiver → broker → concentrator → simulated meter relay, and the outcome back up the
-encrypted uplink. Then forged, expired, replayed and misaddressed commands, published
-straight onto the concentrator's ``cmd`` topic — through the real broker (its ACL stops
-them) and through a broker without ACLs (a compromised one): each is refused and
-audited, and the relay never moves."""
+(a request signed by the operator's session) → the receiver service (checks it, signs
+the command with the key only it holds) → broker → concentrator → simulated meter relay,
+and the outcome back up the encrypted uplink. A relay-open above the approval threshold
+waits for a second operator — not the one who asked — and only then moves the relay.
+Then forged, expired, replayed and misaddressed commands, published straight onto the
+concentrator's ``cmd`` topic — through the real broker (its ACL stops them) and through
+a broker without ACLs (a compromised one) — and a request row written straight into the
+database: each is refused and audited, and the relay never moves."""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import DaemonProcess, receiver_json, truth_of, wait_for
+from helpers import DaemonProcess, Operators, receiver_cli, receiver_json, truth_of, wait_for
 from mqtt_harness import Broker, Peer
 from test_uplink_e2e import Receiver
 
@@ -28,11 +32,22 @@ pytestmark = pytest.mark.slow
 CID = "dc-cmd"
 
 
-def _command(rdb: Path, broker: Broker, *args: str) -> str:
+def _command(rdb: Path, session: Path, *args: str) -> str:
     doc = receiver_json("command", *args, "--concentrator", CID, "--db", f"sqlite:///{rdb}",
-                        "--pki-dir", str(broker.pki_dir), "--json")  # fmt: skip
+                        "--json", session=session)  # fmt: skip
     command_id: str = doc["id"]
     return command_id
+
+
+def _request_status(rdb: Path, request_id: int) -> str:
+    from cloud_receiver.access import requests as queue
+
+    s = SqliteStorage(rdb)
+    try:
+        with s.transaction() as tx:
+            return queue.get(tx, request_id).status
+    finally:
+        s.close()
 
 
 def _status(rdb: Path, command_id: str) -> str | None:
@@ -62,8 +77,11 @@ def _store_readings(db: Path, meter: str) -> list[Any]:
         return list(store.get_readings(meter=meter))
 
 
-def test_signed_commands_switch_the_relay_and_forgeries_never_do(tmp_path: Path) -> None:
+def test_signed_commands_switch_the_relay_and_forgeries_never_do(
+    tmp_path: Path, operators: Callable[[str], Operators]
+) -> None:
     cfg, db, rdb = tmp_path / "c.toml", tmp_path / "store.db", tmp_path / "receiver.db"
+    url = f"sqlite:///{rdb}"
     broker = Broker(tmp_path / "broker")
     broker.start()
     sim = SimProcess(
@@ -91,8 +109,26 @@ def test_signed_commands_switch_the_relay_and_forgeries_never_do(tmp_path: Path)
                 s.close()
 
         wait_for(heard, 120, "the concentrator's first batch at the receiver")
+        ops = operators(url)
+        olga, ivan = ops.login("olga", "operator"), ops.login("ivan", "operator")
+        ada = ops.login("ada", "administrator")
 
-        opened = _command(rdb, broker, "relay-open", "--meter", m1)
+        # Above the threshold (lowered to 0 meters here) a relay-open waits for a second
+        # operator; the service neither signs nor sends it until then.
+        done = receiver_cli("settings", "set", "relay-open-approval-above", "0", "--db", url,
+                            session=ada)  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        asked = receiver_json("command", "relay-open", "--meter", m1, "--concentrator", CID,
+                              "--db", url, "--json", session=olga)  # fmt: skip
+        assert asked["status"] == "awaiting_approval"
+        opened, request = asked["id"], asked["request"]
+        time.sleep(3)  # three ticks of the service
+        assert _status(rdb, opened) is None and _relay_truth(sim) == []
+        own = receiver_cli("approve", str(request), "--db", url, session=olga)
+        assert own.returncode == 4 and "a second operator must approve it" in own.stderr
+        assert _request_status(rdb, request) == "awaiting_approval"
+        approved = receiver_json("approve", str(request), "--db", url, "--json", session=ivan)
+        assert approved["id"] == opened and approved["counter"] == 1
         wait_for(lambda: _status(rdb, opened) == "done", 90, "relay-open done")
         s = SqliteStorage(rdb)
         try:
@@ -106,13 +142,17 @@ def test_signed_commands_switch_the_relay_and_forgeries_never_do(tmp_path: Path)
         ]
         assert log == ["issued", "published", "done"]
         assert _relay_truth(sim) == [(m1, "open")]  # the meter's own record: it opened
+        assert row.issued_by == f"operator:olga (request {request})"
+        done = receiver_cli("settings", "set", "relay-open-approval-above", "10", "--db", url,
+                            session=ada)  # fmt: skip
+        assert done.returncode == 0, done.stderr
 
-        closed = _command(rdb, broker, "relay-close", "--meter", m1)
+        closed = _command(rdb, olga, "relay-close", "--meter", m1)
         wait_for(lambda: _status(rdb, closed) == "done", 90, "relay-close done")
         assert _relay_truth(sim) == [(m1, "open"), (m1, "closed")]
 
         # A meter without relay passwords, or unknown here: failed, with the reason.
-        unknown = _command(rdb, broker, "relay-open", "--meter", "999999999999")
+        unknown = _command(rdb, olga, "relay-open", "--meter", "999999999999")
         wait_for(lambda: _status(rdb, unknown) == "failed", 90, "a refused target")
 
         # Clocks: the simulated meters' clocks are off by up to 20 s; a check finds it,
@@ -127,30 +167,30 @@ def test_signed_commands_switch_the_relay_and_forgeries_never_do(tmp_path: Path)
             assert doc is not None
             return doc
 
-        first = result(_command(rdb, broker, "clock-check", "--meter", m1, "--meter", m2,
+        first = result(_command(rdb, olga, "clock-check", "--meter", m1, "--meter", m2,
                                 "--threshold", "0.5"))  # fmt: skip
         drifts = {r["meter"]: r["drift_s"] for r in first["results"]}
         with Store.open(db) as store:
             flagged = {e.event.meter for e in store.events(kind="clock_drift")}
         assert flagged == {m for m, d in drifts.items() if abs(d) > 0.5}
         assert flagged  # seed 0 puts at least one clock seconds off
-        sync = result(_command(rdb, broker, "time-sync"))
+        sync = result(_command(rdb, olga, "time-sync"))
         assert [r["result"] for r in sync["results"]] == ["ok"]
-        again = result(_command(rdb, broker, "clock-check", "--meter", m1, "--meter", m2,
+        again = result(_command(rdb, olga, "clock-check", "--meter", m1, "--meter", m2,
                                 "--threshold", "3"))  # fmt: skip
         assert not any(r["beyond_threshold"] for r in again["results"]), again
 
         # An on-demand read, answered in the command's result.
-        read = result(_command(rdb, broker, "read", "--meter", m2, "--quantity", "voltage_a"))
+        read = result(_command(rdb, olga, "read", "--meter", m2, "--quantity", "voltage_a"))
         [row] = read["results"]
         told = {(r.meter, r.value) for r in truth_of(sim.truth) if r.quantity == "voltage_a"}
         assert (m2, row["values"]["voltage_a"][0]) in told
 
         # Remove a meter, then add it back: polling stops, then resumes.
-        removed = result(_command(rdb, broker, "remove-meter", "--meter", m2))
+        removed = result(_command(rdb, olga, "remove-meter", "--meter", m2))
         assert removed["results"][0]["meters"] == 1
         added = result(
-            _command(rdb, broker, "add-meter", "--meter", m2, "--bus", "bus1", "--group", "dlt645")
+            _command(rdb, olga, "add-meter", "--meter", m2, "--bus", "bus1", "--group", "dlt645")
         )
         assert added["results"][0]["meters"] == 2
         since = time.time()
@@ -159,9 +199,7 @@ def test_signed_commands_switch_the_relay_and_forgeries_never_do(tmp_path: Path)
             60,
             "the re-added meter polled",
         )
-        dup = _command(
-            rdb, broker, "add-meter", "--meter", m2, "--bus", "bus1", "--group", "dlt645"
-        )
+        dup = _command(rdb, olga, "add-meter", "--meter", m2, "--bus", "bus1", "--group", "dlt645")
         wait_for(lambda: _status(rdb, dup) == "failed", 90, "adding a meter twice refused")
 
         # --- forgeries -------------------------------------------------------------
@@ -236,9 +274,53 @@ def test_signed_commands_switch_the_relay_and_forgeries_never_do(tmp_path: Path)
                 s.close()
 
         wait_for(lambda: upstream() >= len(forged), 90, "the refusals at the receiver")
+
+        # A request row written straight into the database, signed by no live session,
+        # is refused by the service (and raises an alert); nothing is signed or sent.
+        forged_request = _forge_request(rdb, m2)
+        wait_for(lambda: _request_status(rdb, forged_request) == "refused", 30,
+                 "the forged request refused")  # fmt: skip
+        assert _status(rdb, "forged-req-1") is None
+        alerts = receiver_json("audit", "alerts", "--db", url, "--json", session=ada)
+        assert any(a["action"] == "forged_request" and a["target"] == f"request:{forged_request}"
+                   for a in alerts)  # fmt: skip
         assert _relay_truth(sim) == [(m1, "open"), (m1, "closed")]  # the relay never moved
     finally:
         assert daemon.stop() == 0
         receiver.stop()
         sim.stop()
         broker.stop()
+
+
+def _forge_request(rdb: Path, meter: str) -> int:
+    """A ``ready`` relay-open request inserted by hand, naming operator olga's session
+    but signed with another key."""
+    import json
+
+    from sqlalchemy import insert, select
+
+    from cloud_receiver.storage.schema import requests, sessions
+
+    s = SqliteStorage(rdb)
+    now = time.time()
+    try:
+        with s.transaction() as tx:
+            session = tx.execute(select(sessions.c.id).where(sessions.c.operator == "olga"))
+            params = {
+                "id": "forged-req-1",
+                "concentrator": CID,
+                "action": "relay_open",
+                "meters": [meter],
+                "params": {},
+                "not_before": None,
+                "valid_for_s": 600,
+            }
+            return int(tx.execute(insert(requests).values(
+                nonce="forged", kind="command", action="command.relay", params=json.dumps(params),
+                attachment=None, attachment_sha256=None, requested_by="olga",
+                session=session.scalar_one(), origin="nowhere", created_at=now,
+                expires_at=now + 600, approvals_needed=0, signature=b"\0" * 64, status="ready",
+                result=None, updated_at=now,
+            ).returning(requests.c.id)).scalar_one())  # fmt: skip
+    finally:
+        s.close()

@@ -7,11 +7,20 @@ from __future__ import annotations
 
 import datetime as dt
 import time
+from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
 
 import pytest
-from helpers import DaemonProcess, read_status, receiver_cli, receiver_json, truth_of, wait_for
+from helpers import (
+    DaemonProcess,
+    Operators,
+    read_status,
+    receiver_cli,
+    receiver_json,
+    truth_of,
+    wait_for,
+)
 from mqtt_harness import Broker
 from test_uplink_e2e import Receiver
 
@@ -28,7 +37,7 @@ CST = dt.timezone(dt.timedelta(hours=8))
 
 
 def test_a_demand_response_event_curtails_and_reports_the_true_reduction(
-    tmp_path: Path,
+    tmp_path: Path, operators: Callable[[str], Operators]
 ) -> None:
     # Simulated time starts on a Monday at 00:00 some weeks ahead (commands are only
     # sent while their window is still ahead of the receiver's real clock).
@@ -58,12 +67,14 @@ def test_a_demand_response_event_curtails_and_reports_the_true_reduction(
     status = db.with_suffix(".status.json")
     meters = sim.meters
     try:
+        olga = operators(url).login("olga", "operator")
         assert (
             receiver_cli(
-                "dr", "enrol", "peak-shave", *meters, "--concentrator", CID, "--db", url
+                "dr", "enrol", "peak-shave", *meters, "--concentrator", CID, "--db", url,
+                session=olga,
             ).returncode
             == 0
-        )
+        )  # fmt: skip
         # Monday's window is the baseline; the event is set up on Tuesday morning.
         wait_for(
             lambda: (read_status(status) or {}).get("wall", 0) > event_from - 8 * 3600,
@@ -77,7 +88,7 @@ def test_a_demand_response_event_curtails_and_reports_the_true_reduction(
         event = receiver_json(
             "dr", "event", "--group", "peak-shave", "--from", str(int(event_from)),
             "--to", str(int(event_to)), "--limit-kw", str(limit), "--baseline-days", "1",
-            "--db", url, "--pki-dir", str(broker.pki_dir), "--json",
+            "--db", url, "--json", session=olga,
         )  # fmt: skip
         chosen = event["curtailed"]
         assert chosen and len(chosen) < len(meters)
@@ -86,7 +97,7 @@ def test_a_demand_response_event_curtails_and_reports_the_true_reduction(
         assert left <= limit
         assert min(loads[m] for m in chosen) >= max(loads[m] for m in meters if m not in chosen)
         wait_for(lambda: _has_reading_at(rdb, meters, event_to + 3600), 120, "the window and after")
-        report = receiver_json("dr", "report", event["id"], "--db", url, "--json")
+        report = receiver_json("dr", "report", event["id"], "--db", url, "--json", session=olga)
     finally:
         assert daemon.stop() == 0
         receiver.stop()

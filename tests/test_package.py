@@ -9,12 +9,13 @@ import contextlib
 import io
 import json
 import tarfile
+from collections.abc import Callable
 from pathlib import Path
 
 import cbor2
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from helpers import receiver_cli
+from helpers import Operators, receiver_cli
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -243,18 +244,22 @@ def test_software_is_recorded_from_headers_and_kept_when_unstated(storage: Stora
     assert ro.software(storage)["dc-1"] == ("0.1.0", 1, 2.0)
 
 
-def test_rollout_cli_refuses_what_it_cannot_do(tmp_path: Path) -> None:
+def test_rollout_cli_refuses_what_it_cannot_do(
+    tmp_path: Path, operators: Callable[[str], Operators]
+) -> None:
     db = f"sqlite:///{tmp_path / 'r.db'}"
-    done = receiver_cli("rollout", "abort", "--db", db)
+    olga = operators(db).login("olga", "operator")
+    done = receiver_cli("rollout", "abort", "--db", db, session=olga)
     assert done.returncode == 1 and "no rollout is running" in done.stderr
     done = receiver_cli("rollout", "start", "0.2.0", "--stage", "pilot", "--db", db,
-                        "--pki-dir", str(tmp_path / "pki"))  # fmt: skip
+                        "--pki-dir", str(tmp_path / "pki"), session=olga)  # fmt: skip
     assert done.returncode == 1 and "expected NAME:GROUP" in done.stderr
     done = receiver_cli("rollout", "start", "0.2.0", "--stage", "pilot:ALL", "--db", db,
-                        "--pki-dir", str(tmp_path / "pki"))  # fmt: skip
+                        "--pki-dir", str(tmp_path / "pki"), session=olga)  # fmt: skip
     assert done.returncode == 1 and "no release 0.2.0" in done.stderr
     done = receiver_cli("rollout", "start", "0.2.0", "--stage", "pilot:ALL", "--health-window",
-                        "soon", "--db", db, "--pki-dir", str(tmp_path / "pki"))  # fmt: skip
+                        "soon", "--db", db, "--pki-dir", str(tmp_path / "pki"),
+                        session=olga)  # fmt: skip
     assert done.returncode == 2 and "expected a duration" in done.stderr
     wheel = tmp_path / "other-1.0-py3-none-any.whl"
     wheel.write_bytes(b"x")

@@ -5,17 +5,18 @@ the ledger as it was. Both storage backends."""
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
 
 import pytest
-from helpers import receiver_cli
+from helpers import Operators, receiver_cli
 from sqlalchemy import func, select
 
 from cloud_receiver.applications import prepay
 from cloud_receiver.applications.fleet import commands
 from cloud_receiver.storage import Storage, open_storage
-from cloud_receiver.storage.schema import dr_events
+from cloud_receiver.storage.schema import dr_events, requests
 from contract import commands as wire_commands
 from contract.records import Event, Reading
 
@@ -159,7 +160,7 @@ def test_running_out_sends_relay_open_and_a_top_up_relay_close(storage: Storage)
     ],
 )  # fmt: skip
 def test_bad_input_is_named_and_leaves_the_ledger_unchanged(
-    tmp_path: Path, args: list[str], message: str
+    tmp_path: Path, args: list[str], message: str, operators: Callable[[str], Operators]
 ) -> None:
     url = f"sqlite:///{tmp_path / 'r.db'}"
     s = open_storage(url)
@@ -167,7 +168,8 @@ def test_bad_input_is_named_and_leaves_the_ledger_unchanged(
     prepay.topup(s, "A1", Decimal("5"), now=0, by="t")
     before = prepay.ledger(s, "A1")
     s.close()
-    done = receiver_cli(*args, "--db", url)
+    clerk = operators(url).login("bea", "billing-clerk")
+    done = receiver_cli(*args, "--db", url, session=clerk)
     assert done.returncode != 0
     assert message in done.stderr, done.stderr
     s = open_storage(url)
@@ -200,7 +202,7 @@ def test_bad_input_is_named_and_leaves_the_ledger_unchanged(
     ],
 )  # fmt: skip
 def test_malformed_times_and_commands_are_named_and_store_nothing(
-    tmp_path: Path, args: list[str], message: str
+    tmp_path: Path, args: list[str], message: str, operators: Callable[[str], Operators]
 ) -> None:
     url = f"sqlite:///{tmp_path / 'r.db'}"
     s = open_storage(url)
@@ -208,12 +210,9 @@ def test_malformed_times_and_commands_are_named_and_store_nothing(
 
     dr.enrol(s, "g", [M1], "dc-1")
     s.close()
-    extra = (
-        ["--pki-dir", str(tmp_path / "pki")] if args[0] == "command" or args[1] == "event" else []
-    )
-    if "--limit-kw" not in args and args[:2] == ["dr", "event"]:
-        extra += ["--limit-kw", "10"]
-    done = receiver_cli(*args, *extra, "--db", url)
+    extra = ["--limit-kw", "10"] if "--limit-kw" not in args and args[:2] == ["dr", "event"] else []
+    session = operators(url).login("olga", "operator")
+    done = receiver_cli(*args, *extra, "--db", url, session=session)
     assert done.returncode != 0
     assert message in done.stderr, done.stderr
     s = open_storage(url)
@@ -221,5 +220,6 @@ def test_malformed_times_and_commands_are_named_and_store_nothing(
         assert s.commands() == []
         with s.transaction() as tx:
             assert tx.execute(select(func.count()).select_from(dr_events)).scalar() == 0
+            assert tx.execute(select(func.count()).select_from(requests)).scalar() == 0
     finally:
         s.close()

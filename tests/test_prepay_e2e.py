@@ -6,12 +6,13 @@ truth."""
 from __future__ import annotations
 
 import subprocess
+from collections.abc import Callable
 from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import DaemonProcess, receiver_cli, receiver_json, truth_of, wait_for
+from helpers import DaemonProcess, Operators, receiver_cli, receiver_json, truth_of, wait_for
 from mqtt_harness import Broker
 
 from cloud_receiver.applications.fleet import pki
@@ -25,13 +26,15 @@ CID = "dc-prepay"
 PRICE = Decimal("40.00")  # yuan per kWh: a 70 kW load spends a yuan in a few seconds
 
 
-def _ok(*args: str) -> None:
-    done = receiver_cli(*args)
+def _ok(session: Path, *args: str) -> None:
+    done = receiver_cli(*args, session=session)
     assert done.returncode == 0, done.stderr
 
 
-def _balance(rdb: Path) -> dict[str, Any]:
-    doc: dict[str, Any] = receiver_json("balance", "A1", "--json", "--db", f"sqlite:///{rdb}")
+def _balance(rdb: Path, session: Path) -> dict[str, Any]:
+    doc: dict[str, Any] = receiver_json(
+        "balance", "A1", "--json", "--db", f"sqlite:///{rdb}", session=session
+    )
     return doc
 
 
@@ -55,7 +58,9 @@ def _relay_at(sim: SimProcess, meter: str, state: str) -> float:
     )  # fmt: skip
 
 
-def test_a_prepaid_meter_runs_out_is_cut_off_and_restored_on_top_up(tmp_path: Path) -> None:
+def test_a_prepaid_meter_runs_out_is_cut_off_and_restored_on_top_up(
+    tmp_path: Path, operators: Callable[[str], Operators]
+) -> None:
     cfg, db, rdb = tmp_path / "c.toml", tmp_path / "store.db", tmp_path / "receiver.db"
     url = f"sqlite:///{rdb}"
     broker = Broker(tmp_path / "broker")
@@ -76,12 +81,13 @@ def test_a_prepaid_meter_runs_out_is_cut_off_and_restored_on_top_up(tmp_path: Pa
     m1, m2 = sim.meters
     try:
         wait_for(lambda: rdb.exists() and len(_energy(rdb, m1)) >= 1, 120, "first readings")
-        _ok("account", "open", "A1", "--meter", m1, "--concentrator", CID,
+        bea = operators(url).login("bea", "billing-clerk")
+        _ok(bea, "account", "open", "A1", "--meter", m1, "--concentrator", CID,
             "--price", f"flat={PRICE}", "--low", "0.50", "--db", url)  # fmt: skip
-        _ok("topup", "A1", "1.00", "--db", url)
+        _ok(bea, "topup", "A1", "1.00", "--db", url)
 
-        wait_for(lambda: _balance(rdb)["state"] == "disconnected", 180, "the cut-off")
-        cut = _balance(rdb)
+        wait_for(lambda: _balance(rdb, bea)["state"] == "disconnected", 180, "the cut-off")
+        cut = _balance(rdb, bea)
         assert cut["balance_cents"] < 0
         # The load stopped: the register stays where the relay opened it.
         t_open = _relay_at(sim, m1, "open")
@@ -89,8 +95,8 @@ def test_a_prepaid_meter_runs_out_is_cut_off_and_restored_on_top_up(tmp_path: Pa
         after = [v for _, v in _energy(rdb, m1, t_open)]
         assert len(set(after)) == 1, after
 
-        _ok("topup", "A1", "100.00", "--db", url)
-        wait_for(lambda: _balance(rdb)["state"] == "connected", 120, "the reconnection")
+        _ok(bea, "topup", "A1", "100.00", "--db", url)
+        wait_for(lambda: _balance(rdb, bea)["state"] == "connected", 120, "the reconnection")
         t_close = _relay_at(sim, m1, "closed")
         wait_for(
             lambda: any(v > after[0] for _, v in _energy(rdb, m1, t_close)),
@@ -99,7 +105,7 @@ def test_a_prepaid_meter_runs_out_is_cut_off_and_restored_on_top_up(tmp_path: Pa
         )
         # Let the last readings be billed before stopping.
         wait_for(
-            lambda: _balance(rdb)["billed_slot"] == max(s for s, _ in _energy(rdb, m1)),
+            lambda: _balance(rdb, bea)["billed_slot"] == max(s for s, _ in _energy(rdb, m1)),
             60,
             "the last reading billed",
         )
@@ -110,7 +116,7 @@ def test_a_prepaid_meter_runs_out_is_cut_off_and_restored_on_top_up(tmp_path: Pa
         sim.stop()
         broker.stop()
 
-    doc = _balance(rdb)
+    doc = _balance(rdb, bea)
     ledger = doc["ledger"]
     kinds = [e["kind"] for e in ledger]
     for expected in ("open", "topup", "baseline", "charge", "low_balance", "command",

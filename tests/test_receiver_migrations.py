@@ -27,6 +27,8 @@ from cloud_receiver.storage.schema import metadata
 from contract import commands as wire_commands
 from contract.records import Event, Reading
 
+HEAD = "0002"  # the newest revision (operators, sessions, requests, audit log)
+
 PREVIOUS_SQLITE_DDL = """
 CREATE TABLE "batches" (
    "concentrator" TEXT,
@@ -251,7 +253,7 @@ def test_a_database_of_the_previous_release_opens_and_keeps_working(
         assert commands.issue(s, key, concentrator="dc-1", action="time_sync").counter == 4
     finally:
         s.close()
-    assert revision(url) == "0001"  # stamped: the next open migrates from there
+    assert revision(url) == HEAD  # stamped as 0001, then migrated to the newest schema
     s = open_storage(url)
     try:
         assert len(s.readings()) == 3
@@ -271,7 +273,7 @@ def test_an_older_database_gets_the_tables_it_lacks(tmp_path: Path) -> None:
         assert len(s.readings()) == 2 and s.archive() == [] and s.commands() == []
     finally:
         s.close()
-    assert revision(url) == "0001"
+    assert revision(url) == HEAD
 
 
 def test_a_table_that_is_not_ours_is_refused(tmp_path: Path) -> None:
@@ -310,7 +312,7 @@ def test_the_migrations_build_exactly_the_schema(new_db: str) -> None:
             conn, opts={"include_object": _this_dialect(engine.dialect.name)}
         )
         assert compare_metadata(context, metadata) == []
-        assert context.get_current_revision() == "0001"
+        assert context.get_current_revision() == HEAD
         # Opening it again changes nothing (no second run of a revision).
         assert conn.execute(text("SELECT count(*) FROM alembic_version")).scalar() == 1
     engine.dispose()

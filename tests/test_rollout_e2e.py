@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from helpers import read_status, receiver_cli, receiver_json, wait_for
+from helpers import Operators, read_status, receiver_cli, receiver_json, wait_for
 from mqtt_harness import Broker
 from test_uplink_e2e import Receiver
 
@@ -142,6 +142,7 @@ class Utility:
         self.rdb = root / "receiver.db"
         self.receiver = Receiver(self.broker, self.rdb, root / "receiver.log")
         self.receiver.start()
+        self.ops = Operators(f"sqlite:///{self.rdb}", root / "sessions")
 
     def storage(self) -> SqliteStorage:
         return SqliteStorage(self.rdb)
@@ -202,12 +203,17 @@ def _build_package(utility: Utility, wheel: Path, out: Path) -> Path:
 
 
 def _start_rollout(utility: Utility, version: str, pkg: Path, *stages: str, window: str) -> int:
+    """One operator asks for the rollout, a second approves it, the service starts it."""
     pki_dir = str(utility.broker.pki_dir)
     args = ["rollout", "start", version, "--package", str(pkg), "--health-window", window,
             "--db", str(utility.rdb), "--pki-dir", pki_dir, "--json"]  # fmt: skip
     for st in stages:
         args += ["--stage", st]
-    rollout_id: int = receiver_json(*args)["id"]
+    asked = receiver_json(*args, session=utility.ops.login("olga", "operator"))
+    assert asked["status"] == "awaiting_approval"
+    approved = receiver_json("approve", str(asked["request"]), "--db", str(utility.rdb), "--json",
+                             session=utility.ops.login("ivan", "operator"))  # fmt: skip
+    rollout_id: int = approved["id"]
     return rollout_id
 
 
@@ -253,7 +259,8 @@ def test_two_stage_rollout_with_a_cut_link_upgrades_a_mixed_fleet(
         wait_for(lambda: utility.rollout(rollout_id).get("state") == ro.DONE, 360,
                  "the rollout to finish")  # fmt: skip
         [done] = receiver_json("rollout", "status", "--id", str(rollout_id), "--db",
-                               str(utility.rdb), "--json")  # fmt: skip
+                               str(utility.rdb), "--json",
+                               session=utility.ops.login("vera", "viewer"))  # fmt: skip
         assert done["stages"] == ["pilot:dc-a", "wide:ALL"] and done["health_window_s"] == 12
         assert {t["concentrator"]: (t["stage"], t["state"]) for t in done["targets"]} == {
             "dc-a": ("pilot", "healthy"), "dc-b": ("wide", "healthy"), "dc-c": ("wide", "healthy")

@@ -186,6 +186,28 @@ def baseline(
 
 
 # ---------------------------------------------------------------------- events
+def new_event_id() -> str:
+    return uuid.uuid4().hex[:12]
+
+
+def check_event(
+    storage: Storage, *, group: str, start: float, end: float, limit_kw: Decimal, tz: str
+) -> dict[str, str]:
+    """The enrolled meters ({meter: concentrator}) an event may curtail; `DrError` for
+    an event that cannot be run (checked before one is asked for, and when it is run)."""
+    if end <= start:
+        raise DrError("the window must end after it starts")
+    if end - start > 86400:
+        raise DrError("a demand-response window lasts at most a day")
+    if not limit_kw.is_finite() or limit_kw < 0:
+        raise DrError("limit_kw cannot be negative")
+    parse_offset(tz)
+    meters = enrolled(storage, group)
+    if not meters:
+        raise DrNotFound(f"no meter is enrolled in group {group!r}")
+    return meters
+
+
 def create_event(
     storage: Storage,
     key: Ed25519PrivateKey,
@@ -197,18 +219,12 @@ def create_event(
     tz: str = "+08:00",
     baseline_days: int = DEFAULT_BASELINE_DAYS,
     now: float | None = None,
+    event_id: str | None = None,
 ) -> dict[str, Any]:
-    """Choose the meters to curtail and queue their commands; returns the event."""
+    """Choose the meters to curtail and queue their commands; returns the event.
+    ``event_id``: the id an operator's request chose for it (default: a new one)."""
     now = time.time() if now is None else now
-    if end <= start:
-        raise DrError("the window must end after it starts")
-    if end - start > 86400:
-        raise DrError("a demand-response window lasts at most a day")
-    if limit_kw < 0:
-        raise DrError("limit_kw cannot be negative")
-    meters = enrolled(storage, group)
-    if not meters:
-        raise DrNotFound(f"no meter is enrolled in group {group!r}")
+    meters = check_event(storage, group=group, start=start, end=end, limit_kw=limit_kw, tz=tz)
     zone = parse_offset(tz)
     hours = Decimal(str(end - start)) / 3600
     loads: list[tuple[Decimal | None, str]] = []
@@ -223,7 +239,7 @@ def create_event(
             break
         chosen.append(m)
         remaining -= kw or Decimal(0)
-    event_id = uuid.uuid4().hex[:12]
+    event_id = event_id or new_event_id()
     sent: list[dict[str, str]] = []
     for m in chosen:
         concentrator = meters[m]

@@ -5,6 +5,12 @@
 on stderr and the error's exit code (2 = bad command line, 1 = anything else; the
 analytics add 3, 7 and 9). Commands import what they run lazily, so ``--help`` and
 ``provision`` stay quick.
+
+Every command that reads customer data or acts runs as an operator logged in with
+``cloud-receiver login`` (`.auth`); ``--help``, ``provision``, ``broker-config``,
+``release build`` (offline tools with their own key files), ``run`` (the service
+itself), ``restore`` (into an empty database) and the first ``operator add`` need no
+session.
 """
 
 from __future__ import annotations
@@ -14,7 +20,19 @@ from typing import Any
 
 import click
 
-from cloud_receiver.cli import analytics, commands, dr, pki, prepay, queries, releases, service
+from cloud_receiver.cli import (
+    access,
+    analytics,
+    audit,
+    backup,
+    commands,
+    dr,
+    pki,
+    prepay,
+    queries,
+    releases,
+    service,
+)
 from cloud_receiver.errors import ReceiverError
 
 
@@ -35,6 +53,7 @@ def main() -> None:
     """meterflow cloud receiver: ingest concentrator batches and answer queries."""
 
 
-for _module in (pki, service, queries, commands, prepay, dr, analytics, releases):
+for _module in (pki, service, queries, commands, prepay, dr, analytics, releases, access, audit,
+                backup):  # fmt: skip
     for _command in _module.COMMANDS:
         main.add_command(_command)

@@ -16,24 +16,30 @@ from typing import TYPE_CHECKING
 import click
 
 from clitools.options import day_option, db_option, json_option
-from cloud_receiver.cli.common import emit, num, open_db
+from cloud_receiver.access.policy import Action, Resource
+from cloud_receiver.cli.auth import Actor, acting, session_option, show_request
+from cloud_receiver.cli.common import emit, num
 from cloud_receiver.errors import ReceiverError
 
 if TYPE_CHECKING:
     from cloud_receiver.applications.fleet.archive import Archive
-    from cloud_receiver.storage import Storage
 
 
 @contextlib.contextmanager
-def _archive_db(db_url: str) -> Iterator[tuple[Storage, Archive]]:
-    """The opened storage and its `Archive`, closed afterwards."""
+def _archive_db(
+    db_url: str, session_file: Path | None, scope: Resource
+) -> Iterator[tuple[Actor, Archive]]:
+    """The operator acting (allowed to read data) and the stored `Archive`."""
     from cloud_receiver.applications.fleet.archive import Archive
 
-    storage = open_db(db_url)
-    try:
-        yield storage, Archive(storage.archive())
-    finally:
-        storage.close()
+    with acting(db_url, session_file, Action.DATA_READ, scope) as actor:
+        yield actor, Archive(actor.storage.archive())
+
+
+def _export(as_csv: bool, as_json: bool = False, png: Path | None = None) -> str | None:
+    """The format customer data leaves in, for the audit log (None: shown as a table)."""
+    formats = [f for f, on in (("csv", as_csv), ("json", as_json), ("png", png)) if on]
+    return "+".join(formats) or None
 
 
 def _tz_arg(ctx: click.Context, param: click.Parameter, value: str) -> dt.tzinfo:
@@ -56,6 +62,7 @@ def _analytics_options(fn: Callable[..., None]) -> Callable[..., None]:
     for option in reversed(
         [
             db_option(),
+            session_option(),
             click.option(
                 "--tz",
                 default="+08:00",
@@ -85,12 +92,19 @@ def archive() -> None:
 @archive.command("import")
 @click.argument("file", type=click.Path(path_type=Path, dir_okay=False))
 @db_option()
+@session_option()
 @click.option(
     "--replace", is_flag=True, help="Replace the whole archive (default: add and update meters)."
 )
-def archive_import(file: Path, db_url: str, replace: bool) -> None:
-    """Load an archive CSV (meter,area,role[,account,group,multiplier])."""
-    from cloud_receiver.applications.fleet.archive import ArchiveError, merge, parse_archive_csv
+@json_option()
+def archive_import(
+    file: Path, db_url: str, session_file: Path | None, replace: bool, as_json: bool
+) -> None:
+    """Load an archive CSV (meter,area,role[,account,group,multiplier]).
+
+    An archive change waits for a second operator's approval (`cloud-receiver approve
+    ID`), which carries it out."""
+    from cloud_receiver.applications.fleet.archive import ArchiveError, parse_archive_csv
 
     try:
         records = parse_archive_csv(file.read_text(encoding="utf-8"))
@@ -100,32 +114,28 @@ def archive_import(file: Path, db_url: str, replace: bool) -> None:
         raise ArchiveError(f"{file}: not UTF-8 text") from None
     except ArchiveError as exc:
         raise ArchiveError(f"{file}: {exc}") from None
-    storage = open_db(db_url)
-    try:
-        try:
-            merged = records if replace else merge(storage.archive(), records)
-        except ArchiveError as exc:
-            raise ArchiveError(f"{file}: merged with the stored archive: {exc}") from None
-        storage.replace_archive(merged)
-    finally:
-        storage.close()
-    areas = {r.area for r in records}
-    click.echo(
-        f"{len(records)} meters in {len(areas)} areas imported;"
-        f" the archive holds {len(merged)} meters"
-    )
+    rows = [[r.meter, r.area, r.role, r.account, r.group, str(r.multiplier)] for r in records]
+    with acting(db_url, session_file) as actor:
+        req = actor.submit(
+            "archive.import", {"records": rows, "replace": replace, "source": file.name}
+        )
+        show_request(req, as_json)
 
 
 @archive.command("list")
 @db_option()
+@session_option()
 @click.option("--area", default=None, help="Only this transformer area.")
 @click.option("--csv", "as_csv", is_flag=True, help="CSV on stdout (the import format).")
-def archive_list(db_url: str, area: str | None, as_csv: bool) -> None:
-    """The archive's meters, by area (total meter first)."""
+def archive_list(db_url: str, session_file: Path | None, area: str | None, as_csv: bool) -> None:
+    """The archive's meters, by area (total meter first); audited."""
     from cloud_receiver.applications.fleet.archive import COLUMNS
 
-    with _archive_db(db_url) as (_, arch):
+    scope = Resource("area", area) if area is not None else Resource("all")
+    with _archive_db(db_url, session_file, scope) as (actor, arch):
         records = list(arch.area(area).meters) if area is not None else list(arch.records)
+        actor.read("archive", str(scope), customers=sum(r.role == "customer" for r in records),
+                   export=_export(as_csv))  # fmt: skip
     rows = [[r.meter, r.area, r.role, r.account, r.group, str(r.multiplier)] for r in records]
     emit(COLUMNS, rows, f"{len(rows)} meters", as_csv)
 
@@ -174,10 +184,12 @@ def usage(
     as_csv: bool,
     png: Path | None,
     db_url: str,
+    session_file: Path | None,
     tz: dt.tzinfo,
     max_gap_min: int,
 ) -> None:
-    """Energy per day, month or slot, time-of-use split, peak hour and load curve."""
+    """Energy per day, month or slot, time-of-use split, peak hour and load curve; a
+    meter's or account's usage is one customer's data (audited)."""
     from cloud_receiver.applications.analytics.usage import (
         DEFAULT_TOU,
         Scope,
@@ -200,8 +212,14 @@ def usage(
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--tou") from None
     scope, name = chosen[0]
-    with _archive_db(db_url) as (storage, arch):
-        result = usage_report(storage, arch, scope, name, first, end, tz, tou, max_gap_min * 60)
+    target = Resource(scope, str(name))
+    with _archive_db(db_url, session_file, target) as (actor, arch):
+        result = usage_report(
+            actor.storage, arch, scope, name, first, end, tz, tou, max_gap_min * 60
+        )
+        actor.read(f"usage by {by}", str(target), customers=0 if scope == "area" else 1,
+                   export=_export(as_csv, png=png),
+                   detail={"from": str(first), "to": str(end)})  # fmt: skip
     if png is not None:
         from cloud_receiver.applications.analytics import plots
 
@@ -283,6 +301,7 @@ def loss(
     as_csv: bool,
     png: Path | None,
     db_url: str,
+    session_file: Path | None,
     tz: dt.tzinfo,
     max_gap_min: int,
 ) -> None:
@@ -290,8 +309,11 @@ def loss(
     from cloud_receiver.applications.analytics.lineloss import line_loss, summarise
 
     _date_range(first, end)
-    with _archive_db(db_url) as (storage, arch):
-        days = line_loss(storage, arch, area, first, end, tz, max_gap_min * 60)
+    target = Resource("area", area)
+    with _archive_db(db_url, session_file, target) as (actor, arch):
+        days = line_loss(actor.storage, arch, area, first, end, tz, max_gap_min * 60)
+        actor.read("line loss", str(target), customers=0, export=_export(as_csv, png=png),
+                   detail={"from": str(first), "to": str(end)})  # fmt: skip
     if png is not None:
         from cloud_receiver.applications.analytics import plots
 
@@ -341,16 +363,26 @@ def loss(
 @json_option()
 @_analytics_options
 def suspects(
-    area: str, day: dt.date, as_json: bool, db_url: str, tz: dt.tzinfo, max_gap_min: int
+    area: str,
+    day: dt.date,
+    as_json: bool,
+    db_url: str,
+    session_file: Path | None,
+    tz: dt.tzinfo,
+    max_gap_min: int,
 ) -> None:
-    """Theft and tamper suspects of an area, ranked, each with its evidence."""
+    """Theft and tamper suspects of an area, ranked, each with its evidence (audited: it
+    names customers)."""
     import dataclasses
     import json
 
     from cloud_receiver.applications.analytics.suspects import rank_suspects
 
-    with _archive_db(db_url) as (storage, arch):
-        result = rank_suspects(storage, arch, area, day, tz, max_gap_s=max_gap_min * 60)
+    target = Resource("area", area)
+    with _archive_db(db_url, session_file, target) as (actor, arch):
+        result = rank_suspects(actor.storage, arch, area, day, tz, max_gap_s=max_gap_min * 60)
+        actor.read("suspects", str(target), customers=len(result.suspects),
+                   export=_export(False, as_json), detail={"day": str(day)})  # fmt: skip
     t = result.trend
     if as_json:
         doc = dataclasses.asdict(result)
@@ -415,6 +447,7 @@ def forecast(
     as_json: bool,
     png: Path | None,
     db_url: str,
+    session_file: Path | None,
     tz: dt.tzinfo,
     max_gap_min: int,
 ) -> None:
@@ -424,10 +457,13 @@ def forecast(
     from cloud_receiver.applications.analytics import forecast as fc
 
     first = day - dt.timedelta(days=history_days)
-    with _archive_db(db_url) as (storage, arch):
+    target = Resource("area", area)
+    with _archive_db(db_url, session_file, target) as (actor, arch):
         history = fc.area_history(
-            storage, arch, area, first, day + dt.timedelta(days=1), tz, max_gap_min * 60
+            actor.storage, arch, area, first, day + dt.timedelta(days=1), tz, max_gap_min * 60
         )
+        actor.read("forecast", str(target), customers=0,
+                   export=_export(as_csv, as_json, png), detail={"day": str(day)})  # fmt: skip
     result = fc.forecast(history, area, day)
     actual = history.get(day)
     if actual is not None and all(v is None for v in actual):

@@ -1,4 +1,5 @@
-"""``command`` and ``commands``: signed downlink commands and their audit log."""
+"""``command`` and ``commands``: downlink commands (asked of the service, which signs
+them) and their audit log."""
 
 from __future__ import annotations
 
@@ -6,9 +7,10 @@ from pathlib import Path
 
 import click
 
-from clitools.options import db_option, json_option, pki_dir_option
-from cloud_receiver.applications.fleet import pki
-from cloud_receiver.cli.common import check_concentrator_id, duration, open_db, time_arg, user
+from clitools.options import db_option, json_option
+from cloud_receiver.access.policy import Action
+from cloud_receiver.cli.auth import acting, session_option, show_request, wait_done, wait_option
+from cloud_receiver.cli.common import check_concentrator_id, duration, time_arg
 from cloud_receiver.errors import NotFound
 
 _ACTIONS = {
@@ -41,7 +43,8 @@ _ACTIONS = {
     help="How long the command may take effect after --not-before (at most 7d).",
 )
 @db_option()
-@pki_dir_option(help="PKI directory holding command.key (the utility's signing key).")
+@session_option()
+@wait_option()
 @json_option()
 def command(
     action: str,
@@ -54,14 +57,16 @@ def command(
     not_before: str | None,
     valid_for: float,
     db_url: str,
-    pki_dir: Path,
+    session_file: Path | None,
+    wait_s: float,
     as_json: bool,
 ) -> None:
-    """Sign a command for a concentrator and queue it; the running receiver sends it."""
-    import json
+    """Ask the running receiver to sign and send a command to a concentrator.
 
+    The request is signed with your session; the service checks it (and a second
+    operator's approval, for a relay-open of many meters) and signs the command with
+    the utility's key, which never leaves it."""
     from cloud_receiver.applications.fleet import commands as receiver_commands
-    from contract.commands import CommandError
 
     params: dict[str, object] = {}
     if quantities:
@@ -72,35 +77,19 @@ def command(
         params["bus"] = bus
     if group is not None:
         params["group"] = group
-    key = pki.command_key(pki_dir)
-    storage = open_db(db_url)
-    try:
-        record = receiver_commands.issue(
-            storage,
-            key,
-            concentrator=concentrator_id,
-            action=_ACTIONS[action],
-            meters=meters,
-            params=params,
-            not_before=time_arg(not_before),
-            valid_for_s=valid_for,
-            issued_by=user(),
-        )
-    except CommandError as exc:
-        raise click.BadParameter(str(exc)) from None
-    finally:
-        storage.close()
-    if as_json:
-        click.echo(json.dumps({"id": record.id, "counter": record.counter, "status": "issued"}))
-    else:
-        click.echo(
-            f"command {record.id} ({action}, counter {record.counter}) queued for "
-            f"{concentrator_id}; `cloud-receiver commands --id {record.id}` shows its outcome"
-        )
+    request = {
+        "id": receiver_commands.new_command_id(), "concentrator": concentrator_id,
+        "action": _ACTIONS[action], "meters": list(meters), "params": params,
+        "not_before": time_arg(not_before), "valid_for_s": valid_for,
+    }  # fmt: skip
+    with acting(db_url, session_file) as actor:
+        req = actor.submit("command", request)
+        show_request(wait_done(actor.storage, req.id, wait_s), as_json)
 
 
 @click.command("commands")
 @db_option()
+@session_option()
 @click.option("--concentrator", "concentrator_id", default=None, help="Only this concentrator.")
 @click.option(
     "--status",
@@ -111,6 +100,7 @@ def command(
 @json_option()
 def commands_list(
     db_url: str,
+    session_file: Path | None,
     concentrator_id: str | None,
     status: str | None,
     command_id: str | None,
@@ -124,12 +114,9 @@ def commands_list(
     from rich.console import Console
     from rich.table import Table
 
-    storage = open_db(db_url)
-    try:
-        rows = storage.commands(concentrator_id, status, command_id, limit=1000)
-        log = storage.command_log(command_id) if command_id is not None else []
-    finally:
-        storage.close()
+    with acting(db_url, session_file, Action.FLEET_READ) as actor:
+        rows = actor.storage.commands(concentrator_id, status, command_id, limit=1000)
+        log = actor.storage.command_log(command_id) if command_id is not None else []
     if command_id is not None and not rows:
         raise NotFound(f"no command {command_id}")
     if as_json:

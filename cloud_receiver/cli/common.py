@@ -6,8 +6,6 @@ from __future__ import annotations
 import contextlib
 import csv
 import datetime as dt
-import os
-import pwd
 import sys
 from collections.abc import Iterator, Sequence
 from decimal import Decimal
@@ -41,11 +39,6 @@ def opened(db_url: str) -> Iterator[Storage]:
         yield storage
     finally:
         storage.close()
-
-
-def user() -> str:
-    """Who runs this command, for audit logs (``cli:<login>``)."""
-    return f"cli:{pwd.getpwuid(os.getuid()).pw_name}"
 
 
 def check_concentrator_id(ctx: click.Context, param: click.Parameter, value: str) -> str:

@@ -6,9 +6,10 @@ from pathlib import Path
 
 import click
 
-from clitools.options import db_option, json_option, pki_dir_option
-from cloud_receiver.applications.fleet import pki
-from cloud_receiver.cli.common import check_concentrator_id, open_db, time_arg
+from clitools.options import db_option, json_option
+from cloud_receiver.access.policy import Action, Resource
+from cloud_receiver.cli.auth import acting, session_option, show_request, wait_done, wait_option
+from cloud_receiver.cli.common import check_concentrator_id, time_arg
 
 
 @click.group()
@@ -27,15 +28,21 @@ def dr() -> None:
     help="The concentrator these meters are wired to.",
 )
 @db_option()
-def dr_enrol(group: str, meters: tuple[str, ...], concentrator_id: str, db_url: str) -> None:
+@session_option()
+def dr_enrol(
+    group: str,
+    meters: tuple[str, ...],
+    concentrator_id: str,
+    db_url: str,
+    session_file: Path | None,
+) -> None:
     """Opt METERS in to demand-response group GROUP (a meter is in one group)."""
     from cloud_receiver.applications import dr as dr_mod
 
-    storage = open_db(db_url)
-    try:
-        dr_mod.enrol(storage, group, meters, concentrator_id)
-    finally:
-        storage.close()
+    with acting(db_url, session_file, Action.DR_ENROL, Resource("group", group)) as actor:
+        dr_mod.enrol(actor.storage, group, meters, concentrator_id)
+        actor.record("change", str(Action.DR_ENROL), f"group:{group}",
+                     detail={"meters": list(meters), "concentrator": concentrator_id})  # fmt: skip
     click.echo(f"{len(meters)} meter(s) enrolled in {group}")
 
 
@@ -47,7 +54,8 @@ def dr_enrol(group: str, meters: tuple[str, ...], concentrator_id: str, db_url: 
 @click.option("--baseline-days", type=click.IntRange(1, 10), default=5, show_default=True)
 @click.option("--tz", "tz_text", default="+08:00", show_default=True, help="Local time zone.")
 @db_option()
-@pki_dir_option(help="PKI directory holding command.key.")
+@session_option()
+@wait_option()
 @json_option()
 def dr_event(
     group: str,
@@ -57,12 +65,13 @@ def dr_event(
     baseline_days: int,
     tz_text: str,
     db_url: str,
-    pki_dir: Path,
+    session_file: Path | None,
+    wait_s: float,
     as_json: bool,
 ) -> None:
     """Curtail the group's largest loads in a window, by signed relay commands held by
-    the concentrators until due."""
-    import json
+    the concentrators until due. The running receiver signs them (a group of many
+    meters needs a second operator's approval first)."""
     from decimal import Decimal, InvalidOperation
 
     from cloud_receiver.applications import dr as dr_mod
@@ -70,33 +79,25 @@ def dr_event(
     t0, t1 = time_arg(start), time_arg(end)
     assert t0 is not None and t1 is not None
     try:
-        limit = Decimal(limit_kw)
+        Decimal(limit_kw)
     except InvalidOperation:
         raise click.BadParameter(f"{limit_kw!r}: expected kW", param_hint="--limit-kw") from None
-    storage = open_db(db_url)
-    try:
-        event = dr_mod.create_event(
-            storage, pki.command_key(pki_dir), group=group, start=t0, end=t1,
-            limit_kw=limit, tz=tz_text, baseline_days=baseline_days,
-        )  # fmt: skip
-    finally:
-        storage.close()
-    if as_json:
-        click.echo(json.dumps(event))
-    else:
-        click.echo(
-            f"event {event['id']}: {len(event['curtailed'])} meter(s) curtailed"
-            f" ({', '.join(event['curtailed']) or 'none'}); `cloud-receiver dr report"
-            f" {event['id']}` after the window"
-        )
+    params = {
+        "id": dr_mod.new_event_id(), "group": group, "start": t0, "end": t1,
+        "limit_kw": limit_kw, "tz": tz_text, "baseline_days": baseline_days,
+    }  # fmt: skip
+    with acting(db_url, session_file) as actor:
+        req = actor.submit("dr.event", params)
+        show_request(wait_done(actor.storage, req.id, wait_s), as_json)
 
 
 @dr.command("report")
 @click.argument("event_id")
 @db_option()
+@session_option()
 @json_option()
-def dr_report(event_id: str, db_url: str, as_json: bool) -> None:
-    """Baseline, actual use and reduction of an event, per meter and in total."""
+def dr_report(event_id: str, db_url: str, session_file: Path | None, as_json: bool) -> None:
+    """Baseline, actual use and reduction of an event, per meter and in total (audited)."""
     import json
 
     from rich.console import Console
@@ -104,11 +105,11 @@ def dr_report(event_id: str, db_url: str, as_json: bool) -> None:
 
     from cloud_receiver.applications import dr as dr_mod
 
-    storage = open_db(db_url)
-    try:
-        doc = dr_mod.report(storage, event_id).as_dict()
-    finally:
-        storage.close()
+    target = Resource("dr-event", event_id)
+    with acting(db_url, session_file, Action.DATA_READ, target) as actor:
+        doc = dr_mod.report(actor.storage, event_id).as_dict()
+        actor.read("demand-response report", str(target), customers=len(doc["meters"]),
+                   export="json" if as_json else None)  # fmt: skip
     if as_json:
         click.echo(json.dumps(doc))
         return

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import datetime as dt
+from pathlib import Path
 
 import click
 
 from clitools.options import db_option, json_option
-from cloud_receiver.cli.common import check_concentrator_id, open_db, user
+from cloud_receiver.access.policy import Action, Resource
+from cloud_receiver.cli.auth import acting, session_option
+from cloud_receiver.cli.common import check_concentrator_id
 
 
 @click.group()
@@ -40,6 +43,7 @@ def account() -> None:
 @click.option("--low", default="10", show_default=True, help="Low-balance warning below (yuan).")
 @click.option("--tz", "tz_text", default="+08:00", show_default=True, help="Tariff time zone.")
 @db_option()
+@session_option()
 def account_open(
     account_id: str,
     meter: str,
@@ -51,6 +55,7 @@ def account_open(
     low: str,
     tz_text: str,
     db_url: str,
+    session_file: Path | None,
 ) -> None:
     """Open a prepaid account for a meter (balance 0: top it up)."""
     import time
@@ -65,10 +70,9 @@ def account_open(
         raise prepay.PrepayError(
             f"--grace {grace!r} / --low {low!r} / --multiplier {multiplier!r}: not numbers"
         ) from None
-    storage = open_db(db_url)
-    try:
+    with acting(db_url, session_file, Action.PREPAY_OPEN, Resource("account", account_id)) as actor:
         acc = prepay.open_account(
-            storage,
+            actor.storage,
             account_id,
             meter,
             tariff,
@@ -78,8 +82,8 @@ def account_open(
             low=low_d,
             now=time.time(),
         )
-    finally:
-        storage.close()
+        actor.record("change", str(Action.PREPAY_OPEN), f"account:{account_id}",
+                     detail={"meter": meter, "concentrator": concentrator_id})  # fmt: skip
     click.echo(f"account {acc.account} opened for meter {acc.meter}")
 
 
@@ -87,7 +91,8 @@ def account_open(
 @click.argument("account_id")
 @click.argument("amount")
 @db_option()
-def topup(account_id: str, amount: str, db_url: str) -> None:
+@session_option()
+def topup(account_id: str, amount: str, db_url: str, session_file: Path | None) -> None:
     """Credit AMOUNT yuan to a prepaid account; a cut-off supply is restored at once
     when the balance is back at zero or above."""
     import time
@@ -95,17 +100,17 @@ def topup(account_id: str, amount: str, db_url: str) -> None:
     from cloud_receiver.applications import prepay
 
     value = prepay.money(amount, "top-up")
-    storage = open_db(db_url)
-    try:
+    target = Resource("account", account_id)
+    with acting(db_url, session_file, Action.PREPAY_TOPUP, target) as actor:
         acc = prepay.topup(
-            storage,
+            actor.storage,
             account_id,
             value,
             now=time.time(),
-            by=user(),
+            by=actor.principal.label,
         )
-    finally:
-        storage.close()
+        actor.record("change", str(Action.PREPAY_TOPUP), f"account:{account_id}",
+                     detail={"amount": str(value), "balance_cents": acc.balance_cents})  # fmt: skip
     click.echo(f"account {acc.account}: balance {prepay.balance_text(acc.balance_cents)}")
 
 
@@ -114,18 +119,21 @@ def topup(account_id: str, amount: str, db_url: str) -> None:
 @click.option("--ledger", "show_ledger", is_flag=True, help="Every entry of the ledger too.")
 @json_option()
 @db_option()
-def balance(account_id: str, show_ledger: bool, as_json: bool, db_url: str) -> None:
-    """A prepaid account's balance, supply state and (with --ledger) its ledger."""
+@session_option()
+def balance(
+    account_id: str, show_ledger: bool, as_json: bool, db_url: str, session_file: Path | None
+) -> None:
+    """A prepaid account's balance, supply state and (with --ledger) its ledger (audited)."""
     import json
 
     from cloud_receiver.applications import prepay
 
-    storage = open_db(db_url)
-    try:
-        acc = prepay.get_account(storage, account_id)
-        entries = prepay.ledger(storage, account_id) if show_ledger or as_json else []
-    finally:
-        storage.close()
+    target = Resource("account", account_id)
+    with acting(db_url, session_file, Action.PREPAY_READ, target) as actor:
+        acc = prepay.get_account(actor.storage, account_id)
+        entries = prepay.ledger(actor.storage, account_id) if show_ledger or as_json else []
+        actor.read("balance and ledger" if entries else "balance", str(target), customers=1,
+                   export="json" if as_json else None)  # fmt: skip
     if as_json:
         click.echo(
             json.dumps(

@@ -3,33 +3,44 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import click
 
 from clitools.options import db_option, json_option
-from cloud_receiver.cli.common import open_db, time_arg
+from cloud_receiver.access.policy import Action, Resource
+from cloud_receiver.cli.auth import acting, session_option
+from cloud_receiver.cli.common import time_arg
 
 
 @click.command()
 @db_option()
+@session_option()
 @click.option("--meter", default=None, help="Meter address (all meters when omitted).")
 @click.option("--from", "since", default=None, help="First slot: unix seconds or ISO time.")
 @click.option("--to", "until", default=None, help="End slot (exclusive): unix or ISO time.")
 @click.option("--csv", "as_csv", is_flag=True, help="CSV on stdout instead of a table.")
 def readings(
-    db_url: str, meter: str | None, since: str | None, until: str | None, as_csv: bool
+    db_url: str,
+    session_file: Path | None,
+    meter: str | None,
+    since: str | None,
+    until: str | None,
+    as_csv: bool,
 ) -> None:
-    """Readings the receiver stored, by meter and time range."""
+    """Readings the receiver stored, by meter and time range (audited)."""
     import csv
 
     from rich.console import Console
     from rich.table import Table
 
-    storage = open_db(db_url)
-    try:
-        rows = storage.readings(meter=meter, since=time_arg(since), until=time_arg(until))
-    finally:
-        storage.close()
+    first, end = time_arg(since), time_arg(until)
+    scope = Resource("meter", meter) if meter is not None else Resource("all")
+    with acting(db_url, session_file, Action.DATA_READ, scope) as actor:
+        rows = actor.storage.readings(meter=meter, since=first, until=end)
+        actor.read("readings", str(scope), customers=1 if meter else len({r.meter for r in rows}),
+                   export="csv" if as_csv else None,
+                   detail={"from": first, "to": end, "rows": len(rows)})  # fmt: skip
     columns = (
         "meter",
         "quantity",
@@ -57,8 +68,9 @@ def readings(
 
 @click.command()
 @db_option()
+@session_option()
 @json_option()
-def concentrators(db_url: str, as_json: bool) -> None:
+def concentrators(db_url: str, session_file: Path | None, as_json: bool) -> None:
     """Every concentrator heard from: last seen, batches and readings acked, sequence gaps."""
     import dataclasses
     import json
@@ -66,11 +78,8 @@ def concentrators(db_url: str, as_json: bool) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    storage = open_db(db_url)
-    try:
-        infos = storage.concentrators()
-    finally:
-        storage.close()
+    with acting(db_url, session_file, Action.FLEET_READ) as actor:
+        infos = actor.storage.concentrators()
     if as_json:
         click.echo(json.dumps([dataclasses.asdict(i) for i in infos]))
         return

@@ -9,8 +9,10 @@ from typing import Any
 import click
 
 from clitools.options import db_option, json_option, pki_dir_option
+from cloud_receiver.access.policy import Action
 from cloud_receiver.applications.fleet import pki
-from cloud_receiver.cli.common import duration, open_db
+from cloud_receiver.cli.auth import acting, session_option, show_request, wait_done, wait_option
+from cloud_receiver.cli.common import duration
 from cloud_receiver.errors import ReceiverError
 
 
@@ -175,7 +177,13 @@ def rollout() -> None:
     help="How long each upgraded concentrator must stay healthy (90s, 30m, 2h).",
 )
 @db_option()
-@pki_dir_option(help="PKI directory holding release.key (its public half checks the package).")
+@session_option()
+@pki_dir_option(
+    help="PKI directory with release.key: check the package's signature before asking"
+    " (the service checks it again).",
+    required=False,
+)
+@wait_option()
 @json_option()
 def rollout_start(
     version: str,
@@ -183,43 +191,44 @@ def rollout_start(
     stages: tuple[str, ...],
     health_window: float,
     db_url: str,
-    pki_dir: Path,
+    session_file: Path | None,
+    pki_dir: Path | None,
+    wait_s: float,
     as_json: bool,
 ) -> None:
-    """Roll VERSION out in stages; the running receiver sends the offers."""
-    import json
-    import time
-
+    """Ask for VERSION to be rolled out in stages; once a second operator approves
+    (`cloud-receiver approve ID`), the running receiver starts it and sends the offers."""
     from cloud_receiver.applications.fleet import rollout as ro
     from contract import package
 
-    window = health_window
     parsed = [ro.Stage.parse(s) for s in stages]
-    public = pki.release_key(pki_dir).public_key()
-    storage = open_db(db_url)
-    try:
-        now = time.time()
-        if package_path is not None:
-            m = ro.add_release(storage, package.Package.from_bytes(package_path.read_bytes()),
-                               public, now)  # fmt: skip
-            if m.version != version:
-                raise ReceiverError(f"{package_path} holds release {m.version}, not {version}")
-        rollout_id = ro.start(storage, version, parsed, window, now)
-    except package.PackageError as exc:
-        raise ReceiverError(str(exc)) from exc
-    finally:
-        storage.close()
-    if as_json:
-        click.echo(json.dumps({"id": rollout_id, "version": version}))
-    else:
-        click.echo(f"rollout {rollout_id} of {version} started: {', '.join(stages)}")
+    data = None
+    if package_path is not None:
+        data = package_path.read_bytes()
+        if pki_dir is not None and (pki_dir / pki.RELEASE_KEY).exists():
+            try:
+                pkg = package.Package.from_bytes(data)
+                package.verify_manifest(pkg.manifest, pkg.signature,
+                                        pki.release_key(pki_dir).public_key())  # fmt: skip
+            except package.PackageError as exc:
+                raise ReceiverError(f"{package_path}: {exc}") from exc
+    params = {
+        "version": version, "stages": [[s.name, s.target] for s in parsed],
+        "health_window_s": health_window,
+    }  # fmt: skip
+    with acting(db_url, session_file) as actor:
+        req = actor.submit("rollout.start", params, attachment=data)
+        show_request(wait_done(actor.storage, req.id, wait_s), as_json)
 
 
 @rollout.command("status")
 @click.option("--id", "rollout_id", type=int, default=None, help="One rollout (default: all).")
 @db_option()
+@session_option()
 @json_option()
-def rollout_status(rollout_id: int | None, db_url: str, as_json: bool) -> None:
+def rollout_status(
+    rollout_id: int | None, db_url: str, session_file: Path | None, as_json: bool
+) -> None:
     """Rollouts, their stages and each concentrator's state and running release."""
     import json
 
@@ -228,11 +237,8 @@ def rollout_status(rollout_id: int | None, db_url: str, as_json: bool) -> None:
 
     from cloud_receiver.applications.fleet import rollout as ro
 
-    storage = open_db(db_url)
-    try:
-        docs = ro.status(storage, rollout_id)
-    finally:
-        storage.close()
+    with acting(db_url, session_file, Action.FLEET_READ) as actor:
+        docs = ro.status(actor.storage, rollout_id)
     if as_json:
         click.echo(json.dumps(docs, indent=1))
         return
@@ -252,18 +258,19 @@ def rollout_status(rollout_id: int | None, db_url: str, as_json: bool) -> None:
 
 @rollout.command("abort")
 @db_option()
+@session_option()
 @click.option("--reason", default="aborted by hand", show_default=True)
-def rollout_abort(db_url: str, reason: str) -> None:
+def rollout_abort(db_url: str, session_file: Path | None, reason: str) -> None:
     """Halt the running rollout: no further offers or stages."""
     import time
 
     from cloud_receiver.applications.fleet import rollout as ro
 
-    storage = open_db(db_url)
-    try:
-        halted = ro.abort(storage, time.time(), reason)
-    finally:
-        storage.close()
+    with acting(db_url, session_file, Action.ROLLOUT_ABORT) as actor:
+        halted = ro.abort(actor.storage, time.time(), reason)
+        if halted is not None:
+            actor.record("change", str(Action.ROLLOUT_ABORT), f"rollout:{halted}",
+                         detail={"reason": reason})  # fmt: skip
     if halted is None:
         raise ReceiverError("no rollout is running")
 

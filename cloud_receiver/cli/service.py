@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
@@ -10,6 +11,9 @@ from clitools.options import db_option, pki_dir_option
 from cloud_receiver.applications.fleet import pki
 from cloud_receiver.cli.common import open_db
 from cloud_receiver.errors import ReceiverError
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 
 def _broker_address(text: str) -> tuple[str, int]:
@@ -93,8 +97,20 @@ def run(
             raise ReceiverError(
                 f"{path} is missing: run `cloud-receiver broker-config` (or provision) first"
             )
+    from cloud_receiver.applications.requests import Keys
+
+    def release() -> Ed25519PublicKey:
+        """The release key's public half, which checks a rollout's package (read when
+        needed: `release build` may create the key after the service started)."""
+        if not (pki_dir / pki.RELEASE_KEY).exists():
+            raise ReceiverError(f"no {pki.RELEASE_KEY} in {pki_dir}: run `release build` there")
+        return pki.release_key(pki_dir).public_key()
+
     storage = open_db(db_url)  # a wrong URL or an unreachable server: says which
-    reactions = Applications(storage, command_key=command_key, prepay_policy=policy)
+    reactions = Applications(
+        storage, command_key=command_key, prepay_policy=policy,
+        request_keys=Keys(command=command_key, release=release), name=receiver_name,
+    )  # fmt: skip
     ingestor = Ingestor(storage, KeyRegistry(pki_dir / pki.KEY_REGISTRY).lookup, reactions)
     service = ReceiverService(
         ingestor,

@@ -5,7 +5,7 @@ Three cases, told apart by the ``alembic_version`` table:
 - a new, empty database: the migrations build it;
 - a database made by a release before migrations (its tables, no ``alembic_version``):
   its tables are checked against the schema (names, columns, primary keys), then it is
-  stamped as revision 0001, the schema that release had. Tables that such a release
+  stamped as revision 0001, the schema that release had (`FIRST_TABLES`). Tables that such a release
   added on open and this database lacks are created by revision 0001 (idempotent);
 - a migrated database: the revisions it lacks are applied.
 
@@ -23,6 +23,15 @@ from cloud_receiver.errors import StorageError
 from cloud_receiver.storage.schema import metadata
 
 BEFORE_MIGRATIONS = "0001"  # the revision whose schema the pre-Alembic releases had
+# The tables of that schema: a database holding all of them is stamped as 0001.
+FIRST_TABLES = frozenset(
+    {
+        "accounts", "batches", "command_counters", "command_log", "commands",
+        "concentrators", "dr_enrolment", "dr_events", "events", "ledger", "meters",
+        "quarantine", "readings", "releases", "rollout_targets", "rollouts",
+        "software_seen",
+    }
+)  # fmt: skip
 
 
 def _config(conn: Connection) -> Config:
@@ -39,7 +48,7 @@ def upgrade(conn: Connection) -> None:
     ours = set(metadata.tables)
     if "alembic_version" not in present and present & ours:
         check_tables(conn)
-        if ours <= present:
+        if present >= FIRST_TABLES:
             command.stamp(cfg, BEFORE_MIGRATIONS)
     command.upgrade(cfg, "head")
 

@@ -263,3 +263,119 @@ dr_events = Table(
     Column("detail", Text, nullable=False),
     Column("created_at", Double, nullable=False),
 )
+
+# ---------------------------------------------------------------- operators and audit
+# Who may use the receiver (`cloud_receiver.access`): operators with a role, their
+# login sessions (each with its own Ed25519 public key), the requests they sign for the
+# service to carry out and the approvals of a second operator, and the tamper-evident
+# audit log: each entry holds the SHA-256 of the one before (`.audit`), and
+# `audit_head` the last entry's number and hash (one row, locked by each append).
+operators = Table(
+    "operators",
+    metadata,
+    Column("name", Text, primary_key=True),
+    Column("role", Text, nullable=False),
+    Column("password_hash", Text, nullable=False),  # Argon2id, PHC string
+    Column("totp_secret", Text),  # base32; None: no second factor
+    Column("totp_last_step", BigInteger, nullable=False),  # a code is good once
+    Column("disabled", Integer, nullable=False),
+    Column("failures", Integer, nullable=False),  # failed logins in a row
+    Column("locked_until", Double),
+    Column("created_at", Double, nullable=False),
+    Column("created_by", Text, nullable=False),
+    Column("updated_at", Double, nullable=False),
+)
+
+operator_origins = Table(
+    "operator_origins",
+    metadata,
+    Column("operator", Text, nullable=False),
+    Column("origin", Text, nullable=False),
+    Column("first_seen", Double, nullable=False),
+    Column("last_seen", Double, nullable=False),
+    PrimaryKeyConstraint("operator", "origin"),
+)
+
+sessions = Table(
+    "sessions",
+    metadata,
+    Column("id", Text, primary_key=True),
+    Column("operator", Text, nullable=False),
+    Column("public_key", LargeBinary, nullable=False),  # Ed25519, 32 bytes
+    Column("origin", Text, nullable=False),
+    Column("created_at", Double, nullable=False),
+    Column("expires_at", Double, nullable=False),
+    Column("revoked_at", Double),
+)
+Index("sessions_by_operator", sessions.c.operator)
+
+requests = Table(
+    "requests",
+    metadata,
+    _id(),
+    Column("nonce", Text, nullable=False, unique=True),
+    Column("kind", Text, nullable=False),
+    Column("action", Text, nullable=False),
+    Column("params", Text, nullable=False),
+    Column("attachment", LargeBinary),
+    Column("attachment_sha256", Text),
+    Column("requested_by", Text, nullable=False),
+    Column("session", Text, nullable=False),
+    Column("origin", Text, nullable=False),
+    Column("created_at", Double, nullable=False),
+    Column("expires_at", Double, nullable=False),
+    Column("approvals_needed", Integer, nullable=False),
+    Column("signature", LargeBinary, nullable=False),
+    Column("status", Text, nullable=False),
+    Column("result", Text),
+    Column("updated_at", Double, nullable=False),
+)
+Index("requests_by_status", requests.c.status, requests.c.id)
+
+approvals = Table(
+    "approvals",
+    metadata,
+    Column("request", BigInteger, nullable=False),
+    Column("operator", Text, nullable=False),
+    Column("session", Text, nullable=False),
+    Column("at", Double, nullable=False),
+    Column("signature", LargeBinary, nullable=False),
+    PrimaryKeyConstraint("request", "operator"),
+)
+
+audit_log = Table(
+    "audit_log",
+    metadata,
+    Column("seq", BigInteger, primary_key=True, autoincrement=False),
+    Column("at", Double, nullable=False),
+    Column("principal", Text, nullable=False),
+    Column("origin", Text, nullable=False),
+    Column("kind", Text, nullable=False),
+    Column("action", Text, nullable=False),
+    Column("target", Text, nullable=False),
+    Column("outcome", Text, nullable=False),
+    Column("detail", Text, nullable=False),  # canonical JSON, hashed as stored
+    Column("session", Text),
+    Column("signature", LargeBinary),
+    Column("prev_hash", Text, nullable=False),
+    Column("hash", Text, nullable=False),
+)
+Index("audit_by_principal", audit_log.c.principal, audit_log.c.at)
+Index("audit_by_kind", audit_log.c.kind, audit_log.c.at)
+
+audit_head = Table(
+    "audit_head",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("seq", BigInteger, nullable=False),
+    Column("hash", Text, nullable=False),
+)
+
+access_settings = Table(
+    "access_settings",
+    metadata,
+    Column("name", Text, primary_key=True),
+    Column("value", Text, nullable=False),
+    Column("updated_at", Double, nullable=False),
+    Column("updated_by", Text, nullable=False),
+)

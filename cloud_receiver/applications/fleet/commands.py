@@ -41,24 +41,17 @@ def issue(
     valid_for_s: float = DEFAULT_VALID_S,
     issued_by: str = "cli",
     now: float | None = None,
+    command_id: str | None = None,
 ) -> CommandRecord:
     """Sign a command for ``concentrator`` and queue it; it is published by the running
     receiver service. Raises `contract.commands.CommandError` for a bad command
-    (nothing is stored then)."""
-    now = time.time() if now is None else now
-    start = now if not_before is None else not_before
-    draft = Command(
-        id=uuid.uuid4().hex[:16],
-        concentrator=concentrator,
-        counter=1,
-        action=action,
-        meters=tuple(meters),
-        not_before=start,
-        not_after=start + valid_for_s,
-        issued_at=now,
-        params=dict(params or {}),
-    )
-    wire_commands.check(draft)  # refuse before a counter is spent
+    (nothing is stored then). ``command_id``: the id an operator's request chose for it
+    (default: a new one)."""
+    draft = draft_command(
+        concentrator=concentrator, action=action, meters=meters, params=params,
+        not_before=not_before, valid_for_s=valid_for_s, now=now, command_id=command_id,
+    )  # fmt: skip
+    now = draft.issued_at
     cmd = Command(**{**draft.__dict__, "counter": storage.next_command_counter(concentrator)})
     record = CommandRecord(
         id=cmd.id,
@@ -78,6 +71,40 @@ def issue(
     )
     storage.add_command(record)
     return record
+
+
+def draft_command(
+    *,
+    concentrator: str,
+    action: str,
+    meters: Sequence[str] = (),
+    params: dict[str, Any] | None = None,
+    not_before: float | None = None,
+    valid_for_s: float = DEFAULT_VALID_S,
+    now: float | None = None,
+    command_id: str | None = None,
+) -> Command:
+    """The command `issue` would sign, checked (`contract.commands.check`) but without
+    a counter yet: what a request is validated against before it is queued."""
+    now = time.time() if now is None else now
+    start = now if not_before is None else not_before
+    draft = Command(
+        id=command_id or new_command_id(),
+        concentrator=concentrator,
+        counter=1,
+        action=action,
+        meters=tuple(meters),
+        not_before=start,
+        not_after=start + valid_for_s,
+        issued_at=now,
+        params=dict(params or {}),
+    )
+    wire_commands.check(draft)  # refuse before a counter is spent
+    return draft
+
+
+def new_command_id() -> str:
+    return uuid.uuid4().hex[:16]
 
 
 def apply_results(storage: Storage, concentrator: str, events: Sequence[Event]) -> int:

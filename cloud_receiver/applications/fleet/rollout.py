@@ -135,6 +135,12 @@ def add_release(
     return m
 
 
+def stored_versions(storage: Storage) -> set[str]:
+    """The releases kept in the database (each can be rolled out without its package)."""
+    with storage.transaction() as tx:
+        return set(tx.execute(select(releases.c.version)).scalars())
+
+
 def _release(tx: Connection, version: str) -> tuple[bytes, bytes, bytes] | None:
     r = releases.c
     row = tx.execute(select(r.manifest, r.signature, r.payload).where(r.version == version)).first()
