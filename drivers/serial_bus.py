@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import os
 import termios
@@ -27,7 +28,8 @@ import serial
 import serial.rs485
 import serial_asyncio_fast
 
-from drivers.errors import BusError, BusTimeout, FrameError
+from drivers.errors import BusError, BusTimeout, FrameError, PortBusy
+from drivers.port_lock import lock_holder
 
 log = logging.getLogger(__name__)
 
@@ -122,6 +124,10 @@ async def open_uart(
         log.info("%s is a pseudo-terminal: opening it without parity", settings.port)
         parity = "N"
     loop = asyncio.get_running_loop()
+    # A device node is locked for us alone (flock, honoured by pyserial, minicom and
+    # the like): a second master on a half-duplex line garbles both. A pyserial URL
+    # (socket://, rfc2217://) is no device node and takes no lock.
+    exclusive = {} if "://" in settings.port else {"exclusive": True}
     try:
         transport, proto = await serial_asyncio_fast.create_serial_connection(
             loop,
@@ -131,8 +137,17 @@ async def open_uart(
             parity=_PARITY[parity],
             bytesize=settings.bytesize,
             stopbits=settings.stopbits,
+            **exclusive,
         )
     except (serial.SerialException, OSError, termios.error) as exc:
+        if getattr(exc, "errno", None) in (errno.EAGAIN, errno.EWOULDBLOCK) and exclusive:
+            holder = lock_holder(settings.port)
+            who = holder.describe() if holder is not None else "another program (not found)"
+            raise PortBusy(
+                f"cannot open {what} {settings.port}: it is in use by {who}",
+                port=settings.port,
+                holder=holder,
+            ) from exc
         raise BusError(f"cannot open {what} {settings.port}: {exc}") from exc
     return transport, cast(P, proto)
 

@@ -13,16 +13,19 @@ from typing import Any
 import click
 from click.core import ParameterSource
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from clitools.options import baud_option, json_option, parity_option
-from concentrator.cli.common import err_console, socket_option
+from concentrator.cli.common import err_console, report_not_supported, socket_option
 from concentrator.cli.control import read_via_daemon
 from concentrator.cli.exitcodes import Exit, exit_for
 from concentrator.polling.direct import not_supported, read_direct
 from concentrator.polling.scan import ScanResult, scan
-from drivers.errors import DriverError
+from drivers.errors import DriverError, PortBusy
+from drivers.meter_ids import address_problem
+from drivers.port_lock import Holder
 from drivers.readers import Dlt645Reader
 from drivers.serial_bus import Parity, SerialBus, SerialSettings
 
@@ -39,6 +42,29 @@ _timeout_option = click.option(
     show_default=True,
     help="Seconds to wait for the first reply byte (DL/T 645 meters may take 0.5 s).",
 )
+
+
+def describe(exc: DriverError) -> str:
+    """An error of a direct-mode command in words; a port the running daemon holds
+    says how to reach the meter instead (the daemon reads between two of its polls)."""
+    text = str(exc)
+    if isinstance(exc, PortBusy) and isinstance(exc.holder, Holder) and _is_daemon(exc.holder):
+        text += (
+            "; the concentrator daemon polls this bus: use `concentrator read METER` "
+            "through the daemon, or stop it first"
+        )
+    return text
+
+
+def _is_daemon(holder: Holder) -> bool:
+    """Whether a command line is `concentrator run` (as a script or `python -m`)."""
+    argv = list(holder.argv)
+    for i, part in enumerate(argv):
+        if Path(part).name == "concentrator":
+            return argv[i + 1 : i + 2] == ["run"]
+        if part == "-m" and argv[i + 1 : i + 2] == ["concentrator"]:
+            return argv[i + 2 : i + 3] == ["run"]
+    return False
 
 
 def _settings(
@@ -135,16 +161,22 @@ def read(
         return
     if address is None:
         raise click.UsageError("Missing option '--address' (needed with --port).")
+    # A usage error, found before any traffic on the bus.
+    problem = address_problem(protocol, address, wildcards=True)
+    if problem is not None:
+        raise click.BadParameter(problem, param_hint="--address")
     settings = _settings(port, protocol, baud, parity, timeout)
     try:
         readings, failures = asyncio.run(
             read_direct(settings, protocol, address, model, quantities, retries)
         )
     except DriverError as exc:
-        err_console.print(f"[red]error:[/red] meter {address}: {exc}")
+        err_console.print(f"[red]error:[/red] meter {address}: {escape(describe(exc))}")
         sys.exit(exit_for(exc))
     except KeyError as exc:
         raise click.BadParameter(str(exc.args[0]), param_hint="QUANTITIES") from None
+    unsupported = [name for name, exc in failures if not_supported(exc)]
+    errors = [(name, exc) for name, exc in failures if not not_supported(exc)]
     if as_json:
         doc: dict[str, Any] = {
             "meter": address,
@@ -159,8 +191,10 @@ def read(
                 for r in readings
             ],
         }
-        if failures:
-            doc["errors"] = [{"name": name, "error": str(exc)} for name, exc in failures]
+        if unsupported:
+            doc["not_supported"] = unsupported
+        if errors:
+            doc["errors"] = [{"name": name, "error": str(exc)} for name, exc in errors]
         click.echo(json.dumps(doc))
     else:
         table = Table(title=f"meter {address} on {port}")
@@ -171,14 +205,13 @@ def read(
         for r in readings:
             table.add_row(r.quantity, r.key, r.value, r.unit)
         Console().print(table)
-    hard = [(n, e) for n, e in failures if quantities or not not_supported(e)]
-    for name, failure in failures:
-        if (name, failure) in hard:
-            err_console.print(f"[red]error:[/red] meter {address}, {name}: {failure}")
-        elif not as_json:
-            err_console.print(f"[yellow]not supported by meter {address}:[/yellow] {name}")
-    if hard:
-        sys.exit(exit_for(hard[0][1]))
+    for name, failure in errors:
+        err_console.print(f"[red]error:[/red] meter {address}, {name}: {escape(str(failure))}")
+    code = report_not_supported(address, unsupported, read_any=bool(readings), as_json=as_json)
+    if errors:
+        sys.exit(exit_for(errors[0][1]))
+    if code:
+        sys.exit(code)
 
 
 @click.command("scan")
@@ -215,7 +248,7 @@ def scan_command(
     try:
         result = asyncio.run(_scan(settings, retries, show_progress=not as_json))
     except DriverError as exc:
-        err_console.print(f"[red]error:[/red] scan of {port}: {exc}")
+        err_console.print(f"[red]error:[/red] scan of {port}: {escape(describe(exc))}")
         sys.exit(exit_for(exc))
     if as_json:
         click.echo(
