@@ -87,8 +87,13 @@ payload_key_file = "payload.key"
 
 
 def write(tmp_path: Path, text: str, name: str = "site.toml") -> Path:
+    """Write a config whose serial ports exist: ``/dev/ttySN`` become files in
+    ``tmp_path`` (a port that is not there is a warning, and the machine's own
+    ports must not decide a test)."""
     path = tmp_path / name
-    path.write_text(text, encoding="utf-8")
+    path.write_text(text.replace('"/dev/ttyS', f'"{tmp_path}/ttyS'), encoding="utf-8")
+    for n in (1, 2, 3):
+        (tmp_path / f"ttyS{n}").touch()
     (tmp_path / "payload.key").write_text("ab" * 32)  # the [uplink] key the check reads
     return path
 
@@ -114,7 +119,11 @@ def test_valid_config_loads(tmp_path: Path) -> None:
     assert config.storage.retention_days == 7
     assert [b.name for b in config.buses] == ["bus1", "bus2"]
     assert config.buses[0].settings() == SerialSettings(
-        port="/dev/ttyS1", baud=2400, parity="E", response_timeout=0.8, inter_frame_gap=0.005
+        port=str(tmp_path / "ttyS1"),
+        baud=2400,
+        parity="E",
+        response_timeout=0.8,
+        inter_frame_gap=0.005,
     )
     dlt, modbus = config.meters
     assert (dlt.group, dlt.password, dlt.model) == ("households", "123456", None)
@@ -229,7 +238,7 @@ def test_two_buses_on_one_port_with_different_baud(tmp_path: Path) -> None:
         (line_of(text, "baud = 9600"), "bus[1].baud"),
         (line_of(text, 'parity = "N"'), "bus[1].parity"),
     ]
-    assert 'port "/dev/ttyS1" is also used by bus "bus1"' in issues[0].message
+    assert f'port "{tmp_path}/ttyS1" is also used by bus "bus1"' in issues[0].message
     assert "2400" in issues[0].message and "9600" in issues[0].message
 
 
@@ -379,7 +388,7 @@ def test_cli_check_ok(tmp_path: Path) -> None:
 def test_cli_check_lists_issues_and_exits_config(tmp_path: Path) -> None:
     path, text = bad(tmp_path, "baud = 9600", 'baud = "fast"')
     text = text.replace('every = "15m"', 'every = "7m"')
-    path.write_text(text)
+    write(tmp_path, text)
     result = CliRunner().invoke(main, ["config", "check", str(path)])
     assert result.exit_code == Exit.CONFIG
     assert int(Exit.CONFIG) == 7
@@ -406,6 +415,7 @@ def test_cli_check_json(tmp_path: Path) -> None:
             "line": line_of(text, "bus9"),
             "field": "meter[1].bus",
             "message": 'no [[bus]] is named "bus9" (buses: "bus1", "bus2")',
+            "severity": "error",
         }
     ]
 
