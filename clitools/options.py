@@ -65,9 +65,38 @@ def parity_option(help: str) -> Decorator[Any]:
     return click.option("--parity", type=click.Choice(["E", "N", "O"]), default=None, help=help)
 
 
+def existing_parent(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+    """A click callback: a path whose folder exists (None stays None). A program asked
+    to write ``/nonexistent/dir/x`` says so, rather than failing half-way or creating
+    folders nobody asked for."""
+    if value is None:
+        return value
+    folder = Path(value).absolute().parent
+    if not folder.is_dir():
+        what = "is not a folder" if folder.exists() else "does not exist"
+        raise click.BadParameter(f"{value}: the folder {folder} {what}", ctx=ctx, param=param)
+    return value
+
+
+def existing_dir(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+    """A click callback: a folder that exists (None stays None)."""
+    if value is None:
+        return value
+    if not Path(value).is_dir():
+        what = "is not a folder" if Path(value).exists() else "does not exist"
+        raise click.BadParameter(f"{value} {what}: create it first", ctx=ctx, param=param)
+    return value
+
+
 def link_option(help: str) -> Decorator[Any]:
-    """``--link PATH``: the stable symlink to a simulator's PTY."""
-    return click.option("--link", type=click.Path(path_type=Path), required=True, help=help)
+    """``--link PATH``: the stable symlink to a simulator's PTY, in a folder that exists."""
+    return click.option(
+        "--link",
+        type=click.Path(path_type=Path),
+        required=True,
+        callback=existing_parent,
+        help=help,
+    )
 
 
 def pki_dir_option(help: str, *, required: bool = True) -> Decorator[Any]:

@@ -8,6 +8,7 @@ import json
 import pytest
 from helpers import read_json, run_cli, truth_of
 
+from concentrator.config import load_config
 from drivers import dlt645, modbus_rtu
 from hil_sim.fleet import make_addresses
 
@@ -223,9 +224,12 @@ def test_write_config_describes_the_hosted_meters(sim, tmp_path) -> None:
     cfg = tmp_path / "concentrator.toml"
     s = sim("--meters", "3", "--baud", "9600", "--write-config", str(cfg))
     doc = tomllib.loads(cfg.read_text())
+    # Beside the config, so written relative to its folder: the rule the config is read by.
     assert doc["bus"] == [
-        {"name": "bus1", "type": "rs485", "port": str(s.links[0]), "baud": 9600, "parity": "E"}
+        {"name": "bus1", "type": "rs485", "port": "bus1", "baud": 9600, "parity": "E"}
     ]
+    assert doc["storage"]["path"] == "concentrator.db"
+    assert load_config(cfg).buses[0].port == str(s.links[0])
     assert [m["address"] for m in doc["meter"]] == s.meters
     assert all(m["protocol"] == "dlt645" and m["bus"] == "bus1" for m in doc["meter"])
     assert all(len(m["password"]) == 6 and m["password_level"] == 2 for m in doc["meter"])

@@ -571,6 +571,7 @@ def _site_config(path: Path, db: Path, sim: SimProcess, bare: str) -> None:
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     tmp = tmp_path_factory.mktemp("site")
+    (tmp / "links").mkdir()
     sock_dir = short_dir("mfe")
     sim = SimProcess(
         [

@@ -5,7 +5,9 @@ errors into messages. The mapping (``hil_sim.errors`` says what each error means
 
 - ``OptionError``: exit 2, the usage and ``Invalid value[ for FLAG]: <message>``;
 - ``SpecError``: exit 2, the usage and ``Error: <message>``;
-- ``SimUnavailable``: exit 1, ``error: <message>`` on stderr.
+- ``SimUnavailable``: exit 1, ``error: <message>`` on stderr;
+- ``OSError`` (a file that cannot be written, a folder removed meanwhile): exit 1,
+  ``error: <what the system said>``, never a traceback.
 """
 
 from __future__ import annotations
@@ -28,5 +30,8 @@ class SimCommand(click.Command):
         except SpecError as exc:
             raise click.UsageError(str(exc), ctx=ctx) from None
         except SimUnavailable as exc:
+            click.echo(f"error: {exc}", err=True)
+            ctx.exit(1)
+        except OSError as exc:
             click.echo(f"error: {exc}", err=True)
             ctx.exit(1)
