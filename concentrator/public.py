@@ -5,7 +5,8 @@ import internals).
 The simulator runs the daemon as a process and checks what it stored, so it needs the
 store (to read it), the scaled clock's time line and the config's own rules for what
 it writes into a config (`parse_cadence`); the benchmarks drive a few parts
-directly: the store and its writer, the uplink, the clock and the direct meter read.
+directly: the store and its writer, the uplink, the clock, the direct meter read and the
+bus scan.
 
 Each name is imported when first used: a simulator process that only needs the time
 line must not pay for the uplink's MQTT and crypto libraries at every start.
@@ -20,6 +21,7 @@ if TYPE_CHECKING:
     from concentrator.clock import ScaledClock, scaled_start
     from concentrator.config import UplinkConfig, parse_cadence
     from concentrator.polling.direct import read_direct
+    from concentrator.polling.scan import scan
     from concentrator.storage import Store, StoreWriter
     from concentrator.uplink.mqtt import Uplink
 
@@ -32,6 +34,7 @@ _HOMES = {
     "UplinkConfig": "concentrator.config",
     "parse_cadence": "concentrator.config",
     "read_direct": "concentrator.polling.direct",
+    "scan": "concentrator.polling.scan",
 }
 
 __all__ = [
@@ -43,6 +46,7 @@ __all__ = [
     "parse_cadence",
     "read_direct",
     "scaled_start",
+    "scan",
 ]
 
 

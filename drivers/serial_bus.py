@@ -257,6 +257,45 @@ class SerialBus:
         async with self._lock:
             return await self._transact(request, decoder, accept, response_timeout)
 
+    async def gather(self, request: bytes, *, window: float | None = None) -> bytes:
+        """Send ``request`` and return every byte heard in answer: what arrives until
+        ``window`` (default: the response timeout) after the request has left the wire,
+        and then until the line has been quiet for ``inter_byte_timeout``.
+
+        For a request several devices may answer (a DL/T 645 wildcard address): the
+        first clean frame does not mean that nobody else answered, a meter with a longer
+        turnaround may still come, and bytes that are no frame are an answer too. The
+        caller decodes what was heard; silence is an empty result, not an error.
+        """
+        async with self._lock:
+            s = self.settings
+            rx = self._rx
+            started = time.monotonic()
+            await self._write(request)
+            assert rx is not None
+            listen = s.response_timeout if window is None else window
+            end = time.monotonic() + s.wire_time(len(request)) + listen
+            heard = bytearray()
+            self.stats.transactions += 1
+            try:
+                while True:
+                    limit = max(end, rx.last_rx + s.inter_byte_timeout) if heard else end
+                    if time.monotonic() >= limit:
+                        break
+                    if not rx.arrived.is_set():
+                        with contextlib.suppress(TimeoutError):
+                            async with asyncio.timeout_at(self._loop_time(limit)):
+                                await rx.arrived.wait()
+                        continue
+                    if rx.lost is not None:
+                        raise BusError(f"serial port {s.port} lost: {rx.lost}")
+                    heard += rx.take()
+            finally:
+                self._last_activity = time.monotonic()
+                self.stats.busy_s += self._last_activity - started
+            self.stats.bytes_in += len(heard)
+            return bytes(heard)
+
     @staticmethod
     def _loop_time(monotonic_deadline: float) -> float:
         # asyncio.timeout_at wants the loop's clock; convert from time.monotonic().

@@ -26,7 +26,6 @@ from concentrator.polling.scan import ScanResult, scan
 from drivers.errors import DriverError, PortBusy
 from drivers.meter_ids import address_problem
 from drivers.port_lock import Holder
-from drivers.readers import Dlt645Reader
 from drivers.serial_bus import Parity, SerialBus, SerialSettings
 
 PROTOCOL_DEFAULTS: dict[str, tuple[int, Parity]] = {"dlt645": (2400, "E"), "modbus": (9600, "N")}
@@ -171,7 +170,10 @@ def read(
             read_direct(settings, protocol, address, model, quantities, retries)
         )
     except DriverError as exc:
-        err_console.print(f"[red]error:[/red] meter {address}: {escape(describe(exc))}")
+        # One line, never wrapped: field scripts grep for it.
+        err_console.print(
+            f"[red]error:[/red] meter {address}: {escape(describe(exc))}", soft_wrap=True
+        )
         sys.exit(exit_for(exc))
     except KeyError as exc:
         raise click.BadParameter(str(exc.args[0]), param_hint="QUANTITIES") from None
@@ -206,7 +208,9 @@ def read(
             table.add_row(r.quantity, r.key, r.value, r.unit)
         Console().print(table)
     for name, failure in errors:
-        err_console.print(f"[red]error:[/red] meter {address}, {name}: {escape(str(failure))}")
+        err_console.print(
+            f"[red]error:[/red] meter {address}, {name}: {escape(str(failure))}", soft_wrap=True
+        )
     code = report_not_supported(address, unsupported, read_any=bool(readings), as_json=as_json)
     if errors:
         sys.exit(exit_for(errors[0][1]))
@@ -224,14 +228,14 @@ def read(
     type=click.FloatRange(min=0.01),
     default=0.6,
     show_default=True,
-    help="Seconds of silence that mean no meter matches a probe.",
+    help="Seconds each probe listens for answers: silence this long means no meter there.",
 )
 @click.option(
     "--retries",
     type=click.IntRange(0, 5),
     default=1,
     show_default=True,
-    help="Extra tries for a garbled probe of one full address and for confirmations.",
+    help="Extra probes that must agree before a branch counts as empty or as one meter.",
 )
 @json_option()
 def scan_command(
@@ -243,12 +247,18 @@ def scan_command(
     retries: int,
     as_json: bool,
 ) -> None:
-    """Find every DL/T 645 meter on a bus by wildcard-address search."""
+    """Find every DL/T 645 meter on a bus by wildcard-address search.
+
+    Exits 0 only with a list it is sure of; branches it could not resolve are listed
+    and the exit code is 4.
+    """
     settings = _settings(port, protocol, baud, parity, timeout)
     try:
         result = asyncio.run(_scan(settings, retries, show_progress=not as_json))
     except DriverError as exc:
-        err_console.print(f"[red]error:[/red] scan of {port}: {escape(describe(exc))}")
+        err_console.print(
+            f"[red]error:[/red] scan of {port}: {escape(describe(exc))}", soft_wrap=True
+        )
         sys.exit(exit_for(exc))
     if as_json:
         click.echo(
@@ -256,6 +266,7 @@ def scan_command(
                 {
                     "port": port,
                     "meters": result.addresses,
+                    "complete": result.complete,
                     "probes": result.probes,
                     "collisions": result.collisions,
                     "unresolved": result.unresolved,
@@ -270,30 +281,35 @@ def scan_command(
             f"({result.collisions} collisions)"
         )
     if result.unresolved:
+        listed = "; ".join(f"{p}: {result.reasons[p]}" for p in result.unresolved)
         err_console.print(
-            f"[red]error:[/red] addresses still garbled when fully specified "
-            f"(duplicate address or noisy line): {', '.join(result.unresolved)}"
+            "[red]error:[/red]",
+            escape(
+                f"scan of {port} incomplete, the list above may miss meters: unresolved {listed}"
+            ),
+            soft_wrap=True,
         )
         sys.exit(Exit.GARBLED)
 
 
 async def _scan(settings: SerialSettings, retries: int, *, show_progress: bool) -> ScanResult:
     async with SerialBus(settings) as bus:
-        reader = Dlt645Reader(bus)
         with Progress(
             TextColumn("scanning"),
             BarColumn(),
-            TextColumn("{task.completed}/{task.total} probes, {task.fields[found]} found"),
+            TextColumn(
+                "{task.completed} probes, {task.fields[pending]} branches to go, "
+                "{task.fields[found]} found"
+            ),
             TimeElapsedColumn(),
             console=err_console,
             disable=not show_progress,
         ) as progress:
-            task = progress.add_task("scan", total=1, found=0)
+            task = progress.add_task("scan", total=None, found=0, pending=1)
 
             def update(result: ScanResult, pending: int) -> None:
-                done = result.probes
                 progress.update(
-                    task, completed=done, total=done + pending, found=len(result.addresses)
+                    task, completed=result.probes, pending=pending, found=len(result.addresses)
                 )
 
-            return await scan(reader, retries=retries, progress=update)
+            return await scan(bus, retries=retries, progress=update)
