@@ -185,6 +185,11 @@ def update(t: Table, *, has_uplink: bool) -> UpdateConfig | None:
             failed,
         )
     releases_dir = optional(lambda: t.path("releases_dir", None), failed)
+    # The guard creates the release directory itself, but in a folder that exists:
+    # a mistyped path must not become a tree of new folders.
+    if releases_dir is not None and not releases_dir.parent.is_dir():
+        t.issue("releases_dir", f"{releases_dir}: the folder {releases_dir.parent} does not exist")
+        failed.append(True)
     timeout = optional(
         lambda: t.number("chunk_timeout_s", positive=True, default=d["chunk_timeout_s"]), failed
     )
