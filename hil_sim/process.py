@@ -91,7 +91,7 @@ class SimProcess:
 
     @property
     def truth(self) -> Path:
-        return (self.cwd or Path()) / self.ready["truth"]
+        return (self.cwd or Path()) / str(self.ready["truth"])
 
     def __enter__(self) -> SimProcess:
         self.start()
