@@ -360,10 +360,10 @@ class Daemon:
             )
         )
         log.info(
-            "config reloaded: %s; %d meters on %d buses",
-            ", ".join(applied) or "nothing changed",
+            "config reloaded: %d meters on %d buses; %s",
             len(new.meters),
             len(new.buses),
+            f"applied: {', '.join(applied)}" if applied else "nothing changed",
         )
         if refused:
             for table, reason in refused.items():

@@ -4,6 +4,11 @@ concentrator opens like a UART, published under a stable symlink path.
 Shared by the meter bus, the carrier module and the modem simulators, so that all three
 set up and tear down their line, read it and write it the same way.
 
+Ownership. A link is one simulator's while it runs: it holds an advisory lock on
+``LINK.lock`` (the kernel drops it when the process ends, kill -9 included), so a second
+simulator asked for the same link refuses, naming the first, instead of taking the link
+over; and a simulator removes on exit only a link that still points at its own PTY.
+
 Writing. A PTY delivers bytes at once, so the simulators re-create a line's pace
 themselves: a frame is released when its last byte would have arrived over the wire
 (``wire_time``: bits per character / baud per byte, nothing at baud 0), either that

@@ -134,8 +134,9 @@ def read(
     concentrator read METER [QUANTITY]...                  through the running daemon
     concentrator read --port P --address A [QUANTITY]...   direct mode, no daemon
 
-    With no quantity named, every quantity the meter type supports is read; values the
-    meter reports as not supported are then listed as such instead of failing.
+    With no quantity named, every quantity the meter type supports is read. What the
+    meter reports as not supported is listed as such, named or not; the read fails
+    (exit 5) only when nothing asked for could be read.
     """
     if port is None:
         direct_only = ("protocol", "baud", "parity", "model", "timeout", "retries")
