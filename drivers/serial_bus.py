@@ -41,6 +41,18 @@ _PARITY = {"E": serial.PARITY_EVEN, "N": serial.PARITY_NONE, "O": serial.PARITY_
 
 MAX_FRAME_BYTES = 260  # longer than any DL/T 645 (216) or Modbus RTU (256) frame
 
+# The rates a meter bus or a carrier module's UART runs at; 0 is the simulator's line
+# without wire time. One rule for the config, the field CLI and the simulator.
+BAUD_RATES = (300, 600, 1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200)
+
+
+def baud_problem(baud: int) -> str | None:
+    """Why ``baud`` is not a rate a bus runs at (None when it is)."""
+    if baud == 0 or baud in BAUD_RATES:
+        return None
+    rates = ", ".join(map(str, BAUD_RATES))
+    return f"{baud} is not a standard rate ({rates}, or 0 for the simulator)"
+
 
 class FrameDecoder(Protocol[F_co]):
     """What a sans-I/O codec's streaming decoder offers the transport."""

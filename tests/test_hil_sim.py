@@ -243,6 +243,9 @@ def test_options_are_checked_by_the_configs_rules_and_never_a_traceback(tmp_path
         # `concentrator config check` refuses "7m" (it does not divide a day): so does hil-sim.
         (["bus", "--link", link, "--cadence", "7m"], "--cadence",
          '"7m" does not divide a day into equal slots'),
+        # A rate `config check` refuses for a [[bus]] is refused here too.
+        (["fleet", "--link-dir", str(tmp_path), "--baud", "1234"], "--baud",
+         "1234 is not a standard rate"),
         (["bus", "--link", "/nonexistent/dir/bus"], "--link",
          "the folder /nonexistent/dir does not exist"),
         (["bus", "--link", link, "--write-config", "/nonexistent/c.toml"], "--write-config",

@@ -45,13 +45,12 @@ from contract.timezone import parse_utc_offset
 from drivers import dlt645
 from drivers.meter_ids import address_problem
 from drivers.modbus_rtu import METER_MODELS
-from drivers.serial_bus import Parity
+from drivers.serial_bus import Parity, baud_problem
 
 T = TypeVar("T")
 
 # sun_path holds 108 bytes on Linux, the terminating NUL included.
 MAX_SOCKET_PATH_BYTES = 107
-BAUD_RATES = (300, 600, 1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200)
 
 _ID_RE = re.compile(r"[A-Za-z0-9._-]{1,64}")
 
@@ -297,9 +296,8 @@ class _Checker:
         port = optional(lambda: t.string("port"), failed)
         # A carrier module's UART runs 9600 8E1 unless its vendor says otherwise.
         baud = optional(lambda: t.integer("baud", 0, None, 9600 if plc else REQUIRED), failed)
-        if baud is not None and baud != 0 and baud not in BAUD_RATES:
-            rates = ", ".join(map(str, BAUD_RATES))
-            t.issue("baud", f"{baud} is not a standard rate ({rates}, or 0 for the simulator)")
+        if baud is not None and (problem := baud_problem(baud)) is not None:
+            t.issue("baud", problem)
             failed.append(True)
         parity = optional(
             lambda: t.choice("parity", ("E", "N", "O"), "E" if plc else REQUIRED), failed
