@@ -84,6 +84,7 @@ def _hwm_mb(pid: int) -> float:
 
 def _fleet(tmp: Path, *args: str) -> tuple[SimProcess, Path, Path]:
     cfg, db = tmp / "c.toml", tmp / "s.db"
+    (tmp / "links").mkdir(exist_ok=True)
     sim = SimProcess(
         [
             "fleet",

@@ -14,6 +14,8 @@ from typing import Any, TypeVar
 
 import click
 
+from drivers.serial_bus import baud_problem
+
 F = TypeVar("F", bound=Callable[..., Any])
 Decorator = Callable[[F], F]
 
@@ -49,13 +51,24 @@ def time_origin_option(help: str) -> Decorator[Any]:
     return click.option("--time-origin", type=float, default=None, help=help)
 
 
-def baud_option(*, default: int | None, help: str) -> Decorator[Any]:
-    """``--baud N``: a serial line speed; 0 is allowed (simulators: no wire time)."""
+def _bus_baud(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+    """A click callback: a rate a meter bus runs at, by the config's rule."""
+    if value is not None and (problem := baud_problem(value)) is not None:
+        raise click.BadParameter(problem, ctx=ctx, param=param)
+    return value
+
+
+def baud_option(*, default: int | None, help: str, bus: bool = True) -> Decorator[Any]:
+    """``--baud N``: a serial line speed; 0 is allowed (simulators: no wire time). With
+    ``bus`` (a meter bus or a carrier module's UART), only the rates a ``[[bus]]`` takes
+    (`drivers.serial_bus.baud_problem`): what a simulator writes into a config, or a
+    direct read tries, is what the daemon would accept."""
     return click.option(
         "--baud",
         type=click.IntRange(0),
         default=default,
         show_default=default is not None,
+        callback=_bus_baud if bus else None,
         help=help,
     )
 
@@ -65,9 +78,38 @@ def parity_option(help: str) -> Decorator[Any]:
     return click.option("--parity", type=click.Choice(["E", "N", "O"]), default=None, help=help)
 
 
+def existing_parent(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+    """A click callback: a path whose folder exists (None stays None). A program asked
+    to write ``/nonexistent/dir/x`` says so, rather than failing half-way or creating
+    folders nobody asked for."""
+    if value is None:
+        return value
+    folder = Path(value).absolute().parent
+    if not folder.is_dir():
+        what = "is not a folder" if folder.exists() else "does not exist"
+        raise click.BadParameter(f"{value}: the folder {folder} {what}", ctx=ctx, param=param)
+    return value
+
+
+def existing_dir(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+    """A click callback: a folder that exists (None stays None)."""
+    if value is None:
+        return value
+    if not Path(value).is_dir():
+        what = "is not a folder" if Path(value).exists() else "does not exist"
+        raise click.BadParameter(f"{value} {what}: create it first", ctx=ctx, param=param)
+    return value
+
+
 def link_option(help: str) -> Decorator[Any]:
-    """``--link PATH``: the stable symlink to a simulator's PTY."""
-    return click.option("--link", type=click.Path(path_type=Path), required=True, help=help)
+    """``--link PATH``: the stable symlink to a simulator's PTY, in a folder that exists."""
+    return click.option(
+        "--link",
+        type=click.Path(path_type=Path),
+        required=True,
+        callback=existing_parent,
+        help=help,
+    )
 
 
 def pki_dir_option(help: str, *, required: bool = True) -> Decorator[Any]:

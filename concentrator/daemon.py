@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -26,6 +27,7 @@ from typing import Any
 from concentrator import __version__
 from concentrator.clock import Clock, ScaledClock, SystemClock, scaled_start
 from concentrator.config import Config, ConfigError, load_config
+from concentrator.config.changes import keep_restart_only, polling_part, uplink_fingerprint
 from concentrator.control.api import ControlApi
 from concentrator.control.command_runner import CommandRunner
 from concentrator.control.logring import LogRing
@@ -63,6 +65,7 @@ class Daemon:
         # From the daemon's creation on, so `concentrator logs` shows its start-up too.
         self.log_ring = LogRing()
         logging.getLogger().addHandler(self.log_ring)
+        self._socket_given = control_socket is not None
         self.control_socket = control_socket or self._file_config.concentrator.control_socket
         self.status_path = status_path or self._file_config.storage.path.with_suffix(".status.json")
         self.notifier = SdNotifier()
@@ -77,6 +80,9 @@ class Daemon:
         self.control: ControlServer | None = None
         self.modem: ModemSupervisor | None = None
         self._core: list[asyncio.Task[None]] = []
+        # The tasks of the services a reload may restart (also in ``_core``).
+        self._uplink_tasks: list[asyncio.Task[None]] = []
+        self._modem_task: asyncio.Task[None] | None = None
         self._stop = asyncio.Event()
         self._reload = asyncio.Event()
         self.started_wall = self.clock.wall()
@@ -149,6 +155,8 @@ class Daemon:
 
     async def start(self) -> None:
         cfg = self._file_config
+        for warning in cfg.warnings:
+            log.warning("config: %s", warning)
         quota = cfg.storage.quota_mb * 1024 * 1024 if cfg.storage.quota_mb else None
         self.store = store = Store.open(
             cfg.storage.path,
@@ -201,12 +209,7 @@ class Daemon:
         self.control = ControlServer(self.control_socket, api)
         self._core.append(self._spawn(self.control.run(), "control"))
         if cfg.modem is not None:
-            self.modem = ModemSupervisor(
-                cfg.modem,
-                on_event=lambda e: writer.event(e.to_store_event()),
-                clock=self.clock,
-            )
-            self._core.append(self._spawn(self.modem.run(), "modem"))
+            self._start_modem(cfg)
         if self.notifier.watchdog_s is not None:
             # Fed only while every bus, the store and the core tasks really work.
             self._core.append(self._spawn(self.notifier.keepalive(self._feed_watchdog), "watchdog"))
@@ -218,12 +221,32 @@ class Daemon:
             len(cfg.buses),
         )
 
+    def _start_modem(self, cfg: Config) -> None:
+        assert cfg.modem is not None and self.writer is not None
+        writer = self.writer
+        self.modem = ModemSupervisor(
+            cfg.modem,
+            on_event=lambda e: writer.event(e.to_store_event()),
+            clock=self.clock,
+        )
+        self._modem_task = self._spawn(self.modem.run(), "modem")
+        self._core.append(self._modem_task)
+
+    async def _stop_modem(self) -> None:
+        task, self._modem_task, self.modem = self._modem_task, None, None
+        if task is not None:
+            self._core.remove(task)
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
     async def _start_uplink(self, cfg: Config) -> None:
         """The uplink, and what arrives over it: signed commands and software updates."""
         assert cfg.uplink is not None and self.store is not None and self.writer is not None
         assert self.polling is not None
         polling = self.polling
         self.uplink = uplink = Uplink(cfg.uplink, cfg.concentrator.id, self.store, self.writer)
+        self._uplink_tasks = []
         if cfg.update is not None:
             self.updater = Updater(
                 cfg.update,
@@ -246,11 +269,30 @@ class Daemon:
                 upgrades=self.updater,
             )
             uplink.on_command = self.commands.submit
-            self._core.append(self._spawn(self.commands.run(), "commands"))
-        self._core.append(self._spawn(uplink.run(), "uplink"))
+            self._uplink_tasks.append(self._spawn(self.commands.run(), "commands"))
+        self._uplink_tasks.append(self._spawn(uplink.run(), "uplink"))
+        self._core += self._uplink_tasks
         if self.updater is not None:
             await self.updater.resume()
             await self.updater.report()
+
+    async def _stop_uplink(self) -> None:
+        """Stop the uplink and what hangs on it (a reload of ``[uplink]``/``[update]``):
+        the connection first, so no command arrives meanwhile; then the command runner
+        between two commands. Batches in flight are resent by the next uplink (the
+        store keeps them until the receiver's ack)."""
+        tasks, self._uplink_tasks = self._uplink_tasks, []
+        for t in tasks:
+            self._core.remove(t)
+        runner = self.commands
+        uplink_task = tasks[-1] if tasks else None
+        if uplink_task is not None:
+            uplink_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await uplink_task
+        if runner is not None and len(tasks) > 1:
+            await runner.stop(tasks[0])
+        self.uplink = self.commands = self.updater = None
 
     def _switch_release(self) -> None:
         """The updater installed a release: exit with EXIT_SWITCH for the guard to start it."""
@@ -258,6 +300,11 @@ class Daemon:
         self.stop()
 
     async def reload(self) -> None:
+        """SIGHUP: apply every table that can change while running (the buses, meters
+        and tasks, the timezone, ``[uplink]`` and ``[update]``, ``[modem]``) and refuse,
+        with the reason, what only a restart can change (``[storage]``, the
+        concentrator's id and control socket). A refusal keeps the running value; it is
+        logged and recorded as a ``config_reload_refused`` event."""
         try:
             new = load_config(self.config_path)
         except ConfigError as exc:
@@ -273,20 +320,63 @@ class Daemon:
                 )
             )
             return
-        if new.storage.path != self.config.storage.path:
-            log.warning("storage.path changed; it takes effect at the next restart")
         assert self.polling is not None and self.writer is not None
-        await self.polling.reload(new)
+        for warning in new.warnings:
+            log.warning("config: %s", warning)
+        running = self._file_config
+        new, refused = keep_restart_only(running, new, socket_fixed=self._socket_given)
+        applied: list[str] = []
+        if polling_part(new) != polling_part(running):
+            await self.polling.reload(new)
+            applied.append("buses, meters, tasks")
+        if uplink_fingerprint(new) != uplink_fingerprint(running):
+            if self.updater is not None and self.updater.busy:
+                reason = (
+                    f"an upgrade to {self.updater.version} is being downloaded or installed; "
+                    "send SIGHUP again when it is done, or restart"
+                )
+                for table in ("uplink", "update"):
+                    if getattr(new, table) != getattr(running, table):
+                        refused[table] = reason
+                new = dataclasses.replace(new, uplink=running.uplink, update=running.update)
+            else:
+                await self._stop_uplink()
+                if new.uplink is not None:
+                    await self._start_uplink(new)
+                applied.append("uplink" if new.update == running.update else "uplink, update")
+        if new.modem != running.modem:
+            await self._stop_modem()
+            if new.modem is not None:
+                self._start_modem(new)
+            applied.append("modem")
+        self._file_config = new
         self.writer.event(
             Event(
                 "config_reloaded",
                 "info",
                 None,
-                {"meters": len(new.meters), "buses": len(new.buses)},
+                {"applied": applied, "meters": len(new.meters), "buses": len(new.buses)},
                 self.clock.wall(),
             )
         )
-        log.info("config reloaded: %d meters on %d buses", len(new.meters), len(new.buses))
+        log.info(
+            "config reloaded: %d meters on %d buses; %s",
+            len(new.meters),
+            len(new.buses),
+            f"applied: {', '.join(applied)}" if applied else "nothing changed",
+        )
+        if refused:
+            for table, reason in refused.items():
+                log.warning("config reload: [%s] not applied: %s", table, reason)
+            self.writer.event(
+                Event(
+                    "config_reload_refused",
+                    "warning",
+                    None,
+                    {"refused": refused},
+                    self.clock.wall(),
+                )
+            )
 
     async def shutdown(self) -> None:
         self.notifier.stopping()

@@ -3,8 +3,10 @@ concentrator; everything else is internal and may change without notice (tests m
 import internals).
 
 The simulator runs the daemon as a process and checks what it stored, so it needs the
-store (to read it) and the scaled clock's time line; the benchmarks drive a few parts
-directly: the store and its writer, the uplink, the clock and the direct meter read.
+store (to read it), the scaled clock's time line and the config's own rules for what
+it writes into a config (`parse_cadence`); the benchmarks drive a few parts
+directly: the store and its writer, the uplink, the clock, the direct meter read and the
+bus scan.
 
 Each name is imported when first used: a simulator process that only needs the time
 line must not pay for the uplink's MQTT and crypto libraries at every start.
@@ -17,8 +19,9 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from concentrator.clock import ScaledClock, scaled_start
-    from concentrator.config import UplinkConfig
+    from concentrator.config import UplinkConfig, parse_cadence
     from concentrator.polling.direct import read_direct
+    from concentrator.polling.scan import scan
     from concentrator.storage import Store, StoreWriter
     from concentrator.uplink.mqtt import Uplink
 
@@ -29,7 +32,9 @@ _HOMES = {
     "StoreWriter": "concentrator.storage",
     "Uplink": "concentrator.uplink.mqtt",
     "UplinkConfig": "concentrator.config",
+    "parse_cadence": "concentrator.config",
     "read_direct": "concentrator.polling.direct",
+    "scan": "concentrator.polling.scan",
 }
 
 __all__ = [
@@ -38,8 +43,10 @@ __all__ = [
     "StoreWriter",
     "Uplink",
     "UplinkConfig",
+    "parse_cadence",
     "read_direct",
     "scaled_start",
+    "scan",
 ]
 
 

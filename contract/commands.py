@@ -31,6 +31,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
     Ed25519PublicKey,
 )
 
+from drivers.meter_ids import dlt645_address_problem
+
 FORMAT_VERSION = 1
 DOMAIN = b"meterflow command v1\x00"
 ACTIONS = (
@@ -127,7 +129,7 @@ def check(cmd: Command) -> None:
     if len(cmd.meters) > MAX_METERS:
         raise CommandError(f"{len(cmd.meters)} meters: at most {MAX_METERS} per command")
     for m in cmd.meters:
-        if len(m) != 12 or not m.isdigit():
+        if dlt645_address_problem(m) is not None:
             raise CommandError(f"meter {m!r}: expected a 12-digit address")
     if cmd.action == "add_meter":
         if len(cmd.meters) != 1:

@@ -55,6 +55,17 @@ class BusError(DriverError):
     """The transport failed: the port could not be opened, read or written."""
 
 
+class PortBusy(BusError):
+    """Another program holds the port's exclusive lock (two masters on one half-duplex
+    line garble each other). ``holder`` names it when it could be found: a
+    ``drivers.port_lock.Holder`` (its pid and command line), else None."""
+
+    def __init__(self, message: str, *, port: str, holder: object | None = None) -> None:
+        super().__init__(message)
+        self.port = port
+        self.holder = holder
+
+
 # -- cellular modem (drivers/at_command.py, drivers/modem.py) ---------------------------
 # The same split by action: the module refused a command (ModemError: the code says
 # why; retrying the same command rarely helps), a command went unanswered (ModemTimeout:

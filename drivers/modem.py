@@ -16,13 +16,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import termios
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-
-import serial
-import serial_asyncio_fast
 
 from drivers.at_command import (
     BOOT_URCS,
@@ -52,6 +48,7 @@ from drivers.at_command import (
     split_fields,
 )
 from drivers.errors import BusError, FrameError, ModemError, ModemHung, ModemTimeout
+from drivers.serial_bus import Parity, open_uart
 
 __all__ = [
     "BOOT_URCS",
@@ -144,6 +141,17 @@ class ModemStats:
 
 
 # ---------------------------------------------------------------------- the client
+@dataclass(frozen=True)
+class _AtPort:
+    """A module's AT port as a UART: 8N1 on every module we know."""
+
+    port: str
+    baud: int
+    parity: Parity = "N"
+    bytesize: int = 8
+    stopbits: int = 1
+
+
 class _Link(asyncio.Protocol):
     def __init__(self, on_data: Callable[[bytes], None], on_lost: Callable[[BaseException], None]):
         self._on_data = on_data
@@ -195,21 +203,13 @@ class ModemClient:
         return self._transport is not None and self._lost is None
 
     async def open(self) -> None:
-        loop = asyncio.get_running_loop()
         self._parser.reset()
         self._lost = None
-        try:
-            transport, link = await serial_asyncio_fast.create_serial_connection(
-                loop,
-                lambda: _Link(self._on_data, self._on_lost),
-                self.port,
-                baudrate=self.baud,
-                parity=serial.PARITY_NONE,  # modules' AT ports are 8N1
-                bytesize=8,
-                stopbits=1,
-            )
-        except (serial.SerialException, OSError, termios.error) as exc:
-            raise BusError(f"cannot open modem port {self.port}: {exc}") from exc
+        # Locked for us alone, as every UART (`open_uart`): ModemManager or pppd on the
+        # same AT port would take our answers.
+        transport, link = await open_uart(
+            _AtPort(self.port, self.baud), lambda: _Link(self._on_data, self._on_lost), "modem port"
+        )
         assert isinstance(link, _Link)
         self._transport, self._link = transport, link
 

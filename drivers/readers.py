@@ -16,6 +16,7 @@ from typing import Protocol, TypeVar
 
 from drivers import dlt645, modbus_rtu
 from drivers.errors import EncodeError, FrameError
+from drivers.meter_ids import modbus_slave_problem
 from drivers.serial_bus import Exchange, FrameDecoder, SerialBus
 
 F = TypeVar("F")
@@ -180,20 +181,32 @@ class ModbusReader:
                 f"Modbus meter model {model!r}: expected one of {sorted(modbus_rtu.METER_MODELS)}"
             )
         self.bus = bus
+        self.model = model
         self.registers = modbus_rtu.METER_MODELS[model]
         self.response_timeout = response_timeout
 
     def quantities(self, names: Sequence[str] = ()) -> list[modbus_rtu.Register]:
+        return self.quantities_of(self.model, names)
+
+    @staticmethod
+    def quantities_of(model: str, names: Sequence[str] = ()) -> list[modbus_rtu.Register]:
+        """Resolve quantity names for a meter family (KeyError: not in its map), before
+        any bus is opened; no names means every register of the map."""
+        if model not in modbus_rtu.METER_MODELS:
+            raise EncodeError(
+                f"Modbus meter model {model!r}: expected one of {sorted(modbus_rtu.METER_MODELS)}"
+            )
+        registers = modbus_rtu.METER_MODELS[model]
         if not names:
-            return list(self.registers.values())
+            return list(registers.values())
         out = []
         for name in names:
-            if name not in self.registers:
+            if name not in registers:
                 raise KeyError(
                     f"unknown quantity {name!r} for this Modbus meter; "
-                    f"expected one of {', '.join(self.registers)}"
+                    f"expected one of {', '.join(registers)}"
                 )
-            out.append(self.registers[name])
+            out.append(registers[name])
         return out
 
     async def read_many(
@@ -241,10 +254,8 @@ class ModbusReader:
 
 
 def parse_slave(address: str) -> int:
-    try:
-        slave = int(address)
-    except ValueError:
-        raise EncodeError(f"Modbus address {address!r}: expected a slave id 1..247") from None
-    if not 1 <= slave <= 247:
-        raise EncodeError(f"Modbus address {address!r}: expected a slave id 1..247")
-    return slave
+    """A Modbus slave id as a person writes it (`drivers.meter_ids`); else EncodeError."""
+    problem = modbus_slave_problem(address)
+    if problem is not None:
+        raise EncodeError(problem)
+    return int(address)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import os
 import termios
@@ -27,7 +28,8 @@ import serial
 import serial.rs485
 import serial_asyncio_fast
 
-from drivers.errors import BusError, BusTimeout, FrameError
+from drivers.errors import BusError, BusTimeout, FrameError, PortBusy
+from drivers.port_lock import lock_holder
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +40,18 @@ Parity = Literal["E", "N", "O"]
 _PARITY = {"E": serial.PARITY_EVEN, "N": serial.PARITY_NONE, "O": serial.PARITY_ODD}
 
 MAX_FRAME_BYTES = 260  # longer than any DL/T 645 (216) or Modbus RTU (256) frame
+
+# The rates a meter bus or a carrier module's UART runs at; 0 is the simulator's line
+# without wire time. One rule for the config, the field CLI and the simulator.
+BAUD_RATES = (300, 600, 1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200)
+
+
+def baud_problem(baud: int) -> str | None:
+    """Why ``baud`` is not a rate a bus runs at (None when it is)."""
+    if baud == 0 or baud in BAUD_RATES:
+        return None
+    rates = ", ".join(map(str, BAUD_RATES))
+    return f"{baud} is not a standard rate ({rates}, or 0 for the simulator)"
 
 
 class FrameDecoder(Protocol[F_co]):
@@ -122,6 +136,10 @@ async def open_uart(
         log.info("%s is a pseudo-terminal: opening it without parity", settings.port)
         parity = "N"
     loop = asyncio.get_running_loop()
+    # A device node is locked for us alone (flock, honoured by pyserial, minicom and
+    # the like): a second master on a half-duplex line garbles both. A pyserial URL
+    # (socket://, rfc2217://) is no device node and takes no lock.
+    exclusive = {} if "://" in settings.port else {"exclusive": True}
     try:
         transport, proto = await serial_asyncio_fast.create_serial_connection(
             loop,
@@ -131,8 +149,17 @@ async def open_uart(
             parity=_PARITY[parity],
             bytesize=settings.bytesize,
             stopbits=settings.stopbits,
+            **exclusive,
         )
     except (serial.SerialException, OSError, termios.error) as exc:
+        if getattr(exc, "errno", None) in (errno.EAGAIN, errno.EWOULDBLOCK) and exclusive:
+            holder = lock_holder(settings.port)
+            who = holder.describe() if holder is not None else "another program (not found)"
+            raise PortBusy(
+                f"cannot open {what} {settings.port}: it is in use by {who}",
+                port=settings.port,
+                holder=holder,
+            ) from exc
         raise BusError(f"cannot open {what} {settings.port}: {exc}") from exc
     return transport, cast(P, proto)
 
@@ -241,6 +268,45 @@ class SerialBus:
         """
         async with self._lock:
             return await self._transact(request, decoder, accept, response_timeout)
+
+    async def gather(self, request: bytes, *, window: float | None = None) -> bytes:
+        """Send ``request`` and return every byte heard in answer: what arrives until
+        ``window`` (default: the response timeout) after the request has left the wire,
+        and then until the line has been quiet for ``inter_byte_timeout``.
+
+        For a request several devices may answer (a DL/T 645 wildcard address): the
+        first clean frame does not mean that nobody else answered, a meter with a longer
+        turnaround may still come, and bytes that are no frame are an answer too. The
+        caller decodes what was heard; silence is an empty result, not an error.
+        """
+        async with self._lock:
+            s = self.settings
+            rx = self._rx
+            started = time.monotonic()
+            await self._write(request)
+            assert rx is not None
+            listen = s.response_timeout if window is None else window
+            end = time.monotonic() + s.wire_time(len(request)) + listen
+            heard = bytearray()
+            self.stats.transactions += 1
+            try:
+                while True:
+                    limit = max(end, rx.last_rx + s.inter_byte_timeout) if heard else end
+                    if time.monotonic() >= limit:
+                        break
+                    if not rx.arrived.is_set():
+                        with contextlib.suppress(TimeoutError):
+                            async with asyncio.timeout_at(self._loop_time(limit)):
+                                await rx.arrived.wait()
+                        continue
+                    if rx.lost is not None:
+                        raise BusError(f"serial port {s.port} lost: {rx.lost}")
+                    heard += rx.take()
+            finally:
+                self._last_activity = time.monotonic()
+                self.stats.busy_s += self._last_activity - started
+            self.stats.bytes_in += len(heard)
+            return bytes(heard)
 
     @staticmethod
     def _loop_time(monotonic_deadline: float) -> float:

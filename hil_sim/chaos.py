@@ -170,6 +170,7 @@ def _run(
     clock_step = root / "clock-step"  # seconds the concentrator's wall clock is stepped
     clock_step.write_text("0")
     step = 0.0
+    (root / "links").mkdir(exist_ok=True)
     sim = SimProcess(
         ["fleet", "--buses", "4", "--meters-per-bus", str(meters_per_bus), "--baud", "9600",
          "--fault-rate", "0.02", "--time-scale", str(SCALE), "--cadence", CADENCE,

@@ -21,6 +21,7 @@ from rich.table import Table
 
 from cloud_receiver.public import LocalBroker, SqliteStorage, pki
 from concentrator.public import Store
+from hil_sim.demo_report import explain_concentrator, explain_receiver
 from hil_sim.fleet import add_uplink
 from hil_sim.process import SimProcess, cli_command
 
@@ -98,6 +99,7 @@ def run_daemon_demo(tmp: Path) -> None:
             broker.pki_dir, CID, broker_host="127.0.0.1", broker_port=broker.port
         )
         print("== hil-sim fleet: 2 buses x 8 meters, 2400 baud, 2 % faults, time x60")
+        (tmp / "fleet").mkdir()
         fleet = ["fleet", "--buses", "2", "--meters-per-bus", "8", "--baud", "2400",
                  "--fault-rate", "0.02", "--time-scale", "60", "--link-dir", str(tmp / "fleet"),
                  "--write-config", str(cfg), "--store", str(db)]  # fmt: skip
@@ -110,9 +112,10 @@ def run_daemon_demo(tmp: Path) -> None:
             )  # fmt: skip
             try:
                 print(f"== concentrator run --time-scale 60 ({RUN_S:.0f} s: three 15-minute slots)")
+                # Its own control socket: never the machine's daemon's.
                 daemon = subprocess.Popen(
                     [*cli_command("concentrator"), "run", "--config", str(cfg),
-                     "--time-scale", "60"]
+                     "--time-scale", "60", "--control-socket", str(tmp / "concentrator.sock")]
                 )  # fmt: skip
                 try:
                     daemon.wait(timeout=RUN_S)
@@ -126,6 +129,7 @@ def run_daemon_demo(tmp: Path) -> None:
                 _stop(receiver)
     print("== concentrator stats")
     subprocess.run([*cli_command("concentrator"), "stats", "--config", str(cfg)], check=True)
+    _say(explain_concentrator(db))
     session = _log_in(tmp, f"sqlite:///{receiver_db}")
     print("== cloud-receiver concentrators")
     subprocess.run(
@@ -133,6 +137,7 @@ def run_daemon_demo(tmp: Path) -> None:
          "--session", str(session)],
         check=True,
     )  # fmt: skip
+    _say(explain_receiver(db, receiver_db, CID))
     _print_arrivals(db, receiver_db)
 
 
@@ -166,15 +171,24 @@ def _log_in(tmp: Path, url: str) -> Path:
     return session
 
 
+def _say(lines: list[str]) -> None:
+    for line in lines:
+        print(f"   {line}")
+
+
 def _wait_drained(db: Path) -> None:
+    """Until the receiver has acknowledged every reading and event so far."""
     deadline = time.monotonic() + DRAIN_TIMEOUT_S
     while True:
         with Store.open(db) as store:
-            left = store.backlog().readings
-        if left == 0:
+            backlog = store.backlog()
+        if backlog.readings == 0 and backlog.events == 0:
             return
         if time.monotonic() > deadline:
-            print(f"   {left} readings still undelivered after {DRAIN_TIMEOUT_S:.0f} s")
+            print(
+                f"   {backlog.readings} readings and {backlog.events} events still "
+                f"undelivered after {DRAIN_TIMEOUT_S:.0f} s"
+            )
             return
         time.sleep(0.5)  # the demo polls the store a person would watch
 

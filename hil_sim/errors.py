@@ -37,5 +37,9 @@ class SimUnavailable(SimError):
     """Something outside the simulator that it needs failed or is missing."""
 
 
+class LinkInUse(SimUnavailable):
+    """The link asked for is served by another simulator, which keeps it."""
+
+
 class SimNotReady(SimUnavailable, RuntimeError):
     """A ``hil-sim`` process exited or stayed silent instead of reporting ready."""

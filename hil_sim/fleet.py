@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import random
 import tomllib
 from collections.abc import Mapping, Sequence
@@ -169,6 +170,18 @@ def _toml_str(value: str) -> str:
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
+def config_path_text(target: Path, config: Path) -> str:
+    """``target`` as a path in the config file ``config``: the concentrator reads a
+    relative path relative to the config file's folder (wherever it is started from),
+    so a path below that folder is written relative to it (the folder can move as a
+    whole), any other absolute. Symlinks are kept as they are: a link is the point."""
+    absolute = Path(os.path.abspath(target))
+    try:
+        return str(absolute.relative_to(Path(os.path.abspath(config)).parent))
+    except ValueError:
+        return str(absolute)
+
+
 def write_config(
     path: Path,
     buses: Sequence[tuple[str, Path, FleetOptions, Sequence[SimMeter]]],
@@ -187,7 +200,7 @@ def write_config(
         f"id = {_toml_str(concentrator_id)}",
         "",
         "[storage]",
-        f"path = {_toml_str(str(store_path or path.with_suffix('.db')))}",
+        f"path = {_toml_str(config_path_text(store_path or path.with_suffix('.db'), path))}",
         "",
     ]
     for name, link, opts, _ in buses:
@@ -196,7 +209,7 @@ def write_config(
             "[[bus]]",
             f"name = {_toml_str(name)}",
             'type = "rs485"',
-            f"port = {_toml_str(str(link))}",
+            f"port = {_toml_str(config_path_text(link, path))}",
             f"baud = {opts.baud}",
             f"parity = {_toml_str(parity)}",
             "",
@@ -296,12 +309,12 @@ def write_plc_config(
         f"id = {_toml_str(concentrator_id)}",
         "",
         "[storage]",
-        f"path = {_toml_str(str(store_path or path.with_suffix('.db')))}",
+        f"path = {_toml_str(config_path_text(store_path or path.with_suffix('.db'), path))}",
         "",
         "[[bus]]",
         'name = "plc1"',
         'type = "plc"',
-        f"port = {_toml_str(str(link))}",
+        f"port = {_toml_str(config_path_text(link, path))}",
         f"max_in_flight = {max_in_flight}",
         f"retries = {retries}",
         "",

@@ -21,9 +21,12 @@ from hil_sim.errors import SimNotReady
 
 
 class SimProcess:
-    def __init__(self, args: list[str], *, ready_timeout: float = 60.0) -> None:
+    def __init__(
+        self, args: list[str], *, ready_timeout: float = 60.0, cwd: Path | None = None
+    ) -> None:
         self.args = args
         self.ready_timeout = ready_timeout
+        self.cwd = cwd  # relative paths in ``args`` are relative to it
         self.proc: subprocess.Popen[str] | None = None
         self.ready: dict[str, Any] = {}
         self.summary: dict[str, Any] = {}
@@ -34,6 +37,7 @@ class SimProcess:
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
+            cwd=self.cwd,
         )
         line = self._readline(self.ready_timeout)
         if not line:
@@ -79,7 +83,7 @@ class SimProcess:
 
     @property
     def links(self) -> list[Path]:
-        return [Path(b["link"]) for b in self.ready["buses"]]
+        return [(self.cwd or Path()) / b["link"] for b in self.ready["buses"]]
 
     @property
     def meters(self) -> list[str]:
@@ -87,7 +91,7 @@ class SimProcess:
 
     @property
     def truth(self) -> Path:
-        return Path(self.ready["truth"])
+        return (self.cwd or Path()) / str(self.ready["truth"])
 
     def __enter__(self) -> SimProcess:
         self.start()

@@ -70,3 +70,13 @@ def test_plc_benchmark_prints_its_figures() -> None:
 
 def test_forecast_benchmark_prints_its_figures() -> None:
     assert _bench("forecast.py") >= {"forecast_mape", "naive_mape"}
+
+
+def test_scan_benchmark_prints_its_figures() -> None:
+    assert _bench("scan.py") >= {
+        "scan_found_fraction_9600_2pct",
+        "scan_found_fraction_2400_2pct",
+        "scan_wrong_success",
+        "scan_probes_per_meter_4_9600",
+        "scan_probes_per_meter_16_2400",
+    }

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
+import shutil
+import subprocess
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -19,9 +23,11 @@ from concentrator.config import (
     load_config,
     parse_cadence,
 )
+from concentrator.storage import Store
 from drivers.serial_bus import SerialSettings
 from hil_sim.clock import SimClock
 from hil_sim.fleet import FleetOptions, build_meters, write_config
+from hil_sim.process import cli_command, env_without_color
 
 VALID = """\
 [concentrator]
@@ -87,8 +93,13 @@ payload_key_file = "payload.key"
 
 
 def write(tmp_path: Path, text: str, name: str = "site.toml") -> Path:
+    """Write a config whose serial ports exist: ``/dev/ttySN`` become files in
+    ``tmp_path`` (a port that is not there is a warning, and the machine's own
+    ports must not decide a test)."""
     path = tmp_path / name
-    path.write_text(text, encoding="utf-8")
+    path.write_text(text.replace('"/dev/ttyS', f'"{tmp_path}/ttyS'), encoding="utf-8")
+    for n in (1, 2, 3):
+        (tmp_path / f"ttyS{n}").touch()
     (tmp_path / "payload.key").write_text("ab" * 32)  # the [uplink] key the check reads
     return path
 
@@ -114,7 +125,11 @@ def test_valid_config_loads(tmp_path: Path) -> None:
     assert config.storage.retention_days == 7
     assert [b.name for b in config.buses] == ["bus1", "bus2"]
     assert config.buses[0].settings() == SerialSettings(
-        port="/dev/ttyS1", baud=2400, parity="E", response_timeout=0.8, inter_frame_gap=0.005
+        port=str(tmp_path / "ttyS1"),
+        baud=2400,
+        parity="E",
+        response_timeout=0.8,
+        inter_frame_gap=0.005,
     )
     dlt, modbus = config.meters
     assert (dlt.group, dlt.password, dlt.model) == ("households", "123456", None)
@@ -229,7 +244,7 @@ def test_two_buses_on_one_port_with_different_baud(tmp_path: Path) -> None:
         (line_of(text, "baud = 9600"), "bus[1].baud"),
         (line_of(text, 'parity = "N"'), "bus[1].parity"),
     ]
-    assert 'port "/dev/ttyS1" is also used by bus "bus1"' in issues[0].message
+    assert f'port "{tmp_path}/ttyS1" is also used by bus "bus1"' in issues[0].message
     assert "2400" in issues[0].message and "9600" in issues[0].message
 
 
@@ -379,7 +394,7 @@ def test_cli_check_ok(tmp_path: Path) -> None:
 def test_cli_check_lists_issues_and_exits_config(tmp_path: Path) -> None:
     path, text = bad(tmp_path, "baud = 9600", 'baud = "fast"')
     text = text.replace('every = "15m"', 'every = "7m"')
-    path.write_text(text)
+    write(tmp_path, text)
     result = CliRunner().invoke(main, ["config", "check", str(path)])
     assert result.exit_code == Exit.CONFIG
     assert int(Exit.CONFIG) == 7
@@ -406,6 +421,7 @@ def test_cli_check_json(tmp_path: Path) -> None:
             "line": line_of(text, "bus9"),
             "field": "meter[1].bus",
             "message": 'no [[bus]] is named "bus9" (buses: "bus1", "bus2")',
+            "severity": "error",
         }
     ]
 
@@ -455,3 +471,111 @@ def test_cli_check_names_a_bad_uplink_table(tmp_path: Path) -> None:
     result = CliRunner().invoke(main, ["config", "check", str(path)])
     assert result.exit_code == Exit.CONFIG
     assert "payload.key: expected 64 hex digits" in result.output
+
+
+# ---------------------------------------------------------------------- paths (issue 18)
+
+
+def test_every_relative_path_is_relative_to_the_config_file(tmp_path: Path) -> None:
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "data").mkdir()
+    (site / "pki").mkdir()
+    (site / "pki" / "payload.key").write_text("ab" * 32)
+    for port in ("ttyS1", "ttyS2"):
+        (site / port).touch()
+    text = (
+        VALID.replace('"/dev/ttyS1"', '"ttyS1"')
+        .replace('"/dev/ttyS2"', '"ttyS2"')
+        .replace('path = "readings.db"', 'path = "data/readings.db"')
+        .replace('payload_key_file = "payload.key"', 'payload_key_file = "pki/payload.key"')
+        .replace('timezone = "+08:00"', 'timezone = "+08:00"\ncontrol_socket = "ctl.sock"')
+    )
+    (site / "site.toml").write_text(text)
+    # Read from another working directory, through a relative path to the file.
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(tmp_path)
+        config = load_config(Path("site/site.toml"))
+    assert config.storage.path == site / "data" / "readings.db"
+    assert [b.port for b in config.buses] == [str(site / "ttyS1"), str(site / "ttyS2")]
+    assert config.concentrator.control_socket == site / "ctl.sock"
+    assert config.uplink is not None and config.uplink.payload_key_file == site / "pki/payload.key"
+    assert all(p.is_absolute() for p in (config.storage.path, config.releases_dir))
+    assert config.warnings == ()
+
+
+def test_a_store_folder_that_does_not_exist_is_an_error(tmp_path: Path) -> None:
+    path, text = bad(tmp_path, 'path = "readings.db"', 'path = "nowhere/readings.db"')
+    issue = only_issue(path)
+    assert (issue.line, issue.field) == (line_of(text, "nowhere"), "storage.path")
+    assert f"the folder {tmp_path / 'nowhere'} does not exist" in issue.message
+    path, _ = bad(tmp_path, 'path = "readings.db"', f'path = "{tmp_path}"')
+    assert "is a folder" in only_issue(path).message
+
+
+def test_a_serial_port_that_is_not_there_is_a_warning_not_an_error(tmp_path: Path) -> None:
+    path, text = bad(tmp_path, 'port = "/dev/ttyS2"', 'port = "/dev/ttyUSB-not-plugged-in"')
+    assert check_config(path) == []
+    config = load_config(path)  # the daemon starts, and opens the port when it appears
+    [warning] = config.warnings
+    assert warning.severity == "warning"
+    assert (warning.line, warning.field) == (line_of(text, "not-plugged-in"), "bus[1].port")
+    assert "does not exist (yet)" in warning.message
+    assert check_config(path, warnings=True) == [warning]
+    result = CliRunner().invoke(main, ["config", "check", str(path)])
+    assert result.exit_code == 0, result.output
+    assert f"{path}:{warning.line}: bus[1].port: warning: serial port" in result.stderr
+    assert result.stdout.endswith("OK (2 buses, 2 meters, 2 tasks, 1 warning(s))\n")
+    doc = json.loads(CliRunner().invoke(main, ["config", "check", "--json", str(path)]).stdout)
+    assert doc["ok"] is True and [i["severity"] for i in doc["issues"]] == ["warning"]
+    # A pyserial URL is not a device node: nothing to check on the file system.
+    path, _ = bad(tmp_path, 'port = "/dev/ttyS2"', 'port = "socket://127.0.0.1:7000"')
+    assert load_config(path).warnings == ()
+    assert load_config(path).buses[1].port == "socket://127.0.0.1:7000"
+
+
+def test_missing_key_files_are_errors_at_their_line(tmp_path: Path) -> None:
+    path = write(tmp_path, VALID)
+    (tmp_path / "payload.key").unlink()
+    issue = only_issue(path)
+    assert (issue.line, issue.field) == (
+        line_of(VALID, "payload_key_file"),
+        "uplink.payload_key_file",
+    )
+    assert f"{tmp_path / 'payload.key'} does not exist" in issue.message
+
+
+@pytest.mark.skipif(os.geteuid() != 0 and shutil.which("setpriv") is None, reason="needs a user")
+def test_stats_does_not_need_the_uplink_keys(tmp_path: Path) -> None:
+    # Issue 18: `concentrator stats` failed when the running user could not read
+    # payload.key. Run as a user who cannot (root reads any file: run it as nobody).
+    site = Path(tempfile.mkdtemp(prefix="mf-stats-", dir="/tmp"))
+    try:
+        site.chmod(0o777)  # the store is theirs to use; only the key is not
+        path = write(site, VALID)
+        with Store.open(site / "readings.db"):
+            pass
+        (site / "readings.db").chmod(0o666)
+        key = site / "payload.key"
+        key.chmod(0o600)
+        as_other = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups"]
+        if os.geteuid() != 0:
+            key.chmod(0)
+            as_other = []
+        command = [*as_other, *cli_command("concentrator")]
+        env = {**env_without_color(), "HOME": "/"}
+        stats = subprocess.run(
+            [*command, "stats", "--config", str(path), "--json"],
+            capture_output=True, text=True, timeout=120, env=env, cwd="/",
+        )  # fmt: skip
+        assert stats.returncode == 0, stats.stderr
+        assert "backlog" in json.loads(stats.stdout)
+        # The check still reads the keys, as `run` does: this user cannot.
+        check = subprocess.run(
+            [*command, "config", "check", str(path)],
+            capture_output=True, text=True, timeout=120, env=env, cwd="/",
+        )  # fmt: skip
+        assert check.returncode == Exit.CONFIG
+        assert "uplink.payload_key_file" in check.stderr and "Permission denied" in check.stderr
+    finally:
+        shutil.rmtree(site, ignore_errors=True)

@@ -373,9 +373,14 @@ async def until(predicate: Callable[[], object], within: float = 60.0) -> None:
 
 @contextlib.asynccontextmanager
 async def in_process(
-    tmp_path: Path, *, meters: int = 2, clock_ahead_s: float = 0.0, edit: str = ""
+    tmp_path: Path,
+    *,
+    meters: int = 2,
+    clock_ahead_s: float = 0.0,
+    edit: str = "",
+    phases: int = 3,
 ) -> AsyncIterator[InProcess]:
-    opts = FleetOptions(meters=meters, baud=0)
+    opts = FleetOptions(meters=meters, baud=0, phases=phases)
     link = tmp_path / "bus1"
     sim = build_bus(
         opts, link=link, clock=SimClock(scale=SCALE), truth=TruthLog(tmp_path / "truth.jsonl")
@@ -460,6 +465,31 @@ async def test_time_sync_sets_every_meter_clock_to_the_concentrators(tmp_path: P
         await until(lambda: all(abs(m.model.clock_offset - 3600) < 120 for m in rig.meters), 30)
         [event] = (await rig.call("events", {"kind": "time_sync"}))["events"]
         assert event["detail"]["buses"] == result["buses"] and event["detail"]["by"]["pid"]
+
+
+async def test_read_lists_what_the_meter_does_not_have_wherever_it_is_asked(
+    tmp_path: Path,
+) -> None:
+    # Issue 18: `read METER` failed (exit 5, "no requested data") when the quantity the
+    # meter does not have came last, and passed when it did not. Now a quantity the
+    # meter does not have is listed as such, wherever it stands; the read fails only
+    # when nothing asked for could be read.
+    async with in_process(tmp_path, meters=1, phases=1) as rig:
+        meter = rig.meters[0].address
+        everything = await rig.cli("read", meter)
+        assert everything.returncode == 0, everything.stderr
+        assert f"not supported by meter {meter}: voltage_b" in everything.stderr
+        for names in (("voltage_a", "voltage_b"), ("voltage_b", "voltage_a")):
+            result = await rig.cli("read", meter, *names, "--json")
+            assert result.returncode == 0, result.stderr
+            doc = json.loads(result.stdout)
+            assert [r["name"] for r in doc["readings"]] == ["voltage_a"]
+            assert doc["not_supported"] == ["voltage_b"]
+        nothing = await rig.cli("read", meter, "voltage_b", "current_c")
+        assert nothing.returncode == Exit.METER_ERROR
+        assert f"meter {meter}: no requested data: voltage_b, current_c" in nothing.stderr
+        # What the daemon polls is recorded missing with the reason, never stops a read.
+        assert rig.daemon.failure is None
 
 
 class FakeUplink:
@@ -571,6 +601,7 @@ def _site_config(path: Path, db: Path, sim: SimProcess, bare: str) -> None:
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     tmp = tmp_path_factory.mktemp("site")
+    (tmp / "links").mkdir()
     sock_dir = short_dir("mfe")
     sim = SimProcess(
         [

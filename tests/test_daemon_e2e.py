@@ -36,6 +36,7 @@ def _assert_values_are_true(db: Path, truth: Path) -> int:
 
 def _fleet(tmp_path: Path, *args: str) -> tuple[SimProcess, Path, Path]:
     links = tmp_path / "links"
+    links.mkdir(exist_ok=True)
     cfg = tmp_path / "concentrator.toml"
     db = tmp_path / "store.db"
     sim = SimProcess(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -353,3 +354,117 @@ async def test_faulty_replies_are_retried_and_values_stay_true(tmp_path: Path, n
     }
     bad = [x.reading for x in rows if (x.reading.meter, x.reading.value) not in told]
     assert rows and not bad, bad
+
+
+# ---------------------------------------------------------------------- issue 18
+
+
+def _events(daemon: Daemon, kind: str) -> list[dict[str, object]]:
+    store = daemon.store
+    return [e.event.detail for e in store.events(kind=kind)] if store is not None else []
+
+
+async def test_sighup_applies_uplink_and_modem_live_and_refuses_what_needs_a_restart(
+    tmp_path: Path,
+) -> None:
+    # Issue 18: adding [uplink] and sending SIGHUP logged "config reloaded" and changed
+    # nothing until a restart.
+    from cloud_receiver.public import LocalBroker, pki
+    from hil_sim.fleet import add_uplink
+
+    async with rig(tmp_path, meters=2) as r:
+        assert r.daemon.uplink is None
+        with LocalBroker(tmp_path / "broker") as broker:
+            fragment = await asyncio.to_thread(
+                pki.provision,
+                broker.pki_dir,
+                "dc-sim-0001",  # the id hil-sim wrote: the identity does not change
+                broker_host="127.0.0.1",
+                broker_port=broker.port,
+            )
+            add_uplink(r.config, fragment, concentrator_id="dc-sim-0001")
+            with_uplink = r.config.read_text()
+            r.config.write_text(with_uplink + '\n[modem]\nport = "modem-not-plugged-in"\n')
+            r.daemon.request_reload()
+            await until(lambda: r.daemon.uplink is not None and r.daemon.uplink.stats.connected)
+            await until(lambda: r.daemon.uplink is not None and r.daemon.uplink.stats.batches_sent)
+            assert r.daemon.modem is not None
+            assert r.daemon.modem.cfg.port == str(tmp_path / "modem-not-plugged-in")
+            [applied] = _events(r.daemon, "config_reloaded")
+            assert applied["applied"] == ["uplink", "modem"]
+
+            # The store (and the id) change only at a restart: refused, with the reason;
+            # what else changed is applied all the same.
+            moved = with_uplink.replace('path = "s.db"', 'path = "elsewhere.db"')
+            moved = moved.replace('id = "dc-sim-0001"', 'id = "dc-other"')
+            assert moved != with_uplink
+            r.config.write_text(moved)  # [modem] removed
+            r.daemon.request_reload()
+            await until(lambda: _events(r.daemon, "config_reload_refused"))
+            [refused] = _events(r.daemon, "config_reload_refused")
+            reasons = refused["refused"]
+            assert isinstance(reasons, dict) and set(reasons) == {"storage", "concentrator.id"}
+            assert "next restart" in reasons["storage"]
+            assert r.daemon.config.storage.path == tmp_path / "s.db"
+            assert r.daemon.config.concentrator.id == "dc-sim-0001"
+            assert r.daemon.modem is None
+            assert r.daemon.uplink is not None  # untouched: its table did not change
+        assert r.daemon.failure is None
+
+
+async def test_missing_serial_ports_are_retried_quietly_with_the_true_reason(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Issue 18: two missing serial ports gave 48 warnings in 10 s, and their meters went
+    # offline for what was the port's fault. Now: one warning per port and state change,
+    # retries with a capped backoff, slots recorded missing with the port's error.
+    from concentrator.polling import bus_worker
+
+    monkeypatch.setattr(bus_worker, "PORT_RETRY_MAX_S", 2.0)  # a short cap: a short test
+    absent = [tmp_path / "ttyUSB0", tmp_path / "ttyUSB1"]
+
+    def two_more_buses(cfg: Path, db: Path) -> None:
+        text = cfg.read_text()
+        extra = ""
+        for i, port in enumerate(absent):
+            extra += (
+                f'[[bus]]\nname = "usb{i}"\ntype = "rs485"\nport = "{port.name}"\n'
+                f'baud = 2400\nparity = "E"\n\n[[meter]]\naddress = "00000000009{i}"\n'
+                f'protocol = "dlt645"\nbus = "usb{i}"\ngroup = "dlt645"\n\n'
+            )
+        cfg.write_text(text.replace("[[meter]]", extra + "[[meter]]", 1))
+
+    caplog.set_level(logging.WARNING, logger="concentrator")
+    async with rig(tmp_path, meters=1, prepare=two_more_buses) as r:
+        started = time.monotonic()
+        await asyncio.sleep(10.0)  # the issue's ten seconds, real time
+        assert time.monotonic() - started >= 10.0
+        said = [rec for rec in caplog.records if rec.name == "concentrator.polling.bus_worker"]
+        assert len(said) == 2, [rec.getMessage() for rec in said]
+        assert {rec.bus for rec in said} == {"usb0", "usb1"}  # type: ignore[attr-defined]
+        assert all("cannot open serial port" in rec.getMessage() for rec in said)
+        assert r.daemon.store is not None
+        missing = r.daemon.store.missing(meter="000000000090")
+        assert missing and all(
+            m.reason.startswith(f"serial port {absent[0]} unavailable: cannot open serial port")
+            for m in missing
+        )
+        assert r.daemon.polling is not None
+        assert r.daemon.polling.health.get("000000000090").state != Health.OFFLINE
+        assert r.daemon.status()["buses"]["usb0"]["port_error"]
+        assert len(_events(r.daemon, "bus_port_down")) == 2
+
+        # The adapter is plugged in: the next try opens it, once said, and reads go on.
+        opts = FleetOptions(meters=1, baud=0, address_base="000000000090")
+        late = build_bus(opts, link=absent[0], clock=SimClock(scale=SCALE))
+        await late.start()
+        try:
+            await until(lambda: ("000000000090", "energy_fwd_total") in {
+                (m, "energy_fwd_total") for m, _ in stored(r.daemon)
+            }, within=60)  # fmt: skip
+            [back] = _events(r.daemon, "bus_port_back")
+            assert back["bus"] == "usb0" and back["port"] == str(absent[0])
+            assert r.daemon.status()["buses"]["usb0"]["port_error"] is None
+        finally:
+            await late.stop()
+        assert r.daemon.failure is None

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
+import subprocess
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
+from helpers import read_json
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -17,6 +21,7 @@ from hil_sim.faults import FaultPlan, parse_fault_option, parse_offline_option
 from hil_sim.fleet import make_addresses
 from hil_sim.model import CHINA_TZ, MeterModel, tariff_at
 from hil_sim.modem import parse_modem_fault
+from hil_sim.process import SimProcess, cli_command, env_without_color
 
 T0 = dt.datetime(2026, 11, 25, 0, 0, tzinfo=CHINA_TZ).timestamp()
 
@@ -209,3 +214,93 @@ def test_cover_open_counter_follows_simulated_time() -> None:
 
     model = MeterModel("000000000001", 1, cover_open_count=2, cover_opened_at=[100.0, 200.0])
     assert [model.covers_opened(t) for t in (99.0, 100.0, 150.0, 250.0)] == [2, 3, 3, 4]
+
+
+# ---------------------------------------------------------------------- issue 18
+
+
+def _hil_sim(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*cli_command("hil-sim"), *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env_without_color(),
+        cwd=cwd,
+    )
+
+
+def test_options_are_checked_by_the_configs_rules_and_never_a_traceback(tmp_path: Path) -> None:
+    link = str(tmp_path / "l")
+    cases = [
+        # (arguments, the flag named, words of the message)
+        (["bus", "--link", link, "--address-base", "12ab"], "--address-base",
+         '"12ab" is not a 12-digit DL/T 645 address'),
+        (["fleet", "--link-dir", str(tmp_path), "--address-base", "12ab"], "--address-base",
+         '"12ab" is not a 12-digit DL/T 645 address'),
+        (["plc", "--link", link, "--address-base", "1"], "--address-base",
+         "expected 12 digits, got 1"),
+        # `concentrator config check` refuses "7m" (it does not divide a day): so does hil-sim.
+        (["bus", "--link", link, "--cadence", "7m"], "--cadence",
+         '"7m" does not divide a day into equal slots'),
+        # A rate `config check` refuses for a [[bus]] is refused here too.
+        (["fleet", "--link-dir", str(tmp_path), "--baud", "1234"], "--baud",
+         "1234 is not a standard rate"),
+        (["bus", "--link", "/nonexistent/dir/bus"], "--link",
+         "the folder /nonexistent/dir does not exist"),
+        (["bus", "--link", link, "--write-config", "/nonexistent/c.toml"], "--write-config",
+         "the folder /nonexistent does not exist"),
+        (["bus", "--link", link, "--store", "/nonexistent/s.db"], "--store",
+         "the folder /nonexistent does not exist"),
+        (["fleet", "--link-dir", "/nonexistent-mf-links"], "--link-dir",
+         "/nonexistent-mf-links does not exist: create it first"),
+    ]  # fmt: skip
+    for args, flag, words in cases:
+        done = _hil_sim(*args)
+        assert done.returncode == 2, (args, done.stderr)
+        assert f"Invalid value for '{flag}'" in done.stderr and words in done.stderr, done.stderr
+        assert "Traceback" not in done.stderr
+    assert not Path("/nonexistent-mf-links").exists()  # nothing created at /
+    assert _hil_sim("--version").stdout.startswith("hil-sim, version ")
+
+
+def test_a_live_link_is_refused_and_never_taken_over_or_deleted(tmp_path: Path) -> None:
+    link = tmp_path / "bus"
+    first = SimProcess(["bus", "--link", str(link), "--meters", "2", "--baud", "0"])
+    first.start()
+    try:
+        pty = first.ready["buses"][0]["pty"]
+        second = _hil_sim("bus", "--link", str(link), "--meters", "1", "--baud", "0")
+        assert second.returncode == 1, second.stderr
+        assert second.stderr.startswith(f"error: {link} is live: served by pid {first.proc.pid}")
+        assert "stop that simulator first, or choose another --link" in second.stderr
+        # The first one still owns it, and still serves on it.
+        assert os.readlink(link) == pty
+        assert read_json("--port", str(link), "--address", first.meters[0], "voltage_a")
+        # A link somebody else put there meanwhile is not ours to delete on exit.
+        other = tmp_path / "other"
+        other.symlink_to("/dev/null")
+        os.replace(other, link)
+    finally:
+        first.stop()
+    assert os.readlink(link) == "/dev/null"
+    link.unlink()
+    # Once its simulator is gone, a link is free again (even after kill -9: the lock
+    # dies with the process), and a normal stop removes it.
+    again = SimProcess(["bus", "--link", str(link), "--meters", "1", "--baud", "0"])
+    again.start()
+    assert again.proc is not None
+    again.proc.kill()
+    again.proc.wait(timeout=60)
+    with SimProcess(["bus", "--link", str(link), "--meters", "1", "--baud", "0"]) as third:
+        assert os.readlink(link) == third.ready["buses"][0]["pty"]
+    assert not link.exists() and not link.is_symlink()
+
+
+def test_a_device_or_file_is_never_replaced_by_a_link(tmp_path: Path) -> None:
+    target = tmp_path / "ttyS9"
+    target.write_text("not a link")
+    done = _hil_sim("bus", "--link", str(target), "--meters", "1")
+    assert done.returncode == 1
+    assert "exists and is not a simulator's link" in done.stderr
+    assert target.read_text() == "not a link"

@@ -101,6 +101,7 @@ def _backlog(db: Path) -> tuple[int, int]:
 def test_exactly_once_through_broker_receiver_and_concentrator_outages(tmp_path: Path) -> None:
     cfg, store_db, rdb = tmp_path / "c.toml", tmp_path / "store.db", tmp_path / "receiver.db"
     status = store_db.with_suffix(".status.json")
+    (tmp_path / "links").mkdir()
     with Broker(tmp_path / "broker") as broker:
         sim = SimProcess(
             [

@@ -46,6 +46,7 @@ class ReceiverService:
         self._queue: asyncio.Queue[mqtt.MQTTMessage] = asyncio.Queue(maxsize=1000)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop = asyncio.Event()
+        self._closing = False  # set when we disconnect on purpose
         self.connected = asyncio.Event()
         self._client = self._make_client()
 
@@ -91,7 +92,9 @@ class ReceiverService:
     ) -> None:
         if self._loop is not None:
             self._loop.call_soon_threadsafe(self.connected.clear)
-        log.warning("disconnected from the broker: %s", reason)
+        # Our own disconnect at a normal stop is no news; any other one is.
+        level = logging.INFO if self._closing else logging.WARNING
+        log.log(level, "disconnected from the broker: %s", reason)
 
     def _on_message(self, client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
         loop = self._loop
@@ -112,6 +115,7 @@ class ReceiverService:
         finally:
             worker.cancel()
             publisher.cancel()
+            self._closing = True
             self._client.disconnect()
             self._client.loop_stop()
             c = self.ingestor.counters

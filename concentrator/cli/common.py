@@ -3,13 +3,15 @@ and the calls to the running daemon."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import click
 from rich.console import Console
+from rich.markup import escape
 
+from concentrator.cli.exitcodes import Exit
 from concentrator.config import DEFAULT_CONTROL_SOCKET
 from concentrator.control.client import ControlClient, result_of
 
@@ -44,3 +46,29 @@ def daemon_call(socket_path: Path, cmd: str, args: dict[str, Any] | None = None)
     for doc in stream(socket_path, cmd, args):
         final = doc
     return result_of(final)
+
+
+def report_not_supported(
+    address: str, unsupported: Sequence[str], *, read_any: bool, as_json: bool
+) -> Exit:
+    """List the quantities the meter does not have; the exit code of the read.
+
+    One rule for direct mode and reads through the daemon (README, `concentrator read`):
+    a quantity the meter reports as not supported is listed, never an error by itself;
+    the read fails (exit 5, the meter's "no requested data") only when nothing that was
+    asked for could be read.
+    """
+    if unsupported and not read_any:
+        err_console.print(
+            "[red]error:[/red]",
+            escape(
+                f"meter {address}: no requested data: {', '.join(unsupported)} "
+                "not supported by the meter"
+            ),
+            soft_wrap=True,
+        )
+        return Exit.METER_ERROR
+    if not as_json:
+        for name in unsupported:
+            err_console.print(f"[yellow]not supported by meter {address}:[/yellow] {name}")
+    return Exit.OK

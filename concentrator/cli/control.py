@@ -19,11 +19,18 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from clitools.options import day_option, json_option
-from concentrator.cli.common import daemon_call, err_console, socket_option, stream
-from concentrator.cli.exitcodes import Exit, exit_for_control
+from concentrator.cli.common import (
+    daemon_call,
+    err_console,
+    report_not_supported,
+    socket_option,
+    stream,
+)
+from concentrator.cli.exitcodes import exit_for_control
 from concentrator.control.client import result_of
 from concentrator.control.logring import LOG_RING_LINES
 from concentrator.control.protocol import ErrorCode
+from drivers import dlt645
 
 DAY_METAVAR = "[%Y-%m-%d]"  # as the dates have always been shown in --help
 
@@ -188,19 +195,11 @@ def read_via_daemon(
         for r in doc["readings"]:
             table.add_row(r["name"], r["di"], r["value"], r["unit"])
         Console().print(table)
-    # As in direct mode: a quantity asked for by name must be read; of the default set,
-    # what the meter does not have is only listed.
-    for name in unsupported:
-        if quantities:
-            err_console.print(
-                "[red]error:[/red]",
-                escape(f"meter {address}, {name}: not supported by the meter"),
-                soft_wrap=True,
-            )
-        elif not as_json:
-            err_console.print(f"[yellow]not supported by meter {address}:[/yellow] {name}")
-    if unsupported and quantities:
-        sys.exit(Exit.METER_ERROR)
+    code = report_not_supported(
+        address, unsupported, read_any=bool(doc["readings"]), as_json=as_json
+    )
+    if code:
+        sys.exit(code)
 
 
 @click.command()
@@ -340,6 +339,17 @@ def flush(socket_path: Path, as_json: bool) -> None:
 def backfill(meter: str, first: dt.date, last: dt.date, socket_path: Path, as_json: bool) -> None:
     """Recover a meter's daily freezes of a range of days from its own history (the last
     62 days), through the daemon's backfill at low priority; shows progress."""
+    # Checked here, before the daemon is asked: a bad range is a usage error (exit 2).
+    if first > last:
+        raise click.BadParameter(
+            f"--from {first} is after --to {last}: give the earlier day first", param_hint="--from"
+        )
+    if (last - first).days + 1 > dlt645.MAX_DAILY_FREEZES:
+        raise click.BadParameter(
+            f"{(last - first).days + 1} days from {first} to {last}: at most "
+            f"{dlt645.MAX_DAILY_FREEZES} (the daily freezes a meter keeps)",
+            param_hint="--to",
+        )
     args = {"meter": meter, "from": first.isoformat(), "to": last.isoformat()}
     # No timeout: a backfill waits behind the polls on a busy bus. The first line comes
     # at once; the bar appears only once the daemon answers.

@@ -13,17 +13,19 @@ from typing import Any
 import click
 from click.core import ParameterSource
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from clitools.options import baud_option, json_option, parity_option
-from concentrator.cli.common import err_console, socket_option
+from concentrator.cli.common import err_console, report_not_supported, socket_option
 from concentrator.cli.control import read_via_daemon
 from concentrator.cli.exitcodes import Exit, exit_for
 from concentrator.polling.direct import not_supported, read_direct
 from concentrator.polling.scan import ScanResult, scan
-from drivers.errors import DriverError
-from drivers.readers import Dlt645Reader
+from drivers.errors import DriverError, PortBusy
+from drivers.meter_ids import address_problem
+from drivers.port_lock import Holder
 from drivers.serial_bus import Parity, SerialBus, SerialSettings
 
 PROTOCOL_DEFAULTS: dict[str, tuple[int, Parity]] = {"dlt645": (2400, "E"), "modbus": (9600, "N")}
@@ -39,6 +41,29 @@ _timeout_option = click.option(
     show_default=True,
     help="Seconds to wait for the first reply byte (DL/T 645 meters may take 0.5 s).",
 )
+
+
+def describe(exc: DriverError) -> str:
+    """An error of a direct-mode command in words; a port the running daemon holds
+    says how to reach the meter instead (the daemon reads between two of its polls)."""
+    text = str(exc)
+    if isinstance(exc, PortBusy) and isinstance(exc.holder, Holder) and _is_daemon(exc.holder):
+        text += (
+            "; the concentrator daemon polls this bus: use `concentrator read METER` "
+            "through the daemon, or stop it first"
+        )
+    return text
+
+
+def _is_daemon(holder: Holder) -> bool:
+    """Whether a command line is `concentrator run` (as a script or `python -m`)."""
+    argv = list(holder.argv)
+    for i, part in enumerate(argv):
+        if Path(part).name == "concentrator":
+            return argv[i + 1 : i + 2] == ["run"]
+        if part == "-m" and argv[i + 1 : i + 2] == ["concentrator"]:
+            return argv[i + 2 : i + 3] == ["run"]
+    return False
 
 
 def _settings(
@@ -109,8 +134,9 @@ def read(
     concentrator read METER [QUANTITY]...                  through the running daemon
     concentrator read --port P --address A [QUANTITY]...   direct mode, no daemon
 
-    With no quantity named, every quantity the meter type supports is read; values the
-    meter reports as not supported are then listed as such instead of failing.
+    With no quantity named, every quantity the meter type supports is read. What the
+    meter reports as not supported is listed as such, named or not; the read fails
+    (exit 5) only when nothing asked for could be read.
     """
     if port is None:
         direct_only = ("protocol", "baud", "parity", "model", "timeout", "retries")
@@ -135,16 +161,25 @@ def read(
         return
     if address is None:
         raise click.UsageError("Missing option '--address' (needed with --port).")
+    # A usage error, found before any traffic on the bus.
+    problem = address_problem(protocol, address, wildcards=True)
+    if problem is not None:
+        raise click.BadParameter(problem, param_hint="--address")
     settings = _settings(port, protocol, baud, parity, timeout)
     try:
         readings, failures = asyncio.run(
             read_direct(settings, protocol, address, model, quantities, retries)
         )
     except DriverError as exc:
-        err_console.print(f"[red]error:[/red] meter {address}: {exc}")
+        # One line, never wrapped: field scripts grep for it.
+        err_console.print(
+            f"[red]error:[/red] meter {address}: {escape(describe(exc))}", soft_wrap=True
+        )
         sys.exit(exit_for(exc))
     except KeyError as exc:
         raise click.BadParameter(str(exc.args[0]), param_hint="QUANTITIES") from None
+    unsupported = [name for name, exc in failures if not_supported(exc)]
+    errors = [(name, exc) for name, exc in failures if not not_supported(exc)]
     if as_json:
         doc: dict[str, Any] = {
             "meter": address,
@@ -159,8 +194,10 @@ def read(
                 for r in readings
             ],
         }
-        if failures:
-            doc["errors"] = [{"name": name, "error": str(exc)} for name, exc in failures]
+        if unsupported:
+            doc["not_supported"] = unsupported
+        if errors:
+            doc["errors"] = [{"name": name, "error": str(exc)} for name, exc in errors]
         click.echo(json.dumps(doc))
     else:
         table = Table(title=f"meter {address} on {port}")
@@ -171,14 +208,15 @@ def read(
         for r in readings:
             table.add_row(r.quantity, r.key, r.value, r.unit)
         Console().print(table)
-    hard = [(n, e) for n, e in failures if quantities or not not_supported(e)]
-    for name, failure in failures:
-        if (name, failure) in hard:
-            err_console.print(f"[red]error:[/red] meter {address}, {name}: {failure}")
-        elif not as_json:
-            err_console.print(f"[yellow]not supported by meter {address}:[/yellow] {name}")
-    if hard:
-        sys.exit(exit_for(hard[0][1]))
+    for name, failure in errors:
+        err_console.print(
+            f"[red]error:[/red] meter {address}, {name}: {escape(str(failure))}", soft_wrap=True
+        )
+    code = report_not_supported(address, unsupported, read_any=bool(readings), as_json=as_json)
+    if errors:
+        sys.exit(exit_for(errors[0][1]))
+    if code:
+        sys.exit(code)
 
 
 @click.command("scan")
@@ -191,14 +229,14 @@ def read(
     type=click.FloatRange(min=0.01),
     default=0.6,
     show_default=True,
-    help="Seconds of silence that mean no meter matches a probe.",
+    help="Seconds each probe listens for answers: silence this long means no meter there.",
 )
 @click.option(
     "--retries",
     type=click.IntRange(0, 5),
     default=1,
     show_default=True,
-    help="Extra tries for a garbled probe of one full address and for confirmations.",
+    help="Extra probes that must agree before a branch counts as empty or as one meter.",
 )
 @json_option()
 def scan_command(
@@ -210,12 +248,18 @@ def scan_command(
     retries: int,
     as_json: bool,
 ) -> None:
-    """Find every DL/T 645 meter on a bus by wildcard-address search."""
+    """Find every DL/T 645 meter on a bus by wildcard-address search.
+
+    Exits 0 only with a list it is sure of; branches it could not resolve are listed
+    and the exit code is 4.
+    """
     settings = _settings(port, protocol, baud, parity, timeout)
     try:
         result = asyncio.run(_scan(settings, retries, show_progress=not as_json))
     except DriverError as exc:
-        err_console.print(f"[red]error:[/red] scan of {port}: {exc}")
+        err_console.print(
+            f"[red]error:[/red] scan of {port}: {escape(describe(exc))}", soft_wrap=True
+        )
         sys.exit(exit_for(exc))
     if as_json:
         click.echo(
@@ -223,6 +267,7 @@ def scan_command(
                 {
                     "port": port,
                     "meters": result.addresses,
+                    "complete": result.complete,
                     "probes": result.probes,
                     "collisions": result.collisions,
                     "unresolved": result.unresolved,
@@ -237,30 +282,35 @@ def scan_command(
             f"({result.collisions} collisions)"
         )
     if result.unresolved:
+        listed = "; ".join(f"{p}: {result.reasons[p]}" for p in result.unresolved)
         err_console.print(
-            f"[red]error:[/red] addresses still garbled when fully specified "
-            f"(duplicate address or noisy line): {', '.join(result.unresolved)}"
+            "[red]error:[/red]",
+            escape(
+                f"scan of {port} incomplete, the list above may miss meters: unresolved {listed}"
+            ),
+            soft_wrap=True,
         )
         sys.exit(Exit.GARBLED)
 
 
 async def _scan(settings: SerialSettings, retries: int, *, show_progress: bool) -> ScanResult:
     async with SerialBus(settings) as bus:
-        reader = Dlt645Reader(bus)
         with Progress(
             TextColumn("scanning"),
             BarColumn(),
-            TextColumn("{task.completed}/{task.total} probes, {task.fields[found]} found"),
+            TextColumn(
+                "{task.completed} probes, {task.fields[pending]} branches to go, "
+                "{task.fields[found]} found"
+            ),
             TimeElapsedColumn(),
             console=err_console,
             disable=not show_progress,
         ) as progress:
-            task = progress.add_task("scan", total=1, found=0)
+            task = progress.add_task("scan", total=None, found=0, pending=1)
 
             def update(result: ScanResult, pending: int) -> None:
-                done = result.probes
                 progress.update(
-                    task, completed=done, total=done + pending, found=len(result.addresses)
+                    task, completed=result.probes, pending=pending, found=len(result.addresses)
                 )
 
-            return await scan(reader, retries=retries, progress=update)
+            return await scan(bus, retries=retries, progress=update)

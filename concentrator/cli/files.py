@@ -25,26 +25,31 @@ def config_group() -> None:
 @click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
 @json_option()
 def config_check(file: Path, as_json: bool) -> None:
-    """Check FILE and list every problem in it as FILE:LINE: FIELD: message."""
+    """Check FILE and list every problem in it as FILE:LINE: FIELD: message.
+
+    Errors keep the daemon from starting (exit 7); warnings (a serial port that is not
+    there yet) are listed too, and the file is still OK.
+    """
     # The issues are this command's report, not an error for the edge to print.
     try:
         config = load_config(file)
     except ConfigError as exc:
-        issues = exc.issues
+        issues, ok = sorted([*exc.issues, *exc.warnings], key=lambda i: i.line or 0), False
     else:
-        issues = []
+        issues, ok = list(config.warnings), True
     if as_json:
-        click.echo(json.dumps({"ok": not issues, "issues": [i.as_dict() for i in issues]}))
-    elif not issues:
-        click.echo(
-            f"{file}: OK ({len(config.buses)} buses, {len(config.meters)} meters, "
-            f"{len(config.tasks)} tasks)"
-        )
+        click.echo(json.dumps({"ok": ok, "issues": [i.as_dict() for i in issues]}))
     else:
         # Plain echo, not rich: "[meter]" in a message is text, not console markup.
         for issue in issues:
             click.echo(str(issue), err=True)
-    if issues:
+        if ok:
+            warned = f", {len(issues)} warning(s)" if issues else ""
+            click.echo(
+                f"{file}: OK ({len(config.buses)} buses, {len(config.meters)} meters, "
+                f"{len(config.tasks)} tasks{warned})"
+            )
+    if not ok:
         sys.exit(Exit.CONFIG)
 
 
@@ -68,7 +73,8 @@ def stats(config_path: Path, days: int, as_json: bool) -> None:
     """Read-success rate per day, bus and meter, and the backlog, from the store."""
     from concentrator.control.metrics import collect_metrics
 
-    cfg = load_config(config_path)
+    # The store only: never the uplink's keys, which this user may not be allowed to read.
+    cfg = load_config(config_path, keys=False)
     report = collect_metrics(cfg, days=days)
     if as_json:
         click.echo(json.dumps(report))

@@ -31,20 +31,28 @@ from concentrator.config.model import (
     TaskConfig,
     parse_cadence,
 )
-from concentrator.config.table import REQUIRED, Report, Table, optional, show, type_name
+from concentrator.config.table import (
+    REQUIRED,
+    Report,
+    Table,
+    optional,
+    resolve,
+    resolve_port,
+    show,
+    type_name,
+)
 from contract.timezone import parse_utc_offset
 from drivers import dlt645
+from drivers.meter_ids import address_problem
 from drivers.modbus_rtu import METER_MODELS
-from drivers.serial_bus import Parity
+from drivers.serial_bus import Parity, baud_problem
 
 T = TypeVar("T")
 
 # sun_path holds 108 bytes on Linux, the terminating NUL included.
 MAX_SOCKET_PATH_BYTES = 107
-BAUD_RATES = (300, 600, 1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200)
 
 _ID_RE = re.compile(r"[A-Za-z0-9._-]{1,64}")
-_DLT645_ADDRESS_RE = re.compile(r"\d{12}")
 
 _TOP_KEYS = (
     "format",
@@ -100,23 +108,32 @@ _TASK_KEYS = (
 )
 
 
-def load_config(path: Path) -> Config:
-    config, issues = _load(Path(path))
-    if issues or config is None:
-        raise ConfigError(issues)
+def load_config(path: Path, *, keys: bool = True) -> Config:
+    """The configuration in ``path``, or `ConfigError` with every issue. Its warnings
+    (a serial port not there yet) are in ``Config.warnings``. ``keys=False`` leaves the
+    key files of ``[uplink]`` and ``[update]`` unread, for commands that do not use
+    them (``stats``): they may run as a user who cannot read them."""
+    config, issues = _load(Path(path), keys=keys)
+    errors = [i for i in issues if i.severity == "error"]
+    if config is None or errors:
+        raise ConfigError(errors, [i for i in issues if i.severity == "warning"])
     return config
 
 
-def check_config(path: Path) -> list[ConfigIssue]:
-    return _load(Path(path))[1]
+def check_config(path: Path, *, warnings: bool = False) -> list[ConfigIssue]:
+    """Every error of the file (with ``warnings``: the warnings too), in file order."""
+    issues = _load(Path(path))[1]
+    return [i for i in issues if warnings or i.severity == "error"]
 
 
 class _Checker:
     """Reads every table of one file into the model, reporting every problem."""
 
-    def __init__(self, path: Path, text: str) -> None:
+    def __init__(self, path: Path, text: str, *, keys: bool = True) -> None:
         self.path = path
-        self.report = Report(str(path), LineIndex(text))
+        # Every relative path of the file is relative to its folder (`table.resolve`).
+        self.base = path.absolute().parent
+        self.report = Report(str(path), LineIndex(text), keys=keys)
         self.index = self.report.index
 
     @property
@@ -127,7 +144,7 @@ class _Checker:
         self.report.add(line, field_name, message)
 
     def table(self, data: Mapping[str, Any], table: TableId, prefix: str) -> Table:
-        return Table(self.report, data, table, prefix, self.path.parent)
+        return Table(self.report, data, table, prefix, self.base)
 
     # -- sections
 
@@ -152,7 +169,7 @@ class _Checker:
                 "format",
                 f"config format {fmt!r}: this software reads formats 1..{CONFIG_FORMAT}",
             )
-        if self.issues or concentrator is None or storage is None:
+        if self.report.errors or concentrator is None or storage is None:
             return None
         return Config(
             concentrator=concentrator,
@@ -164,6 +181,7 @@ class _Checker:
             modem=modem,
             update=update,
             format=fmt if isinstance(fmt, int) else 1,
+            warnings=tuple(i for i in self.issues if i.severity == "warning"),
         )
 
     def service(self, top: Table, name: str, build: Callable[[Table], T | None]) -> T | None:
@@ -215,8 +233,8 @@ class _Checker:
         socket_text = optional(lambda: t.string("control_socket", None), failed)
         control_socket = DEFAULT_CONTROL_SOCKET
         if socket_text is not None:
-            # Relative to the config file, as the store path is.
-            control_socket = self.path.parent / socket_text
+            # Relative to the config file, as every path of the file.
+            control_socket = resolve(self.base, socket_text)
             size = len(os.fsencode(control_socket))
             if not socket_text:
                 t.issue("control_socket", "must not be empty")
@@ -244,9 +262,18 @@ class _Checker:
         retention = optional(lambda: t.number("retention_days", positive=True, default=7.0), failed)
         if failed or path is None or sync is None or retention is None:
             return None
-        # A relative store path is relative to the config file, not to the daemon's cwd.
+        store = resolve(self.base, path)
+        # The daemon creates the database (and its status file beside it), not folders:
+        # a folder that is not there is a mistyped path, not something to conjure up.
+        if store.is_dir():
+            t.issue("path", f"{store} is a folder; expected the database file in it")
+            return None
+        if not store.parent.is_dir():
+            what = "is not a folder" if store.parent.exists() else "does not exist"
+            t.issue("path", f"{store}: the folder {store.parent} {what}")
+            return None
         return StorageSection(
-            path=self.path.parent / path,
+            path=store,
             quota_mb=quota,
             synchronous=cast(Literal["FULL", "NORMAL"], sync),
             retention_days=retention,
@@ -269,9 +296,8 @@ class _Checker:
         port = optional(lambda: t.string("port"), failed)
         # A carrier module's UART runs 9600 8E1 unless its vendor says otherwise.
         baud = optional(lambda: t.integer("baud", 0, None, 9600 if plc else REQUIRED), failed)
-        if baud is not None and baud != 0 and baud not in BAUD_RATES:
-            rates = ", ".join(map(str, BAUD_RATES))
-            t.issue("baud", f"{baud} is not a standard rate ({rates}, or 0 for the simulator)")
+        if baud is not None and (problem := baud_problem(baud)) is not None:
+            t.issue("baud", problem)
             failed.append(True)
         parity = optional(
             lambda: t.choice("parity", ("E", "N", "O"), "E" if plc else REQUIRED), failed
@@ -287,9 +313,11 @@ class _Checker:
         retries = optional(lambda: t.integer("retries", 0, 100, 6), failed)
         if failed or None in (name, port, baud, parity, timeout, gap, rs485, monitor):
             return None
+        port = resolve_port(self.base, cast(str, port))
+        t.serial_port("port", port)
         return BusConfig(
             name=cast(str, name),
-            port=cast(str, port),
+            port=port,
             baud=cast(int, baud),
             parity=cast(Parity, parity),
             type=cast(Literal["rs485", "plc"], type_),
@@ -524,11 +552,7 @@ def _at(t: Table, key: str | None) -> str:
 
 
 def _address_problem(address: str, protocol: str | None) -> str | None:
-    if protocol == "dlt645" and not _DLT645_ADDRESS_RE.fullmatch(address):
-        return f"{show(address)} is not a 12-digit DL/T 645 address"
-    if protocol == "modbus" and not (address.isdigit() and 1 <= int(address) <= 247):
-        return f"{show(address)} is not a Modbus slave id 1..247"
-    return None
+    return None if protocol is None else address_problem(protocol, address)
 
 
 def _resolves(quantity: str, protocol: str, model: str | None) -> bool:
@@ -544,7 +568,7 @@ def _resolves(quantity: str, protocol: str, model: str | None) -> bool:
 _TOML_AT = re.compile(r"\(at line (\d+), column (\d+)\)$")
 
 
-def _load(path: Path) -> tuple[Config | None, list[ConfigIssue]]:
+def _load(path: Path, *, keys: bool = True) -> tuple[Config | None, list[ConfigIssue]]:
     file = str(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -561,7 +585,7 @@ def _load(path: Path) -> tuple[Config | None, list[ConfigIssue]]:
         else:
             line = max(1, len(text.splitlines()))
         return None, [ConfigIssue(file, line, "toml", f"syntax error: {message}")]
-    checker = _Checker(path, text)
+    checker = _Checker(path, text, keys=keys)
     config = checker.run(doc)
     # In file order, so the list reads like the file; issues without a line go first.
     return config, sorted(checker.issues, key=lambda i: i.line or 0)

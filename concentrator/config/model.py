@@ -13,12 +13,13 @@ from __future__ import annotations
 import datetime as dt
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from concentrator.config.issues import ConfigIssue
 from contract import wire
 from contract.commands import load_public_key
 from contract.timezone import parse_utc_offset
@@ -266,6 +267,8 @@ class Config:
     modem: ModemConfig | None = None
     update: UpdateConfig | None = None  # needs an uplink: updates arrive over it
     format: int = 1
+    # What the check said without refusing the file (a serial port not there yet).
+    warnings: tuple[ConfigIssue, ...] = field(default=(), compare=False)
 
     @property
     def releases_dir(self) -> Path:

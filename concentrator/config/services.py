@@ -13,6 +13,7 @@ import shlex
 from collections.abc import Callable
 from dataclasses import fields
 from functools import partial
+from pathlib import Path
 from typing import Any, TypeVar
 
 from concentrator.config.model import (
@@ -23,7 +24,7 @@ from concentrator.config.model import (
     UplinkConfig,
     read_payload_key,
 )
-from concentrator.config.table import Table, optional, show
+from concentrator.config.table import Table, optional, resolve_port, show
 from contract import wire
 from contract.commands import load_public_key
 
@@ -61,7 +62,7 @@ def uplink(t: Table) -> UplinkConfig | None:
     files = {key: optional(partial(t.path, key), failed) for key in _UPLINK_FILES}
     # Read the keys as the uplink will: one it cannot load would stop the daemon.
     if (payload := files["payload_key_file"]) is not None:
-        _loads(t, "payload_key_file", lambda: read_payload_key(payload), failed)
+        _loads(t, "payload_key_file", payload, lambda: read_payload_key(payload), failed)
     counts = {
         key: optional(partial(t.integer, key, 0, None, d[key]), failed) for key in _UPLINK_COUNTS
     }
@@ -74,7 +75,9 @@ def uplink(t: Table) -> UplinkConfig | None:
     }
     command_key_file = optional(lambda: t.path("command_key_file", None), failed)
     if (command := command_key_file) is not None:
-        _loads(t, "command_key_file", lambda: load_public_key(command, "command key"), failed)
+        _loads(
+            t, "command_key_file", command, lambda: load_public_key(command, "command key"), failed
+        )
     version = optional(lambda: t.integer("wire_version", 0, None, d["wire_version"]), failed)
     if version is not None and version not in wire.VERSIONS:
         t.issue("wire_version", f"{version}, expected one of {list(wire.VERSIONS)}")
@@ -110,6 +113,9 @@ def modem(t: Table) -> ModemConfig | None:
     if port is not None and not port.strip():
         t.issue("port", "empty; expected the modem's AT port, e.g. /dev/ttyUSB2")
         failed.append(True)
+    elif port is not None:
+        port = resolve_port(t.base, port)
+        t.serial_port("port", port)
     baud = optional(lambda: t.integer("baud", None, None, d["baud"]), failed)
     if baud is not None and baud not in MODEM_BAUDS:
         rates = ", ".join(map(str, MODEM_BAUDS))
@@ -171,8 +177,19 @@ def update(t: Table, *, has_uplink: bool) -> UpdateConfig | None:
         failed.append(True)
     key_file = optional(lambda: t.path("release_key_file"), failed)
     if key_file is not None:
-        _loads(t, "release_key_file", lambda: load_public_key(key_file, "release key"), failed)
+        _loads(
+            t,
+            "release_key_file",
+            key_file,
+            lambda: load_public_key(key_file, "release key"),
+            failed,
+        )
     releases_dir = optional(lambda: t.path("releases_dir", None), failed)
+    # The guard creates the release directory itself, but in a folder that exists:
+    # a mistyped path must not become a tree of new folders.
+    if releases_dir is not None and not releases_dir.parent.is_dir():
+        t.issue("releases_dir", f"{releases_dir}: the folder {releases_dir.parent} does not exist")
+        failed.append(True)
     timeout = optional(
         lambda: t.number("chunk_timeout_s", positive=True, default=d["chunk_timeout_s"]), failed
     )
@@ -191,8 +208,15 @@ def update(t: Table, *, has_uplink: bool) -> UpdateConfig | None:
     )
 
 
-def _loads(t: Table, key: str, load: Callable[[], object], failed: list[bool]) -> None:
-    """Load a key file as its task will; a failure is an issue at the line naming it."""
+def _loads(t: Table, key: str, path: Path, load: Callable[[], object], failed: list[bool]) -> None:
+    """Load a key file as its task will; a failure is an issue at the line naming it.
+    Not done for a command that never uses the keys (``stats`` reads only the store,
+    and may run as a user who cannot read them)."""
+    if not t.report.keys:
+        return
+    if not t.existing_file(key, path):
+        failed.append(True)
+        return
     try:
         load()
     except (ValueError, OSError) as exc:

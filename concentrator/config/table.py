@@ -8,12 +8,13 @@ bad key never hides the next one.
 from __future__ import annotations
 
 import math
+import os
 import re
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
-from concentrator.config.issues import ConfigIssue
+from concentrator.config.issues import ConfigIssue, Severity
 from concentrator.config.lines import LineIndex, TableId
 
 T = TypeVar("T")
@@ -52,15 +53,23 @@ class Invalid(Exception):
 
 
 class Report:
-    """The issues of one file, with the line index that places them."""
+    """The issues of one file, with the line index that places them. ``keys``: whether
+    the key files the file names are read too (not by commands that never use them)."""
 
-    def __init__(self, file: str, index: LineIndex) -> None:
+    def __init__(self, file: str, index: LineIndex, *, keys: bool = True) -> None:
         self.file = file
         self.index = index
+        self.keys = keys
         self.issues: list[ConfigIssue] = []
 
-    def add(self, line: int | None, field_name: str, message: str) -> None:
-        self.issues.append(ConfigIssue(self.file, line, field_name, message))
+    def add(
+        self, line: int | None, field_name: str, message: str, severity: Severity = "error"
+    ) -> None:
+        self.issues.append(ConfigIssue(self.file, line, field_name, message, severity))
+
+    @property
+    def errors(self) -> list[ConfigIssue]:
+        return [i for i in self.issues if i.severity == "error"]
 
 
 class Table:
@@ -84,6 +93,10 @@ class Table:
 
     def issue(self, key: str, message: str) -> None:
         self.report.add(self.line(key), self.field(key), message)
+
+    def warn(self, key: str, message: str) -> None:
+        """Say something that does not keep the daemon from starting."""
+        self.report.add(self.line(key), self.field(key), message, "warning")
 
     def unknown_keys(
         self, allowed: Iterable[str], special: Mapping[str, str] | None = None
@@ -191,7 +204,30 @@ class Table:
         if key not in self.data and not isinstance(default, _Required):
             return default
         text = self.string(key)  # present, so it must be a non-empty string
-        return None if text is None else self.base / text
+        return None if text is None else resolve(self.base, text)
+
+    def existing_file(self, key: str, path: Path) -> bool:
+        """Whether the file ``key`` names is there (an issue at its line if not)."""
+        if path.is_file():
+            return True
+        if path.is_dir():
+            self.issue(key, f"{path} is a folder; expected a file")
+        elif not path.parent.is_dir():
+            self.issue(key, f"{path}: the folder {path.parent} does not exist")
+        else:
+            self.issue(key, f"{path} does not exist")
+        return False
+
+    def serial_port(self, key: str, port: str) -> None:
+        """A serial port that is not there is a warning, not an error: a USB adapter may
+        be plugged in after the daemon starts, which opens it once it appears."""
+        if is_url(port) or os.path.exists(port):
+            return
+        self.warn(
+            key,
+            f"serial port {port} does not exist (yet): the daemon keeps trying to open it; "
+            "plug the adapter in, or correct the port",
+        )
 
     def boolean(self, key: str, default: bool) -> bool | None:
         def check(v: object) -> bool | None:
@@ -232,6 +268,22 @@ class Table:
             self.issue(key, f"{show(value)} is not {what}")
             raise Invalid
         return value
+
+
+def is_url(port: str) -> bool:
+    """A pyserial URL (socket://host:port, rfc2217://...) rather than a device node."""
+    return "://" in port
+
+
+def resolve(base: Path, text: str) -> Path:
+    """The one path rule of the configuration: a relative path is relative to the config
+    file's folder (``base``, absolute), wherever the daemon or a command is started."""
+    return base / text
+
+
+def resolve_port(base: Path, port: str) -> str:
+    """A serial port by the same rule (a device node is a path); a URL stays as it is."""
+    return port if is_url(port) or not port else str(resolve(base, port))
 
 
 def optional(call: Callable[[], T], failed: list[bool]) -> T | None:

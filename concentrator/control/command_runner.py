@@ -12,6 +12,7 @@ encrypted uplink ahead of the backlog, the result the receiver waits for.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import json
 import logging
@@ -89,6 +90,7 @@ class CommandRunner:
         self.flush = flush  # the uplink: send the audit record now, ahead of the backlog
         self.upgrades = upgrades  # None: updates are not configured
         self._queue: asyncio.Queue[bytes] = asyncio.Queue()
+        self._idle = asyncio.Event()  # nothing queued and nothing being handled
         self._busy = asyncio.Lock()  # one command on the meters at a time
         self._state = asyncio.Lock()  # read-modify-write of the stored command state
         self._waiters: set[asyncio.Task[None]] = set()
@@ -102,19 +104,38 @@ class CommandRunner:
         if self._queue.qsize() >= MAX_QUEUED:
             self._audit(None, "refused", f"{MAX_QUEUED} commands already waiting", [])
             return
+        self._idle.clear()
         self._queue.put_nowait(blob)
 
     async def run(self) -> None:
-        if await self.writer.read_state(EPOCH_KEY) is None:
-            # Real time, as the receiver stamps commands (not a test's scaled clock).
-            await self.writer.write_state(EPOCH_KEY, repr(time.time()))
-        await self._resume_scheduled()
-        while True:
-            blob = await self._queue.get()
-            try:
-                await self.handle(blob)
-            except Exception:  # one bad command must not stop the next ones
-                log.exception("command handling failed")
+        try:
+            if await self.writer.read_state(EPOCH_KEY) is None:
+                # Real time, as the receiver stamps commands (not a test's scaled clock).
+                await self.writer.write_state(EPOCH_KEY, repr(time.time()))
+            await self._resume_scheduled()
+            while True:
+                if self._queue.empty():
+                    self._idle.set()
+                blob = await self._queue.get()
+                self._idle.clear()
+                try:
+                    await self.handle(blob)
+                except Exception:  # one bad command must not stop the next ones
+                    log.exception("command handling failed")
+        finally:
+            for waiter in self._waiters:  # held in the store: the next runner resumes them
+                waiter.cancel()
+
+    async def stop(self, task: asyncio.Task[None]) -> None:
+        """Stop the runner ``task`` (a reload of ``[uplink]``) between two commands, never
+        in the middle of one: what was received is handled first, and a held command
+        that is running finishes; the ones still waiting stay in the store for the next
+        runner."""
+        await self._idle.wait()
+        async with self._busy:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
     # ------------------------------------------------------------------ scheduled
     async def _scheduled(self) -> dict[str, str]:

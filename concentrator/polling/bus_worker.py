@@ -25,13 +25,19 @@ from concentrator.clock import Clock
 from concentrator.config import BusConfig, MeterConfig
 from concentrator.polling.health import Health, HealthTracker
 from concentrator.storage import StoreWriter
-from contract.records import Reading
+from contract.records import Event, Reading
 from drivers import dlt645
 from drivers.errors import BusError, BusTimeout, DriverError, FrameError, MeterError
 from drivers.readers import Dlt645Reader, ModbusReader, QuantityValue
 from drivers.serial_bus import SerialBus
 
 log = logging.getLogger(__name__)
+
+# A serial port that cannot be opened (a USB adapter unplugged, a wrong device name) is
+# tried again after these real seconds, doubling: often enough to notice an adapter
+# plugged back in, seldom enough not to fill the log or the CPU.
+PORT_RETRY_MIN_S = 1.0
+PORT_RETRY_MAX_S = 60.0
 
 BLOCK_PARTS = ("total", "t1", "t2", "t3", "t4")
 FREEZE_QUANTITIES = ("frozen_daily_time", "frozen_daily_energy_fwd")
@@ -123,6 +129,12 @@ class BusWorker:
         self._started = clock.monotonic()
         self.in_flight: Job | None = None
         self._in_flight_since = 0.0
+        # The port's state: None while usable; else why not, since when (wall), and
+        # when it is tried again (monotonic), with the backoff doubling up to its cap.
+        self.port_error: str | None = None
+        self._port_down_since = 0.0
+        self._port_retry_at = 0.0
+        self._port_backoff = PORT_RETRY_MIN_S
 
     # ------------------------------------------------------------------ queue
     def submit(self, job: Job) -> None:
@@ -168,6 +180,7 @@ class BusWorker:
             "queued": self.queued,
             "reads_ok": self.stats.reads_ok,
             "missing": self.stats.missing,
+            "port_error": self.port_error,
         }
 
     def stuck_s(self) -> float:
@@ -241,7 +254,94 @@ class BusWorker:
             job.future.set_result(job.done)
 
     async def _ready_for(self, job: Job) -> bool:
-        """Whether the channel can take the job now (True), or gave it up meanwhile."""
+        """Whether the channel can take the job now (True), or put it aside: while the
+        port cannot be opened, a scheduled read waits for the next try (its slot
+        permitting; else it is recorded missing with the port's error), and a person's
+        request tries the port at once and fails with that error if it is still down."""
+        if self.port_error is None:
+            return True
+        if (
+            self.clock.monotonic() >= self._port_retry_at or job.future is not None
+        ) and await self._reopen():
+            return True
+        reason = f"serial port {self.config.port} unavailable: {self.port_error}"
+        if job.future is not None:
+            if not job.future.done():
+                job.future.set_exception(BusError(f"bus {self.config.name}: {reason}"))
+        elif self._port_retry_at < job.deadline:
+            job.not_before = self._port_retry_at
+            self.submit(job)
+        else:
+            self._give_up(job, reason)
+        return False
+
+    # ------------------------------------------------------------------ the port
+    def _port_failed(self, exc: Exception) -> None:
+        """The port could not be opened or was lost: said once, tried again with backoff."""
+        now = self.clock.monotonic()
+        if self.port_error is None:
+            self._port_down_since = self.clock.wall()
+            self._port_backoff = PORT_RETRY_MIN_S
+            log.warning(
+                "bus %s: %s; trying again every %g..%g s until it works",
+                self.config.name,
+                exc,
+                PORT_RETRY_MIN_S,
+                PORT_RETRY_MAX_S,
+                extra={"bus": self.config.name, "event": "bus_port_down"},
+            )
+            self.writer.event(
+                Event(
+                    "bus_port_down",
+                    "error",
+                    None,
+                    {"bus": self.config.name, "port": self.config.port, "error": str(exc)},
+                    self.clock.wall(),
+                )
+            )
+        else:
+            self._port_backoff = min(self._port_backoff * 2, PORT_RETRY_MAX_S)
+        self.port_error = str(exc)
+        self._port_retry_at = now + self._port_backoff
+
+    async def _open_for_action(self) -> None:
+        """A command is someone waiting: a port that was down is tried at once."""
+        if self.port_error is not None and not await self._reopen():
+            raise BusError(f"serial port {self.config.port} unavailable: {self.port_error}")
+        await self._ensure_open()
+
+    async def _channel_failed(self, exc: BusError) -> None:
+        """The transport failed under a command: the port's state, as for a read."""
+        self._port_failed(exc)
+        await self.bus.close()
+
+    async def _reopen(self) -> bool:
+        """One more try at a port that was down; True (and said once) when it opens."""
+        await self.bus.close()
+        try:
+            await self.bus.open()
+        except BusError as exc:
+            log.debug("bus %s: still unavailable: %s", self.config.name, exc)
+            self._port_failed(exc)
+            return False
+        outage = round(self.clock.wall() - self._port_down_since, 1)
+        log.warning(
+            "bus %s: serial port %s usable again after %.1f s",
+            self.config.name,
+            self.config.port,
+            outage,
+            extra={"bus": self.config.name, "event": "bus_port_back"},
+        )
+        self.writer.event(
+            Event(
+                "bus_port_back",
+                "info",
+                None,
+                {"bus": self.config.name, "port": self.config.port, "outage_s": outage},
+                self.clock.wall(),
+            )
+        )
+        self.port_error = None
         return True
 
     async def _prepare(self) -> None:
@@ -255,12 +355,16 @@ class BusWorker:
         not expect (a bug: it propagates and stops the worker)."""
         if not isinstance(exc, (BusTimeout, FrameError, FreezeNotTaken, BusError)):
             return False
+        if isinstance(exc, BusError):
+            # The port, not the meter: no retry spent, no health lost; the job waits for
+            # the port's next try (`_ready_for`), within its slot.
+            self._port_failed(exc)
+            await self.bus.close()
+            self.submit(job)
+            return True
         self.stats.reads_failed += 1
         if not isinstance(exc, FreezeNotTaken):
             self.health.failure(job.meter.address, str(exc))
-        if isinstance(exc, BusError):
-            log.warning("bus %s: %s", self.config.name, exc, extra={"bus": self.config.name})
-            await self.bus.close()
         self._retry_or_give_up(job, exc)
         return True
 
@@ -273,12 +377,11 @@ class BusWorker:
         try:
             if self.clock.monotonic() >= job.deadline:
                 raise BusTimeout("not run: the bus stayed busy too long")
-            await self._ensure_open()
+            await self._open_for_action()
             result = await job.action(self._dlt645())
         except Exception as exc:  # the worker must outlive a failing command
             if isinstance(exc, BusError):
-                log.warning("bus %s: %s", self.config.name, exc, extra={"bus": self.config.name})
-                await self.bus.close()
+                await self._channel_failed(exc)
             if not future.done():  # the caller may have given up waiting
                 future.set_exception(exc)
         else:
@@ -347,14 +450,15 @@ class BusWorker:
                 # text, as the direct-mode CLI shows it (a status word as 0x0010).
                 value = await d.read(meter.address, entry, numeric=job.slot is not None)
             except MeterError as exc:
-                if exc.code & dlt645.ErrorBits.NO_DATA and len(job.quantities) > 1:
-                    # Not supported by this meter: record it missing, read the rest.
-                    self.on_missing(
-                        _single(job, name), f"not supported by the meter: {exc.description}"
-                    )
-                    job.quantities.pop(0)
-                    continue
-                raise
+                if not exc.code & dlt645.ErrorBits.NO_DATA:
+                    raise
+                # Not supported by this meter, wherever it stands in the list: record it
+                # missing and read the rest (an on-demand caller sees it absent).
+                self.on_missing(
+                    _single(job, name), f"not supported by the meter: {exc.description}"
+                )
+                job.quantities.pop(0)
+                continue
             self.stats.reads_ok += 1
             self._store(job, _expand(entry, value))
             job.quantities.pop(0)

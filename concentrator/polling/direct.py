@@ -9,8 +9,9 @@ from functools import partial
 from typing import TypeVar
 
 from drivers import dlt645
-from drivers.errors import BusTimeout, DriverError, FrameError, MeterError
-from drivers.readers import Dlt645Reader, ModbusReader, QuantityValue, parse_slave
+from drivers.errors import BusTimeout, DriverError, EncodeError, FrameError, MeterError
+from drivers.meter_ids import address_problem
+from drivers.readers import Dlt645Reader, ModbusReader, QuantityValue
 from drivers.serial_bus import SerialBus, SerialSettings
 
 T = TypeVar("T")
@@ -25,18 +26,23 @@ async def read_direct(
     retries: int,
 ) -> tuple[list[QuantityValue], list[tuple[str, DriverError]]]:
     """Read each quantity; a meter that stays silent or garbles fails the whole read,
-    while the error replies of a DL/T 645 meter are returned per quantity."""
+    while the error replies of a DL/T 645 meter are returned per quantity (`not_supported`
+    tells a quantity the meter does not have). A malformed address or quantity name is
+    an `EncodeError` or a `KeyError` before the port is opened."""
     out: list[QuantityValue] = []
     failures: list[tuple[str, DriverError]] = []
-    async with SerialBus(settings) as bus:
-        if protocol == "modbus":
+    problem = address_problem(protocol, address, wildcards=True)
+    if problem is not None:
+        raise EncodeError(problem)
+    if protocol == "modbus":
+        registers = ModbusReader.quantities_of(model, names)
+        async with SerialBus(settings) as bus:
             reader = ModbusReader(bus, model=model)
-            registers = reader.quantities(names)
-            parse_slave(address)
             return await _retry(lambda: reader.read_many(address, registers), retries), failures
+    entries = Dlt645Reader.quantities(names)
+    async with SerialBus(settings) as bus:
         dreader = Dlt645Reader(bus)
-        dlt645.encode_address(address)  # validate before touching the bus
-        for entry in dreader.quantities(names):
+        for entry in entries:
             try:
                 out.append(await _retry(partial(dreader.read, address, entry), retries))
             except MeterError as exc:

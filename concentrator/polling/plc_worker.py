@@ -282,6 +282,12 @@ class PlcWorker(BusWorker):
     async def _prepare(self) -> None:
         """The module's port is opened and watched by the module tasks, not per read."""
 
+    async def _open_for_action(self) -> None:
+        await self._ensure_open()
+
+    async def _channel_failed(self, exc: BusError) -> None:
+        self._module_failed(str(exc))
+
     def _answered(self) -> None:
         self._module_answered()
 

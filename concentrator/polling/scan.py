@@ -1,30 +1,124 @@
-"""Finding every DL/T 645 meter on a bus by wildcard-address search.
+"""Finding every DL/T 645 meter on a bus by wildcard-address search, and saying so only
+when it is sure.
 
-The 0xAA wildcard byte of abbreviated addressing lets one request select every meter
-whose address matches the fixed bytes. We start with all bytes wild; silence means no
-meter below this pattern, one clean reply names one meter (confirmed point-to-point
-before it counts, since a collision can by chance look valid), and garbage means a
-collision: fix the next byte, lowest first (A0 = the last two digits), to each of its
-100 BCD values and search each branch. Consecutive addresses, as meters arrive from one
-delivery batch, differ in the low byte, so most collisions resolve at the first split.
+The ``AA`` wildcard byte of abbreviated addressing (docs/protocols.md §1.4) lets one
+read-address request (0x13) select every meter whose address matches the fixed bytes;
+each selected meter answers with its real address. The search starts with all bytes
+wild and settles each pattern by listening to the whole answer window, not only to the
+first frame (`SerialBus.gather`): a second meter with a longer turnaround answers after
+the first one, cleanly, and anything that is no clean frame (a collision, a partial
+frame, a bad checksum, noise) is an answer too.
+
+A line loses and garbles single answers (a meter misses a request, a reply is hit by
+noise), so one probe proves nothing. A pattern is settled when ``retries + 1`` probes
+in a row agree: all silent (nobody there), or all one clean answer naming the same
+meter (that meter alone; then confirmed by a read of its full address). Garbage twice,
+or two different meters in one window, splits the pattern: its lowest wildcard byte
+(A0 = the last two digits) is fixed to each of its 100 BCD values, and each branch is
+settled in turn. Consecutive addresses, as meters arrive from one delivery batch,
+differ in the low byte, so most collisions resolve at the first split. A pattern that
+stays undecided is split too: splitting is always safe, only slower.
+
+A fully specified address cannot be split: if it keeps garbling (two meters with one
+address, or a line too noisy) or answers only now and then, it is *unresolved*, listed,
+and the scan is not complete. Every clean answer heard during the search, including
+late ones that land in a later probe's window, is remembered; one that the search did
+not end up with is read point to point at the end and added if it answers. The caller
+reports a scan with unresolved branches as a failure: a list that may be wrong is never
+presented as the bus.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Literal
 
 from drivers import dlt645
 from drivers.errors import BusTimeout, FrameError, MeterError
 from drivers.readers import Dlt645Reader
+from drivers.serial_bus import SerialBus
+
+# Probes of one pattern before it is split (or, fully specified, given up) undecided.
+MAX_EXTRA_PROBES = 3
+
+Verdict = Literal["empty", "one", "split", "unresolved"]
+_FE = dlt645.PREAMBLE[0]  # the wake-up byte
 
 
 @dataclass
 class ScanResult:
     addresses: list[str] = field(default_factory=list)
     probes: int = 0
-    collisions: int = 0
-    unresolved: list[str] = field(default_factory=list)  # fully fixed, still garbled
+    collisions: int = 0  # patterns split
+    # Fully specified addresses that stayed garbled or answered only now and then, with
+    # why: while any is listed, the scan is not sure of its list.
+    unresolved: list[str] = field(default_factory=list)
+    reasons: dict[str, str] = field(default_factory=dict)
+    recovered: list[str] = field(default_factory=list)  # found from stray answers only
+
+    @property
+    def complete(self) -> bool:
+        return not self.unresolved
+
+
+@dataclass(frozen=True)
+class Heard:
+    """What one probe's answer window held."""
+
+    addresses: tuple[str, ...]  # distinct meters that answered the pattern cleanly, in order
+    others: tuple[str, ...]  # clean answers for other patterns (late ones)
+    garbled: bool  # bytes that are no clean frame (a collision, noise, a broken frame)
+    repeated: bool  # one meter's clean answer twice (two meters with one address?)
+
+
+def hear(raw: bytes, pattern: str) -> Heard:
+    """Decode an answer window: every clean read-address reply, and whether anything
+    else was on the line. FE wake-up bytes before a frame are the protocol's, not
+    garbage (docs/protocols.md §1.2); a valid frame that is no reply is our own echo."""
+    decoder = dlt645.Decoder(max_buffer=max(1024, len(raw)))
+    decoder.feed(raw)
+    garbled = False
+    seen: list[str] = []
+    others: list[str] = []
+    repeated = False
+    while True:
+        consumed = len(raw) - decoder.buffered
+        try:
+            frame = decoder.next_frame()
+        except FrameError:
+            garbled = True
+            continue
+        now = len(raw) - decoder.buffered
+        size = 0 if frame is None else 12 + len(frame.data)
+        if any(b != _FE for b in raw[consumed : now - size]):
+            garbled = True
+        if frame is None:
+            break
+        if not frame.is_reply:
+            continue  # our own request, heard back by an adapter that hears itself
+        address = _read_address_reply(frame)
+        if address is None:
+            garbled = True  # a reply, but not a well-formed answer to this request
+        elif not dlt645.address_matches(pattern, address):
+            others.append(address)  # a late answer to an earlier probe
+        elif address in seen:
+            repeated = True
+        else:
+            seen.append(address)
+    if decoder.buffered:
+        garbled = True  # a frame cut short
+    return Heard(tuple(seen), tuple(others), garbled, repeated)
+
+
+def _read_address_reply(frame: dlt645.Frame) -> str | None:
+    if frame.function != dlt645.Function.READ_ADDRESS or frame.is_error or len(frame.data) != 6:
+        return None
+    try:
+        address = dlt645.decode_address(frame.data)
+    except FrameError:
+        return None
+    return address if address == frame.address and "AA" not in address else None
 
 
 def _children(pattern: str) -> list[str]:
@@ -38,60 +132,114 @@ def _children(pattern: str) -> list[str]:
     return []
 
 
+class _Search:
+    def __init__(
+        self,
+        bus: SerialBus,
+        retries: int,
+        progress: Callable[[ScanResult, int], None] | None,
+    ) -> None:
+        self.bus = bus
+        self.reader = Dlt645Reader(bus)
+        self.agree = retries + 1  # probes in a row that settle a pattern
+        self.progress = progress
+        self.result = ScanResult()
+        self.heard: list[str] = []  # every meter heard cleanly, in order
+
+    async def run(self) -> ScanResult:
+        result = self.result
+        pending = [dlt645.WILDCARD_ALL]
+        while pending:
+            pattern = pending.pop()
+            verdict, address = await self._settle(pattern)
+            if verdict == "split":
+                result.collisions += 1
+                pending.extend(reversed(_children(pattern)))
+            elif verdict == "one" and address is not None and address not in result.addresses:
+                result.addresses.append(address)
+            if self.progress is not None:
+                self.progress(result, len(pending))
+        await self._recover()
+        result.addresses.sort()
+        return result
+
+    async def _listen(self, pattern: str) -> Heard:
+        self.result.probes += 1
+        heard = hear(await self.bus.gather(dlt645.build_read_address(pattern)), pattern)
+        for address in (*heard.addresses, *heard.others):
+            if address not in self.heard:
+                self.heard.append(address)
+        return heard
+
+    async def _settle(self, pattern: str) -> tuple[Verdict, str | None]:
+        """Probe ``pattern`` until its answers agree ``self.agree`` times in a row."""
+        wild = "AA" in pattern
+        garbled = 0
+        last: str | None = None
+        streak = 0
+        for _ in range(self.agree + MAX_EXTRA_PROBES):
+            heard = await self._listen(pattern)
+            if wild and len(heard.addresses) > 1:
+                return "split", None  # two meters answered: certainly a collision
+            if heard.garbled or heard.repeated or len(heard.addresses) > 1:
+                garbled += 1
+                streak = 0
+                if garbled >= 2:
+                    break
+                continue
+            answer = heard.addresses[0] if heard.addresses else None
+            streak = streak + 1 if streak and answer == last else 1
+            last = answer
+            if streak < self.agree:
+                continue
+            if last is None:
+                return "empty", None
+            if not wild or await self._confirm(last):
+                return "one", last
+            break  # answers wildcards, not its own address: a collision that looked clean
+        if wild:
+            return "split", None
+        why = (
+            "garbled even when fully addressed (two meters with this address, or a very noisy line)"
+            if garbled >= 2
+            else "answers only now and then"
+        )
+        self.result.unresolved.append(pattern)
+        self.result.reasons[pattern] = why
+        return "unresolved", None
+
+    async def _confirm(self, address: str) -> bool:
+        """A point-to-point read of the full address: only the meter itself answers."""
+        for _ in range(self.agree):
+            self.result.probes += 1
+            try:
+                return await self.reader.read_address(address) == address
+            except (BusTimeout, FrameError, MeterError):
+                continue
+        return False
+
+    async def _recover(self) -> None:
+        """Meters heard cleanly that the search did not end up with (a late answer, or
+        one that was silent when its branch was settled): read point to point."""
+        result = self.result
+        for address in self.heard:
+            if address in result.addresses or address in result.unresolved:
+                continue
+            verdict, found = await self._settle(address)
+            if verdict == "one" and found is not None:
+                result.addresses.append(found)
+                result.recovered.append(found)
+            if self.progress is not None:
+                self.progress(result, 0)
+
+
 async def scan(
-    reader: Dlt645Reader,
+    bus: SerialBus,
     *,
     retries: int = 1,
     progress: Callable[[ScanResult, int], None] | None = None,
 ) -> ScanResult:
-    """Search the whole address space; ``progress(result, pending)`` after every probe."""
-    result = ScanResult()
-    pending = [dlt645.WILDCARD_ALL]
-    while pending:
-        pattern = pending.pop()
-        outcome = await _probe(reader, pattern, retries, result)
-        if outcome == "collision":
-            result.collisions += 1
-            children = _children(pattern)
-            if children:
-                pending.extend(reversed(children))
-            else:
-                result.unresolved.append(pattern)
-        elif outcome is not None and outcome not in result.addresses:
-            result.addresses.append(outcome)
-        if progress is not None:
-            progress(result, len(pending))
-    result.addresses.sort()
-    return result
-
-
-async def _probe(
-    reader: Dlt645Reader, pattern: str, retries: int, result: ScanResult
-) -> str | None:
-    """None: silence; an address: one confirmed meter; "collision": several answered."""
-    for attempt in range(retries + 1):
-        result.probes += 1
-        try:
-            candidate = await reader.read_address(pattern)
-        except BusTimeout:
-            return None
-        except (FrameError, MeterError):
-            if attempt < retries and "AA" not in pattern:
-                continue  # a fully fixed address that garbled: noise, try again
-            return "collision"
-        if candidate == pattern or await _confirm(reader, candidate, retries, result):
-            return candidate
-        return "collision"
-    return "collision"
-
-
-async def _confirm(reader: Dlt645Reader, address: str, retries: int, result: ScanResult) -> bool:
-    for _ in range(retries + 1):
-        result.probes += 1
-        try:
-            return await reader.read_address(address) == address
-        except BusTimeout:
-            return False
-        except (FrameError, MeterError):
-            continue
-    return False
+    """Search the whole address space of an open bus; ``progress(result, pending)``
+    after every settled pattern. The answer window of each probe is the bus's response
+    timeout; ``retries + 1`` agreeing probes settle a pattern."""
+    return await _Search(bus, retries, progress).run()

@@ -97,6 +97,11 @@ class Updater:
         self._chunk: asyncio.Future[bytes] | None = None
         self._reported: list[str] | None = None  # REPORTED_KEY, read from the store once
 
+    @property
+    def busy(self) -> bool:
+        """Whether an upgrade is being downloaded or installed."""
+        return self._task is not None and not self._task.done()
+
     # ------------------------------------------------------------------ the offer
     def device(self) -> package.Device:
         return package.Device(__version__, self.config_format(), self.wire_version, SCHEMA_VERSION)

@@ -84,6 +84,7 @@ class Uplink:
         self._connected = asyncio.Event()
         self.link_down = asyncio.Event()  # the opposite of ``connected``, to wait on
         self.link_down.set()
+        self._closing = False  # set when we disconnect on purpose
         self._client = self._make_client()
         self.up_topic = topics.up(concentrator_id)
         self.ack_topic = topics.ack(concentrator_id)
@@ -136,7 +137,10 @@ class Uplink:
     ) -> None:
         self._jitter_backoff(client)
         self._call(self._set_connected, False)
-        log.warning("uplink disconnected: %s", reason)
+        # Our own disconnect (the daemon stopping, a reload) is no news; any other one is.
+        log.log(
+            logging.INFO if self._closing else logging.WARNING, "uplink disconnected: %s", reason
+        )
 
     def _on_message(self, client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
         if msg.topic == self.ack_topic:
@@ -177,6 +181,7 @@ class Uplink:
             await self._send_loop()
         finally:
             acks.cancel()
+            self._closing = True
             self._client.disconnect()
             self._client.loop_stop()
 

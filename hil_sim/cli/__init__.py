@@ -20,6 +20,7 @@ __all__ = ["main"]
 
 
 @click.group()
+@click.version_option(package_name="meterflow", prog_name="hil-sim")
 @click.option("-v", "--verbose", is_flag=True, help="Log every request and fault.")
 def main(verbose: bool) -> None:
     """Hardware-in-the-loop simulator: meters, buses and faults on PTYs."""

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from clitools.options import day_option, db_option, seed_option
+from clitools.options import day_option, db_option, existing_parent, seed_option
 from hil_sim.cli.edge import SimCommand
 from hil_sim.errors import SimUnavailable, SpecError
 
@@ -19,6 +19,7 @@ from hil_sim.errors import SimUnavailable, SpecError
     "--out-dir",
     type=click.Path(path_type=Path, file_okay=False),
     required=True,
+    callback=existing_parent,
     help="Where archive.csv, truth.jsonl (and without --db readings.csv, events.csv) go.",
 )
 @db_option(required=False, help="Ingest into this receiver database URL.")
@@ -104,7 +105,7 @@ def areas(
         seed,
     )
     sim = sim_areas.AreaSim(options)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir.mkdir(exist_ok=True)  # its folder exists (checked): one level, never more
     (out_dir / "archive.csv").write_text(format_archive_csv(sim.archive()), encoding="utf-8")
     if db_url is not None:
         from cloud_receiver.public import open_storage

@@ -12,6 +12,7 @@ import click
 
 from clitools.options import (
     baud_option,
+    existing_dir,
     link_option,
     seed_option,
     time_origin_option,
@@ -210,7 +211,8 @@ def bus(n_meters: int, link: Path, truth: Path | None, **kw: Any) -> None:
     "--link-dir",
     type=click.Path(path_type=Path, file_okay=False),
     required=True,
-    help="Directory for the bus links bus1, bus2, ... and the shared truth log.",
+    callback=existing_dir,
+    help="Folder (it must exist) for the bus links bus1, bus2, ... and the shared truth log.",
 )
 @_meter_options
 def fleet(n_buses: int, meters_per_bus: int, link_dir: Path, **kw: Any) -> None:
@@ -218,7 +220,6 @@ def fleet(n_buses: int, meters_per_bus: int, link_dir: Path, **kw: Any) -> None:
 
     Addresses continue from bus to bus, so every meter of the fleet is unique.
     """
-    link_dir.mkdir(parents=True, exist_ok=True)
     truth_path = link_dir / "truth.jsonl"
     truth = TruthLog(truth_path)
     clock = SimClock.from_origin(kw["time_scale"], kw["time_origin"])

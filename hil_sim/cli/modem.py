@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 
 @click.command(cls=SimCommand)
 @link_option("Stable symlink to the PTY that the concentrator opens as the modem's AT port.")
-@baud_option(default=115200, help="Port speed for the wire time; 0 removes it.")
+@baud_option(default=115200, help="Port speed for the wire time; 0 removes it.", bus=False)
 @time_scale_option("Simulated seconds per real second for boot, cell search, attach.")
 @click.option("--operator", default="CHINA MOBILE", show_default=True)
 @click.option(

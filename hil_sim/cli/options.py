@@ -14,7 +14,28 @@ from typing import Any
 
 import click
 
-from clitools.options import Decorator
+from clitools.options import Decorator, existing_parent
+from drivers.meter_ids import dlt645_address_problem
+
+
+def _address_base(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    """The same rule as a ``[[meter]] address`` in the concentrator's config."""
+    problem = dlt645_address_problem(value)
+    if problem is not None:
+        raise click.BadParameter(problem, ctx=ctx, param=param)
+    return value
+
+
+def _cadence(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    """The same rule as a ``[[task]] every`` in the concentrator's config: a config
+    written with it must pass ``concentrator config check``."""
+    from concentrator.public import parse_cadence
+
+    try:
+        parse_cadence(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), ctx=ctx, param=param) from None
+    return value
 
 
 def meters_option(*, default: int, most: int) -> Decorator[Any]:
@@ -28,15 +49,22 @@ def truth_option() -> Decorator[Any]:
     """``--truth PATH``: the ground-truth log, beside the link unless given."""
     return click.option(
         "--truth",
-        type=click.Path(path_type=Path),
+        type=click.Path(path_type=Path, dir_okay=False),
         default=None,
+        callback=existing_parent,
         help="Ground-truth log (JSON lines); default LINK.truth.jsonl.",
     )
 
 
 def address_base_option(help: str | None = None) -> Decorator[Any]:
     """``--address-base A``: the first DL/T 645 address; the others follow it."""
-    return click.option("--address-base", default="000000000001", show_default=True, help=help)
+    return click.option(
+        "--address-base",
+        default="000000000001",
+        show_default=True,
+        callback=_address_base,
+        help=help,
+    )
 
 
 def random_addresses_option(help: str) -> Decorator[Any]:
@@ -73,6 +101,7 @@ def write_config_option(*, files_only: bool, help: str) -> Decorator[Any]:
         "config_path",
         type=click.Path(path_type=Path, dir_okay=not files_only),
         default=None,
+        callback=existing_parent,
         help=help,
     )
 
@@ -84,7 +113,9 @@ def store_option(*, files_only: bool) -> Decorator[Any]:
         "store_path",
         type=click.Path(path_type=Path, dir_okay=not files_only),
         default=None,
-        help="Store path written into --write-config (default: beside it).",
+        callback=existing_parent,
+        help="Store path written into --write-config (default: beside it); its folder "
+        "must exist, as `concentrator config check` requires.",
     )
 
 
@@ -94,5 +125,7 @@ def cadence_option() -> Decorator[Any]:
         "--cadence",
         default="15m",
         show_default=True,
-        help="Interval-reading cadence written into --write-config.",
+        callback=_cadence,
+        help="Interval-reading cadence written into --write-config (as a task's `every`: "
+        'a period that divides a day, e.g. "5m", "15m", "1h").',
     )

@@ -44,8 +44,16 @@ async def serve_until_signalled(
         loop.add_signal_handler(sig, stop.set)
     if on_usr1 is not None:
         loop.add_signal_handler(signal.SIGUSR1, on_usr1)
-    for sim in sims:
-        await sim.start()
+    started: list[Served] = []
+    try:
+        for sim in sims:
+            await sim.start()
+            started.append(sim)
+    except BaseException:
+        for sim in started:  # one link refused: give the others back too
+            with contextlib.suppress(Exception):
+                await sim.stop()
+        raise
     print_event(ready())
     try:
         await stop.wait()
