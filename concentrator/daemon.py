@@ -25,7 +25,7 @@ from typing import Any
 
 from concentrator import __version__
 from concentrator.clock import Clock, ScaledClock, SystemClock, scaled_start
-from concentrator.config import Config, ConfigError, load_config
+from concentrator.config import Config, ConfigError, MetricsConfig, load_config
 from concentrator.control.api import ControlApi
 from concentrator.control.command_runner import CommandRunner
 from concentrator.control.logring import LogRing
@@ -76,6 +76,8 @@ class Daemon:
         self.commands: CommandRunner | None = None
         self.control: ControlServer | None = None
         self.modem: ModemSupervisor | None = None
+        # The Prometheus endpoint ([metrics]): not supervised, polling never stops for it.
+        self._metrics: tuple[MetricsConfig, asyncio.Task[None]] | None = None
         self._core: list[asyncio.Task[None]] = []
         self._stop = asyncio.Event()
         self._reload = asyncio.Event()
@@ -207,6 +209,7 @@ class Daemon:
                 clock=self.clock,
             )
             self._core.append(self._spawn(self.modem.run(), "modem"))
+        self._start_metrics(cfg.metrics)
         if self.notifier.watchdog_s is not None:
             # Fed only while every bus, the store and the core tasks really work.
             self._core.append(self._spawn(self.notifier.keepalive(self._feed_watchdog), "watchdog"))
@@ -252,6 +255,42 @@ class Daemon:
             await self.updater.resume()
             await self.updater.report()
 
+    def _start_metrics(self, cfg: MetricsConfig | None) -> None:
+        """Serve ``[metrics]`` (`concentrator.control.prometheus`), imported only then:
+        prometheus_client is RSS a concentrator without a scraper does not pay."""
+        if cfg is None:
+            return
+        from concentrator.control.prometheus import MetricsEndpoint
+
+        assert self.polling is not None and self.writer is not None
+        endpoint = MetricsEndpoint(
+            cfg,
+            concentrator_id=self.config.concentrator.id,
+            polling=self.polling,
+            writer=self.writer,
+            uplink=lambda: self.uplink,  # looked up per scrape: a reload may replace them
+            modem=lambda: self.modem,
+        )
+        task = asyncio.create_task(endpoint.run(), name="metrics")
+        task.add_done_callback(_log_metrics_failure)
+        self._metrics = (cfg, task)
+
+    async def _stop_metrics(self) -> None:
+        if self._metrics is not None:
+            task = self._metrics[1]
+            self._metrics = None
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def _reload_metrics(self, cfg: MetricsConfig | None) -> None:
+        """SIGHUP: a changed (or added, or removed) ``[metrics]`` table takes effect, and
+        an endpoint that could not bind its port tries again."""
+        running = self._metrics
+        if running is None or running[0] != cfg or running[1].done():
+            await self._stop_metrics()
+            self._start_metrics(cfg)
+
     def _switch_release(self) -> None:
         """The updater installed a release: exit with EXIT_SWITCH for the guard to start it."""
         self.exit_code = EXIT_SWITCH
@@ -277,6 +316,7 @@ class Daemon:
             log.warning("storage.path changed; it takes effect at the next restart")
         assert self.polling is not None and self.writer is not None
         await self.polling.reload(new)
+        await self._reload_metrics(new.metrics)
         self.writer.event(
             Event(
                 "config_reloaded",
@@ -290,6 +330,7 @@ class Daemon:
 
     async def shutdown(self) -> None:
         self.notifier.stopping()
+        await self._stop_metrics()
         if self.control is not None:
             await self.control.close()  # no new requests; streams get their final line
         logging.getLogger().removeHandler(self.log_ring)
@@ -392,6 +433,11 @@ class Daemon:
             tmp.replace(self.status_path)
         except OSError as exc:  # a full disk must not stop polling
             log.warning("cannot write status file %s: %s", self.status_path, exc)
+
+
+def _log_metrics_failure(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and (exc := task.exception()) is not None:
+        log.error("metrics endpoint failed: %r", exc, exc_info=exc)
 
 
 def run_daemon(
