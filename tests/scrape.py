@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gzip
 import os
+import re
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -100,3 +101,12 @@ def listening_ports(pid: int) -> set[int]:
             if state == "0A" and inode in inodes:  # 0A: TCP_LISTEN
                 ports.add(int(local.rsplit(":", 1)[1], 16))
     return ports
+
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "prometheus"
+
+
+def example_metric_names(prefix: str) -> set[str]:
+    """Every metric the example alerting rules use that starts with ``prefix``."""
+    text = (EXAMPLES / "meterflow-rules.yml").read_text()
+    return set(re.findall(rf"\b{prefix}[a-z_]+", text))

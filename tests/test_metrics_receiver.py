@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from helpers import receiver_cli, wait_for
 from mqtt_harness import Broker, Peer
-from scrape import listening_ports, scrape, try_scrape
+from scrape import example_metric_names, listening_ports, scrape, try_scrape
 
 from cloud_receiver.applications.fleet import pki
 from cloud_receiver.applications.fleet.broker import free_port
@@ -271,6 +271,8 @@ def test_receiver_run_metrics_move_as_batches_arrive(tmp_path: Path) -> None:
             assert got.get(f"{NS}_refusals_total", reason="auth_failed") == 1
             assert got.get(f"{NS}_batches_total", outcome="quarantined") == 2
             assert _count(db)[1] == 2
+            # The example alerting rules name metrics that exist.
+            assert example_metric_names(NS) <= set(got.names())
         finally:
             concentrator.close()
             assert receiver.stop() == 0
