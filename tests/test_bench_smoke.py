@@ -70,3 +70,12 @@ def test_plc_benchmark_prints_its_figures() -> None:
 
 def test_forecast_benchmark_prints_its_figures() -> None:
     assert _bench("forecast.py") >= {"forecast_mape", "naive_mape"}
+
+
+def test_metrics_benchmark_prints_its_figures() -> None:
+    assert _bench("metrics.py") >= {
+        "receiver_metrics_refresh_ms_sqlite",
+        "receiver_metrics_refresh_ms_postgres",
+        "concentrator_metrics_rss_mb",
+        "concentrator_metrics_scrape_gzip_bytes",
+    }
