@@ -3,8 +3,9 @@ them running.
 
 Shape (docs/architecture.md): the polling side (`concentrator.polling`: one worker per
 bus, one scheduler per reading task), one store writer, the uplink and the modem
-supervisor, the updater, the runner of signed commands, the control socket and one
-housekeeping task. The ``Daemon`` builds them at start, each with only what it needs (the
+supervisor, the updater, the runner of signed commands, the control socket, one
+housekeeping task and, with ``[metrics]``, the Prometheus endpoint (unsupervised: polling
+never stops for it). The ``Daemon`` builds them at start, each with only what it needs (the
 writer, the clock, a turn on the buses, a callback: never the daemon itself), reloads
 the polling side on SIGHUP, and on SIGTERM stops them after the readings already taken
 are committed. A supervised task that dies stops the daemon, which exits non-zero so

@@ -10,10 +10,13 @@ import socket
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from scrape import Scrape, fetch, scrape, try_scrape
 from test_daemon_inprocess import rig, until
 
 from cloud_receiver.applications.fleet.broker import free_port
+from concentrator.control.scrape_server import ScrapeServer
 from concentrator.daemon import Daemon
 
 NS = "meterflow_concentrator"
@@ -197,3 +200,20 @@ async def test_a_port_in_use_is_an_event_polling_goes_on_and_sighup_tries_again(
             assert (await first_scrape(port)).get(f"{NS}_meters", state="online") == 2
     finally:
         taken.close()
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=300) | st.text(max_size=200).map(lambda t: t.encode("utf-8")))
+def test_any_request_head_gets_an_http_answer(junk: bytes) -> None:
+    """Whatever arrives before the blank line, the answer is a status line, never an
+    exception: a port scanner or a confused client must not hurt the endpoint."""
+
+    async def render() -> tuple[bytes, str]:
+        return b"m 1\n", "text/plain; version=0.0.4"
+
+    server = ScrapeServer("127.0.0.1", 0, render)
+    for head in (junk + b"\r\n\r\n", b"GET " + junk + b" HTTP/1.1\r\n" + junk + b"\r\n\r\n"):
+        status, headers, body = asyncio.run(server._answer(head))
+        assert status.split(" ", 1)[0] in {"200", "400", "404", "405"}
+        assert all(":" in h for h in headers)
+        assert isinstance(body, bytes)
