@@ -5,6 +5,7 @@ Mosquitto whose figures move as batches (and a bad payload) arrive."""
 from __future__ import annotations
 
 import datetime as dt
+import socket
 import subprocess
 import sys
 import time
@@ -291,3 +292,19 @@ def test_bad_metrics_option_is_refused_with_the_reason(tmp_path: Path) -> None:
     )  # fmt: skip
     assert result.returncode == 2
     assert "the port must be 1..65535" in result.stderr
+
+
+def test_a_metrics_port_in_use_stops_the_start_with_the_reason(tmp_path: Path) -> None:
+    broker = Broker(tmp_path / "broker")  # its PKI; Mosquitto itself is not needed
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = receiver_cli(
+            "run", "--broker", "127.0.0.1:1", "--pki-dir", str(broker.pki_dir), "--db",
+            f"sqlite:///{tmp_path / 'r.db'}", "--metrics", f"127.0.0.1:{port}",
+        )  # fmt: skip
+    assert result.returncode == 1
+    assert f"error: cannot serve metrics on 127.0.0.1:{port}: Address already in use" in (
+        result.stderr
+    )

@@ -171,19 +171,17 @@ def run(
         ),
     )
 
-    closing = [storage.close]
-    if metrics_at is not None:
-        closing += _serve_metrics(
-            metrics_at, metrics_refresh, db_url, prepay.parse_offset(tz_text), ingestor, service
-        )
-
     async def main_loop() -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, service.stop)
         await service.run()
 
+    closing = [storage.close]
     try:
+        if metrics_at is not None:
+            tz = prepay.parse_offset(tz_text)
+            closing += _serve_metrics(metrics_at, metrics_refresh, db_url, tz, ingestor, service)
         asyncio.run(main_loop())
     finally:
         for close in reversed(closing):
