@@ -17,6 +17,7 @@ from cloud_receiver.applications.fleet.archive import Archive, format_archive_cs
 from cloud_receiver.applications.fleet.local_broker import LocalBroker
 from cloud_receiver.applications.reactions import Applications
 from cloud_receiver.ingest.ingestor import Ingestor
+from cloud_receiver.ingest.metrics import CachedFigures, CollectionRule
 from cloud_receiver.storage import (
     MeterRecord,
     PostgresStorage,
@@ -37,6 +38,8 @@ __all__ = [
     "DEFAULT_TZ",
     "TAMPER_EVENTS",
     "Archive",
+    "CachedFigures",
+    "CollectionRule",
     "Ingestor",
     "LocalBroker",
     "MeterRecord",

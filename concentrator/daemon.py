@@ -3,8 +3,9 @@ them running.
 
 Shape (docs/architecture.md): the polling side (`concentrator.polling`: one worker per
 bus, one scheduler per reading task), one store writer, the uplink and the modem
-supervisor, the updater, the runner of signed commands, the control socket and one
-housekeeping task. The ``Daemon`` builds them at start, each with only what it needs (the
+supervisor, the updater, the runner of signed commands, the control socket, one
+housekeeping task and, with ``[metrics]``, the Prometheus endpoint (unsupervised: polling
+never stops for it). The ``Daemon`` builds them at start, each with only what it needs (the
 writer, the clock, a turn on the buses, a callback: never the daemon itself), reloads
 the polling side on SIGHUP, and on SIGTERM stops them after the readings already taken
 are committed. A supervised task that dies stops the daemon, which exits non-zero so
@@ -26,7 +27,7 @@ from typing import Any
 
 from concentrator import __version__
 from concentrator.clock import Clock, ScaledClock, SystemClock, scaled_start
-from concentrator.config import Config, ConfigError, load_config
+from concentrator.config import Config, ConfigError, MetricsConfig, load_config
 from concentrator.config.changes import keep_restart_only, polling_part, uplink_fingerprint
 from concentrator.control.api import ControlApi
 from concentrator.control.command_runner import CommandRunner
@@ -79,6 +80,8 @@ class Daemon:
         self.commands: CommandRunner | None = None
         self.control: ControlServer | None = None
         self.modem: ModemSupervisor | None = None
+        # The Prometheus endpoint ([metrics]): not supervised, polling never stops for it.
+        self._metrics: tuple[MetricsConfig, asyncio.Task[None]] | None = None
         self._core: list[asyncio.Task[None]] = []
         # The tasks of the services a reload may restart (also in ``_core``).
         self._uplink_tasks: list[asyncio.Task[None]] = []
@@ -210,6 +213,7 @@ class Daemon:
         self._core.append(self._spawn(self.control.run(), "control"))
         if cfg.modem is not None:
             self._start_modem(cfg)
+        self._start_metrics(cfg.metrics)
         if self.notifier.watchdog_s is not None:
             # Fed only while every bus, the store and the core tasks really work.
             self._core.append(self._spawn(self.notifier.keepalive(self._feed_watchdog), "watchdog"))
@@ -294,6 +298,42 @@ class Daemon:
             await runner.stop(tasks[0])
         self.uplink = self.commands = self.updater = None
 
+    def _start_metrics(self, cfg: MetricsConfig | None) -> None:
+        """Serve ``[metrics]`` (`concentrator.control.prometheus`), imported only then:
+        prometheus_client is RSS a concentrator without a scraper does not pay."""
+        if cfg is None:
+            return
+        from concentrator.control.prometheus import MetricsEndpoint
+
+        assert self.polling is not None and self.writer is not None
+        endpoint = MetricsEndpoint(
+            cfg,
+            concentrator_id=self.config.concentrator.id,
+            polling=self.polling,
+            writer=self.writer,
+            uplink=lambda: self.uplink,  # looked up per scrape: a reload may replace them
+            modem=lambda: self.modem,
+        )
+        task = asyncio.create_task(endpoint.run(), name="metrics")
+        task.add_done_callback(_log_metrics_failure)
+        self._metrics = (cfg, task)
+
+    async def _stop_metrics(self) -> None:
+        if self._metrics is not None:
+            task = self._metrics[1]
+            self._metrics = None
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def _reload_metrics(self, cfg: MetricsConfig | None) -> None:
+        """SIGHUP: a changed (or added, or removed) ``[metrics]`` table takes effect, and
+        an endpoint that could not bind its port tries again."""
+        running = self._metrics
+        if running is None or running[0] != cfg or running[1].done():
+            await self._stop_metrics()
+            self._start_metrics(cfg)
+
     def _switch_release(self) -> None:
         """The updater installed a release: exit with EXIT_SWITCH for the guard to start it."""
         self.exit_code = EXIT_SWITCH
@@ -349,6 +389,9 @@ class Daemon:
             if new.modem is not None:
                 self._start_modem(new)
             applied.append("modem")
+        if new.metrics != running.metrics:
+            applied.append("metrics")
+        await self._reload_metrics(new.metrics)  # also retries a port it could not bind
         self._file_config = new
         self.writer.event(
             Event(
@@ -380,6 +423,7 @@ class Daemon:
 
     async def shutdown(self) -> None:
         self.notifier.stopping()
+        await self._stop_metrics()
         if self.control is not None:
             await self.control.close()  # no new requests; streams get their final line
         logging.getLogger().removeHandler(self.log_ring)
@@ -482,6 +526,11 @@ class Daemon:
             tmp.replace(self.status_path)
         except OSError as exc:  # a full disk must not stop polling
             log.warning("cannot write status file %s: %s", self.status_path, exc)
+
+
+def _log_metrics_failure(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and (exc := task.exception()) is not None:
+        log.error("metrics endpoint failed: %r", exc, exc_info=exc)
 
 
 def run_daemon(

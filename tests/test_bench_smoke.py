@@ -80,3 +80,12 @@ def test_scan_benchmark_prints_its_figures() -> None:
         "scan_probes_per_meter_4_9600",
         "scan_probes_per_meter_16_2400",
     }
+
+
+def test_metrics_benchmark_prints_its_figures() -> None:
+    assert _bench("metrics.py") >= {
+        "receiver_metrics_refresh_ms_sqlite",
+        "receiver_metrics_refresh_ms_postgres",
+        "concentrator_metrics_rss_mb",
+        "concentrator_metrics_scrape_gzip_bytes",
+    }

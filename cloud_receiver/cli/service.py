@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -12,14 +15,41 @@ from cloud_receiver.applications.fleet import pki
 from cloud_receiver.cli.common import open_db
 from cloud_receiver.errors import ReceiverError
 
+log = logging.getLogger(__name__)
+
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+    from cloud_receiver.ingest.ingestor import Ingestor
+    from cloud_receiver.ingest.service import ReceiverService
 
 
 def _broker_address(text: str) -> tuple[str, int]:
     host, _, port = text.rpartition(":")
     if not host or not port.isdigit() or not 1 <= int(port) <= 65535:
         raise click.BadParameter(f"{text!r}: expected HOST:PORT, e.g. broker.example:8883")
+    return host, int(port)
+
+
+def _metrics_address(
+    ctx: click.Context, param: click.Parameter, text: str | None
+) -> tuple[str, int] | None:
+    """``--metrics``: an IP address and a TCP port (``[::1]:9470`` for IPv6)."""
+    if text is None:
+        return None
+    import ipaddress
+
+    host, _, port = text.rpartition(":")
+    host = host.removeprefix("[").removesuffix("]")
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        raise click.BadParameter(
+            f"{text!r}: expected IP:PORT, e.g. 127.0.0.1:9470 (this machine only), "
+            "0.0.0.0:9470 (every interface) or [::1]:9470"
+        ) from None
+    if not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise click.BadParameter(f"{text!r}: the port must be 1..65535")
     return host, int(port)
 
 
@@ -56,6 +86,21 @@ def _broker_address(text: str) -> tuple[str, int]:
 @click.option(
     "--tz", "tz_text", default="+08:00", show_default=True, help="Local time zone (UTC offset)."
 )
+@click.option(
+    "--metrics",
+    "metrics_at",
+    metavar="IP:PORT",
+    callback=_metrics_address,
+    help="Serve Prometheus metrics at http://IP:PORT/metrics (off by default).",
+)
+@click.option(
+    "--metrics-refresh",
+    type=click.FloatRange(min=1.0),
+    default=30.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="Reuse the database figures of the metrics this long (the counters are live).",
+)
 @click.option("-v", "--verbose", count=True, help="More logging (-vv for debug).")
 def run(
     broker_addr: str,
@@ -66,11 +111,12 @@ def run(
     cutoff_hours: str,
     holidays: tuple[str, ...],
     tz_text: str,
+    metrics_at: tuple[str, int] | None,
+    metrics_refresh: float,
     verbose: int,
 ) -> None:
     """Ingest batches until SIGTERM: verify, decrypt, store exactly once, then ack."""
     import asyncio
-    import logging
     import signal
 
     from cloud_receiver.applications.reactions import Applications
@@ -131,10 +177,44 @@ def run(
             loop.add_signal_handler(sig, service.stop)
         await service.run()
 
+    closing = [storage.close]
     try:
+        if metrics_at is not None:
+            tz = prepay.parse_offset(tz_text)
+            closing += _serve_metrics(metrics_at, metrics_refresh, db_url, tz, ingestor, service)
         asyncio.run(main_loop())
     finally:
+        for close in reversed(closing):
+            close()
+
+
+def _serve_metrics(
+    at: tuple[str, int],
+    refresh_s: float,
+    db_url: str,
+    tz: dt.tzinfo,
+    ingestor: Ingestor,
+    service: ReceiverService,
+) -> list[Callable[[], None]]:
+    """Start the Prometheus endpoint of ``run``; what to close at the end. The database
+    figures get a connection of their own: a scrape never waits for an ingest."""
+    from cloud_receiver.applications.analytics.energy import ENERGY_FWD, SLOT_S
+    from cloud_receiver.ingest.metrics import CachedFigures, CollectionRule, MetricsServer
+
+    storage = open_db(db_url)
+    figures = CachedFigures(storage, CollectionRule(ENERGY_FWD, SLOT_S, tz), refresh_s)
+    server = MetricsServer(ingestor.counters, figures, service.connected.is_set)
+    host, port = at
+    try:
+        server.start(host, port)
+    except OSError as exc:
         storage.close()
+        raise ReceiverError(
+            f"cannot serve metrics on {host}:{port}: {exc.strerror or exc}"
+        ) from None
+    service.observe_latency = server.observe_latency
+    log.info("metrics: http://%s:%d/metrics", host, port)
+    return [storage.close, server.stop]
 
 
 COMMANDS = [run]

@@ -12,7 +12,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, get_args
 
 from cloud_receiver.ingest.hooks import Reactions
 from cloud_receiver.storage import IngestResult, Storage
@@ -32,6 +32,17 @@ class Outcome:
     seq: int | None = None
     new_readings: int = 0
     ack: bytes | None = None
+
+
+# Why a message is quarantined: the wire format's reasons and the ingest's own. A closed
+# list, so metrics labelled by reason stay few (`cloud_receiver.ingest.metrics`).
+REASONS: tuple[str, ...] = (
+    *get_args(wire.WireErrorReason),
+    "bad_topic",
+    "concentrator_mismatch",
+    "replay",
+    "internal_error",
+)
 
 
 @dataclass

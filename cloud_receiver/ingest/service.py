@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,10 +41,19 @@ class BrokerSettings:
 class ReceiverService:
     """Runs an ``Ingestor`` behind a persistent MQTT v5 session until stopped."""
 
-    def __init__(self, ingestor: Ingestor, broker: BrokerSettings) -> None:
+    def __init__(
+        self,
+        ingestor: Ingestor,
+        broker: BrokerSettings,
+        *,
+        observe_latency: Callable[[float], None] | None = None,
+    ) -> None:
         self.ingestor = ingestor
         self.broker = broker
-        self._queue: asyncio.Queue[mqtt.MQTTMessage] = asyncio.Queue(maxsize=1000)
+        # Seconds from a batch's arrival to its ack handed to paho (the metrics' histogram).
+        self.observe_latency = observe_latency
+        # Each message with the monotonic time it arrived.
+        self._queue: asyncio.Queue[tuple[mqtt.MQTTMessage, float]] = asyncio.Queue(maxsize=1000)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop = asyncio.Event()
         self._closing = False  # set when we disconnect on purpose
@@ -101,7 +111,8 @@ class ReceiverService:
         if loop is None:
             return
         # Blocks paho's thread when the queue is full: back-pressure to the broker.
-        asyncio.run_coroutine_threadsafe(self._queue.put(msg), loop).result()
+        arrived = time.monotonic()
+        asyncio.run_coroutine_threadsafe(self._queue.put((msg, arrived)), loop).result()
 
     async def run(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -135,7 +146,7 @@ class ReceiverService:
     async def _work(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            msg = await self._queue.get()
+            msg, arrived = await self._queue.get()
             requester = topics.pkgreq_sender(msg.topic)
             if requester is not None:
                 await loop.run_in_executor(None, self._serve_chunk, requester, bytes(msg.payload))
@@ -145,6 +156,8 @@ class ReceiverService:
             )
             if outcome.ack is not None and outcome.concentrator is not None:
                 self._client.publish(topics.ack(outcome.concentrator), outcome.ack, qos=1)
+            if self.observe_latency is not None:
+                self.observe_latency(time.monotonic() - arrived)
 
     def _serve_chunk(self, concentrator: str, payload: bytes) -> None:
         """Answer a chunk request (QoS 0 both ways: the concentrator asks again); without

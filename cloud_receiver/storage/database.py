@@ -261,6 +261,28 @@ class Storage:
         )  # fmt: skip
         return [Quarantined(*r) for r in self._rows(query)]
 
+    def quarantine_size(self) -> int:
+        """Messages held in quarantine (for the metrics; counts rows, reads no payload)."""
+        return int(self._rows(select(func.count()).select_from(quarantine))[0][0])
+
+    def archive_deliveries(
+        self, quantity: str, since: int, until: int
+    ) -> list[tuple[str, str, int]]:
+        """(concentrator, meter, readings) of ``quantity`` with ``since <= slot < until``
+        for the meters of the archive: who delivered which archive meter, how often. The
+        slot range leads the readings' primary key, so only that range is read."""
+        r, m = readings.c, meters.c
+        query = (
+            select(r.concentrator, r.meter, func.count())
+            .select_from(readings.join(meters, m.meter == r.meter))
+            .where(r.quantity == quantity, r.slot >= since, r.slot < until)
+            .group_by(r.concentrator, r.meter)
+        )
+        return [(row[0], row[1], int(row[2])) for row in self._rows(query)]
+
+    def archive_size(self) -> int:
+        return int(self._rows(select(func.count()).select_from(meters))[0][0])
+
     def events(self, concentrator: str | None = None) -> list[tuple[str, Event]]:
         e = events.c
         query = select(e.concentrator, e.kind, e.severity, e.meter, e.detail, e.at).order_by(e.id)

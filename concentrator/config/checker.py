@@ -64,6 +64,7 @@ _TOP_KEYS = (
     "uplink",
     "modem",
     "update",
+    "metrics",
 )
 # The config file format this software reads. A file may say ``format = N`` at the top
 # (1 when absent); an update package states the lowest format it reads, and is refused
@@ -163,6 +164,7 @@ class _Checker:
         modem = self.service(top, "modem", services.modem)
         has_uplink = bool(doc.get("uplink"))
         update = self.service(top, "update", lambda t: services.update(t, has_uplink=has_uplink))
+        metrics = self.service(top, "metrics", services.metrics, empty_is_absent=False)
         fmt = doc.get("format", 1)
         if not isinstance(fmt, int) or isinstance(fmt, bool) or not 1 <= fmt <= CONFIG_FORMAT:
             top.issue(
@@ -180,17 +182,28 @@ class _Checker:
             uplink=uplink,
             modem=modem,
             update=update,
+            metrics=metrics,
             format=fmt if isinstance(fmt, int) else 1,
             warnings=tuple(i for i in self.issues if i.severity == "warning"),
         )
 
-    def service(self, top: Table, name: str, build: Callable[[Table], T | None]) -> T | None:
-        """An optional services table; absent or empty, the service is not configured."""
+    def service(
+        self,
+        top: Table,
+        name: str,
+        build: Callable[[Table], T | None],
+        *,
+        empty_is_absent: bool = True,
+    ) -> T | None:
+        """An optional services table; absent (or empty, unless ``empty_is_absent`` is
+        False: then its required keys are reported), the service is not configured."""
         data = top.data.get(name, {})
         if not isinstance(data, dict):
             top.issue(name, f"expected a table [{name}], got {type_name(data)}")
             return None
-        return build(self.table(data, (name, None), name)) if data else None
+        if name not in top.data or (not data and empty_is_absent):
+            return None
+        return build(self.table(data, (name, None), name))
 
     def section(self, doc: dict[str, Any], name: str) -> Table | None:
         if name not in doc:

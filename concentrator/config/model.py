@@ -253,6 +253,16 @@ class UpdateConfig:
         return load_public_key(self.release_key_file, "release key")
 
 
+@dataclass(frozen=True)
+class MetricsConfig:
+    """The ``[metrics]`` table: the Prometheus endpoint (`concentrator.control.prometheus`).
+    Without it no port is opened and prometheus_client is never imported (RSS budget)."""
+
+    port: int
+    # Loopback unless the utility's network is meant to reach it (docs: README "Metrics").
+    address: str = "127.0.0.1"
+
+
 # ---------------------------------------------------------------------- the file
 
 
@@ -266,6 +276,7 @@ class Config:
     uplink: UplinkConfig | None = None
     modem: ModemConfig | None = None
     update: UpdateConfig | None = None  # needs an uplink: updates arrive over it
+    metrics: MetricsConfig | None = None
     format: int = 1
     # What the check said without refusing the file (a serial port not there yet).
     warnings: tuple[ConfigIssue, ...] = field(default=(), compare=False)

@@ -1,4 +1,5 @@
-"""The services tables: ``[uplink]``, ``[modem]`` and ``[update]``, checked like the rest.
+"""The services tables: ``[uplink]``, ``[modem]``, ``[update]`` and ``[metrics]``, checked
+like the rest.
 
 Each function reads one table through the checker's `Table`, so every problem is an
 issue with its line, and returns the typed section (None when the table is invalid).
@@ -9,6 +10,7 @@ issue at the line of the key that names it, not a crash at start-up.
 
 from __future__ import annotations
 
+import ipaddress
 import shlex
 from collections.abc import Callable
 from dataclasses import fields
@@ -19,6 +21,7 @@ from typing import Any, TypeVar
 from concentrator.config.model import (
     MODEM_BAUDS,
     RESET_METHODS,
+    MetricsConfig,
     ModemConfig,
     UpdateConfig,
     UplinkConfig,
@@ -206,6 +209,28 @@ def update(t: Table, *, has_uplink: bool) -> UpdateConfig | None:
         download_bps=_given(rate),
         max_chunk_refusals=_given(refusals),
     )
+
+
+def metrics(t: Table) -> MetricsConfig | None:
+    """Where the Prometheus endpoint listens: an IP address (not a name: the daemon may
+    start before DNS works) and a TCP port."""
+    t.unknown_keys_at_once(_defaults(MetricsConfig))
+    failed: list[bool] = []
+    address = optional(lambda: t.string("address", MetricsConfig.address), failed)
+    if address is not None:
+        try:
+            ipaddress.ip_address(address)
+        except ValueError:
+            t.issue(
+                "address",
+                f'{show(address)} is not an IP address; expected e.g. "127.0.0.1" (this '
+                'machine only), "0.0.0.0" (every interface) or "::1"',
+            )
+            failed.append(True)
+    port = optional(lambda: t.integer("port", 1, 65535), failed)
+    if failed:
+        return None
+    return MetricsConfig(port=_given(port), address=_given(address))
 
 
 def _loads(t: Table, key: str, path: Path, load: Callable[[], object], failed: list[bool]) -> None:

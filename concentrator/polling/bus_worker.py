@@ -101,6 +101,7 @@ class WorkerStats:
     reads_ok: int = 0
     reads_failed: int = 0
     missing: int = 0
+    readings: int = 0  # handed to the store (a block read gives several)
 
 
 class BusWorker:
@@ -179,6 +180,8 @@ class BusWorker:
             "utilisation": round(self.utilisation(), 4),
             "queued": self.queued,
             "reads_ok": self.stats.reads_ok,
+            "reads_failed": self.stats.reads_failed,
+            "readings": self.stats.readings,
             "missing": self.stats.missing,
             "port_error": self.port_error,
         }
@@ -415,6 +418,7 @@ class BusWorker:
         job.done.extend(values)
         if job.slot is None:
             return
+        self.stats.readings += len(values)
         self.writer.add(
             [
                 Reading(
