@@ -62,6 +62,7 @@ def test_daemon_metrics_agree_with_the_store_uplink_and_modem(tmp_path: Path) ->
     cfg, db, rdb = tmp_path / "c.toml", tmp_path / "store.db", tmp_path / "receiver.db"
     port = free_port()
     url = f"http://127.0.0.1:{port}/metrics"
+    (tmp_path / "links").mkdir()
     with Broker(tmp_path / "broker") as broker:
         sim = SimProcess(
             ["fleet", "--buses", "2", "--meters-per-bus", "3", "--baud", "0", "--time-scale",
@@ -148,6 +149,7 @@ runpy.run_module("concentrator", run_name="__main__")
 
 def test_without_metrics_no_port_and_no_prometheus_client(tmp_path: Path) -> None:
     cfg, db, imported = tmp_path / "c.toml", tmp_path / "store.db", tmp_path / "imported"
+    (tmp_path / "links").mkdir()
     sim = SimProcess(
         ["fleet", "--buses", "1", "--meters-per-bus", "2", "--baud", "0", "--cadence", "1m",
          "--link-dir", str(tmp_path / "links"), "--write-config", str(cfg), "--store", str(db)]

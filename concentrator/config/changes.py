@@ -3,9 +3,9 @@
 The daemon applies a new configuration table by table: the polling side (buses,
 meters, tasks, the timezone) and the services (``[uplink]`` with ``[update]``,
 ``[modem]``, ``[metrics]``) are rebuilt while it runs; the store and the daemon's
-identity are not: the store is open with its settings, the concentrator id names its MQTT topics and its
-certificate, the control socket is bound. Those keep their running values, and the
-refusal says why.
+identity are not: the store is open with its settings, the concentrator id names
+its MQTT topics and its certificate, the control socket is bound. Those keep their
+running values, and the refusal says why.
 """
 
 from __future__ import annotations
