@@ -58,7 +58,10 @@ def test_read_named_quantities_in_order(sim) -> None:
 def test_read_every_modbus_quantity_matches_ground_truth(sim) -> None:
     s = sim("--meters", "3", "--protocol", "modbus", "--baud", "9600")
     doc = read_json("--port", str(s.links[0]), "--protocol", "modbus", "--address", "3")
-    assert [r["name"] for r in doc["readings"]] == list(modbus_rtu.SDM630)
+    # canonical names (docs/quantities.md), powers in kW like a DL/T 645 meter's
+    assert [r["name"] for r in doc["readings"]] == list(modbus_rtu.canonical_registers("sdm630"))
+    assert "energy_fwd_total" in [r["name"] for r in doc["readings"]]
+    assert {r["unit"] for r in doc["readings"] if r["name"].startswith("power_")} == {"kW"}
     assert all(r["di"].startswith("0x") for r in doc["readings"])
     s.stop()
     _assert_matches_truth(doc, truth_of(s.truth), "3")
