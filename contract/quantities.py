@@ -15,10 +15,11 @@ never rename one without a migration on both ends and a `LEGACY_RENAMES` entry.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, replace
 from typing import Literal
 
+from contract.records import Reading
 from drivers.quantity_map import shift_decimal
 
 Kind = Literal["energy", "instant", "state", "block"]
@@ -163,3 +164,14 @@ def canonical(quantity: str, unit: str, value: str) -> tuple[str, str, str]:
         if r.old == quantity and r.old_unit == unit:
             return r.new, r.new_unit, shift_decimal(value, r.shift)
     return quantity, unit, value
+
+
+def canonical_readings(readings: Sequence[Reading]) -> list[Reading]:
+    """The readings with `canonical` names, units and values (what the receiver stores
+    from a concentrator that still runs the previous release)."""
+    out = []
+    for r in readings:
+        quantity, unit, value = canonical(r.quantity, r.unit, r.value)
+        same = quantity == r.quantity and unit == r.unit
+        out.append(r if same else replace(r, quantity=quantity, unit=unit, value=value))
+    return out
