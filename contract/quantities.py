@@ -124,6 +124,15 @@ def unknown_message(name: str, valid: Iterable[str] = NAMES) -> str:
     return f"unknown quantity {name!r}{renamed}; expected one of: {', '.join(valid)}"
 
 
+# The names the receiver's applications (usage, line loss, theft, prepayment, demand
+# response) read, whatever protocol the meter speaks; looked up, so a typo fails at import.
+ENERGY_FWD_TOTAL = get("energy_fwd_total").name
+ENERGY_REV_TOTAL = get("energy_rev_total").name
+FROZEN_ENERGY_FWD_TOTAL = get("frozen_daily_energy_fwd_total").name
+PHASE_CURRENTS: tuple[str, ...] = tuple(get(f"current_{p}").name for p, _ in PHASES)
+COVER_OPEN_COUNT = get("cover_open_count").name
+
+
 @dataclass(frozen=True, slots=True)
 class Rename:
     """A name an earlier release stored, and its canonical form: readings named ``old``
