@@ -5,13 +5,14 @@ previous release is stored under canonical names too."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 from alembic import command
 from alembic.config import Config
 from alembic.migration import MigrationContext
+from helpers import Operators, receiver_cli
 from sqlalchemy import text
 
 from cloud_receiver.ingest.ingestor import Ingestor
@@ -126,3 +127,31 @@ def test_a_concentrator_of_the_previous_release_is_stored_under_canonical_names(
     assert ingestor.handle("mf/v1/dc-old/up", payload).status == "stored"
     stored = {(r.quantity, r.unit, r.value) for r in ingestor.storage.readings()}
     assert stored == {("energy_fwd_total", "kWh", "7.5"), ("power_b", "kW", "0.999")}
+
+
+def test_quantity_options_take_canonical_names_and_list_them_on_a_typo(
+    tmp_path: Path, operators: Callable[[str], Operators]
+) -> None:
+    url = f"sqlite:///{tmp_path / 'r.db'}"
+    s = open_storage(url)
+    try:
+        readings = [
+            Reading(m, q, SLOT, v, u, SLOT + 1.0)
+            for m, q, v, u in (("7", "energy_fwd_total", "1.5", "kWh"),
+                               ("7", "voltage_a", "230.1", "V"))
+        ]  # fmt: skip
+        s.ingest("dc-1", 1, 1, readings, [], SLOT + 60.0)
+    finally:
+        s.close()
+    session = operators(url).login("olga", "operator")
+    done = receiver_cli("readings", "--db", url, "--quantity", "voltage_a", "--csv",
+                        session=session)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    rows = [line.split(",")[:4] for line in done.stdout.splitlines()[1:]]
+    assert rows == [["7", "voltage_a", str(SLOT), "230.1"]]
+    for args in (["readings", "--db", url], ["command", "read", "--concentrator", "dc-1",
+                                              "--meter", "7", "--db", url]):  # fmt: skip
+        bad = receiver_cli(*args, "--quantity", "energy_import", session=session)
+        assert bad.returncode == 2
+        assert "unknown quantity 'energy_import' (renamed energy_fwd_total" in bad.stderr
+        assert "expected one of: energy_combined_total," in bad.stderr
