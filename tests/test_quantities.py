@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from decimal import Decimal, localcontext
+from pathlib import Path
 
 import pytest
 from hypothesis import given
@@ -88,3 +89,17 @@ def test_shift_decimal_is_exact(value: Decimal, shift: int) -> None:
 @pytest.mark.parametrize("text", ["nan", "inf", "-inf", "garbage"])
 def test_shift_decimal_keeps_what_is_not_a_finite_number(text: str) -> None:
     assert shift_decimal(text, -3) == text
+
+
+def test_docs_list_every_name_with_its_unit_and_every_rename() -> None:
+    text = (Path(__file__).parent.parent / "docs" / "quantities.md").read_text(encoding="utf-8")
+    for q in quantities.VOCABULARY:
+        assert f"| `{q.name}` | {q.unit or '—'} | {q.decimals} | {q.kind} |" in text, q.name
+    for r in quantities.LEGACY_RENAMES:
+        assert f"| `{r.old}` ({r.old_unit}) | `{r.new}` ({r.new_unit}) |" in text, r.old
+    for table in (
+        "modbus_rtu.py` `CANONICAL",
+        "dlt645_1997.py` `CANONICAL",
+        "objects.py` `CANONICAL",
+    ):
+        assert table in text
