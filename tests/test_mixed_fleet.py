@@ -7,16 +7,21 @@ from __future__ import annotations
 
 import datetime as dt
 from decimal import Decimal
+from pathlib import Path
 
+import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from helpers import DaemonProcess, truth_values, wait_for
 
 from cloud_receiver.applications import dr, prepay
 from cloud_receiver.applications.fleet import commands
 from cloud_receiver.applications.reactions import Applications
 from cloud_receiver.ingest.ingestor import Ingestor
 from cloud_receiver.storage import Storage
+from concentrator.storage import Store
 from contract import wire
 from contract.records import Reading
+from hil_sim.process import SimProcess
 
 CST = dt.timezone(dt.timedelta(hours=8))
 MONDAY = int(dt.datetime(2026, 11, 2, tzinfo=CST).timestamp())
@@ -141,3 +146,73 @@ def test_a_demand_response_event_counts_modbus_load_and_curtails_meters_with_a_r
         assert row.actual_kwh == (0 if meter in (DLT_A, DLT_B) else LOAD_KW[meter] * 2)
         assert row.curtailed == (meter in (DLT_A, DLT_B))
     assert report.total("reduction_kwh") == Decimal(6)
+
+
+@pytest.mark.slow
+def test_a_daemon_polling_dlt645_and_modbus_buses_stores_canonical_names(
+    tmp_path: Path,
+) -> None:
+    """The concentrator itself, against a simulated DL/T 645 bus and a Modbus bus: both
+    kinds of meter are stored under the same names, in the same units, with the values
+    the meters really sent (hil-sim's truth, converted by the same mapping)."""
+    sims: dict[str, SimProcess] = {}
+    for proto in ("dlt645", "modbus"):
+        args = ["--meters", "2", "--protocol", proto, "--baud", "9600"]
+        sims[proto] = SimProcess(["bus", "--link", str(tmp_path / proto), *args])
+    started: list[SimProcess] = []
+    try:
+        for sim in sims.values():
+            sim.start()
+            started.append(sim)
+    except BaseException:
+        for sim in started:
+            sim.stop()
+        raise
+    cfg, db = tmp_path / "site.toml", tmp_path / "store.db"
+    lines = ["[concentrator]", 'id = "dc-mixed"', "", "[storage]", f'path = "{db}"', ""]
+    for proto, parity in (("dlt645", "E"), ("modbus", "N")):
+        lines += [
+            "[[bus]]",
+            f'name = "{proto}"',
+            'type = "rs485"',
+            f'port = "{sims[proto].links[0]}"',
+            "baud = 9600",
+            f'parity = "{parity}"',
+            "",
+        ]
+        for meter in sims[proto].meters:
+            lines += ["[[meter]]", f'address = "{meter}"', f'protocol = "{proto}"',
+                      f'bus = "{proto}"', f'group = "{proto}"', ""]  # fmt: skip
+    lines += ["[[task]]", 'name = "energy"', 'every = "5s"', 'groups = ["dlt645", "modbus"]',
+              'quantities = ["energy_fwd_total", "voltage_a", "power_total"]', ""]  # fmt: skip
+    cfg.write_text("\n".join(lines), encoding="utf-8")
+    daemon = DaemonProcess(cfg)
+    meters = [m for sim in sims.values() for m in sim.meters]
+    try:
+
+        def every_meter_read() -> bool:
+            if not db.exists():
+                return False
+            with Store.open(db) as store:
+                got = {r.reading.meter for r in store.get_readings(quantity="power_total")}
+            return set(meters) <= got
+
+        wait_for(every_meter_read, 120, "a reading of every meter")
+    finally:
+        assert daemon.stop() == 0
+        for sim in sims.values():
+            sim.stop()
+    with Store.open(db) as store:
+        readings = [r.reading for r in store.get_readings()]
+    assert {r.quantity for r in readings} == {"energy_fwd_total", "voltage_a", "power_total"}
+    assert {(r.quantity, r.unit) for r in readings} == {
+        ("energy_fwd_total", "kWh"), ("voltage_a", "V"), ("power_total", "kW")
+    }  # fmt: skip
+    by_meter = {r.meter for r in readings if r.quantity == "energy_fwd_total"}
+    assert by_meter == set(meters)  # "1" and "2" are the Modbus slaves
+    told: dict[tuple[str, str], set[str]] = {}
+    for sim in sims.values():
+        for (meter, quantity), values in truth_values(sim.truth).items():
+            told.setdefault((meter, quantity), set()).update(values)
+    for r in readings:
+        assert r.value in told[(r.meter, r.quantity)], r
