@@ -6,12 +6,15 @@ storage backends. Before canonical quantities a Modbus meter's energy was stored
 from __future__ import annotations
 
 import datetime as dt
+import json
+import shutil
+import tempfile
 from decimal import Decimal
 from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from helpers import DaemonProcess, truth_values, wait_for
+from helpers import DaemonProcess, run_cli, truth_values, wait_for
 
 from cloud_receiver.applications import dr, prepay
 from cloud_receiver.applications.fleet import commands
@@ -169,7 +172,9 @@ def test_a_daemon_polling_dlt645_and_modbus_buses_stores_canonical_names(
             sim.stop()
         raise
     cfg, db = tmp_path / "site.toml", tmp_path / "store.db"
-    lines = ["[concentrator]", 'id = "dc-mixed"', "", "[storage]", f'path = "{db}"', ""]
+    sock = Path(tempfile.mkdtemp(prefix="mf-mixed-", dir="/tmp")) / "ctl.sock"  # <108 bytes
+    lines = ["[concentrator]", 'id = "dc-mixed"', f'control_socket = "{sock}"', "",
+             "[storage]", f'path = "{db}"', ""]  # fmt: skip
     for proto, parity in (("dlt645", "E"), ("modbus", "N")):
         lines += [
             "[[bus]]",
@@ -198,10 +203,24 @@ def test_a_daemon_polling_dlt645_and_modbus_buses_stores_canonical_names(
             return set(meters) <= got
 
         wait_for(every_meter_read, 120, "a reading of every meter")
+        # on demand through the daemon: a Modbus meter by canonical names, in kW
+        slave = sims["modbus"].meters[0]
+        done = run_cli("read", slave, "energy_fwd_total", "power_total", "--socket", str(sock),
+                       "--json")  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        doc = json.loads(done.stdout)
+        assert [(r["name"], r["unit"]) for r in doc["readings"]] == [
+            ("energy_fwd_total", "kWh"), ("power_total", "kW")
+        ]  # fmt: skip
+        typo = run_cli("read", slave, "energy_import", "--socket", str(sock))
+        assert typo.returncode == 2
+        assert 'unknown quantity "energy_import" for Modbus' in typo.stderr
+        assert "expected one of voltage_a" in typo.stderr
     finally:
         assert daemon.stop() == 0
         for sim in sims.values():
             sim.stop()
+        shutil.rmtree(sock.parent, ignore_errors=True)
     with Store.open(db) as store:
         readings = [r.reading for r in store.get_readings()]
     assert {r.quantity for r in readings} == {"energy_fwd_total", "voltage_a", "power_total"}
