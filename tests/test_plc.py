@@ -145,7 +145,13 @@ async def test_node_not_in_route_is_its_own_error(rig: Start) -> None:
         await reader.read(second, ENERGY)
     assert info.value.code == gdw.DenyReason.NO_SUCH_METER and info.value.node == second
     deny = gdw.decode_frame(info.value.raw)
-    assert (deny.afn, deny.fn, deny.source) == (gdw.AFN.CONFIRM, 2, second)
+    # the module's own answer: no address field (docs/protocols.md §3.2)
+    assert (deny.afn, deny.fn, deny.info.slave_node, deny.source) == (
+        gdw.AFN.CONFIRM,
+        2,
+        False,
+        None,
+    )
     await r.plc.add_nodes([second])
     assert (await reader.read(second, ENERGY)).meter == second
     with pytest.raises(CarrierDenied, match="already in the node table") as dup:
