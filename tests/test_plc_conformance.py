@@ -23,8 +23,9 @@ from test_plc_daemon import until as daemon_until
 from drivers import dlt645
 from drivers import gdw1376_2 as gdw
 from drivers.errors import CarrierBusy, CarrierDenied
-from drivers.plc_bus import plc_reader
+from drivers.plc_bus import PlcBus, PlcSettings, plc_reader
 from hil_sim.plc_module import Link
+from hil_sim.process import SimProcess
 from hil_sim.truth import read_truth
 
 OWN = "A1B2C3D4E5F6"  # a master node address need not be BCD (docs/protocols.md §3.2)
@@ -139,6 +140,22 @@ async def test_an_overlapping_read_is_denied_without_an_address_field(
     assert (deny.seq, deny.info.slave_node, deny.source, deny.destination) == (2, False, None, None)
     assert isinstance(gdw.parse_unit(reply), gdw.MonitorReply)
     assert (reply.seq, reply.source, reply.destination) == (1, a, r.module.master_address)
+
+
+async def test_hil_sim_plc_is_the_module_it_is_told_to_be(tmp_path: Path) -> None:
+    link = tmp_path / "plc"
+    args = ["plc", "--link", str(link), "--meters", "1", "--success", "1", "--baud", "0"]
+    proc = SimProcess([*args, "--comm-mode", "1", "--master-address", "a1b2c3d4e5f6"])
+    try:
+        proc.start()
+        async with PlcBus(PlcSettings(port=str(link), max_in_flight=2)) as plc:
+            identity = await plc.identify()
+            assert (identity.master_address, identity.mode, identity.window) == (OWN, 1, 1)
+            await plc_reader(plc).read(proc.meters[0], ENERGY)
+    finally:
+        proc.stop()
+    assert (proc.summary["reads"], proc.summary["denies"]) == (1, 0)
+    assert (proc.summary["wrong_address"], proc.summary["wrong_mode"]) == (0, 0)
 
 
 # --------------------------------------------------------------------------- the daemon

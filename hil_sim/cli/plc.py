@@ -24,6 +24,14 @@ from hil_sim.plc_module import Link, PlcModule
 from hil_sim.truth import TruthLog
 
 
+def _master_address(text: str) -> str:
+    try:
+        encode_node_address(text)
+    except EncodeError as exc:
+        raise click.BadParameter(str(exc)) from None
+    return text.upper()
+
+
 def _carrier_option(
     flag: str, kind: click.IntRange | click.FloatRange, default: float, help: str
 ) -> Decorator[Any]:
@@ -93,6 +101,7 @@ def _carrier_option(
     "--master-address",
     default="100000000000",
     show_default=True,
+    callback=lambda _ctx, _param, value: _master_address(value),
     help="The module's master node address (12 hex digits), reported by AFN 03 F4; "
     "a downlink frame with another A1 is denied.",
 )
@@ -155,7 +164,7 @@ def plc(n_meters: int, link: Path, truth: Path | None, **kw: Any) -> None:
         truth=TruthLog(truth_path),
         link=link,
         seed=kw["seed"],
-        master_address=_master_address(kw["master_address"]),
+        master_address=kw["master_address"],
         mode=int(kw["comm_mode"]),
     )
     if kw["config_path"] is not None:
@@ -168,14 +177,6 @@ def plc(n_meters: int, link: Path, truth: Path | None, **kw: Any) -> None:
             max_in_flight=kw["max_in_flight"] or kw["max_concurrent"],
         )
     asyncio.run(_serve(module, truth_path))
-
-
-def _master_address(text: str) -> str:
-    try:
-        encode_node_address(text)
-    except EncodeError as exc:
-        raise click.BadParameter(str(exc), param_hint="--master-address") from None
-    return text.upper()
 
 
 async def _serve(module: PlcModule, truth_path: Path) -> None:
