@@ -446,7 +446,9 @@ class PlcModule:
             command_quality=link.quality,
             reply_quality=link.quality,
         )
-        answer = gdw.MonitorReply(reply, unit.protocol, max(1, round(elapsed)))
+        # The uplink duration is a 2013 field (docs/protocols.md §3.4).
+        uplink_s = max(1, round(elapsed)) if self.edition is gdw.Edition.Q2013 else 0
+        answer = gdw.MonitorReply(reply, unit.protocol, uplink_s)
         self._reply(frame, answer, info)
 
     def _ask_meter(self, meter: Dlt645Meter, payload: bytes) -> bytes | None:

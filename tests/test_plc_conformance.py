@@ -48,6 +48,26 @@ async def test_identify_learns_the_address_and_the_mode(rig: Start) -> None:  # 
     assert {t.meter: t.value for t in read_truth(r.truth)} == {v.meter: v.value for v in values}
 
 
+async def test_a_2009_module_is_asked_only_its_address(rig: Start) -> None:  # noqa: F811
+    """No 03 F10 in the 2009 edition: the mode is the configured one, one read at a time."""
+    q2009 = gdw.Edition.Q2009
+    r = await rig(
+        1,
+        identify=False,
+        edition=q2009,
+        mode=NARROWBAND,
+        settings={"edition": q2009, "mode": NARROWBAND, "max_in_flight": 4},
+    )
+    identity = await r.plc.identify()
+    assert (identity.run_mode, identity.reported_mode, identity.mode) == (None, None, NARROWBAND)
+    assert (identity.reported_address, identity.window, r.plc.stats.requests) == (
+        r.module.master_address,
+        1,
+        1,
+    )
+    await plc_reader(r.plc).read(r.meters[0].address, ENERGY)
+
+
 async def test_the_module_denies_another_master_address(rig: Start) -> None:  # noqa: F811
     r = await rig(1, identify=False, master_address=OWN, settings={"master_address": "0" * 12})
     identity = await r.plc.identify()  # the configured address wins over the report
