@@ -10,9 +10,9 @@ STAMP := $(VENV)/.meterflow-installed
 # systemd (for systemd-analyze verify of our units),
 # and postgresql when no PostgreSQL server is reachable (see the postgres target).
 
-.PHONY: setup system-packages postgres demo test lint typecheck unit bench bench-compare chaos clean
+.PHONY: setup completion system-packages postgres demo test lint typecheck unit bench bench-compare chaos clean
 
-setup: system-packages postgres $(STAMP)
+setup: system-packages postgres $(STAMP) completion
 
 # Installs only what is missing, with apt-get (needs root, as on a concentrator or CI).
 system-packages:
@@ -61,6 +61,19 @@ $(STAMP): setup.cfg pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[dev]'
 	@touch $(STAMP)
+
+# Tab completion for the three CLIs (click's own), written into the venv and sourced by
+# its activate script in bash; see README "Shell completion" for a system-wide install.
+COMPLETIONS := $(VENV)/share/bash-completion/completions
+completion: $(STAMP)
+	@mkdir -p $(COMPLETIONS)
+	@for cmd in concentrator cloud-receiver hil-sim; do \
+	  var=_$$(echo $$cmd | tr 'a-z-' 'A-Z_')_COMPLETE; \
+	  env $$var=bash_source $(VENV)/bin/$$cmd > $(COMPLETIONS)/$$cmd.tmp && \
+	  mv $(COMPLETIONS)/$$cmd.tmp $(COMPLETIONS)/$$cmd; \
+	done
+	@grep -q 'meterflow-completion' $(VENV)/bin/activate || \
+	  echo 'if [ -n "$${BASH_VERSION:-}" ]; then for f in "$$VIRTUAL_ENV"/share/bash-completion/completions/*; do . "$$f"; done; fi  # meterflow-completion' >> $(VENV)/bin/activate
 
 lint: setup
 	$(VENV)/bin/ruff check .
