@@ -27,7 +27,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TypeVar
 
 from drivers import dlt645
@@ -179,8 +179,9 @@ class PlcBus:
     def __init__(self, settings: PlcSettings) -> None:
         if settings.max_in_flight < 1:
             raise EncodeError(f"max_in_flight {settings.max_in_flight}: expected 1 or more")
-        if settings.master_address is not None:
-            gdw.encode_node_address(settings.master_address)  # 12 hex digits, or EncodeError
+        if settings.master_address is not None:  # 12 hex digits (or EncodeError), as sent
+            address = gdw.decode_node_address(gdw.encode_node_address(settings.master_address))
+            settings = replace(settings, master_address=address)
         self.settings = settings
         self.stats = PlcStats()
         # One request at a time until the module says it runs more (``identify``).

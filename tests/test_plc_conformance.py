@@ -69,9 +69,9 @@ async def test_a_2009_module_is_asked_only_its_address(rig: Start) -> None:  # n
 
 
 async def test_the_module_denies_another_master_address(rig: Start) -> None:  # noqa: F811
-    r = await rig(1, identify=False, master_address=OWN, settings={"master_address": "0" * 12})
+    r = await rig(1, identify=False, master_address=OWN, settings={"master_address": "1234"})
     identity = await r.plc.identify()  # the configured address wins over the report
-    assert (identity.master_address, identity.reported_address) == ("000000000000", OWN)
+    assert (identity.master_address, identity.reported_address) == ("000000001234", OWN)
     with pytest.raises(CarrierDenied, match="format error") as info:
         await plc_reader(r.plc).read(r.meters[0].address, ENERGY)
     assert info.value.code == gdw.DenyReason.FORMAT_ERROR
