@@ -384,6 +384,53 @@ def test_plc_bus_takes_carrier_defaults(tmp_path: Path) -> None:
     assert config.meters[0].bus == "plc1"
 
 
+def _plc_text(*extra: str) -> str:
+    bus = PLC_BUS.lstrip() + "".join(f"{line}\n" for line in extra)
+    return VALID.replace("[[meter]]", bus + "\n[[meter]]", 1).replace(
+        'bus = "bus1"', 'bus = "plc1"'
+    )
+
+
+def test_plc_bus_master_address_and_mode(tmp_path: Path) -> None:
+    """docs/protocols.md §3.1, §3.4: both learnt from the module unless configured."""
+    plc = load_config(write(tmp_path, _plc_text())).buses[2]
+    assert (plc.master_address, plc.comm_mode) == (None, None)
+    settings = plc.plc_settings()
+    assert (settings.master_address, settings.mode) == (None, None)
+    text = _plc_text('master_address = "a1b2c3d4e5f6"', "comm_mode = 1")
+    plc = load_config(write(tmp_path, text)).buses[2]
+    assert (plc.master_address, plc.comm_mode) == ("A1B2C3D4E5F6", 1)
+    settings = plc.plc_settings()
+    assert (settings.master_address, settings.mode) == ("A1B2C3D4E5F6", 1)
+
+
+@pytest.mark.parametrize(
+    ("line", "field", "message"),
+    [
+        ('master_address = "12345"', "master_address", "12 hex digits"),
+        ('master_address = "12345678901G"', "master_address", "12 hex digits"),
+        ("master_address = 123456789012", "master_address", "expected a string"),
+        ("comm_mode = 4", "comm_mode", "4 is not a communication mode"),
+        ("comm_mode = 0", "comm_mode", "out of range 1..20"),
+        ('comm_mode = "hplc"', "comm_mode", "expected an integer"),
+    ],
+)
+def test_plc_bus_identity_keys_are_checked(
+    tmp_path: Path, line: str, field: str, message: str
+) -> None:
+    text = _plc_text(line)
+    issue = only_issue(write(tmp_path, text))
+    assert (issue.line, issue.field) == (line_of(text, line), f"bus[2].{field}")
+    assert message in issue.message
+
+
+@pytest.mark.parametrize("line", ['master_address = "A1B2C3D4E5F6"', "comm_mode = 3"])
+def test_carrier_identity_keys_on_an_rs485_bus_are_refused(tmp_path: Path, line: str) -> None:
+    path, text = bad(tmp_path, "response_timeout_ms = 800", line)
+    issue = only_issue(path)
+    assert issue.line == line_of(text, line) and 'type = "plc"' in issue.message
+
+
 def test_carrier_keys_on_an_rs485_bus_are_refused(tmp_path: Path) -> None:
     path, text = bad(tmp_path, "response_timeout_ms = 800", "max_in_flight = 2")
     issue = only_issue(path)

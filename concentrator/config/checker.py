@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar, cast
 
 from concentrator.config import services
+from concentrator.config.carrier import carrier_identity
 from concentrator.config.issues import ConfigError, ConfigIssue
 from concentrator.config.lines import LineIndex, TableId
 from concentrator.config.model import (
@@ -84,8 +85,11 @@ _BUS_KEYS = (
     "monitor_timeout_ms",
     "max_in_flight",
     "retries",
+    "master_address",
+    "comm_mode",
 )
-_PLC_ONLY_KEYS = ("monitor_timeout_ms", "max_in_flight", "retries")
+_PLC_ONLY_KEYS = ("monitor_timeout_ms", "max_in_flight", "retries", "master_address", "comm_mode")
+
 _METER_KEYS = (
     "address",
     "protocol",
@@ -324,6 +328,7 @@ class _Checker:
         monitor = optional(lambda: t.integer("monitor_timeout_ms", 1000, 600_000, 90_000), failed)
         in_flight = optional(lambda: t.integer("max_in_flight", 1, 16, 1), failed)
         retries = optional(lambda: t.integer("retries", 0, 100, 6), failed)
+        master, comm_mode = carrier_identity(t, failed)
         if failed or None in (name, port, baud, parity, timeout, gap, rs485, monitor):
             return None
         port = resolve_port(self.base, cast(str, port))
@@ -340,6 +345,8 @@ class _Checker:
             monitor_timeout_ms=cast(int, monitor),
             max_in_flight=cast(int, in_flight),
             retries=cast(int, retries),
+            master_address=master,
+            comm_mode=comm_mode,
         )
 
     def check_ports(self, buses: list[tuple[Table, BusConfig | None]]) -> None:
