@@ -20,8 +20,10 @@ from cloud_receiver.storage import SqliteStorage, open_storage
 from cloud_receiver.storage.backends import backend_for
 from contract import wire
 from contract.records import Reading
+from drivers.quantity_map import shift_decimal
 
 SLOT = 1_795_000_000
+PAGED = 10_250
 # (meter, quantity, unit, value) as the previous release stored them
 OLD = [
     ("7", "energy_import", "kWh", "1234.56"),
@@ -83,6 +85,15 @@ def db_0002(request: pytest.FixtureRequest, tmp_path: Path) -> str:
                     for m, q, u, v in OLD
                 ],
             )  # fmt: skip
+        # more W readings than one page of the migration (10,000), in one slot
+        conn.execute(
+            text(
+                "INSERT INTO readings VALUES"
+                " (:meter, 'power_total', :slot, :value, 'W', :slot, 'poll', 'dc-1', 7)"
+            ),
+            [{"meter": f"m{i:05d}", "slot": SLOT + 1800, "value": f"{i}.5"}
+             for i in range(PAGED)],
+        )  # fmt: skip
     engine.dispose()
     return url
 
@@ -90,7 +101,12 @@ def db_0002(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 def test_a_database_at_0002_keeps_every_reading_under_canonical_names(db_0002: str) -> None:
     s = open_storage(db_0002)
     try:
-        rows = s.readings()
+        paged = s.readings(since=SLOT + 1800)
+        assert len(paged) == PAGED
+        assert {(r.meter, r.quantity, r.unit, r.value) for r in paged} == {
+            (f"m{i:05d}", "power_total", "kW", shift_decimal(f"{i}.5", -3)) for i in range(PAGED)
+        }
+        rows = s.readings(until=SLOT + 1800)
         assert len(rows) == 2 * len(OLD)
         for k in range(2):
             at = {(r.meter, r.quantity, r.unit, r.value) for r in rows if r.slot == SLOT + 900 * k}

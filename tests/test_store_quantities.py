@@ -5,11 +5,16 @@ delivered or still in the outbox, survives under its canonical name and unit."""
 from __future__ import annotations
 
 import sqlite3
+from decimal import Decimal
 from pathlib import Path
 
+from hypothesis import given
+from hypothesis import strategies as st
+
 from concentrator.storage import SCHEMA_VERSION, Store
-from concentrator.storage.codec import pack_value
+from concentrator.storage.codec import pack_value, unpack_value
 from concentrator.storage.schema import MIGRATIONS
+from drivers.quantity_map import shift_decimal
 
 SLOT0 = 1_767_225_600  # 2026-01-01 00:00 UTC
 SLOT_S = 900
@@ -23,6 +28,8 @@ OLD_ROWS = [
     ("7", "voltage_l1", "V", "230.4"),
     ("7", "current_l1", "A", "5.125"),
     ("7", "power_l1", "W", "1180.5"),
+    ("7", "power_l2", "W", "007"),  # kept as text by the packing
+    ("7", "power_l3", "W", "0.1234567890123"),  # 13 decimals: 16 after, too many to pack
     ("7", "power_total", "W", "-20"),
     ("7", "frequency", "Hz", "50.01"),
     ("7", "reactive_energy_total", "kvarh", "3.25"),
@@ -37,6 +44,8 @@ CANONICAL = {
     ("7", "voltage_a", "V", "230.4"),
     ("7", "current_a", "A", "5.125"),
     ("7", "power_a", "kW", "1.1805"),
+    ("7", "power_b", "kW", "0.007"),
+    ("7", "power_c", "kW", "0.0001234567890123"),
     ("7", "power_total", "kW", "-0.020"),
     ("7", "frequency", "Hz", "50.01"),
     ("7", "reactive_energy_total", "kvarh", "3.25"),
@@ -156,8 +165,20 @@ def test_a_slot_already_held_under_the_canonical_name_keeps_its_old_name(tmp_pat
     conn.close()
     with Store.open(db) as s:
         rows = [r.reading for r in s.get_readings(meter="7")]
-        assert len(rows) == 9 * 2 + 1
+        assert len(rows) == 11 * 2 + 1
         kept = [(r.quantity, r.unit, r.value, r.slot) for r in rows if "power_" in r.quantity]
         assert ("power_a", "kW", "1.1", SLOT0) in kept
         assert ("power_l1", "W", "1180.5", SLOT0) in kept  # the slot was taken: kept as it was
         assert ("power_a", "kW", "1.1805", SLOT0 + SLOT_S) in kept  # the free slot moved
+
+
+@given(st.decimals(allow_nan=False, allow_infinity=False, places=4, max_value=10**12,
+                   min_value=-(10**12)))  # fmt: skip
+def test_the_sql_rescale_of_a_packed_value_equals_decoding_and_packing_again(
+    value: Decimal,
+) -> None:
+    packed = pack_value(format(value, "f"))
+    assert isinstance(packed, int)
+    with sqlite3.connect(":memory:") as conn:
+        (sql,) = conn.execute("SELECT ? + 3 WHERE (? & 15) <= 12", (packed, packed)).fetchone()
+    assert unpack_value(sql) == shift_decimal(unpack_value(packed), -3)

@@ -34,7 +34,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Callable
 
-from concentrator.storage.codec import pack_value, unpack_value
+from concentrator.storage.codec import SCALE_MASK, pack_value, unpack_value
 from contract.quantities import LEGACY_RENAMES
 from drivers.quantity_map import shift_decimal
 
@@ -141,14 +141,24 @@ def _schema_v3(conn: sqlite3.Connection) -> None:
                             f"UPDATE OR IGNORE {table} SET series_id = ? WHERE series_id = ?",
                             (target, series_id),
                         )
-            rows = conn.execute(
-                "SELECT id, value FROM readings WHERE series_id = ? AND unit_id = ?",
-                (target, old_u),
-            ).fetchall()
-            conn.executemany(
-                "UPDATE readings SET value = ?, unit_id = ? WHERE id = ?",
-                [(pack_value(shift_decimal(unpack_value(v), r.shift)), new_u, i) for i, v in rows],
+        if old_u == new_u and r.shift == 0:
+            continue
+        # One pass over the readings per rename, whatever the number of meters.
+        where = "series_id IN (SELECT id FROM series WHERE quantity_id = ?) AND unit_id = ?"
+        if r.shift < 0:
+            # A packed value is mantissa * 16 + decimals (codec.py): times 10**shift is
+            # the same digits with -shift more decimals, while they fit in 4 bits.
+            conn.execute(
+                f"UPDATE readings SET value = value - ?, unit_id = ? WHERE {where}"
+                " AND typeof(value) = 'integer' AND (value & ?) <= ?",
+                (r.shift, new_u, new_q, old_u, SCALE_MASK, SCALE_MASK + r.shift),
             )
+        # What is left (text values, too many decimals): decoded, shifted, packed again.
+        rest = conn.execute(f"SELECT id, value FROM readings WHERE {where}", (new_q, old_u))
+        conn.executemany(
+            "UPDATE readings SET value = ?, unit_id = ? WHERE id = ?",
+            [(pack_value(shift_decimal(unpack_value(v), r.shift)), new_u, i) for i, v in rest],
+        )
 
 
 MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (

@@ -22,7 +22,7 @@ down_revision: str | None = "0002"
 branch_labels: str | None = None
 depends_on: str | None = None
 
-_CHUNK = 10_000
+_CHUNK = 10_000  # readings per page
 
 
 def upgrade() -> None:
@@ -41,25 +41,28 @@ def upgrade() -> None:
             )
         if r.shift == 0 and r.old_unit == r.new_unit:
             continue
-        rows = conn.execute(
-            sa.text(
-                "SELECT slot, meter, value FROM readings WHERE quantity = :new AND unit = :old_unit"
-            ),
-            names,
-        ).fetchall()
+        # Page by the primary key (slot, meter, quantity), so each page starts where the
+        # last one ended and memory stays one page, whatever the table's size.
+        page = sa.text(
+            "SELECT slot, meter, value FROM readings WHERE quantity = :new"
+            " AND unit = :old_unit AND (slot > :slot OR (slot = :slot AND meter > :meter))"
+            " ORDER BY slot, meter LIMIT :limit"
+        )
         update = sa.text(
             "UPDATE readings SET value = :value, unit = :new_unit"
             " WHERE slot = :slot AND meter = :meter AND quantity = :new"
         )
-        for start in range(0, len(rows), _CHUNK):
+        after: dict[str, object] = {"slot": -(2**62), "meter": ""}
+        while rows := conn.execute(page, {**names, **after, "limit": _CHUNK}).fetchall():
             conn.execute(
                 update,
                 [
                     {**names, "slot": slot, "meter": meter,
                      "value": shift_decimal(value, r.shift)}
-                    for slot, meter, value in rows[start : start + _CHUNK]
+                    for slot, meter, value in rows
                 ],
             )  # fmt: skip
+            after = {"slot": rows[-1][0], "meter": rows[-1][1]}
 
 
 def downgrade() -> None:
