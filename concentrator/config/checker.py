@@ -32,7 +32,7 @@ from concentrator.config.model import (
     TaskConfig,
     parse_cadence,
 )
-from concentrator.config.quantities import quantity_problem
+from concentrator.config.quantities import quantity_problem, renamed
 from concentrator.config.table import (
     REQUIRED,
     Report,
@@ -488,6 +488,10 @@ class _Checker:
         if quantities == ():
             t.issue("quantities", "must name at least one quantity")
             failed.append(True)
+        elif quantities is not None:
+            quantities, warnings = renamed(quantities)
+            for warning in warnings:
+                t.warn("quantities", warning)
         every_text = optional(lambda: t.string("every"), failed)
         every: Cadence | None = None
         if every_text is not None:

@@ -31,3 +31,17 @@ def quantity_problem(quantity: str, protocol: str, model: str | None) -> str | N
     hint = LEGACY_HINT.get(quantity)
     renamed = f" (now {hint}, docs/quantities.md)" if hint else ""
     return f"{renamed}; expected one of: {', '.join(valid)}"
+
+
+def renamed(quantities: tuple[str, ...]) -> tuple[tuple[str, ...], list[str]]:
+    """A task's quantities with the previous release's names replaced by their canonical
+    ones (a site's config must not stop its daemon at the upgrade), and a warning for
+    each name replaced."""
+    names = tuple(LEGACY_HINT.get(q, q) for q in quantities)
+    warnings = [
+        f'"{old}" is the previous release\'s name of "{new}": read as "{new}"; write that'
+        " (docs/quantities.md)"
+        for old, new in zip(quantities, names, strict=True)
+        if old != new
+    ]
+    return names, warnings
