@@ -9,21 +9,35 @@ import datetime as dt
 import json
 import shutil
 import tempfile
+from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from helpers import DaemonProcess, run_cli, truth_values, wait_for
+from helpers import (
+    DaemonProcess,
+    Operators,
+    receiver_cli,
+    receiver_json,
+    run_cli,
+    truth_of,
+    truth_values,
+    wait_for,
+)
+from mqtt_harness import Broker
+from test_uplink_e2e import Receiver
 
 from cloud_receiver.applications import dr, prepay
-from cloud_receiver.applications.fleet import commands
+from cloud_receiver.applications.fleet import commands, pki
 from cloud_receiver.applications.reactions import Applications
 from cloud_receiver.ingest.ingestor import Ingestor
-from cloud_receiver.storage import Storage
+from cloud_receiver.storage import SqliteStorage, Storage
 from concentrator.storage import Store
 from contract import wire
 from contract.records import Reading
+from hil_sim.fleet import add_uplink
 from hil_sim.process import SimProcess
 
 CST = dt.timezone(dt.timedelta(hours=8))
@@ -32,6 +46,7 @@ TUESDAY = MONDAY + 86400
 SLOT_S = 900
 KEY = bytes(range(32))
 DLT_A, DLT_B = "000000000001", "000000000002"
+CID = "dc-mixed"
 SDM = "7"  # a Modbus SDM630 on the same concentrator, its readings canonical
 OLD_SDM = "8"  # a Modbus meter behind a concentrator still on the previous release
 # kW each meter draws: the Modbus meter is the largest load
@@ -151,13 +166,9 @@ def test_a_demand_response_event_counts_modbus_load_and_curtails_meters_with_a_r
     assert report.total("reduction_kwh") == Decimal(6)
 
 
-@pytest.mark.slow
-def test_a_daemon_polling_dlt645_and_modbus_buses_stores_canonical_names(
-    tmp_path: Path,
-) -> None:
-    """The concentrator itself, against a simulated DL/T 645 bus and a Modbus bus: both
-    kinds of meter are stored under the same names, in the same units, with the values
-    the meters really sent (hil-sim's truth, converted by the same mapping)."""
+def _start_sims(tmp_path: Path) -> dict[str, SimProcess]:
+    """A simulated DL/T 645 bus and a Modbus bus, two meters each (all stopped if one
+    does not start)."""
     sims: dict[str, SimProcess] = {}
     for proto in ("dlt645", "modbus"):
         args = ["--meters", "2", "--protocol", proto, "--baud", "9600"]
@@ -171,8 +182,11 @@ def test_a_daemon_polling_dlt645_and_modbus_buses_stores_canonical_names(
         for sim in started:
             sim.stop()
         raise
-    cfg, db = tmp_path / "site.toml", tmp_path / "store.db"
-    sock = Path(tempfile.mkdtemp(prefix="mf-mixed-", dir="/tmp")) / "ctl.sock"  # <108 bytes
+    return sims
+
+
+def _write_site(cfg: Path, db: Path, sock: Path, sims: dict[str, SimProcess]) -> None:
+    """A concentrator config reading both buses every 5 s."""
     lines = ["[concentrator]", 'id = "dc-mixed"', f'control_socket = "{sock}"', "",
              "[storage]", f'path = "{db}"', ""]  # fmt: skip
     for proto, parity in (("dlt645", "E"), ("modbus", "N")):
@@ -191,6 +205,19 @@ def test_a_daemon_polling_dlt645_and_modbus_buses_stores_canonical_names(
     lines += ["[[task]]", 'name = "energy"', 'every = "5s"', 'groups = ["dlt645", "modbus"]',
               'quantities = ["energy_fwd_total", "voltage_a", "power_total"]', ""]  # fmt: skip
     cfg.write_text("\n".join(lines), encoding="utf-8")
+
+
+@pytest.mark.slow
+def test_a_daemon_polling_dlt645_and_modbus_buses_stores_canonical_names(
+    tmp_path: Path,
+) -> None:
+    """The concentrator itself, against a simulated DL/T 645 bus and a Modbus bus: both
+    kinds of meter are stored under the same names, in the same units, with the values
+    the meters really sent (hil-sim's truth, converted by the same mapping)."""
+    sims = _start_sims(tmp_path)
+    cfg, db = tmp_path / "site.toml", tmp_path / "store.db"
+    sock = Path(tempfile.mkdtemp(prefix="mf-mixed-", dir="/tmp")) / "ctl.sock"  # <108 bytes
+    _write_site(cfg, db, sock, sims)
     daemon = DaemonProcess(cfg)
     meters = [m for sim in sims.values() for m in sim.meters]
     try:
@@ -235,3 +262,70 @@ def test_a_daemon_polling_dlt645_and_modbus_buses_stores_canonical_names(
             told.setdefault((meter, quantity), set()).update(values)
     for r in readings:
         assert r.value in told[(r.meter, r.quantity)], r
+
+
+@pytest.mark.slow
+def test_a_downlink_read_reaches_a_modbus_meter_by_canonical_names(
+    tmp_path: Path, operators: Callable[[str], Operators]
+) -> None:
+    """`cloud-receiver command read` through the broker to a Modbus meter: the command
+    takes its slave id, the concentrator reads canonical names; a relay command for it
+    is refused before it is signed (it has no relay)."""
+    sims = _start_sims(tmp_path)
+    cfg, db, rdb = tmp_path / "site.toml", tmp_path / "store.db", tmp_path / "receiver.db"
+    url = f"sqlite:///{rdb}"
+    sock = Path(tempfile.mkdtemp(prefix="mf-mixed-", dir="/tmp")) / "ctl.sock"
+    _write_site(cfg, db, sock, sims)
+    broker = Broker(tmp_path / "broker")
+    broker.start()
+    frag = pki.provision(broker.pki_dir, CID, broker_host="127.0.0.1", broker_port=broker.port)
+    add_uplink(cfg, frag, concentrator_id=CID, overrides={"ack_timeout_s": 5.0, "poll_s": 0.5})
+    receiver = Receiver(broker, rdb, tmp_path / "receiver.log")
+    receiver.start()
+    daemon = DaemonProcess(cfg)
+    slave = sims["modbus"].meters[0]
+    try:
+
+        def heard() -> bool:
+            if not rdb.exists():
+                return False
+            s = SqliteStorage(rdb)
+            try:
+                return any(r.meter == slave for r in s.readings())
+            finally:
+                s.close()
+
+        wait_for(heard, 120, "the Modbus meter's readings at the receiver")
+        olga = operators(url).login("olga", "operator")
+        asked = receiver_json("command", "read", "--meter", slave, "--quantity", "power_total",
+                              "--quantity", "energy_fwd_total", "--concentrator", CID,
+                              "--db", url, "--json", session=olga)  # fmt: skip
+
+        def outcome() -> dict[str, Any] | None:
+            s = SqliteStorage(rdb)
+            try:
+                rows = s.commands(command_id=asked["id"])
+            finally:
+                s.close()
+            return rows[0].result if rows and rows[0].status == "done" else None
+
+        result = wait_for(outcome, 90, "the read's result")
+        [row] = result["results"]
+        assert row["meter"] == slave and row["result"] == "ok"
+        assert {q: unit for q, (_, unit) in row["values"].items()} == {
+            "power_total": "kW", "energy_fwd_total": "kWh"
+        }  # fmt: skip
+        relay = receiver_cli("command", "relay-open", "--meter", slave, "--concentrator", CID,
+                             "--db", url, session=olga)  # fmt: skip
+        assert relay.returncode != 0
+        assert "12-digit address" in relay.stderr + relay.stdout
+    finally:
+        assert daemon.stop() == 0
+        receiver.stop()
+        for sim in sims.values():
+            sim.stop()
+        broker.stop()
+        shutil.rmtree(sock.parent, ignore_errors=True)
+    told = {r.value for r in truth_of(sims["modbus"].truth)
+            if r.meter == slave and r.quantity == "power_total"}  # fmt: skip
+    assert row["values"]["power_total"][0] in told
