@@ -113,6 +113,10 @@ def test_a_database_at_0002_keeps_every_reading_under_canonical_names(db_0002: s
             assert at == NEW
         assert {(r.read_at - r.slot, r.concentrator, r.seq) for r in rows} == {(2.5, "dc-1", 7)}
         # what the applications read: Modbus meter 7 is there now
+        only = s.readings(until=SLOT + 1800, quantities=["power_a", "power_total"])
+        assert {(r.meter, r.quantity) for r in only} == {
+            ("7", "power_a"), ("7", "power_total"), ("000000000001", "power_total")
+        }  # fmt: skip
         fwd = s.series(["energy_fwd_total"], ["7", "000000000001", "8"], SLOT, SLOT + 1800)
         assert {meter for meter, _, _, _ in fwd} == {"7", "000000000001", "8"}
     finally:

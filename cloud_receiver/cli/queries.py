@@ -39,9 +39,7 @@ def readings(
     first, end = time_arg(since), time_arg(until)
     scope = Resource("meter", meter) if meter is not None else Resource("all")
     with acting(db_url, session_file, Action.DATA_READ, scope) as actor:
-        rows = actor.storage.readings(meter=meter, since=first, until=end)
-        if quantities:
-            rows = [r for r in rows if r.quantity in quantities]
+        rows = actor.storage.readings(meter=meter, since=first, until=end, quantities=quantities)
         actor.read("readings", str(scope), customers=1 if meter else len({r.meter for r in rows}),
                    export="csv" if as_csv else None,
                    detail={"from": first, "to": end, "rows": len(rows)})  # fmt: skip
