@@ -149,7 +149,7 @@ def test_running_out_sends_relay_open_and_a_top_up_relay_close(storage: Storage)
         (["topup", "A1", "1.005"], "at most two decimals"),
         (["topup", "A1", "ten"], "expected an amount"),
         (["balance", "NOPE"], "unknown account 'NOPE'"),
-        (["account", "open", "A2", "--meter", "123", "--price", "flat=1",
+        (["account", "open", "A2", "--meter", "1234", "--price", "flat=1",
           "--concentrator", "dc-1"], "12-digit"),
         (["account", "open", "A2", "--meter", M1, "--price", "flat=1",
           "--concentrator", "dc-1"], "already has an account"),

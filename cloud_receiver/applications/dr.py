@@ -36,8 +36,10 @@ from cloud_receiver.applications.prepay import parse_offset
 from cloud_receiver.errors import EXIT_USAGE, NotFound, ReceiverError
 from cloud_receiver.storage import Storage
 from cloud_receiver.storage.schema import accounts, dr_enrolment, dr_events
+from contract import quantities
+from drivers.meter_ids import any_meter_problem, has_relay
 
-ENERGY = "energy_fwd_total"
+ENERGY = quantities.ENERGY_FWD_TOTAL  # any protocol: docs/quantities.md
 MAX_GAP_S = 3600  # readings further apart than this do not give a boundary value
 DEFAULT_BASELINE_DAYS = 5
 LOOKBACK_DAYS = 14
@@ -113,8 +115,9 @@ def enrol(storage: Storage, group: str, meters: Sequence[str], concentrator: str
     if not concentrator:
         raise DrError("the concentrator the meters are wired to is needed")
     for m in meters:
-        if len(m) != 12 or not m.isdigit():
-            raise DrError(f"meter {m!r}: expected a 12-digit address")
+        problem = any_meter_problem(m)
+        if problem is not None:
+            raise DrError(f"meter: {problem}")
     with storage.transaction() as tx:
         for m in meters:
             tx.execute(delete(dr_enrolment).where(dr_enrolment.c.meter == m))
@@ -234,9 +237,12 @@ def create_event(
     known = all(kw is not None for kw, _ in loads)
     remaining = sum((kw or Decimal(0) for kw, _ in loads), Decimal(0))
     chosen: list[str] = []
+    # A meter without a relay (Modbus) counts in the load but cannot be curtailed.
     for kw, m in sorted(loads, key=lambda x: (-(x[0] or 0), x[1])):
         if known and remaining <= limit_kw:
             break
+        if not has_relay(m):
+            continue
         chosen.append(m)
         remaining -= kw or Decimal(0)
     event_id = event_id or new_event_id()

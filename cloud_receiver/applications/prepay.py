@@ -39,10 +39,12 @@ from cloud_receiver.errors import EXIT_USAGE, NotFound, ReceiverError
 from cloud_receiver.storage import Storage
 from cloud_receiver.storage.schema import accounts as accounts_table
 from cloud_receiver.storage.schema import ledger as ledger_table
+from contract import quantities
 from contract.timezone import parse_utc_offset
+from drivers.meter_ids import any_meter_problem, has_relay
 
 QUARTER_S = 900
-ENERGY = "energy_fwd_total"
+ENERGY = quantities.ENERGY_FWD_TOTAL  # any protocol: docs/quantities.md
 COMMAND_RETRY_S = 600.0  # a failed or unanswered relay command is sent again after this
 CENTS = Decimal(100)
 IN_CHUNK = 500  # meters per IN (...) list: under SQLite's host-parameter limit
@@ -244,8 +246,9 @@ def open_account(
 ) -> Account:
     if not account or len(account) > 64:
         raise PrepayError(f"account {account!r}: expected 1-64 characters")
-    if len(meter) != 12 or not meter.isdigit():
-        raise PrepayError(f"meter {meter!r}: expected a 12-digit address")
+    problem = any_meter_problem(meter)
+    if problem is not None:
+        raise PrepayError(f"meter: {problem}")
     if grace < 0 or low < 0:
         raise PrepayError("grace and low-balance amounts cannot be negative")
     if not concentrator:
@@ -418,6 +421,8 @@ def enforce(storage: Storage, key: Ed25519PrivateKey, policy: Policy, now: float
                 done += _follow(storage, acc, now)
                 continue
             owed = acc.balance_cents < -acc.grace_cents
+            if not has_relay(acc.meter):
+                continue  # a Modbus meter is billed and warned; it has no relay to switch
             if acc.state == "connected" and owed and policy.may_disconnect(now):
                 done += _send(storage, key, acc, "relay_open", "disconnecting", now)
             elif acc.state == "disconnected" and acc.balance_cents >= 0:
