@@ -13,10 +13,13 @@ per reading. A reading at or before the billed slot (a redelivered or late batch
 ignored, and every charge has a unique reference (its slot), so nothing is billed twice
 even with two receivers.
 
-Disconnection: when the balance is below minus the grace amount, a signed ``relay_open``
-command goes to the meter's concentrator — only inside the allowed hours and never on a
-configured holiday (no cut-offs at night). A top-up that brings the balance back to
-zero or more sends ``relay_close`` at once, whatever the hour. A low balance is a
+Disconnection: when the balance is below minus the grace amount, the meter's supply
+gets the ``prepayment`` reason (`applications.supply.state`, which sends the signed
+``relay_open`` unless another reason holds the relay open already) — only inside the
+allowed hours and never on a configured holiday (no cut-offs at night). A top-up that
+brings the balance back to zero or more clears that reason at once, whatever the hour;
+the relay closes only when no other reason (an operator's order, a curtailment, field
+maintenance) remains. A low balance is a
 ``low_balance`` ledger entry (the notice to send the customer), once per dip.
 """
 
@@ -35,6 +38,7 @@ from sqlalchemy import Connection, insert, select, update
 
 from cloud_receiver.applications.analytics.usage import TouSchedule, parse_tou
 from cloud_receiver.applications.fleet import commands
+from cloud_receiver.applications.supply import state as supply
 from cloud_receiver.errors import EXIT_USAGE, NotFound, ReceiverError
 from cloud_receiver.storage import Storage
 from cloud_receiver.storage.schema import accounts as accounts_table
@@ -412,6 +416,7 @@ def enforce(storage: Storage, key: Ed25519PrivateKey, policy: Policy, now: float
     """Send the relay commands the balances call for and follow their outcome; return
     what was done, for the log."""
     done: list[str] = []
+    held = supply.meters_with(storage, supply.PREPAYMENT)
     for acc in accounts(storage):
         try:
             if acc.command_id is not None:
@@ -422,6 +427,11 @@ def enforce(storage: Storage, key: Ed25519PrivateKey, policy: Policy, now: float
                 done += _send(storage, key, acc, "relay_open", "disconnecting", now)
             elif acc.state == "disconnected" and acc.balance_cents >= 0:
                 done += _send(storage, key, acc, "relay_close", "reconnecting", now)
+            elif acc.state == "connected" and acc.balance_cents >= 0 and acc.meter in held:
+                # A cut-off whose command failed, then a top-up: the reason goes too.
+                supply.clear_reason(storage, key, meter=acc.meter, reason=supply.PREPAYMENT,
+                                    by=f"prepay:{acc.account}", now=now)  # fmt: skip
+                done.append(f"{acc.account}: prepayment reason cleared (cut-off never ran)")
         except Exception as exc:  # one account's trouble must not stop the others
             done.append(f"{acc.account}: {exc!r}")
     return done
@@ -432,7 +442,6 @@ def _send(
 ) -> list[str]:
     if acc.command_at is not None and now - acc.command_at < COMMAND_RETRY_S:
         return []  # the last attempt failed a moment ago: not again yet
-    concentrator = acc.concentrator
     # Claim the account first (a second receiver finds it claimed and sends nothing);
     # a crash before the command exists leaves "pending", closed as unanswered.
     with storage.transaction() as tx:
@@ -444,16 +453,33 @@ def _send(
         ).first()
     if claimed is None:
         return []
-    record = commands.issue(
-        storage, key, concentrator=concentrator, action=action, meters=[acc.meter],
-        issued_by=f"prepay:{acc.account}", now=now, valid_for_s=COMMAND_RETRY_S,
-    )  # fmt: skip
+    # The supply state decides whether a relay command is needed (another reason may
+    # hold the relay open already, or still): `applications.supply.state`.
+    by, again = f"prepay:{acc.account}", acc.command_at is not None
+    if action == "relay_open":
+        change = supply.set_reason(storage, key, meter=acc.meter, concentrator=acc.concentrator,
+                                   reason=supply.PREPAYMENT, by=by, now=now, ref=acc.account,
+                                   resend=again)  # fmt: skip
+    else:
+        change = supply.clear_reason(storage, key, meter=acc.meter, reason=supply.PREPAYMENT,
+                                     by=by, now=now, resend=again)  # fmt: skip
+    record = change.command
+    if record is None:  # the relay stays where other reasons hold it: nothing to follow
+        settled = {"disconnecting": "disconnected", "reconnecting": "connected"}[state]
+        others = [r for r in change.holding(now) if r != supply.PREPAYMENT]
+        with storage.transaction() as tx:
+            tx.execute(update(accounts_table).where(_A.account == acc.account)
+                       .values(state=settled, command_id=None, command_at=None))  # fmt: skip
+            _ledger(tx, acc.account, now, settled, f"supply:{uuid.uuid4().hex}", 0,
+                    acc.balance_cents, {"action": action, "held_open_by": others})  # fmt: skip
+        return [f"{acc.account}: {settled} (supply held open by {', '.join(others)})"]
     with storage.transaction() as tx:
         tx.execute(
             update(accounts_table).where(_A.account == acc.account).values(command_id=record.id)
         )
         _ledger(tx, acc.account, now, "command", f"cmd:{record.id}", 0, acc.balance_cents,
-                {"action": action, "command": record.id, "concentrator": concentrator})  # fmt: skip
+                {"action": action, "command": record.id,
+                 "concentrator": acc.concentrator})  # fmt: skip
     return [f"{acc.account}: {action} sent ({record.id})"]
 
 

@@ -189,6 +189,13 @@ def held_open(storage: Storage, meters: Sequence[str], now: float) -> dict[str, 
     return {m: ordered(r) for m, r in out.items()}
 
 
+def meters_with(storage: Storage, reason: str) -> set[str]:
+    """The meters that have ``reason`` (active or to come)."""
+    with storage.transaction() as tx:
+        rows = tx.execute(select(_R.meter).where(_R.reason == check_reason(reason))).all()
+    return {r[0] for r in rows}
+
+
 def history(storage: Storage, meter: str) -> list[dict[str, Any]]:
     """Every change of the meter's supply state, oldest first."""
     check_meter(meter)

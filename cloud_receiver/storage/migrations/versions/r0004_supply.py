@@ -2,6 +2,9 @@
 keep it open, and the history of their changes (issue 18, item 7;
 `cloud_receiver.applications.supply`).
 
+A prepaid account the previous release cut off (or was cutting off) keeps its supply
+off: its meter starts with the ``prepayment`` reason, so no other path reconnects it.
+
 Revision ID: 0004
 Revises: 0002
 """
@@ -56,6 +59,21 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id"),
     )
     op.create_index("supply_history_by_meter", "supply_history", ["meter", "id"], unique=False)
+    cut = "FROM accounts WHERE state IN ('disconnecting', 'disconnected')"
+    op.execute(
+        "INSERT INTO supply (meter, concentrator, relay, updated_at)"
+        f" SELECT meter, concentrator, 'open', created_at {cut}"
+    )
+    op.execute(
+        "INSERT INTO supply_reasons (meter, reason, ref, since, until, set_by, set_at, detail)"
+        f" SELECT meter, 'prepayment', account, created_at, NULL, 'migration 0004', created_at,"
+        f" '{{}}' {cut}"
+    )
+    op.execute(
+        "INSERT INTO supply_history (meter, at, change, reason, by, reasons_after, detail)"
+        f" SELECT meter, created_at, 'set', 'prepayment', 'migration 0004', '[\"prepayment\"]',"
+        f" '{{}}' {cut}"
+    )
 
 
 def downgrade() -> None:
