@@ -37,8 +37,9 @@ def storage(receiver_storage: Storage) -> Storage:
 
 def _cut_off(storage: Storage, key: wire_commands.Ed25519PrivateKey, now: float) -> None:
     """Account A1 on M1 runs out and its cut-off is carried out."""
-    prepay.open_account(storage, "A1", M1, prepay.Tariff.parse(["flat=1.00"]), concentrator=CID,
-                        now=now - 86400)  # fmt: skip
+    prepay.open_account(
+        storage, "A1", M1, prepay.Tariff.parse(["flat=1.00"]), concentrator=CID, now=now - 4 * 86400
+    )  # fmt: skip  (its opening grace is over)
     readings = [(M1, "energy_fwd_total", int(now) - 1800, "1.00"),
                 (M1, "energy_fwd_total", int(now) - 900, "6.00")]  # fmt: skip
     prepay.charge(storage, readings, now, CID)

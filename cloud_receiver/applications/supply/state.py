@@ -189,6 +189,19 @@ def held_open(storage: Storage, meters: Sequence[str], now: float) -> dict[str, 
     return {m: ordered(r) for m, r in out.items()}
 
 
+def check_close(storage: Storage, meters: Sequence[str], at: float) -> None:
+    """An operator's relay-close may lift only the operators' own order (``manual``),
+    never another reason: `SupplyError` naming the meters and what holds them."""
+    held = held_open(storage, meters, at)
+    others = {m: [r for r in rs if r != MANUAL] for m, rs in held.items()}
+    named = "; ".join(f"{m}: {', '.join(rs)}" for m, rs in sorted(others.items()) if rs)
+    if named:
+        raise SupplyError(
+            f"relay-close refused: the supply is held off by another reason ({named});"
+            " `cloud-receiver supply show METER` says which"
+        )
+
+
 def meters_with(storage: Storage, reason: str) -> set[str]:
     """The meters that have ``reason`` (active or to come)."""
     with storage.transaction() as tx:
