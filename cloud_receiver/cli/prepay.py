@@ -137,12 +137,18 @@ def balance(
 ) -> None:
     """A prepaid account's balance, supply state and (with --ledger) its ledger (audited)."""
     import json
+    import time
 
     from cloud_receiver.applications import prepay
+    from cloud_receiver.applications.supply import state as supply
 
     target = Resource("account", account_id)
     with acting(db_url, session_file, Action.PREPAY_READ, target) as actor:
         acc = prepay.get_account(actor.storage, account_id)
+        try:
+            held = supply.get(actor.storage, acc.meter).active(time.time())
+        except supply.UnknownSupply:
+            held = []  # nothing ever held this meter's supply off
         entries = prepay.ledger(actor.storage, account_id) if show_ledger or as_json else []
         actor.read("balance and ledger" if entries else "balance", str(target), customers=1,
                    export="json" if as_json else None)  # fmt: skip
@@ -155,6 +161,7 @@ def balance(
                     "balance": prepay.balance_text(acc.balance_cents),
                     "balance_cents": acc.balance_cents,
                     "state": acc.state,
+                    "supply_reasons": held,
                     "billed_slot": acc.billed_slot,
                     "billed_kwh": None if acc.billed_kwh is None else str(acc.billed_kwh),
                     "ledger": [
@@ -169,6 +176,7 @@ def balance(
     click.echo(
         f"account {acc.account} (meter {acc.meter}): balance "
         f"{prepay.balance_text(acc.balance_cents)}, supply {acc.state}"
+        + (f" (held off by {', '.join(held)})" if held else "")
     )
     for at, kind, _ref, amount, after, detail in entries:
         when = dt.datetime.fromtimestamp(at).isoformat(" ", "seconds")
