@@ -6,6 +6,7 @@ off; the roles that may, and bad input named."""
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -135,3 +136,32 @@ def test_who_may_and_bad_input(tmp_path: Path, operators: Callable[[str], Operat
         assert s.commands() == [] and supply.history(s, M1) == []
     finally:
         s.close()
+
+
+def test_set_waits_for_the_service_and_says_what_holds_the_supply(
+    tmp_path: Path, operators: Callable[[str], Operators]
+) -> None:
+    db = f"sqlite:///{tmp_path / 'r.db'}"
+    olga = operators(db).login("olga", "operator")
+    done: list[str] = []
+
+    def service() -> None:  # the running receiver: carries out the request once asked
+        deadline = time.monotonic() + 60
+        while not done and time.monotonic() < deadline:
+            done.extend(_service(db))
+            time.sleep(0.05)
+
+    worker = threading.Thread(target=service)
+    worker.start()
+    try:
+        out = cli("supply", "set", M1, "--reason", "maintenance", "--concentrator", "dc-1",
+                  "--db", db, session=olga)  # fmt: skip
+    finally:
+        worker.join()
+    assert out.exit_code == 0, out.output
+    s = open_storage(db)
+    try:
+        [cmd] = s.commands()
+    finally:
+        s.close()
+    assert out.stdout.strip() == (f"meter {M1}: supply off, held by maintenance (command {cmd.id})")
