@@ -268,13 +268,13 @@ def _issue(
 
 
 def _commanded(storage: Storage, sup: Supply, cmd: CommandRecord | None, now: float) -> None:
-    relay = OPEN if cmd is not None and cmd.action == "relay_open" else CLOSED
+    """Note the immediate command just issued (its position, a history row)."""
+    if cmd is None:
+        return
+    relay = OPEN if cmd.action == "relay_open" else CLOSED
     with storage.transaction() as tx:
-        if cmd is not None:
-            tx.execute(
-                update(supply).where(_S.meter == sup.meter).values(relay=relay, updated_at=now)
-            )
-            _history(tx, sup.meter, now, "command", None, cmd.issued_by,
+        tx.execute(update(supply).where(_S.meter == sup.meter).values(relay=relay, updated_at=now))
+        _history(tx, sup.meter, now, "command", None, cmd.issued_by,
                      [r.reason for r in sup.reasons], {"action": cmd.action, "command": cmd.id,
                                                        "not_before": cmd.not_before})  # fmt: skip
 
@@ -305,10 +305,9 @@ def set_reason(
             tx.execute(insert(supply_reasons).values(
                 meter=meter, reason=reason, ref=ref, since=now, until=None, set_by=by,
                 set_at=now, detail="{}"))  # fmt: skip
-            after = ordered([*before, reason])
+            after = ordered([*(r.reason for r in sup.reasons), reason])
             _history(tx, meter, now, "set", reason, by, after, {"ref": ref})
-        else:
-            after = before
+            tx.execute(update(supply).where(_S.meter == meter).values(updated_at=now))
         loaded = _load(tx, meter)
     assert loaded is not None
     sup = loaded
@@ -345,6 +344,7 @@ def clear_reason(
             tx.execute(delete(supply_reasons).where(_R.meter == meter, _R.reason == reason))
             left = [r.reason for r in sup.reasons if r.reason != reason]
             _history(tx, meter, now, "clear", reason, by, left, {})
+            tx.execute(update(supply).where(_S.meter == meter).values(updated_at=now))
             changed = True
         else:
             changed = False
