@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import logging
 import threading
 from pathlib import Path
+
+log = logging.getLogger(__name__)
 
 
 class KeyRegistry:
@@ -37,4 +40,47 @@ class KeyRegistry:
             cid: {int(kid): bytes.fromhex(hexkey) for kid, hexkey in keys.items()}
             for cid, keys in doc.items()
         }
+        self._mtime = mtime
+
+
+# The revocation ledger in the PKI directory, written by
+# `cloud_receiver.applications.fleet.revocation`; the ingest reads only which
+# concentrators are revoked.
+REVOCATIONS = "revoked.json"
+
+
+class Revocations:
+    """Which concentrators are revoked, from the ledger's ``concentrators`` table.
+
+    Re-read when the file changes, like `KeyRegistry`: a ``cloud-receiver revoke`` takes
+    effect on the running receivers at their next message. A ledger that cannot be read
+    counts as no change (the last good one stays in force), never as "nobody revoked".
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._mtime = -1.0
+        self._revoked: frozenset[str] = frozenset()
+        self._lock = threading.Lock()
+
+    def is_revoked(self, concentrator_id: str) -> bool:
+        with self._lock:
+            self._refresh()
+            return concentrator_id in self._revoked
+
+    def _refresh(self) -> None:
+        try:
+            mtime = self.path.stat().st_mtime
+            if mtime == self._mtime:
+                return
+            doc = json.loads(self.path.read_text())
+            revoked = frozenset(str(cid) for cid in doc.get("concentrators", {}))
+        except FileNotFoundError:
+            return
+        except (OSError, ValueError, AttributeError) as exc:
+            log.error(
+                "%s is unreadable, the revocations read before stay in force: %s", self.path, exc
+            )
+            return
+        self._revoked = revoked
         self._mtime = mtime

@@ -1,0 +1,158 @@
+"""Certificate revocation and renewal against a real Mosquitto (tests/mqtt_harness.py):
+the CRL the broker config names, SIGHUP to re-read it, and the ledger the receivers read.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from mqtt_harness import WAIT_S, Broker, connect_and_wait, mqtt_client, wait_until
+
+from cloud_receiver.applications.fleet import pki, revocation
+from cloud_receiver.applications.fleet.pki import PkiError
+from cloud_receiver.ingest.keys import Revocations
+
+
+def connects(broker: Broker, name: str) -> bool:
+    client = mqtt_client(broker, name, name)
+    try:
+        return connect_and_wait(client, broker.port).is_success
+    finally:
+        client.disconnect()
+        client.loop_stop()
+
+
+def serial_of(path: Path) -> int:
+    return x509.load_pem_x509_certificate(path.read_bytes()).serial_number
+
+
+def crl_of(pki_dir: Path) -> x509.CertificateRevocationList:
+    return x509.load_pem_x509_crl((pki_dir / revocation.CRL_FILE).read_bytes())
+
+
+@pytest.fixture
+def broker(tmp_path: Path) -> Iterator[Broker]:
+    with Broker(tmp_path / "broker") as b:
+        for cid in ("A", "B"):
+            pki.provision(b.pki_dir, cid, broker_host="localhost", broker_port=b.port)
+        yield b
+
+
+def test_the_broker_config_names_a_crl_signed_by_the_ca(broker: Broker) -> None:
+    conf = broker.conf.read_text()
+    assert f"crlfile {broker.pki_dir / revocation.CRL_FILE}" in conf
+    crl = crl_of(broker.pki_dir)
+    ca = x509.load_pem_x509_certificate((broker.pki_dir / "ca.crt").read_bytes())
+    assert crl.is_signature_valid(ca.public_key())  # type: ignore[arg-type]
+    assert crl.issuer == ca.subject
+    assert len(crl) == 0
+    assert crl.next_update_utc is not None
+    assert crl.next_update_utc > dt.datetime.now(dt.UTC) + dt.timedelta(days=29)
+
+
+def test_a_revoked_concentrator_cannot_connect_others_still_can(broker: Broker) -> None:
+    cert = broker.pki_dir / "concentrators" / "A" / "A.crt"
+    assert connects(broker, "A") and connects(broker, "B")
+
+    newly = revocation.revoke_concentrator(broker.pki_dir, "A")
+    assert newly == [serial_of(cert)]
+    entry = crl_of(broker.pki_dir).get_revoked_certificate_by_serial_number(serial_of(cert))
+    assert entry is not None
+    reason = entry.extensions.get_extension_for_class(x509.CRLReason).value
+    assert reason.reason is x509.ReasonFlags.key_compromise
+    # The receivers' view: A is revoked, B is not.
+    ledger = Revocations(broker.pki_dir / "revoked.json")
+    assert ledger.is_revoked("A") and not ledger.is_revoked("B")
+
+    broker.reload()  # SIGHUP: Mosquitto re-reads the CRL
+    wait_until(lambda: not connects(broker, "A"), WAIT_S * 3, "A to be refused")
+    assert "certificate verify failed" in broker.log_text()
+    assert connects(broker, "B")
+    assert connects(broker, "receiver")
+    # Still refused after a restart (the CRL is read at start-up too).
+    broker.restart()
+    assert not connects(broker, "A")
+    assert connects(broker, "B")
+    # Revoking again changes nothing and says so.
+    assert revocation.revoke_concentrator(broker.pki_dir, "A") == []
+
+
+def test_renewal_keeps_the_old_certificate_for_its_grace_then_revokes_it(broker: Broker) -> None:
+    directory = broker.pki_dir / "concentrators" / "B"
+    old_cert = directory / "B.crt"
+    kept = broker.root / "old"
+    kept.mkdir()
+    (kept / "B.crt").write_bytes(old_cert.read_bytes())
+    (kept / "B.key").write_bytes((directory / "B.key").read_bytes())
+    old_serial = serial_of(old_cert)
+
+    renewal = revocation.renew_certificate(broker.pki_dir, "B", grace=dt.timedelta(hours=1))
+    assert renewal.old_serial == old_serial
+    assert renewal.new_serial == serial_of(old_cert) != old_serial
+    new = x509.load_pem_x509_certificate(old_cert.read_bytes())
+    assert new.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)[0].value == "B"
+    assert [e.serial for e in revocation.pending(broker.pki_dir)] == [old_serial]
+    assert len(crl_of(broker.pki_dir)) == 0  # inside the grace period
+
+    old_tls = {
+        "ca_certs": str(broker.pki_dir / "ca.crt"),
+        "certfile": str(kept / "B.crt"),
+        "keyfile": str(kept / "B.key"),
+    }
+
+    def old_connects() -> bool:
+        client = mqtt_client(broker, "B", "B", tls=old_tls)
+        try:
+            return connect_and_wait(client, broker.port).is_success
+        finally:
+            client.disconnect()
+            client.loop_stop()
+
+    broker.reload()
+    assert connects(broker, "B") and old_connects()  # both work during the grace period
+
+    # A CRL written after the grace period holds the old certificate, not the new one.
+    later = renewal.old_revoked_at + 1
+    revocation.write_crl(broker.pki_dir, now=later)
+    crl = crl_of(broker.pki_dir)
+    assert crl.get_revoked_certificate_by_serial_number(old_serial) is not None
+    assert crl.get_revoked_certificate_by_serial_number(renewal.new_serial) is None
+
+    # On demand: revoke --superseded, now; B itself is not revoked.
+    revocation.write_crl(broker.pki_dir)
+    assert revocation.revoke_superseded(broker.pki_dir, "B") == [old_serial]
+    assert not Revocations(broker.pki_dir / "revoked.json").is_revoked("B")
+    broker.reload()
+    wait_until(lambda: not old_connects(), WAIT_S * 3, "the old certificate to be refused")
+    assert connects(broker, "B")
+
+
+def test_refusals_name_what_is_wrong(broker: Broker, tmp_path: Path) -> None:
+    with pytest.raises(PkiError, match="'nobody' has no certificate"):
+        revocation.revoke_concentrator(broker.pki_dir, "nobody")
+    with pytest.raises(PkiError, match="reason 'stolen' is not one of"):
+        revocation.revoke_concentrator(broker.pki_dir, "A", reason="stolen")
+    with pytest.raises(PkiError, match="invalid"):
+        revocation.renew_certificate(broker.pki_dir, "../A")
+    with pytest.raises(PkiError, match="negative"):
+        revocation.renew_certificate(broker.pki_dir, "A", grace=dt.timedelta(seconds=-1))
+    revocation.revoke_concentrator(broker.pki_dir, "A", reason="cessation_of_operation")
+    with pytest.raises(PkiError, match="'A' is revoked; a revoked concentrator gets no new"):
+        revocation.renew_certificate(broker.pki_dir, "A")
+
+    # A damaged ledger is refused by the writer, and ignored (last good state kept) by
+    # the receivers' reader, which never reads it as "nobody revoked".
+    ledger_path = broker.pki_dir / "revoked.json"
+    reader = Revocations(ledger_path)
+    assert reader.is_revoked("A")
+    ledger_path.write_text("{not json")
+    with pytest.raises(PkiError, match=r"revoked\.json: not a revocation ledger"):
+        revocation.load_ledger(broker.pki_dir)
+    assert reader.is_revoked("A")
+    ledger_path.write_text(json.dumps({"concentrators": {}, "certificates": []}))
+    assert not reader.is_revoked("A")
