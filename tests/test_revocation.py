@@ -6,16 +6,22 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 from cryptography import x509
+from helpers import Operators, receiver_cli
 from mqtt_harness import WAIT_S, Broker, connect_and_wait, mqtt_client, wait_until
 
 from cloud_receiver.applications.fleet import pki, revocation
 from cloud_receiver.applications.fleet.pki import PkiError
-from cloud_receiver.ingest.keys import Revocations
+from cloud_receiver.ingest.ingestor import Ingestor
+from cloud_receiver.ingest.keys import REVOCATIONS, KeyRegistry, Revocations
+from cloud_receiver.storage import audit as chain
+from cloud_receiver.storage import open_storage
+from contract import wire
+from contract.records import Reading
 
 
 def connects(broker: Broker, name: str) -> bool:
@@ -156,3 +162,92 @@ def test_refusals_name_what_is_wrong(broker: Broker, tmp_path: Path) -> None:
     assert reader.is_revoked("A")
     ledger_path.write_text(json.dumps({"concentrators": {}, "certificates": []}))
     assert not reader.is_revoked("A")
+
+
+# ------------------------------------------------------------------ command line, receiver
+def test_revoke_from_the_command_line_is_audited_and_the_receiver_quarantines(
+    tmp_path: Path, operators: Callable[[str], Operators]
+) -> None:
+    pki_dir = tmp_path / "pki"
+    for cid in ("dc-a", "dc-b"):
+        pki.provision(pki_dir, cid, broker_host="localhost", broker_port=8883)
+    db = f"sqlite:///{tmp_path / 'r.db'}"
+    ops = operators(db)
+    ada, olga = ops.login("ada", "administrator"), ops.login("olga", "operator")
+
+    # An operator may not revoke; the refusal is audited and nothing is written.
+    done = receiver_cli("revoke", "dc-a", "--pki-dir", str(pki_dir), "--db", db, session=olga)
+    assert done.returncode == 4, done.stderr
+    assert "operator:olga (operator) may not key.revoke" in done.stderr
+    assert not (pki_dir / "revoked.json").exists()
+
+    done = receiver_cli(
+        "revoke", "dc-a", "--pki-dir", str(pki_dir), "--db", db, "--json", session=ada
+    )
+    assert done.returncode == 0, done.stderr
+    doc = json.loads(done.stdout)
+    serial = serial_of(pki_dir / "concentrators" / "dc-a" / "dc-a.crt")
+    assert doc["revoked"] == [f"{serial:x}"] and doc["concentrator_revoked"]
+    assert crl_of(pki_dir).get_revoked_certificate_by_serial_number(serial) is not None
+
+    storage = open_storage(db)
+    try:
+        with storage.transaction() as tx:
+            entries = chain.entries(tx, kinds=("revoke", "denied"))
+            assert chain.verify(tx).intact
+        assert [(e.principal, e.kind, e.outcome, e.target) for e in entries] == [
+            ("operator:olga", "denied", "denied", "concentrator:dc-a"),
+            ("operator:ada", "revoke", "ok", "concentrator:dc-a"),
+        ]
+        assert json.loads(entries[1].detail)["serials"] == [f"{serial:x}"]
+
+        # The receiver refuses dc-a's batches (quarantine, reason `revoked`), takes dc-b's.
+        keys = KeyRegistry(pki_dir / pki.KEY_REGISTRY).lookup
+        ingestor = Ingestor(storage, keys, revoked=Revocations(pki_dir / REVOCATIONS).is_revoked)
+        reading = Reading("000000000001", "energy_fwd_total", 1_795_000_000, "1.00", "kWh", 1.0)
+        for cid in ("dc-a", "dc-b"):
+            payload = wire.seal_batch(
+                wire.BatchContent((reading,), ()),
+                concentrator_id=cid,
+                key_id=1,
+                key=keys(cid, 1) or b"",
+                seq=1,
+            )
+            outcome = ingestor.handle(f"mf/v1/{cid}/up", payload)
+            assert outcome.status == ("quarantined" if cid == "dc-a" else "stored"), outcome
+        quarantined = storage.quarantined()
+        assert [(q.concentrator, q.reason) for q in quarantined] == [("dc-a", "revoked")]
+        assert [r.concentrator for r in storage.readings()] == ["dc-b"]
+    finally:
+        storage.close()
+
+    # Renewing a revoked concentrator is refused, and nothing changes.
+    before = (pki_dir / "concentrators" / "dc-a" / "dc-a.crt").read_bytes()
+    done = receiver_cli(
+        "provision", "dc-a", "--pki-dir", str(pki_dir), "--broker-host", "localhost",
+        "--broker-port", "8883", "--renew-cert",
+    )  # fmt: skip
+    assert done.returncode == 1
+    assert "'dc-a' is revoked; a revoked concentrator gets no new certificate" in done.stderr
+    assert (pki_dir / "concentrators" / "dc-a" / "dc-a.crt").read_bytes() == before
+
+
+def test_renew_cert_and_crl_from_the_command_line(tmp_path: Path) -> None:
+    pki_dir = tmp_path / "pki"
+    args = ["--pki-dir", str(pki_dir), "--broker-host", "localhost", "--broker-port", "8883"]
+    assert receiver_cli("provision", "dc-a", *args).returncode == 0
+    cert = pki_dir / "concentrators" / "dc-a" / "dc-a.crt"
+    old = serial_of(cert)
+    done = receiver_cli("provision", "dc-a", *args, "--renew-cert", "--grace", "2h")
+    assert done.returncode == 0, done.stderr
+    assert serial_of(cert) != old
+    assert f"the old one ({old:x}) enters the CRL at" in done.stderr
+    done = receiver_cli("crl", "--pki-dir", str(pki_dir), "--days", "2")
+    assert done.returncode == 0, done.stderr
+    assert "0 revoked certificate(s)" in done.stdout
+    assert f"pending: dc-a certificate {old:x} (superseded)" in done.stdout
+    next_update = crl_of(pki_dir).next_update_utc
+    assert next_update is not None
+    assert next_update < dt.datetime.now(dt.UTC) + dt.timedelta(days=2, minutes=1)
+    done = receiver_cli("provision", "dc-a", *args, "--renew-cert", "--grace", "0s")
+    assert done.returncode == 2 and "--grace" in done.stderr
