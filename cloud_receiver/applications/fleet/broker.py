@@ -32,7 +32,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from cloud_receiver.applications.fleet.pki import CA_NAME, RECEIVER_NAME, SERVER_NAME, PkiError
-from cloud_receiver.applications.fleet.revocation import ensure_crl
+from cloud_receiver.applications.fleet.revocation import write_crl
 from contract import topics
 
 # Offline persistent sessions keep their backlog up to this many QoS 1 messages each
@@ -106,7 +106,8 @@ def write_mosquitto_config(
             raise PkiError(f"{what} {value!r} contains a line break")
 
     data_dir.mkdir(parents=True, exist_ok=True)
-    crl = ensure_crl(pki_dir)
+    # Written afresh from the ledger: an expired CRL would lock every client out.
+    crl = write_crl(pki_dir)
     path.parent.mkdir(parents=True, exist_ok=True)
     acl_path = path.with_suffix(".acl")
     acl_path.write_text(acl_text(receivers))

@@ -282,12 +282,6 @@ def write_crl(
     return path
 
 
-def ensure_crl(pki_dir: Path | str) -> Path:
-    """The CRL's path, written first when there is none (the broker needs one to start)."""
-    path = Path(pki_dir) / CRL_FILE
-    return path if path.exists() else write_crl(pki_dir)
-
-
 def pending(pki_dir: Path | str, *, now: float | None = None) -> list[CertEntry]:
     """Superseded certificates still inside their grace period, soonest first."""
     at = _now() if now is None else now
