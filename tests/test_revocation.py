@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 from helpers import Operators, receiver_cli
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from mqtt_harness import WAIT_S, Broker, connect_and_wait, mqtt_client, wait_until
 
 from cloud_receiver.applications.fleet import pki, revocation
@@ -251,3 +253,45 @@ def test_renew_cert_and_crl_from_the_command_line(tmp_path: Path) -> None:
     assert next_update < dt.datetime.now(dt.UTC) + dt.timedelta(days=2, minutes=1)
     done = receiver_cli("provision", "dc-a", *args, "--renew-cert", "--grace", "0s")
     assert done.returncode == 2 and "--grace" in done.stderr
+
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3)
+    ),
+    max_leaves=10,
+)
+_ENTRY = st.fixed_dictionaries(
+    {},
+    optional={
+        "serial": st.sampled_from(["1f", "zz", ""]) | _JSON,
+        "concentrator": st.just("A") | _JSON,
+        "revoke_at": st.floats() | _JSON,
+        "reason": st.sampled_from(["superseded", "nope"]) | _JSON,
+    },
+)
+_LEDGER = st.fixed_dictionaries(
+    {},
+    optional={
+        "concentrators": st.dictionaries(st.sampled_from(["A", "B"]), _JSON) | _JSON,
+        "certificates": st.lists(_ENTRY, max_size=3) | _JSON,
+    },
+)
+
+
+@settings(
+    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(doc=_LEDGER | _JSON)
+def test_any_ledger_is_read_or_refused_by_name(tmp_path: Path, doc: object) -> None:
+    """Whatever the ledger holds, the writer either reads it or says it is not a ledger,
+    and the receivers' reader never raises (it keeps the last good state)."""
+    path = tmp_path / REVOCATIONS
+    path.write_text(json.dumps(doc))
+    try:
+        revocation.load_ledger(tmp_path)
+    except PkiError as exc:
+        assert "not a revocation ledger" in str(exc)
+    reader = Revocations(path)
+    assert reader.is_revoked("A") in (True, False)

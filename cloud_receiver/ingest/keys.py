@@ -74,10 +74,13 @@ class Revocations:
             if mtime == self._mtime:
                 return
             doc = json.loads(self.path.read_text())
-            revoked = frozenset(str(cid) for cid in doc.get("concentrators", {}))
+            table = doc.get("concentrators", {}) if isinstance(doc, dict) else None
+            if not isinstance(table, dict):
+                raise ValueError("expected an object with a 'concentrators' object")
+            revoked = frozenset(str(cid) for cid in table)
         except FileNotFoundError:
             return
-        except (OSError, ValueError, AttributeError) as exc:
+        except (OSError, ValueError) as exc:
             log.error(
                 "%s is unreadable, the revocations read before stay in force: %s", self.path, exc
             )
