@@ -14,7 +14,8 @@ from cryptography import x509
 from helpers import Operators, receiver_cli
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from mqtt_harness import WAIT_S, Broker, connect_and_wait, mqtt_client, wait_until
+from mqtt_harness import WAIT_S, Broker, Peer, connect_and_wait, mqtt_client, wait_until
+from test_uplink_e2e import Receiver
 
 from cloud_receiver.applications.fleet import pki, revocation
 from cloud_receiver.applications.fleet.pki import PkiError
@@ -295,3 +296,87 @@ def test_any_ledger_is_read_or_refused_by_name(tmp_path: Path, doc: object) -> N
         assert "not a revocation ledger" in str(exc)
     reader = Revocations(path)
     assert reader.is_revoked("A") in (True, False)
+
+
+def test_a_revoked_concentrator_already_connected_is_quarantined_by_the_running_receiver(
+    tmp_path: Path, operators: Callable[[str], Operators]
+) -> None:
+    """The broker checks the CRL only at the handshake: a connection opened before the
+    revocation stays open, and `cloud-receiver run` refuses what comes through it."""
+    rdb = tmp_path / "r.db"
+    db = f"sqlite:///{rdb}"
+    ada = operators(db).login("ada", "administrator")
+    with Broker(tmp_path / "broker") as broker:
+        for cid in ("A", "B"):
+            pki.provision(broker.pki_dir, cid, broker_host="localhost", broker_port=broker.port)
+        keys = KeyRegistry(broker.pki_dir / pki.KEY_REGISTRY).lookup
+        receiver = Receiver(broker, db, tmp_path / "receiver.log")
+        receiver.start()
+        peers: list[Peer] = []
+        try:
+            for cid in ("A", "B"):
+                peers.append(Peer.connect(broker, cid))
+                assert not peers[-1].subscribe(f"mf/v1/{cid}/ack").is_failure
+            a, b = peers
+
+            def batch(cid: str, seq: int) -> bytes:
+                reading = Reading(
+                    f"00000000000{seq}", "energy_fwd_total", 1_795_000_000, "1.00", "kWh", 1.0
+                )
+                return wire.seal_batch(
+                    wire.BatchContent((reading,), ()),
+                    concentrator_id=cid,
+                    key_id=1,
+                    key=keys(cid, 1) or b"",
+                    seq=seq,
+                )
+
+            # Until the receiver has subscribed the broker answers "no matching
+            # subscribers" and drops the batch: resend it until one is delivered.
+            wait_until(
+                lambda: a.publish("mf/v1/A/up", batch("A", 1)).value == 0,
+                60,
+                "the receiver's subscription",
+            )
+            a.wait_for(lambda: bool(a.payloads("mf/v1/A/ack")), "A's first ack", timeout=60)
+
+            done = receiver_cli(
+                "revoke", "A", "--pki-dir", str(broker.pki_dir), "--db", db, session=ada
+            )
+            assert done.returncode == 0, done.stderr
+            assert "reload the broker" in done.stdout
+
+            # A's open connection still publishes; the receiver quarantines, never acks.
+            assert a.publish("mf/v1/A/up", batch("A", 2)).value == 0
+            assert b.publish("mf/v1/B/up", batch("B", 3)).value == 0
+            b.wait_for(lambda: bool(b.payloads("mf/v1/B/ack")), "B's ack", timeout=60)
+
+            def quarantined() -> list[tuple[str | None, str]]:
+                s = open_storage(db)
+                try:
+                    return [(q.concentrator, q.reason) for q in s.quarantined()]
+                finally:
+                    s.close()
+
+            wait_until(lambda: bool(quarantined()), 60, "A's batch in quarantine")
+            assert quarantined() == [("A", "revoked")]
+            assert len(a.payloads("mf/v1/A/ack")) == 1
+
+            # After the reload a new connection of A is refused; B and the receiver go on.
+            broker.reload()
+            wait_until(lambda: not connects(broker, "A"), WAIT_S * 3, "A to be refused")
+            assert b.publish("mf/v1/B/up", batch("B", 4)).value == 0
+            b.wait_for(lambda: len(b.payloads("mf/v1/B/ack")) == 2, "B's second ack", timeout=60)
+        finally:
+            for peer in peers:
+                peer.close()
+            receiver.stop()
+    s = open_storage(db)
+    try:
+        assert sorted((r.concentrator, r.meter) for r in s.readings()) == [
+            ("A", "000000000001"),
+            ("B", "000000000003"),
+            ("B", "000000000004"),
+        ]
+    finally:
+        s.close()
