@@ -252,7 +252,7 @@ def write_config(
         lines += [
             "[[task]]",
             'name = "interval-energy-modbus"',
-            'quantities = ["energy_import", "energy_export"]',
+            'quantities = ["energy_fwd_total", "energy_rev_total"]',
             f"every = {_toml_str(cadence)}",
             'groups = ["modbus"]',
             "",

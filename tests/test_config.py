@@ -77,7 +77,7 @@ groups = ["households"]
 
 [[task]]
 name = "pv"
-quantities = ["energy_import", "power_l1"]
+quantities = ["energy_fwd_total", "power_a"]
 every = "daily@00:05"
 groups = ["pv"]
 relay = false
@@ -275,11 +275,36 @@ def test_bad_address(tmp_path: Path, old: str, new: str, field: str, message: st
 
 
 def test_unknown_quantity_for_the_meters_of_the_task(tmp_path: Path) -> None:
-    # energy_fwd_total is DL/T 645; the "pv" task applies only to a Modbus SDM120
-    path, text = bad(tmp_path, '"energy_import", "power_l1"', '"energy_import", "energy_fwd_total"')
+    # power_b is a canonical name, but the "pv" task applies only to a single-phase SDM120
+    path, text = bad(tmp_path, '"energy_fwd_total", "power_a"', '"energy_fwd_total", "power_b"')
     issue = only_issue(path)
-    assert (issue.line, issue.field) == (line_of(text, "energy_import"), "task[1].quantities")
-    assert 'unknown quantity "energy_fwd_total" for Modbus sdm120 meters' in issue.message
+    assert (issue.line, issue.field) == (line_of(text, "power_b"), "task[1].quantities")
+    assert 'unknown quantity "power_b" for Modbus sdm120 meters' in issue.message
+    # the names it can be read for are listed
+    assert "expected one of: voltage_a, current_a, power_a, frequency, energy_fwd_total" in (
+        issue.message
+    )
+
+
+def test_a_quantity_name_of_the_previous_release_is_read_as_its_canonical_name(
+    tmp_path: Path,
+) -> None:
+    # A site's config of the previous release must not stop its daemon at the upgrade.
+    path, text = bad(tmp_path, '"energy_fwd_total", "power_a"', '"energy_import", "power_a"')
+    assert check_config(path) == []
+    [warning] = check_config(path, warnings=True)
+    assert (warning.line, warning.field) == (line_of(text, "energy_import"), "task[1].quantities")
+    assert '"energy_import" is the previous release\'s name of "energy_fwd_total"' in (
+        warning.message
+    )
+    assert load_config(path).tasks[1].quantities == ("energy_fwd_total", "power_a")
+
+
+def test_dlt645_tasks_take_canonical_names_or_their_di_codes(tmp_path: Path) -> None:
+    path, _ = bad(tmp_path, 'quantities = ["energy_fwd_total"]',
+                  'quantities = ["00010000", "frozen_daily_time_5"]')  # fmt: skip
+    issue = only_issue(path)
+    assert 'unknown quantity "frozen_daily_time_5" for DL/T 645 meters' in issue.message
 
 
 def test_bad_cadence(tmp_path: Path) -> None:

@@ -32,6 +32,7 @@ from concentrator.config.model import (
     TaskConfig,
     parse_cadence,
 )
+from concentrator.config.quantities import quantity_problem, renamed
 from concentrator.config.table import (
     REQUIRED,
     Report,
@@ -43,7 +44,6 @@ from concentrator.config.table import (
     type_name,
 )
 from contract.timezone import parse_utc_offset
-from drivers import dlt645
 from drivers.meter_ids import address_problem
 from drivers.modbus_rtu import METER_MODELS
 from drivers.serial_bus import Parity, baud_problem
@@ -488,6 +488,10 @@ class _Checker:
         if quantities == ():
             t.issue("quantities", "must name at least one quantity")
             failed.append(True)
+        elif quantities is not None:
+            quantities, warnings = renamed(quantities)
+            for warning in warnings:
+                t.warn("quantities", warning)
         every_text = optional(lambda: t.string("every"), failed)
         every: Cadence | None = None
         if every_text is not None:
@@ -544,11 +548,12 @@ class _Checker:
         for (protocol, model), tables in kinds.items():
             kind = "DL/T 645" if protocol == "dlt645" else f"Modbus {model}"
             for quantity in quantities:
-                if not _resolves(quantity, protocol, model):
+                problem = quantity_problem(quantity, protocol, model)
+                if problem is not None:
                     t.issue(
                         "quantities",
                         f'unknown quantity "{quantity}" for {kind} meters '
-                        f"(e.g. {_at(tables[0], None)}, {len(tables)} meter(s))",
+                        f"(e.g. {_at(tables[0], None)}, {len(tables)} meter(s)){problem}",
                     )
         if relay:
             for mt, m in applied:
@@ -573,16 +578,6 @@ def _at(t: Table, key: str | None) -> str:
 
 def _address_problem(address: str, protocol: str | None) -> str | None:
     return None if protocol is None else address_problem(protocol, address)
-
-
-def _resolves(quantity: str, protocol: str, model: str | None) -> bool:
-    if protocol == "dlt645":
-        try:
-            dlt645.lookup(quantity)
-        except (KeyError, ValueError):
-            return False
-        return True
-    return quantity in METER_MODELS.get(model or "sdm630", {})
 
 
 _TOML_AT = re.compile(r"\(at line (\d+), column (\d+)\)$")
