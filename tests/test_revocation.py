@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -380,3 +381,29 @@ def test_a_revoked_concentrator_already_connected_is_quarantined_by_the_running_
         ]
     finally:
         s.close()
+
+
+def test_a_ledger_or_key_registry_replaced_within_one_mtime_tick_is_read_again(
+    tmp_path: Path,
+) -> None:
+    """Files the PKI tools replace (a new inode) are re-read even when the file system's
+    timestamps cannot tell the versions apart."""
+    ledger = tmp_path / REVOCATIONS
+    ledger.write_text(json.dumps({"concentrators": {}}))
+    os.utime(ledger, ns=(1_000_000_000, 1_000_000_000))
+    reader = Revocations(ledger)
+    assert not reader.is_revoked("A")
+    replacement = tmp_path / "new.json"
+    replacement.write_text(json.dumps({"concentrators": {"A": {}}}))
+    os.utime(replacement, ns=(1_000_000_000, 1_000_000_000))
+    os.replace(replacement, ledger)
+    assert reader.is_revoked("A")
+
+    pki.provision(tmp_path / "pki", "A", broker_host="localhost", broker_port=8883)
+    registry_path = tmp_path / "pki" / pki.KEY_REGISTRY
+    os.utime(registry_path, ns=(1_000_000_000, 1_000_000_000))
+    registry = KeyRegistry(registry_path)
+    assert registry.lookup("A", 1) is not None and registry.lookup("A", 2) is None
+    pki.provision(tmp_path / "pki", "A", broker_host="localhost", broker_port=8883, rotate_key=True)
+    os.utime(registry_path, ns=(1_000_000_000, 1_000_000_000))
+    assert registry.lookup("A", 2) is not None

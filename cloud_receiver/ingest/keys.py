@@ -9,6 +9,16 @@ from pathlib import Path
 
 log = logging.getLogger(__name__)
 
+Stamp = tuple[int, int, int]
+
+
+def _stamp(path: Path) -> Stamp:
+    """What says a file changed: its inode (the PKI tools replace files, never rewrite
+    them in place), its mtime in nanoseconds and its size — an mtime alone misses a
+    rewrite within the file system's timestamp granularity."""
+    st = path.stat()
+    return (st.st_ino, st.st_mtime_ns, st.st_size)
+
 
 class KeyRegistry:
     """Payload keys per concentrator and key id, from the provisioning ``keys.json``.
@@ -19,7 +29,7 @@ class KeyRegistry:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._mtime = -1.0
+        self._stamp: Stamp | None = None
         self._keys: dict[str, dict[int, bytes]] = {}
         self._lock = threading.Lock()
 
@@ -30,17 +40,17 @@ class KeyRegistry:
 
     def _refresh(self) -> None:
         try:
-            mtime = self.path.stat().st_mtime
+            stamp = _stamp(self.path)
         except FileNotFoundError:
             return
-        if mtime == self._mtime:
+        if stamp == self._stamp:
             return
         doc = json.loads(self.path.read_text())
         self._keys = {
             cid: {int(kid): bytes.fromhex(hexkey) for kid, hexkey in keys.items()}
             for cid, keys in doc.items()
         }
-        self._mtime = mtime
+        self._stamp = stamp
 
 
 # The revocation ledger in the PKI directory, written by
@@ -59,7 +69,7 @@ class Revocations:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._mtime = -1.0
+        self._stamp: Stamp | None = None
         self._revoked: frozenset[str] = frozenset()
         self._lock = threading.Lock()
 
@@ -70,8 +80,8 @@ class Revocations:
 
     def _refresh(self) -> None:
         try:
-            mtime = self.path.stat().st_mtime
-            if mtime == self._mtime:
+            stamp = _stamp(self.path)
+            if stamp == self._stamp:
                 return
             doc = json.loads(self.path.read_text())
             table = doc.get("concentrators", {}) if isinstance(doc, dict) else None
@@ -86,4 +96,4 @@ class Revocations:
             )
             return
         self._revoked = revoked
-        self._mtime = mtime
+        self._stamp = stamp
