@@ -59,6 +59,7 @@ EXPECTED: dict[Action, set[str]] = {
     Action.SETTINGS_CHANGE: {ADMIN},
     Action.AUDIT_READ: {ADMIN},
     Action.BACKUP: {ADMIN},
+    Action.KEY_REVOKE: {ADMIN},
 }
 KEY = wire_commands.new_key()
 M1, M2 = "000000000001", "000000000002"

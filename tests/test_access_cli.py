@@ -20,6 +20,7 @@ from sqlalchemy import update
 from cloud_receiver.access import operators as operators_mod
 from cloud_receiver.access import requests as queue
 from cloud_receiver.applications import dr, prepay
+from cloud_receiver.applications.fleet import pki
 from cloud_receiver.cli import main
 from cloud_receiver.storage import MeterRecord, open_storage
 from cloud_receiver.storage import audit as chain
@@ -28,7 +29,7 @@ from cloud_receiver.storage.schema import audit_log
 # Commands that need no session: offline tools with their own key files, the service
 # itself, a restore into an empty database; `operator add` needs none only for the
 # first administrator (tested below).
-EXEMPT = {"provision", "broker-config", "release build", "run", "restore"}
+EXEMPT = {"provision", "broker-config", "crl", "release build", "run", "restore"}
 M1, M2 = "000000000001", "000000000002"
 
 
@@ -65,6 +66,8 @@ def _invocations(db: str, tmp: Path, request_of: dict[str, int]) -> list[tuple[s
     password.write_text("a new operator password\n")
     day = ["--from", "2026-01-05", "--to", "2026-01-06"]
     now = int(time.time())
+    pki_dir = tmp / "pki"
+    pki.provision(pki_dir, "dc-1", broker_host="localhost", broker_port=8883)
     return [
         ("data.read", ["readings", "--meter", M1]),
         ("data.read", ["report", "usage", "--meter", M1, *day]),
@@ -106,6 +109,7 @@ def _invocations(db: str, tmp: Path, request_of: dict[str, int]) -> list[tuple[s
         ("audit.read", ["audit", "verify"]),
         ("audit.read", ["audit", "alerts"]),
         ("backup", ["backup", "--out", str(tmp / "b.mfbak"), "--no-verify"]),
+        ("key.revoke", ["revoke", "dc-1", "--pki-dir", str(pki_dir)]),
     ]  # fmt: skip
 
 
@@ -120,7 +124,7 @@ ALLOWED = {
                       "prepay.topup", "dr.enrol", "dr.event", "command.query",
                       "command.configure", "command.relay", "archive.change", "rollout.start",
                       "rollout.abort", "request.approve", "request.cancel", "operator.read",
-                      "operator.manage", "settings.change", "audit.read", "backup"},
+                      "operator.manage", "settings.change", "audit.read", "backup", "key.revoke"},
 }  # fmt: skip
 
 

@@ -56,6 +56,7 @@ class Action(StrEnum):
     SETTINGS_CHANGE = "settings.change"
     AUDIT_READ = "audit.read"
     BACKUP = "backup"
+    KEY_REVOKE = "key.revoke"  # revoke a concentrator's certificates
 
 
 _READ = frozenset({Action.DATA_READ, Action.FLEET_READ, Action.PREPAY_READ, Action.REQUEST_READ})
@@ -80,6 +81,7 @@ _ADMINISTRATION = frozenset(
         Action.SETTINGS_CHANGE,
         Action.AUDIT_READ,
         Action.BACKUP,
+        Action.KEY_REVOKE,
     }
 )
 

@@ -7,7 +7,7 @@ analytics add 3, 7 and 9). Commands import what they run lazily, so ``--help`` a
 ``provision`` stay quick.
 
 Every command that reads customer data or acts runs as an operator logged in with
-``cloud-receiver login`` (`.auth`); ``--help``, ``provision``, ``broker-config``,
+``cloud-receiver login`` (`.auth`); ``--help``, ``provision``, ``broker-config``, ``crl``,
 ``release build`` (offline tools with their own key files), ``run`` (the service
 itself), ``restore`` (into an empty database) and the first ``operator add`` need no
 session.

@@ -1,17 +1,25 @@
-"""``provision`` and ``broker-config``: the deployment's PKI and its broker."""
+"""``provision``, ``broker-config``, ``revoke`` and ``crl``: the deployment's PKI and its
+broker (docs/architecture.md, "Keys: revocation and rotation")."""
 
 from __future__ import annotations
 
+import datetime as dt
+import json
 import os
 import pwd
 from pathlib import Path
 
 import click
 
-from clitools.options import pki_dir_option
-from cloud_receiver.applications.fleet import broker, pki
-from cloud_receiver.cli.common import check_concentrator_id
+from clitools.options import db_option, json_option, pki_dir_option
+from cloud_receiver.applications.fleet import broker, pki, revocation
+from cloud_receiver.cli.auth import session_option
+from cloud_receiver.cli.common import check_concentrator_id, duration
 from cloud_receiver.errors import ReceiverError
+
+
+def _when(unix: float) -> str:
+    return dt.datetime.fromtimestamp(unix, dt.UTC).isoformat(" ", "seconds")
 
 
 @click.command()
@@ -23,6 +31,20 @@ from cloud_receiver.errors import ReceiverError
     "--rotate-key",
     is_flag=True,
     help="Add a new payload key under the next key id; old keys stay in keys.json.",
+)
+@click.option(
+    "--renew-cert",
+    is_flag=True,
+    help="Issue a new certificate and key under the same file names; the old certificate"
+    " is revoked when --grace has passed (or at once with `revoke --superseded`).",
+)
+@click.option(
+    "--grace",
+    "grace_s",
+    default="7d",
+    show_default=True,
+    callback=duration,
+    help="With --renew-cert: how long the old certificate stays valid.",
 )
 @click.option(
     "--keepalive",
@@ -38,10 +60,19 @@ def provision(
     broker_host: str,
     broker_port: int,
     rotate_key: bool,
+    renew_cert: bool,
+    grace_s: float,
     keepalive_s: int,
 ) -> None:
     """Issue a concentrator's certificate and payload key; write its uplink config."""
+    cert_file = pki_dir / "concentrators" / concentrator_id / f"{concentrator_id}.crt"
+    renewal: revocation.Renewal | None = None
     try:
+        if renew_cert and cert_file.exists():
+            # Before provisioning: a revoked concentrator is refused with nothing written.
+            renewal = revocation.renew_certificate(
+                pki_dir, concentrator_id, grace=dt.timedelta(seconds=grace_s)
+            )
         result = pki.provision_details(
             pki_dir,
             concentrator_id,
@@ -57,6 +88,13 @@ def provision(
     click.echo(str(pki_dir / pki.KEY_REGISTRY))
     note = "new key" if result.new_key else "existing key kept"
     click.echo(f"{concentrator_id}: key id {result.key_id} ({note})", err=True)
+    if renewal is not None:
+        click.echo(
+            f"{concentrator_id}: new certificate {renewal.new_serial:x}; the old one"
+            f" ({renewal.old_serial:x}) enters the CRL at {_when(renewal.old_revoked_at)}"
+            " (`cloud-receiver crl`)",
+            err=True,
+        )
 
 
 def _chown_for_broker(user: str, paths: list[Path]) -> None:
@@ -169,4 +207,108 @@ def broker_config(
         click.echo(str(path))
 
 
-COMMANDS = [provision, broker_config]
+@click.command()
+@click.argument("concentrator_id", callback=check_concentrator_id)
+@pki_dir_option(help="The deployment's PKI directory.")
+@click.option(
+    "--reason",
+    type=click.Choice(["key-compromise", "cessation-of-operation"]),
+    default="key-compromise",
+    show_default=True,
+    help="The CRL's reason code (RFC 5280 §5.3.1): stolen or decommissioned.",
+)
+@click.option(
+    "--superseded",
+    is_flag=True,
+    help="Revoke only the certificates a renewal replaced (end their grace period now);"
+    " the concentrator stays trusted.",
+)
+@db_option(help="Receiver database (for the operator's session and the audit log).")
+@session_option()
+@json_option()
+def revoke(
+    concentrator_id: str,
+    pki_dir: Path,
+    reason: str,
+    superseded: bool,
+    db_url: str,
+    session_file: Path | None,
+    as_json: bool,
+) -> None:
+    """Revoke a concentrator's certificates: write the CRL the broker enforces, and have
+    the receivers quarantine its batches (reason ``revoked``)."""
+    from cloud_receiver.access.policy import Action, Resource
+    from cloud_receiver.cli.auth import acting
+
+    target = Resource("concentrator", concentrator_id)
+    with acting(db_url, session_file, Action.KEY_REVOKE, target) as a:
+        try:
+            if superseded:
+                serials = revocation.revoke_superseded(pki_dir, concentrator_id)
+            else:
+                serials = revocation.revoke_concentrator(
+                    pki_dir, concentrator_id, reason=reason.replace("-", "_")
+                )
+        except OSError as exc:
+            raise ReceiverError(f"{pki_dir}: {exc}") from exc
+        a.record(
+            "revoke",
+            str(Action.KEY_REVOKE),
+            str(target),
+            detail={
+                "serials": [f"{s:x}" for s in serials],
+                "reason": "superseded" if superseded else reason,
+                "concentrator_revoked": not superseded,
+            },
+        )
+    crl = pki_dir / revocation.CRL_FILE
+    if as_json:
+        doc = {
+            "concentrator": concentrator_id,
+            "revoked": [f"{s:x}" for s in serials],
+            "concentrator_revoked": not superseded,
+            "crl": str(crl),
+        }
+        click.echo(json.dumps(doc))
+        return
+    listed = ", ".join(f"{s:x}" for s in serials) or "none new"
+    click.echo(f"{concentrator_id}: certificates revoked: {listed}; CRL written to {crl}")
+    click.echo(
+        "reload the broker (`systemctl reload mosquitto`, SIGHUP) so that it refuses them"
+        + ("" if superseded else f"; the receivers quarantine {concentrator_id}'s batches now")
+    )
+
+
+@click.command()
+@pki_dir_option(help="The deployment's PKI directory.")
+@click.option(
+    "--days",
+    type=click.IntRange(1, 365),
+    default=revocation.CRL_VALIDITY.days,
+    show_default=True,
+    help="How long the CRL stays valid (its nextUpdate): rewrite it well before.",
+)
+def crl(pki_dir: Path, days: int) -> None:
+    """Rewrite the CRL: every revoked certificate and every renewed one whose grace period
+    is over. Run it daily (the broker refuses every client once the CRL has expired),
+    then reload the broker."""
+    try:
+        path = revocation.write_crl(pki_dir, validity=dt.timedelta(days=days))
+    except OSError as exc:
+        raise ReceiverError(f"{pki_dir}: {exc}") from exc
+    from cryptography import x509
+
+    written = x509.load_pem_x509_crl(path.read_bytes())
+    assert written.next_update_utc is not None
+    click.echo(
+        f"{path}: {len(written)} revoked certificate(s), valid until"
+        f" {written.next_update_utc.isoformat(' ', 'seconds')}"
+    )
+    for entry in revocation.pending(pki_dir):
+        click.echo(
+            f"pending: {entry.concentrator} certificate {entry.serial:x} (superseded) enters"
+            f" the CRL at {_when(entry.revoke_at)}"
+        )
+
+
+COMMANDS = [provision, broker_config, revoke, crl]

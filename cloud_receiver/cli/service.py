@@ -121,7 +121,7 @@ def run(
 
     from cloud_receiver.applications.reactions import Applications
     from cloud_receiver.ingest.ingestor import Ingestor
-    from cloud_receiver.ingest.keys import KeyRegistry
+    from cloud_receiver.ingest.keys import REVOCATIONS, KeyRegistry, Revocations
     from cloud_receiver.ingest.service import BrokerSettings, ReceiverService
 
     logging.basicConfig(
@@ -157,7 +157,12 @@ def run(
         storage, command_key=command_key, prepay_policy=policy,
         request_keys=Keys(command=command_key, release=release), name=receiver_name,
     )  # fmt: skip
-    ingestor = Ingestor(storage, KeyRegistry(pki_dir / pki.KEY_REGISTRY).lookup, reactions)
+    ingestor = Ingestor(
+        storage,
+        KeyRegistry(pki_dir / pki.KEY_REGISTRY).lookup,
+        reactions,
+        revoked=Revocations(pki_dir / REVOCATIONS).is_revoked,
+    )
     service = ReceiverService(
         ingestor,
         BrokerSettings(

@@ -42,6 +42,7 @@ REASONS: tuple[str, ...] = (
     "bad_topic",
     "concentrator_mismatch",
     "replay",
+    "revoked",
     "internal_error",
 )
 
@@ -64,9 +65,13 @@ class Ingestor:
         storage: Storage,
         keys: Callable[[str, int], bytes | None],
         reactions: Reactions | None = None,
+        revoked: Callable[[str], bool] | None = None,
     ) -> None:
         self.storage = storage
         self.keys = keys
+        # Concentrators whose certificates were revoked (`fleet.revocation`): the broker
+        # refuses their new connections, this refuses what still comes by an open one.
+        self.revoked = revoked
         self.reactions = reactions
         self.counters = Counters()
         self._software: dict[str, tuple[str | None, int]] = {}
@@ -111,6 +116,16 @@ class Ingestor:
                 header.seq,
                 "concentrator_mismatch",
                 f"header names {header.concentrator_id!r} on the topic of {topic_id!r}",
+            )
+        if self.revoked is not None and self.revoked(topic_id):
+            return self._quarantine(
+                topic,
+                payload,
+                now,
+                topic_id,
+                header.seq,
+                "revoked",
+                f"concentrator {topic_id!r} is revoked (`cloud-receiver revoke`)",
             )
         try:
             _, content = wire.open_batch(payload, self.keys)

@@ -21,6 +21,8 @@ Checked against Mosquitto 2.0.11 (tests/test_pki_broker.py):
 - A denied QoS 1 publish gets PUBACK reason 0x87 (Not authorized) under MQTT v5, a
   denied subscription SUBACK 0x87; a ``$share/<group>/`` subscription is checked
   against the ACL without its prefix.
+- ``crlfile``: a certificate in the CRL fails the TLS handshake; SIGHUP makes the
+  broker re-read the CRL (`revocation` says more).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from cloud_receiver.applications.fleet.pki import CA_NAME, RECEIVER_NAME, SERVER_NAME, PkiError
+from cloud_receiver.applications.fleet.revocation import write_crl
 from contract import topics
 
 # Offline persistent sessions keep their backlog up to this many QoS 1 messages each
@@ -103,6 +106,8 @@ def write_mosquitto_config(
             raise PkiError(f"{what} {value!r} contains a line break")
 
     data_dir.mkdir(parents=True, exist_ok=True)
+    # Written afresh from the ledger: an expired CRL would lock every client out.
+    crl = write_crl(pki_dir)
     path.parent.mkdir(parents=True, exist_ok=True)
     acl_path = path.with_suffix(".acl")
     acl_path.write_text(acl_text(receivers))
@@ -140,6 +145,9 @@ def write_mosquitto_config(
         f"keyfile {pki_dir / f'{SERVER_NAME}.key'}",
         "tls_version tlsv1.2",
         "require_certificate true",
+        # Every client certificate is checked against the deployment's CRL at the
+        # handshake (`revocation`; SIGHUP re-reads it).
+        f"crlfile {crl}",
         "use_identity_as_username true",
         "use_username_as_clientid true",
     ]

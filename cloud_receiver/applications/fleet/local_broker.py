@@ -118,6 +118,11 @@ class LocalBroker:
             proc.kill()
             proc.wait()
 
+    def reload(self) -> None:
+        """SIGHUP: Mosquitto re-reads its certificates and the CRL (``systemctl reload``)."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGHUP)
+
     def crash(self) -> None:
         """kill -9: what the broker accepted since its last autosave is gone."""
         proc, self.proc = self.proc, None
