@@ -8,15 +8,18 @@ meter the same way.
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import struct
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol, TypeVar
+from decimal import Decimal
+from typing import Literal, Protocol, TypeVar
 
-from drivers import dlt645, modbus_rtu
-from drivers.errors import EncodeError, FrameError
+from drivers import dlt645, dlt645_1997, dlt698, modbus_rtu
+from drivers.errors import BusTimeout, EncodeError, FrameError, MeterError
 from drivers.meter_ids import modbus_slave_problem
+from drivers.meter_quantities import array_elements
 from drivers.serial_bus import Exchange, FrameDecoder, SerialBus
 
 F = TypeVar("F")
@@ -259,3 +262,244 @@ def parse_slave(address: str) -> int:
     if problem is not None:
         raise EncodeError(problem)
     return int(address)
+
+
+# --------------------------------------------------------------------------------------
+# DL/T 698.45 and DL/T 645-1997 (docs/protocols-dlt698-645-1997.md)
+
+MeterProtocol = Literal["dlt645", "dlt645-1997", "dlt698"]
+METER_PROTOCOLS: tuple[MeterProtocol, ...] = ("dlt645", "dlt645-1997", "dlt698")
+PROTOCOL_NAMES: dict[str, str] = {
+    "dlt645": "DL/T 645-2007",
+    "dlt645-1997": "DL/T 645-1997",
+    "dlt698": "DL/T 698.45",
+    "modbus": "Modbus RTU",
+}
+
+# 698.45 power is W with scaler -1 (2004 02 00); DL/T 645 gives kW. Stored readings of one
+# name carry one unit whatever the meter speaks, so 698.45 power is given in kW (exact).
+_698_TO_KW = {dlt698.Unit.WATT: (-3, "kW")}
+
+
+def dlt698_text(
+    q: dlt698.Quantity, value: dlt698.Value, *, numeric: bool = True
+) -> tuple[str, str]:
+    """(text, unit) of one 698.45 element value, as readings store it: exact decimals,
+    power in kW, the clock as YYYYMMDDhhmmss (numeric) or ISO text."""
+    unit = q.symbol
+    if isinstance(value, Decimal) and q.unit in _698_TO_KW:
+        shift, unit = _698_TO_KW[q.unit]
+        return str(value.scaleb(shift)), unit
+    if isinstance(value, dt.datetime):
+        return (value.strftime("%Y%m%d%H%M%S") if numeric else value.isoformat()), unit
+    if isinstance(value, tuple) or value is None:
+        raise EncodeError(f"{q.name} ({q.oad}): {value!r} is not a single value")
+    return str(value), unit
+
+
+def dlt698_not_supported(exc: Exception) -> bool:
+    """A 698.45 refusal that says the meter has no such object (DAR 4 or 6)."""
+    return isinstance(exc, MeterError) and exc.code in (
+        dlt698.DAR.OBJECT_UNDEFINED,
+        dlt698.DAR.OBJECT_NOT_EXIST,
+    )
+
+
+class Dlt698Reader:
+    """GET-Request Normal/NormalList over a bus (docs/protocols-dlt698-645-1997.md,
+    "Application layer"): one request for every quantity of a job, each answer checked
+    against the request's PIID, address and OADs."""
+
+    protocol = "dlt698"
+
+    def __init__(self, bus: Dlt645Transport, *, response_timeout: float | None = None) -> None:
+        self.bus = bus
+        self.response_timeout = response_timeout
+        self._piid = itertools.cycle(range(1, 64))
+
+    @staticmethod
+    def quantities(names: Sequence[str] = ()) -> list[dlt698.Quantity]:
+        return [dlt698.lookup(n) for n in (names or dlt698.DEFAULT_QUANTITIES)]
+
+    async def _exchange(self, request: bytes, address: dlt698.ServerAddress) -> dlt698.Frame:
+        def accept(frame: dlt698.Frame) -> bool:
+            return frame.from_server and address.matches(frame.address)
+
+        ex = await self.bus.transact(
+            request, dlt698.Decoder(), accept, response_timeout=self.response_timeout
+        )
+        return ex.frame
+
+    async def read_many(
+        self, address: str, quantities: Sequence[dlt698.Quantity], *, numeric: bool = True
+    ) -> tuple[list[QuantityValue], list[tuple[str, MeterError]]]:
+        """Values of every quantity (arrays as their elements), and the quantities the
+        meter refused with the DAR it gave."""
+        if not quantities:
+            return [], []
+        piid = next(self._piid)
+        server = dlt698.ServerAddress(address)
+        reply = await self._exchange(dlt698.build_get(server, *quantities, piid=piid), server)
+        service = dlt698.server_apdu(reply, server, piid=piid).service
+        if isinstance(service, dlt698.GetResponseNormal):
+            results: tuple[dlt698.ResultNormal, ...] = (service.result,)
+        elif isinstance(service, dlt698.GetResponseNormalList):
+            results = service.results
+        else:
+            raise FrameError(f"reply is {type(service).__name__}, expected a GET-Response")
+        by_oad = {r.oad: r for r in results}
+        now = time.time()
+        values: list[QuantityValue] = []
+        refused: list[tuple[str, MeterError]] = []
+        for q in quantities:
+            result = by_oad.get(q.oad)
+            if result is None:
+                raise FrameError(f"reply lacks {q.name} ({q.oad})")
+            if not isinstance(result.result, dlt698.Data):
+                code = int(result.result)
+                refused.append((q.name, MeterError(address, code, dlt698.describe_dar(code))))
+                continue
+            value = dlt698.to_value(q, result.result)
+            values += self._values(address, q, value, numeric, now)
+        return values, refused
+
+    @staticmethod
+    def _values(
+        address: str, q: dlt698.Quantity, value: dlt698.Value, numeric: bool, now: float
+    ) -> list[QuantityValue]:
+        if value is None:
+            return []
+        pairs = (
+            zip(array_elements(q), value, strict=False)
+            if isinstance(value, tuple)
+            else [(q, value)]
+        )
+        out = []
+        for element, v in pairs:
+            if v is None:
+                continue
+            text, unit = dlt698_text(element, v, numeric=numeric)
+            out.append(QuantityValue(address, element.name, str(element.oad), text, unit, now))
+        return out
+
+    async def read_address(self) -> str:
+        """The address (4001) of the one meter on the line, asked by wildcard."""
+        wildcard = dlt698.ServerAddress.wildcard()
+        reply = await self._exchange(dlt698.build_read_address(), wildcard)
+        value = dlt698.parse_get_response(reply, "comm_address")
+        if not isinstance(value, str) or value != reply.address:
+            raise FrameError(f"4001 reply names {value!r} in a frame from {reply.address}")
+        return value
+
+
+class Dlt6451997Reader:
+    """0x01 read data of DL/T 645-1997 (two-byte identifiers; the 645 frame), following
+    0x02 follow-up frames (docs/protocols-dlt698-645-1997.md, "DL/T 645-1997")."""
+
+    protocol = "dlt645-1997"
+
+    def __init__(self, bus: Dlt645Transport, *, response_timeout: float | None = None) -> None:
+        self.bus = bus
+        self.response_timeout = response_timeout
+
+    @staticmethod
+    def quantities(names: Sequence[str] = ()) -> list[dlt645_1997.DataId]:
+        return [dlt645_1997.lookup(n) for n in (names or dlt645_1997.DEFAULT_QUANTITIES)]
+
+    async def _exchange(self, request: bytes, address: str) -> dlt645.Frame:
+        def accept(frame: dlt645.Frame) -> bool:
+            return (
+                frame.is_reply
+                and frame.function
+                in (dlt645_1997.Function.READ_DATA, dlt645_1997.Function.READ_FOLLOW_UP)
+                and dlt645.address_matches(address, frame.address)
+            )
+
+        ex = await self.bus.transact(
+            request, dlt645.Decoder(), accept, response_timeout=self.response_timeout
+        )
+        return ex.frame
+
+    async def read_raw(self, address: str, di: int) -> bytes:
+        frame = await self._exchange(dlt645_1997.build_read(address, di), address)
+        reply = dlt645_1997.parse_read_reply(frame, address, di)
+        value = reply.value
+        follow = 0
+        while reply.more_follows:
+            follow += 1
+            if follow > MAX_FOLLOW_UPS:
+                raise FrameError(f"meter {address} announced more than {MAX_FOLLOW_UPS} follow-ups")
+            frame = await self._exchange(dlt645_1997.build_read_follow_up(address, di), address)
+            reply = dlt645_1997.parse_read_reply(frame, address, di)
+            value += reply.value
+        return value
+
+    async def read(
+        self, address: str, entry: dlt645_1997.DataId, *, numeric: bool = True
+    ) -> list[QuantityValue]:
+        """One identifier; a block (901F) as its parts energy_fwd_total, _t1, ..."""
+        raw = await self.read_raw(address, entry.di)
+        value = dlt645_1997.decode_value(entry, raw)
+        now = time.time()
+        if isinstance(value, tuple):
+            base = entry.name.removesuffix("_block")
+            parts = ("total", "t1", "t2", "t3", "t4")
+            return [
+                QuantityValue(address, f"{base}_{p}", entry.code, str(v), entry.unit, now)
+                for p, v in zip(parts, value, strict=False)
+            ]
+        return [
+            QuantityValue(
+                address, entry.name, entry.code, dlt645_1997_text(value, numeric), entry.unit, now
+            )
+        ]
+
+
+def dlt645_1997_text(value: dlt645_1997.Value, numeric: bool = True) -> str:
+    """Stored text of a 1997 value, as DL/T 645-2007's `dlt645.numeric_text` writes it."""
+    if isinstance(value, dt.date):
+        return value.strftime("%Y%m%d") if numeric else value.isoformat()
+    if isinstance(value, dt.time):
+        return value.strftime("%H%M%S") if numeric else value.isoformat()
+    if isinstance(value, tuple):
+        return " / ".join(str(v) for v in value)
+    return str(value)
+
+
+def dlt645_1997_not_supported(exc: Exception) -> bool:
+    return isinstance(exc, MeterError) and bool(exc.code & dlt645_1997.ErrorBits.BAD_IDENTIFIER)
+
+
+async def identify(
+    bus: Dlt645Transport,
+    address: str,
+    protocols: Sequence[MeterProtocol] = METER_PROTOCOLS,
+    *,
+    response_timeout: float | None = None,
+) -> MeterProtocol:
+    """Which protocol the meter at ``address`` answers, tried in ``protocols``' order:
+    DL/T 645-2007 reads its address (04000401), DL/T 698.45 reads 4001, DL/T 645-1997
+    reads 9010. A meter that answers with a well-formed error reply of the protocol
+    speaks it too (a 1997 meter without 9010 still says "bad identifier" in 1997's
+    frame). BusTimeout when no protocol got an answer, saying what was tried."""
+    tried: list[str] = []
+    for protocol in protocols:
+        try:
+            if protocol == "dlt645":
+                await Dlt645Reader(bus, response_timeout=response_timeout).read(
+                    address, dlt645.lookup("meter_address")
+                )
+            elif protocol == "dlt698":
+                reader = Dlt698Reader(bus, response_timeout=response_timeout)
+                await reader.read_many(address, [dlt698.lookup("comm_address")])
+            else:
+                await Dlt6451997Reader(bus, response_timeout=response_timeout).read(
+                    address, dlt645_1997.lookup("energy_fwd_total")
+                )
+        except MeterError:
+            return protocol
+        except (BusTimeout, FrameError) as exc:
+            tried.append(f"{PROTOCOL_NAMES[protocol]}: {exc}")
+            continue
+        return protocol
+    raise BusTimeout(f"meter {address} answered no protocol tried ({'; '.join(tried)})")

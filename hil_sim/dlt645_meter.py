@@ -42,7 +42,12 @@ class Dlt645Meter:
         self.preamble = preamble  # FE bytes before each reply (vendors send 0..4)
 
     def selected_by(self, frame: Frame) -> bool:
-        return not frame.is_reply and dlt645.address_matches(frame.address, self.address)
+        # On a mixed line (`hil_sim.mixed_bus`) 698.45 frames pass by too.
+        return (
+            isinstance(frame, Frame)
+            and not frame.is_reply
+            and dlt645.address_matches(frame.address, self.address)
+        )
 
     def answer(self, frame: Frame, t: float) -> Answer:
         """React to a request that selects this meter, at simulated time t."""

@@ -42,10 +42,12 @@ from concentrator.config.table import (
     type_name,
 )
 from contract.timezone import parse_utc_offset
-from drivers import dlt645
 from drivers.meter_ids import address_problem
+from drivers.meter_quantities import kind_name, known
 from drivers.modbus_rtu import METER_MODELS
 from drivers.serial_bus import Parity, baud_problem
+
+PROTOCOLS = ("dlt645", "dlt645-1997", "dlt698", "modbus")
 
 T = TypeVar("T")
 
@@ -376,7 +378,7 @@ class _Checker:
     def meter(self, t: Table, buses: list[tuple[Table, BusConfig | None]]) -> MeterConfig | None:
         t.unknown_keys(_METER_KEYS)
         failed: list[bool] = []
-        protocol = optional(lambda: t.choice("protocol", ("dlt645", "modbus")), failed)
+        protocol = optional(lambda: t.choice("protocol", PROTOCOLS), failed)
         address = optional(lambda: t.string("address"), failed)
         problem = None if address is None else _address_problem(address, protocol)
         if problem is not None:
@@ -390,7 +392,7 @@ class _Checker:
             t.issue("bus", f'no [[bus]] is named "{bus}" (buses: {listed})')
             failed.append(True)
         on_plc = any(b is not None and b.name == bus and b.type == "plc" for _, b in buses)
-        if on_plc and protocol == "modbus":
+        if on_plc and protocol not in (None, "dlt645"):
             t.issue("protocol", f'bus "{bus}" is a carrier (PLC) bus: only DL/T 645 meters')
             failed.append(True)
         group = optional(lambda: t.string("group", "default"), failed)
@@ -414,7 +416,7 @@ class _Checker:
             return None
         return MeterConfig(
             address=cast(str, address),
-            protocol=cast(Literal["dlt645", "modbus"], protocol),
+            protocol=cast(Literal["dlt645", "dlt645-1997", "dlt698", "modbus"], protocol),
             bus=cast(str, bus),
             group=cast(str, group),
             area=area,
@@ -441,15 +443,15 @@ class _Checker:
                 )
                 continue
             on_bus[key] = t
-            if meter.protocol != "dlt645":
+            if meter.protocol == "modbus":
                 continue
-            # A DL/T 645 address is the meter's identity in the readings and upstream, so
+            # A DL/T address is the meter's identity in the readings and upstream, so
             # it must be unique across buses too (same meter configured twice).
             if meter.address in dlt645_anywhere:
                 first = dlt645_anywhere[meter.address]
                 t.issue(
                     "address",
-                    f'duplicate DL/T 645 address "{meter.address}": '
+                    f'duplicate {kind_name(meter.protocol)} address "{meter.address}": '
                     f"{t.prefix} at line {t.line('address')} and "
                     f"{first.prefix} at line {first.line('address')} (on another bus)",
                 )
@@ -535,9 +537,9 @@ class _Checker:
         for mt, m in applied:
             kinds.setdefault((m.protocol, m.model), []).append(mt)
         for (protocol, model), tables in kinds.items():
-            kind = "DL/T 645" if protocol == "dlt645" else f"Modbus {model}"
+            kind = kind_name(protocol, model)
             for quantity in quantities:
-                if not _resolves(quantity, protocol, model):
+                if not known(protocol, quantity, model):
                     t.issue(
                         "quantities",
                         f'unknown quantity "{quantity}" for {kind} meters '
@@ -566,16 +568,6 @@ def _at(t: Table, key: str | None) -> str:
 
 def _address_problem(address: str, protocol: str | None) -> str | None:
     return None if protocol is None else address_problem(protocol, address)
-
-
-def _resolves(quantity: str, protocol: str, model: str | None) -> bool:
-    if protocol == "dlt645":
-        try:
-            dlt645.lookup(quantity)
-        except (KeyError, ValueError):
-            return False
-        return True
-    return quantity in METER_MODELS.get(model or "sdm630", {})
 
 
 _TOML_AT = re.compile(r"\(at line (\d+), column (\d+)\)$")

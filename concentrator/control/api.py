@@ -42,9 +42,8 @@ from concentrator.polling.meter_actions import (
 )
 from concentrator.storage import ReadSuccess, Store, StoreWriter
 from contract.records import Event
-from drivers import dlt645
+from drivers import dlt645, meter_quantities
 from drivers.errors import DriverError
-from drivers.modbus_rtu import METER_MODELS
 from drivers.readers import QuantityValue
 
 T = TypeVar("T")
@@ -507,24 +506,15 @@ def _reading(v: QuantityValue) -> dict[str, Any]:
 def _resolve_quantities(meter: MeterConfig, names: list[str]) -> list[str]:
     """Quantity names the bus worker can read for this meter (the meter type's default
     set when none is named); an unknown name is a bad argument, before any bus time."""
-    if meter.protocol == "dlt645":
-        if not names:
-            return list(dlt645.DEFAULT_QUANTITIES)
-        out = []
-        for name in names:
-            try:
-                out.append(dlt645.lookup(name).name)
-            except (KeyError, ValueError):
-                raise ControlError(
-                    ErrorCode.BAD_ARGUMENT, f'unknown DL/T 645 quantity "{short(name)}"'
-                ) from None
-        return out
-    registers = METER_MODELS[meter.model or "sdm630"]
-    unknown = [n for n in names if n not in registers]
-    if unknown:
-        raise ControlError(
-            ErrorCode.BAD_ARGUMENT,
-            f'unknown quantity "{short(unknown[0])}" for Modbus {meter.model} meters; '
-            f"expected one of {', '.join(registers)}",
-        )
-    return names or list(registers)
+    if not names:
+        return meter_quantities.defaults(meter.protocol, meter.model)
+    out = []
+    for name in names:
+        try:
+            out.append(meter_quantities.canonical(meter.protocol, name, meter.model))
+        except KeyError:
+            kind = meter_quantities.kind_name(meter.protocol, meter.model)
+            raise ControlError(
+                ErrorCode.BAD_ARGUMENT, f'unknown {kind} quantity "{short(name)}"'
+            ) from None
+    return out

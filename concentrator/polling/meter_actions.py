@@ -15,7 +15,7 @@ from concentrator.clock import Clock
 from concentrator.config import Config, MeterConfig
 from concentrator.errors import ConcentratorError
 from concentrator.polling.bus_worker import BusAction
-from drivers import dlt645
+from drivers import dlt645, meter_quantities
 from drivers.errors import BusTimeout, FrameError, MeterError
 from drivers.readers import Dlt645Reader, QuantityValue
 
@@ -45,7 +45,8 @@ class BusTurns(Protocol):
 
 def relay_refusal(meter: MeterConfig) -> str | None:
     if meter.protocol != "dlt645":
-        return f"meter {meter.address} is a Modbus meter: relay control is DL/T 645 (0x1C)"
+        kind = meter_quantities.kind_name(meter.protocol, meter.model)
+        return f"meter {meter.address} is a {kind} meter: relay control is DL/T 645-2007 (0x1C)"
     if not meter.has_relay_credentials:
         return (
             f"meter {meter.address} has no relay passwords in the configuration: "
