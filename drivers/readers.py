@@ -475,31 +475,55 @@ async def identify(
     address: str,
     protocols: Sequence[MeterProtocol] = METER_PROTOCOLS,
     *,
+    retries: int = 0,
     response_timeout: float | None = None,
 ) -> MeterProtocol:
     """Which protocol the meter at ``address`` answers, tried in ``protocols``' order:
     DL/T 645-2007 reads its address (04000401), DL/T 698.45 reads 4001, DL/T 645-1997
-    reads 9010. A meter that answers with a well-formed error reply of the protocol
-    speaks it too (a 1997 meter without 9010 still says "bad identifier" in 1997's
-    frame). BusTimeout when no protocol got an answer, saying what was tried."""
+    reads 9010 (docs/protocols-dlt698-645-1997.md, "Telling the protocols apart").
+
+    A garbled answer is tried again (up to ``retries`` times) before the next protocol:
+    someone answered. An error reply counts as an answer in 645-2007 and 698.45, whose
+    requests no other protocol's meter would answer in kind; in 645-1997 only "bad
+    identifier" does, since a 2007 meter may refuse the unknown 1997 function 0x01 with
+    an error frame that looks like a 1997 one. None answered: FrameError if any answer
+    was garbled, else BusTimeout, either saying what each protocol heard."""
     tried: list[str] = []
+    garbled = False
     for protocol in protocols:
-        try:
-            if protocol == "dlt645":
-                await Dlt645Reader(bus, response_timeout=response_timeout).read(
-                    address, dlt645.lookup("meter_address")
-                )
-            elif protocol == "dlt698":
-                reader = Dlt698Reader(bus, response_timeout=response_timeout)
-                await reader.read_many(address, [dlt698.lookup("comm_address")])
+        for attempt in range(retries + 1):
+            try:
+                await _probe(bus, address, protocol, response_timeout)
+            except MeterError as exc:
+                if protocol != "dlt645-1997" or dlt645_1997_not_supported(exc):
+                    return protocol
+                tried.append(f"{PROTOCOL_NAMES[protocol]}: {exc}")
+                break
+            except FrameError as exc:
+                if attempt < retries:
+                    continue
+                garbled = True
+                tried.append(f"{PROTOCOL_NAMES[protocol]}: {exc}")
+            except BusTimeout as exc:
+                tried.append(f"{PROTOCOL_NAMES[protocol]}: {exc}")
+                break
             else:
-                await Dlt6451997Reader(bus, response_timeout=response_timeout).read(
-                    address, dlt645_1997.lookup("energy_fwd_total")
-                )
-        except MeterError:
-            return protocol
-        except (BusTimeout, FrameError) as exc:
-            tried.append(f"{PROTOCOL_NAMES[protocol]}: {exc}")
-            continue
-        return protocol
-    raise BusTimeout(f"meter {address} answered no protocol tried ({'; '.join(tried)})")
+                return protocol
+    what = f"meter {address} answered no protocol tried cleanly ({'; '.join(tried)})"
+    raise FrameError(what) if garbled else BusTimeout(what)
+
+
+async def _probe(
+    bus: Dlt645Transport, address: str, protocol: str, response_timeout: float | None
+) -> None:
+    if protocol == "dlt645":
+        reader = Dlt645Reader(bus, response_timeout=response_timeout)
+        await reader.read(address, dlt645.lookup("meter_address"))
+    elif protocol == "dlt698":
+        reader698 = Dlt698Reader(bus, response_timeout=response_timeout)
+        _, refused = await reader698.read_many(address, [dlt698.lookup("comm_address")])
+        if refused:
+            raise refused[0][1]
+    else:
+        reader97 = Dlt6451997Reader(bus, response_timeout=response_timeout)
+        await reader97.read(address, dlt645_1997.lookup("energy_fwd_total"))

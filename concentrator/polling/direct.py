@@ -51,7 +51,7 @@ async def read_direct(
         raise EncodeError(problem)
     if protocol == "auto":
         async with SerialBus(settings) as bus:
-            protocol = await _retry(partial(identify, bus, address), retries)
+            protocol = await identify(bus, address, retries=retries)
     if on_protocol is not None:
         on_protocol(protocol)
     if protocol == "dlt698":
