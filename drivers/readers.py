@@ -19,7 +19,7 @@ from typing import Literal, Protocol, TypeVar
 from drivers import dlt645, dlt645_1997, dlt698, modbus_rtu
 from drivers.errors import BusTimeout, EncodeError, FrameError, MeterError
 from drivers.meter_ids import modbus_slave_problem
-from drivers.meter_quantities import array_elements
+from drivers.meter_quantities import BLOCK_PARTS, array_elements
 from drivers.serial_bus import Exchange, FrameDecoder, SerialBus
 
 F = TypeVar("F")
@@ -268,7 +268,7 @@ def parse_slave(address: str) -> int:
 # DL/T 698.45 and DL/T 645-1997 (docs/protocols-dlt698-645-1997.md)
 
 MeterProtocol = Literal["dlt645", "dlt645-1997", "dlt698"]
-METER_PROTOCOLS: tuple[MeterProtocol, ...] = ("dlt645", "dlt645-1997", "dlt698")
+METER_PROTOCOLS: tuple[MeterProtocol, ...] = ("dlt645", "dlt698", "dlt645-1997")
 PROTOCOL_NAMES: dict[str, str] = {
     "dlt645": "DL/T 645-2007",
     "dlt645-1997": "DL/T 645-1997",
@@ -303,6 +303,55 @@ def dlt698_not_supported(exc: Exception) -> bool:
         dlt698.DAR.OBJECT_UNDEFINED,
         dlt698.DAR.OBJECT_NOT_EXIST,
     )
+
+
+def dlt698_values(
+    reply: dlt698.Frame,
+    address: str,
+    quantities: Sequence[dlt698.Quantity],
+    *,
+    piid: int | None = None,
+    numeric: bool = True,
+) -> tuple[list[QuantityValue], list[tuple[str, MeterError]]]:
+    """A GET-Response (Normal or NormalList) checked against its request: the values
+    (arrays as their elements) and the quantities refused with their DAR. FrameError
+    for an answer that is not one to this request."""
+    server = dlt698.ServerAddress(address)
+    service = dlt698.server_apdu(reply, server, piid=piid).service
+    if isinstance(service, dlt698.GetResponseNormal):
+        results: tuple[dlt698.ResultNormal, ...] = (service.result,)
+    elif isinstance(service, dlt698.GetResponseNormalList):
+        results = service.results
+    else:
+        raise FrameError(f"reply is {type(service).__name__}, expected a GET-Response")
+    by_oad = {r.oad: r for r in results}
+    if len(by_oad) != len(results) or len(results) != len(quantities):
+        raise FrameError(f"reply carries {len(results)} results for {len(quantities)} OADs")
+    now = time.time()
+    values: list[QuantityValue] = []
+    refused: list[tuple[str, MeterError]] = []
+    for q in quantities:
+        result = by_oad.get(q.oad)
+        if result is None:
+            raise FrameError(f"reply lacks {q.name} ({q.oad})")
+        if not isinstance(result.result, dlt698.Data):
+            code = int(result.result)
+            refused.append((q.name, MeterError(address, code, dlt698.describe_dar(code))))
+            continue
+        value = dlt698.to_value(q, result.result)
+        if value is None:
+            continue
+        pairs = (
+            zip(array_elements(q), value, strict=False)
+            if isinstance(value, tuple)
+            else [(q, value)]
+        )
+        for element, v in pairs:
+            if v is None:
+                continue
+            text, unit = dlt698_text(element, v, numeric=numeric)
+            values.append(QuantityValue(address, element.name, str(element.oad), text, unit, now))
+    return values, refused
 
 
 class Dlt698Reader:
@@ -340,47 +389,7 @@ class Dlt698Reader:
         piid = next(self._piid)
         server = dlt698.ServerAddress(address)
         reply = await self._exchange(dlt698.build_get(server, *quantities, piid=piid), server)
-        service = dlt698.server_apdu(reply, server, piid=piid).service
-        if isinstance(service, dlt698.GetResponseNormal):
-            results: tuple[dlt698.ResultNormal, ...] = (service.result,)
-        elif isinstance(service, dlt698.GetResponseNormalList):
-            results = service.results
-        else:
-            raise FrameError(f"reply is {type(service).__name__}, expected a GET-Response")
-        by_oad = {r.oad: r for r in results}
-        now = time.time()
-        values: list[QuantityValue] = []
-        refused: list[tuple[str, MeterError]] = []
-        for q in quantities:
-            result = by_oad.get(q.oad)
-            if result is None:
-                raise FrameError(f"reply lacks {q.name} ({q.oad})")
-            if not isinstance(result.result, dlt698.Data):
-                code = int(result.result)
-                refused.append((q.name, MeterError(address, code, dlt698.describe_dar(code))))
-                continue
-            value = dlt698.to_value(q, result.result)
-            values += self._values(address, q, value, numeric, now)
-        return values, refused
-
-    @staticmethod
-    def _values(
-        address: str, q: dlt698.Quantity, value: dlt698.Value, numeric: bool, now: float
-    ) -> list[QuantityValue]:
-        if value is None:
-            return []
-        pairs = (
-            zip(array_elements(q), value, strict=False)
-            if isinstance(value, tuple)
-            else [(q, value)]
-        )
-        out = []
-        for element, v in pairs:
-            if v is None:
-                continue
-            text, unit = dlt698_text(element, v, numeric=numeric)
-            out.append(QuantityValue(address, element.name, str(element.oad), text, unit, now))
-        return out
+        return dlt698_values(reply, address, quantities, piid=piid, numeric=numeric)
 
     async def read_address(self) -> str:
         """The address (4001) of the one meter on the line, asked by wildcard."""
@@ -439,20 +448,28 @@ class Dlt6451997Reader:
     ) -> list[QuantityValue]:
         """One identifier; a block (901F) as its parts energy_fwd_total, _t1, ..."""
         raw = await self.read_raw(address, entry.di)
-        value = dlt645_1997.decode_value(entry, raw)
-        now = time.time()
-        if isinstance(value, tuple):
-            base = entry.name.removesuffix("_block")
-            parts = ("total", "t1", "t2", "t3", "t4")
-            return [
-                QuantityValue(address, f"{base}_{p}", entry.code, str(v), entry.unit, now)
-                for p, v in zip(parts, value, strict=False)
-            ]
-        return [
-            QuantityValue(
-                address, entry.name, entry.code, dlt645_1997_text(value, numeric), entry.unit, now
+        return dlt645_1997_values(address, entry, raw, numeric=numeric)
+
+
+def dlt645_1997_values(
+    address: str, entry: dlt645_1997.DataId, raw: bytes, *, numeric: bool = True
+) -> list[QuantityValue]:
+    """The value bytes of one 1997 identifier as readings; a block as its parts."""
+    value = dlt645_1997.decode_value(entry, raw)
+    now = time.time()
+    if isinstance(value, tuple):
+        if len(value) > len(BLOCK_PARTS):
+            raise FrameError(
+                f"{entry.name} ({entry.code}): {len(value)} values, at most "
+                f"{len(BLOCK_PARTS)} (total and 4 tariffs)"
             )
+        base = entry.name.removesuffix("_block")
+        return [
+            QuantityValue(address, f"{base}_{p}", entry.code, str(v), entry.unit, now)
+            for p, v in zip(BLOCK_PARTS, value, strict=False)
         ]
+    text = dlt645_1997_text(value, numeric)
+    return [QuantityValue(address, entry.name, entry.code, text, entry.unit, now)]
 
 
 def dlt645_1997_text(value: dlt645_1997.Value, numeric: bool = True) -> str:

@@ -65,7 +65,7 @@ class Dlt6451997Meter:
             base = entry.name.removesuffix("_block")
             texts = [(f"{base}_{p}", str(v)) for p, v in zip(BLOCK_PARTS, told, strict=False)]
         else:
-            texts = [(entry.name, dlt645_1997_text(told))]
+            texts = [(entry.name, dlt645_1997_text(told, numeric=False))]  # display text
         truth = tuple(
             TruthRecord(t, self.address, PROTOCOL, name, entry.code, text, entry.unit)
             for name, text in texts

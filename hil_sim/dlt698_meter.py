@@ -120,7 +120,7 @@ class Dlt698Meter:
         for element, v in pairs:
             if v is None or isinstance(v, tuple):
                 continue
-            text, unit = dlt698_text(element, v)
+            text, unit = dlt698_text(element, v, numeric=False)  # as 645's display text
             truth.append(
                 TruthRecord(t, self.address, PROTOCOL, element.name, str(element.oad), text, unit)
             )

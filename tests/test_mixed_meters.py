@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from concentrator.polling.scan import scan
 from drivers import dlt645, dlt645_1997, dlt698
 from drivers.errors import BusTimeout, MeterError
 from drivers.readers import Dlt645Reader, Dlt698Reader, Dlt6451997Reader, identify
@@ -50,7 +51,9 @@ async def test_each_protocol_is_read_and_equals_the_ground_truth(
     assert got.value == _told(truth, m2007, "voltage_a")
 
     values, refused = await Dlt698Reader(bus).read_many(
-        m698, Dlt698Reader.quantities(["energy_fwd", "voltage", "current_a", "power", "clock"])
+        m698,
+        Dlt698Reader.quantities(["energy_fwd", "voltage", "current_a", "power", "clock"]),
+        numeric=False,  # the clock as ISO text, as the truth log shows it
     )
     sim.truth.flush()
     assert refused == []
@@ -69,7 +72,7 @@ async def test_each_protocol_is_read_and_equals_the_ground_truth(
 
     reader97 = Dlt6451997Reader(bus)
     for name in ("energy_fwd_total", "voltage_a", "current_a", "power_total", "meter_date"):
-        [value] = await reader97.read(m1997, dlt645_1997.lookup(name))
+        [value] = await reader97.read(m1997, dlt645_1997.lookup(name), numeric=False)
         sim.truth.flush()
         assert value.value == _told(truth, m1997, name), value
         assert value.key == f"{dlt645_1997.lookup(name).di:04X}"
@@ -111,3 +114,29 @@ async def test_698_broadcast_time_sets_the_clock(mixed: tuple[SimBus, SerialBus,
     )
     shown = dt.datetime.fromisoformat(values[0].value)
     assert abs((shown - when).total_seconds()) < 5
+
+
+@pytest.fixture
+async def fast_mixed(tmp_path: Path) -> AsyncIterator[tuple[SimBus, SerialBus]]:
+    """No wire time (baud 0) and a short answer window: a whole-address-space search."""
+    opts = FleetOptions(protocol="dlt645", protocols=MIX, meters=6, baud=0)
+    sim = build_bus(opts, link=tmp_path / "bus", truth=TruthLog(None))
+    await sim.start()
+    bus = SerialBus(SerialSettings(port=str(tmp_path / "bus"), baud=0, response_timeout=0.05))
+    await bus.open()
+    yield sim, bus
+    await bus.close()
+    await sim.stop()
+
+
+async def test_scan_finds_every_meter_of_a_mixed_bus_and_its_protocol(
+    fast_mixed: tuple[SimBus, SerialBus],
+) -> None:
+    sim, bus = fast_mixed
+    result = await scan(bus, retries=0, protocols=("dlt645", "dlt698", "dlt645-1997"))
+    assert result.complete
+    assert result.addresses == sorted(m.address for m in sim.meters)
+    assert result.protocols == {m.address: MIX[i % 3] for i, m in enumerate(sim.meters)}
+    assert result.collisions >= 3  # two meters of each protocol answer the first probe
+    only698 = await scan(bus, retries=0, protocols=("dlt698",))
+    assert only698.addresses == [sim.meters[1].address, sim.meters[4].address]

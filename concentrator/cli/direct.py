@@ -40,6 +40,7 @@ PROTOCOL_DEFAULTS: dict[str, tuple[int, Parity]] = {
     "modbus": (9600, "N"),
 }
 DLT_PROTOCOLS = ["auto", "dlt645", "dlt645-1997", "dlt698"]
+SCAN_ORDER = ("dlt645", "dlt698", "dlt645-1997")  # what `scan --protocol auto` searches
 
 _port_option = click.option("--port", required=True, help="Serial device, e.g. /dev/ttyS1.")
 # Unset, each protocol's usual line settings.
@@ -248,7 +249,14 @@ def read(
 
 @click.command("scan")
 @_port_option
-@click.option("--protocol", type=click.Choice(["dlt645"]), default="dlt645", show_default=True)
+@click.option(
+    "--protocol",
+    type=click.Choice(DLT_PROTOCOLS),
+    default="auto",
+    show_default=True,
+    help="auto: search for DL/T 645-2007, then 698.45, then 645-1997 meters, and say "
+    "which each one answered; or search in the one named.",
+)
 @_baud_option
 @_parity_option
 @click.option(
@@ -275,14 +283,16 @@ def scan_command(
     retries: int,
     as_json: bool,
 ) -> None:
-    """Find every DL/T 645 meter on a bus by wildcard-address search.
+    """Find every DL/T 645-2007, 698.45 and 645-1997 meter on a bus by wildcard-address
+    search, and say which protocol each answered.
 
     Exits 0 only with a list it is sure of; branches it could not resolve are listed
     and the exit code is 4.
     """
     settings = _settings(port, protocol, baud, parity, timeout)
     try:
-        result = asyncio.run(_scan(settings, retries, show_progress=not as_json))
+        protocols = SCAN_ORDER if protocol == "auto" else (protocol,)
+        result = asyncio.run(_scan(settings, retries, protocols, show_progress=not as_json))
     except DriverError as exc:
         err_console.print(
             f"[red]error:[/red] scan of {port}: {escape(describe(exc))}", soft_wrap=True
@@ -294,6 +304,7 @@ def scan_command(
                 {
                     "port": port,
                     "meters": result.addresses,
+                    "protocols": result.protocols,
                     "complete": result.complete,
                     "probes": result.probes,
                     "collisions": result.collisions,
@@ -303,7 +314,7 @@ def scan_command(
         )
     else:
         for address in result.addresses:
-            click.echo(address)
+            click.echo(f"{address} {result.protocols.get(address, protocol)}")
         err_console.print(
             f"{len(result.addresses)} meter(s) found with {result.probes} probes "
             f"({result.collisions} collisions)"
@@ -320,7 +331,9 @@ def scan_command(
         sys.exit(Exit.GARBLED)
 
 
-async def _scan(settings: SerialSettings, retries: int, *, show_progress: bool) -> ScanResult:
+async def _scan(
+    settings: SerialSettings, retries: int, protocols: tuple[str, ...], *, show_progress: bool
+) -> ScanResult:
     async with SerialBus(settings) as bus:
         with Progress(
             TextColumn("scanning"),
@@ -340,4 +353,4 @@ async def _scan(settings: SerialSettings, retries: int, *, show_progress: bool) 
                     task, completed=result.probes, pending=pending, found=len(result.addresses)
                 )
 
-            return await scan(bus, retries=retries, progress=update)
+            return await scan(bus, retries=retries, progress=update, protocols=protocols)
