@@ -5,10 +5,12 @@ meter told (its ground-truth log)."""
 
 from __future__ import annotations
 
+import json
+import tempfile
 from pathlib import Path
 
 import pytest
-from helpers import DaemonProcess, wait_for
+from helpers import DaemonProcess, run_cli, wait_for
 from mqtt_harness import Broker
 from test_daemon_e2e import _assert_values_are_true
 from test_uplink_e2e import Receiver, _backlog, _configure
@@ -78,12 +80,31 @@ def test_mixed_bus_reaches_the_receiver_exactly_once_with_true_values(tmp_path: 
         assert [meters[a] for a in sorted(meters)] == list(MIX * 3)
         cfg.write_text(cfg.read_text(encoding="utf-8") + MIXED_TASK, encoding="utf-8")
         _configure(tmp_path, broker, cfg)
+        sock = Path(tempfile.mkdtemp(prefix="mixed-", dir="/tmp")) / "ctl.sock"
+        text = cfg.read_text(encoding="utf-8")
+        cfg.write_text(
+            text.replace("[concentrator]\n", f'[concentrator]\ncontrol_socket = "{sock}"\n', 1),
+            encoding="utf-8",
+        )
         receiver = Receiver(broker, rdb, tmp_path / "receiver.log")
         receiver.start()
         daemon = DaemonProcess(cfg, "--time-scale", "30")
         wanted = {(m, q) for m in meters for q in COMMON}
         try:
             wait_for(lambda: wanted <= _arrived(rdb), 240, "every meter's readings upstream")
+            # Through the running daemon, between its polls: arrays and blocks as parts.
+            by_protocol = {p: next(a for a, q in meters.items() if q == p) for p in MIX}
+            for protocol, names, parts in (
+                ("dlt698", ["voltage", "clock"], ["voltage_a", "voltage_b", "voltage_c", "clock"]),
+                ("dlt645-1997", ["energy_fwd_block"], ["energy_fwd_total", "energy_fwd_t1"]),
+            ):
+                got = run_cli(
+                    "read", by_protocol[protocol], *names, "--json", "--socket", str(sock)
+                )
+                assert got.returncode == 0, got.stderr
+                doc = json.loads(got.stdout)
+                assert doc["protocol"] == protocol and "not_supported" not in doc
+                assert [r["name"] for r in doc["readings"]][: len(parts)] == parts
             sim.stop()
             wait_for(lambda: _backlog(store_db) == (0, 0), 180, "the backlog to drain")
         finally:

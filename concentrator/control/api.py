@@ -264,7 +264,9 @@ class ControlApi:
             "protocol": meter.protocol,
             "readings": [_reading(v) for v in values],
             "not_supported": [
-                n for n in names if n not in read and not any(q.startswith(n + "_") for q in read)
+                n
+                for n in names
+                if not any(s in read for s in meter_quantities.stored_names(meter.protocol, n))
             ],
         }
 
