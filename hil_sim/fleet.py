@@ -328,13 +328,15 @@ def write_plc_config(
     link: Path,
     addresses: Sequence[str],
     *,
+    protocols: Sequence[str] = (),
     concentrator_id: str = "dc-sim-0001",
     store_path: Path | None = None,
     cadence: str = "15m",
     max_in_flight: int = 1,
     retries: int = 6,
 ) -> None:
-    """A concentrator config reading DL/T 645 meters through one carrier module."""
+    """A concentrator config reading DL/T meters through one carrier module; meter i
+    speaks ``protocols[i]`` (645-2007 when not given)."""
     lines = [
         "# Written by hil-sim plc: meters behind one simulated carrier module.",
         "[concentrator]",
@@ -351,30 +353,46 @@ def write_plc_config(
         f"retries = {retries}",
         "",
     ]
-    for address in addresses:
+    kinds = list(protocols) or ["dlt645"] * len(addresses)
+    for address, protocol in zip(addresses, kinds, strict=True):
         lines += [
             "[[meter]]",
             f"address = {_toml_str(address)}",
-            'protocol = "dlt645"',
+            f"protocol = {_toml_str(protocol)}",
             'bus = "plc1"',
-            f"password_level = {DEFAULT_PASSWORD_LEVEL}",
-            f"password = {_toml_str(DEFAULT_PASSWORD)}",
-            f"operator = {_toml_str(DEFAULT_OPERATOR)}",
-            'group = "plc"',
+        ]
+        if protocol == "dlt645":
+            lines += [
+                f"password_level = {DEFAULT_PASSWORD_LEVEL}",
+                f"password = {_toml_str(DEFAULT_PASSWORD)}",
+                f"operator = {_toml_str(DEFAULT_OPERATOR)}",
+                'group = "plc"',
+                "",
+            ]
+        else:
+            lines += [f"group = {_toml_str('plc-' + protocol)}", ""]
+    if "dlt645" in kinds:
+        lines += [
+            "[[task]]",
+            'name = "interval-energy"',
+            'quantities = ["energy_fwd_total"]',
+            f"every = {_toml_str(cadence)}",
+            'groups = ["plc"]',
+            "",
+            "[[task]]",
+            'name = "daily-freeze"',
+            'quantities = ["frozen_daily_energy_fwd", "frozen_daily_time"]',
+            'every = "daily@00:05"',
+            'groups = ["plc"]',
             "",
         ]
-    lines += [
-        "[[task]]",
-        'name = "interval-energy"',
-        'quantities = ["energy_fwd_total"]',
-        f"every = {_toml_str(cadence)}",
-        'groups = ["plc"]',
-        "",
-        "[[task]]",
-        'name = "daily-freeze"',
-        'quantities = ["frozen_daily_energy_fwd", "frozen_daily_time"]',
-        'every = "daily@00:05"',
-        'groups = ["plc"]',
-        "",
-    ]
+    for protocol in sorted(set(kinds) - {"dlt645"}):
+        lines += [
+            "[[task]]",
+            f"name = {_toml_str('interval-energy-' + protocol)}",
+            'quantities = ["energy_fwd_total"]',
+            f"every = {_toml_str(cadence)}",
+            f"groups = [{_toml_str('plc-' + protocol)}]",
+            "",
+        ]
     path.write_text("\n".join(lines), encoding="utf-8")

@@ -14,9 +14,11 @@ from __future__ import annotations
 from typing import Any
 
 from drivers import dlt645, dlt698
+from drivers import gdw1376_2 as gdw
+from drivers.errors import FrameError
 from hil_sim.bus import ProtocolAdapter, SimMeter
-
-MIXABLE = ("dlt645", "dlt645-1997", "dlt698")
+from hil_sim.dlt645_1997_meter import Dlt6451997Meter
+from hil_sim.dlt698_meter import Dlt698Meter
 
 
 class MixedDecoder:
@@ -46,6 +48,24 @@ class MixedDecoder:
         return frame
 
 
+def decode_any(payload: bytes) -> Any:
+    """One whole meter frame, 645 or 698.45 (what a carrier module forwards); FrameError
+    if it is neither."""
+    try:
+        return dlt645.decode_frame(payload)
+    except FrameError:
+        return dlt698.decode_frame(payload)
+
+
+def protocol_type(meter: SimMeter) -> int:
+    """The Q/GDW 1376.2 protocol type a carrier module reports for ``meter``."""
+    if isinstance(meter, Dlt698Meter):
+        return gdw.ProtocolType.DLT698_45
+    if isinstance(meter, Dlt6451997Meter):
+        return gdw.ProtocolType.DLT645_1997
+    return gdw.ProtocolType.DLT645_2007
+
+
 def _corrupt(reply: bytes) -> bytes:
     # The byte before the end byte is the 645 checksum, and the high byte of 698.45's FCS.
     return reply[:-2] + bytes([(reply[-2] + 1) & 0xFF]) + reply[-1:]
@@ -60,7 +80,8 @@ def _error_reply(meter: SimMeter, frame: Any) -> bytes:
 
 
 def mixed_adapter(protocols: tuple[str, ...]) -> ProtocolAdapter:
-    """The line of a bus whose meters speak ``protocols`` (each one of `MIXABLE`)."""
+    """The line of a bus whose meters speak ``protocols`` (each one of
+    `hil_sim.cli.options.MIXABLE`)."""
     return ProtocolAdapter(
         name=",".join(protocols),
         bits_per_char=dlt645.BITS_PER_CHAR,

@@ -96,8 +96,11 @@ def test_dlt698_address_is_checked_and_unique_across_protocols(tmp_path: Path) -
     assert 'duplicate address "000000000002" on bus "bus1"' in issue.message
 
 
-def test_carrier_bus_takes_only_dlt645_2007_meters(tmp_path: Path) -> None:
+def test_carrier_bus_takes_dlt_meters_not_modbus(tmp_path: Path) -> None:
     text = MIXED.replace('protocol = "dlt698"\nbus = "bus1"', 'protocol = "dlt698"\nbus = "plc1"')
+    assert load_config(_write(tmp_path, text)).meters[1].bus == "plc1"
+    text = MIXED.replace('protocol = "dlt698"\nbus = "bus1"', 'protocol = "modbus"\nbus = "plc1"')
+    text = text.replace('address = "000000000002"', 'address = "2"')
     [issue] = check_config(_write(tmp_path, text))
     assert issue.field == "meter[1].protocol"
-    assert "carrier (PLC) bus: only DL/T 645 meters" in issue.message
+    assert "carrier (PLC) bus: only DL/T 645 and DL/T 698.45 meters" in issue.message

@@ -392,8 +392,11 @@ class _Checker:
             t.issue("bus", f'no [[bus]] is named "{bus}" (buses: {listed})')
             failed.append(True)
         on_plc = any(b is not None and b.name == bus and b.type == "plc" for _, b in buses)
-        if on_plc and protocol not in (None, "dlt645"):
-            t.issue("protocol", f'bus "{bus}" is a carrier (PLC) bus: only DL/T 645 meters')
+        if on_plc and protocol == "modbus":
+            t.issue(
+                "protocol",
+                f'bus "{bus}" is a carrier (PLC) bus: only DL/T 645 and DL/T 698.45 meters',
+            )
             failed.append(True)
         group = optional(lambda: t.string("group", "default"), failed)
         area = optional(lambda: t.string("area", None), failed)

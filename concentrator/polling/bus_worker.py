@@ -30,6 +30,7 @@ from drivers import dlt645, dlt645_1997, meter_quantities
 from drivers.errors import BusError, BusTimeout, DriverError, FrameError, MeterError
 from drivers.readers import (
     Dlt645Reader,
+    Dlt645Transport,
     Dlt698Reader,
     Dlt6451997Reader,
     ModbusReader,
@@ -224,6 +225,11 @@ class BusWorker:
 
     def _dlt645(self) -> Dlt645Reader:
         return Dlt645Reader(self.bus)
+
+    def _channel(self, protocol: str) -> Dlt645Transport:
+        """What a DL/T 698.45 or 645-1997 reader talks through (a carrier module's
+        channel names the protocol type of what it forwards)."""
+        return self.bus
 
     async def _execute(self, job: Job) -> None:
         """One read job: the deadline, the store and the caller's future are handled
@@ -480,7 +486,7 @@ class BusWorker:
         """Every quantity of the job in one GET-Request NormalList; what the meter
         refuses as not there (DAR 4, 6) is recorded missing, any other refusal fails
         the read as a 645 error reply does."""
-        reader = Dlt698Reader(self.bus)
+        reader = Dlt698Reader(self._channel("dlt698"))
         quantities = Dlt698Reader.quantities(job.quantities)
         values, refused = await reader.read_many(
             job.meter.address, quantities, numeric=job.slot is not None
@@ -496,7 +502,7 @@ class BusWorker:
 
     async def _read_dlt645_1997(self, job: Job) -> None:
         """One 0x01 read per identifier (1997 has no list read)."""
-        reader = Dlt6451997Reader(self.bus)
+        reader = Dlt6451997Reader(self._channel("dlt645-1997"))
         while job.quantities:
             if self.clock.monotonic() >= job.deadline:
                 raise BusTimeout("slot ended while reading")

@@ -30,7 +30,6 @@ from hil_sim.faults import (
     parse_offline_option,
 )
 from hil_sim.fleet import FleetOptions, ProtocolName, build_bus, write_config
-from hil_sim.mixed_bus import MIXABLE
 from hil_sim.truth import TruthLog
 
 
@@ -47,18 +46,6 @@ def _turnaround(text: str) -> tuple[float, float]:
     return a / 1000, b / 1000
 
 
-def _protocols(ctx: click.Context, param: click.Parameter, text: str | None) -> tuple[str, ...]:
-    if text is None:
-        return ()
-    names = tuple(p.strip() for p in text.split(","))
-    for name in names:
-        if name not in MIXABLE:
-            raise click.BadParameter(
-                f"{name!r}: expected a comma-separated list of {', '.join(MIXABLE)}"
-            )
-    return names
-
-
 def _meter_options(fn: Callable[..., None]) -> Callable[..., None]:
     """Options shared by ``bus`` and ``fleet``: what the meters are and what goes wrong."""
     options = [
@@ -69,14 +56,10 @@ def _meter_options(fn: Callable[..., None]) -> Callable[..., None]:
             show_default=True,
             help="What every meter speaks: DL/T 645-2007, DL/T 645-1997, DL/T 698.45 or Modbus.",
         ),
-        click.option(
-            "--protocols",
-            default=None,
-            callback=_protocols,
-            metavar="P1,P2,...",
-            help="A mixed bus: meter i speaks the (i mod n)-th of these "
+        simopt.protocols_option(
+            "A mixed bus: meter i speaks the (i mod n)-th of these "
             "(dlt645, dlt645-1997, dlt698), e.g. dlt645,dlt698,dlt645-1997. "
-            "Overrides --protocol.",
+            "Overrides --protocol."
         ),
         baud_option(default=2400, help="Line speed; 0 removes every wire and turnaround delay."),
         click.option(
