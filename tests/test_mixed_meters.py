@@ -140,3 +140,16 @@ async def test_scan_finds_every_meter_of_a_mixed_bus_and_its_protocol(
     assert result.collisions >= 3  # two meters of each protocol answer the first probe
     only698 = await scan(bus, retries=0, protocols=("dlt698",))
     assert only698.addresses == [sim.meters[1].address, sim.meters[4].address]
+
+
+async def test_698_read_address_finds_the_one_meter_on_the_line(tmp_path: Path) -> None:
+    opts = FleetOptions(protocol="dlt698", meters=1, baud=0, address_base="000000000322")
+    sim = build_bus(opts, link=tmp_path / "one", truth=TruthLog(None))
+    await sim.start()
+    try:
+        async with SerialBus(
+            SerialSettings(port=str(tmp_path / "one"), baud=0, response_timeout=0.3)
+        ) as bus:
+            assert await Dlt698Reader(bus).read_address() == "000000000322"
+    finally:
+        await sim.stop()
