@@ -354,6 +354,12 @@ def dlt698_values(
     return values, refused
 
 
+# PIID serials rotate across every reader (one per job), so that a late answer to an
+# earlier request of the same meter carries another serial and is refused (clause 8,
+# PIID; docs/protocols-dlt698-645-1997.md, "Application layer").
+_PIIDS = itertools.cycle(range(1, 64))
+
+
 class Dlt698Reader:
     """GET-Request Normal/NormalList over a bus (docs/protocols-dlt698-645-1997.md,
     "Application layer"): one request for every quantity of a job, each answer checked
@@ -364,7 +370,6 @@ class Dlt698Reader:
     def __init__(self, bus: Dlt645Transport, *, response_timeout: float | None = None) -> None:
         self.bus = bus
         self.response_timeout = response_timeout
-        self._piid = itertools.cycle(range(1, 64))
 
     @staticmethod
     def quantities(names: Sequence[str] = ()) -> list[dlt698.Quantity]:
@@ -386,7 +391,7 @@ class Dlt698Reader:
         meter refused with the DAR it gave."""
         if not quantities:
             return [], []
-        piid = next(self._piid)
+        piid = next(_PIIDS)
         server = dlt698.ServerAddress(address)
         reply = await self._exchange(dlt698.build_get(server, *quantities, piid=piid), server)
         return dlt698_values(reply, address, quantities, piid=piid, numeric=numeric)
