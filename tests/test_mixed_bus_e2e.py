@@ -136,3 +136,44 @@ def test_mixed_bus_reaches_the_receiver_exactly_once_with_true_values(tmp_path: 
         assert units[(protocol, "energy_fwd_total")] == "kWh"
     # No read failed for want of a protocol: only the slot the daemon started in may miss.
     assert not [m for m in missing if "not supported" in m.reason], missing
+
+
+def test_what_a_meter_lacks_is_recorded_missing_with_its_own_reason(tmp_path: Path) -> None:
+    """Single-phase meters of each protocol asked for phase B: the refusal (645-2007
+    "no data", 698.45 DAR 6, 645-1997 "identifier wrong") is a missing reading with the
+    meter's words, and phase A is still read and stored."""
+    cfg, store_db = tmp_path / "c.toml", tmp_path / "store.db"
+    (tmp_path / "links").mkdir()
+    sim = SimProcess(
+        ["fleet", "--buses", "1", "--meters-per-bus", "3", "--protocols", ",".join(MIX),
+         "--phases", "1", "--baud", "9600", "--time-scale", "30", "--cadence", "5m",
+         "--link-dir", str(tmp_path / "links"), "--write-config", str(cfg),
+         "--store", str(store_db)]
+    )  # fmt: skip
+    sim.start()
+    cfg.write_text(
+        cfg.read_text(encoding="utf-8")
+        + MIXED_TASK.replace('"current_a", "power_total"', '"voltage_b"'),
+        encoding="utf-8",
+    )
+    daemon = DaemonProcess(cfg, "--time-scale", "30")
+
+    def missing_b() -> set[str]:
+        if not store_db.exists():
+            return set()
+        with Store.open(store_db) as store:
+            return {m.meter for m in store.missing(quantity="voltage_b")}
+
+    try:
+        wait_for(lambda: len(missing_b()) == 3, 120, "phase B missing for every meter")
+    finally:
+        assert daemon.stop() == 0
+        sim.stop()
+    with Store.open(store_db) as store:
+        reasons = {m.meter: m.reason for m in store.missing(quantity="voltage_b")}
+        read_a = {r.reading.meter for r in store.get_readings(quantity="voltage_a")}
+    meters = sorted(reasons)
+    assert read_a == set(meters)
+    assert all("not supported by the meter" in r for r in reasons.values()), reasons
+    assert "object does not exist" in reasons[meters[1]].lower()  # the 698.45 meter
+    assert "identifier wrong" in reasons[meters[2]]  # the 645-1997 meter
