@@ -13,13 +13,19 @@ import struct
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from decimal import Decimal
 from typing import Literal, Protocol, TypeVar
 
 from drivers import dlt645, dlt645_1997, dlt698, modbus_rtu
+from drivers.dlt698.objects import CANONICAL as DLT698_CANONICAL
 from drivers.errors import BusTimeout, EncodeError, FrameError, MeterError
 from drivers.meter_ids import modbus_slave_problem
-from drivers.meter_quantities import BLOCK_PARTS, array_elements
+from drivers.meter_quantities import (
+    array_elements,
+    block_parts,
+    dlt645_1997_entry,
+    dlt645_1997_stored_name,
+    dlt698_quantity,
+)
 from drivers.serial_bus import Exchange, FrameDecoder, SerialBus
 
 F = TypeVar("F")
@@ -193,13 +199,14 @@ class ModbusReader:
 
     @staticmethod
     def quantities_of(model: str, names: Sequence[str] = ()) -> list[modbus_rtu.Register]:
-        """Resolve quantity names for a meter family (KeyError: not in its map), before
-        any bus is opened; no names means every register of the map."""
+        """Resolve canonical quantity names for a meter family (KeyError naming the valid
+        ones: not in its map), before any bus is opened; no names means every register
+        of the map."""
         if model not in modbus_rtu.METER_MODELS:
             raise EncodeError(
                 f"Modbus meter model {model!r}: expected one of {sorted(modbus_rtu.METER_MODELS)}"
             )
-        registers = modbus_rtu.METER_MODELS[model]
+        registers = modbus_rtu.canonical_registers(model)
         if not names:
             return list(registers.values())
         out = []
@@ -242,17 +249,18 @@ class ModbusReader:
                 if reg is None:
                     continue
                 value = modbus_rtu.registers_to_float32(regs[offset], regs[offset + 1])
+                mapped = modbus_rtu.CANONICAL[reg.name]
                 out.append(
                     QuantityValue(
                         meter=address,
-                        quantity=reg.name,
+                        quantity=mapped.name,
                         key=f"0x{reg.address:04X}",
-                        value=format_float32(value),
-                        unit=reg.unit,
+                        value=mapped.value(format_float32(value)),
+                        unit=mapped.unit,
                         read_at=now,
                     )
                 )
-        order = {r.name: i for i, r in enumerate(registers)}
+        order = {modbus_rtu.CANONICAL[r.name].name: i for i, r in enumerate(registers)}
         return sorted(out, key=lambda q: order[q.quantity])
 
 
@@ -276,25 +284,24 @@ PROTOCOL_NAMES: dict[str, str] = {
     "modbus": "Modbus RTU",
 }
 
-# 698.45 power is W with scaler -1 (2004 02 00); DL/T 645 gives kW. Stored readings of one
-# name carry one unit whatever the meter speaks, so 698.45 power is given in kW (exact).
-_698_TO_KW = {dlt698.Unit.WATT: (-3, "kW")}
 
-
-def dlt698_text(
+def dlt698_reading(
     q: dlt698.Quantity, value: dlt698.Value, *, numeric: bool = True
-) -> tuple[str, str]:
-    """(text, unit) of one 698.45 element value, as readings store it: exact decimals,
-    power in kW, the clock as YYYYMMDDhhmmss (numeric) or ISO text."""
-    unit = q.symbol
-    if isinstance(value, Decimal) and q.unit in _698_TO_KW:
-        shift, unit = _698_TO_KW[q.unit]
-        return str(value.scaleb(shift)), unit
-    if isinstance(value, dt.datetime):
-        return (value.strftime("%Y%m%d%H%M%S") if numeric else value.isoformat()), unit
+) -> tuple[str, str, str]:
+    """(name, text, unit) of one 698.45 element value as readings carry it: the
+    canonical name, unit and exact value of `dlt698.objects.CANONICAL` (power in kW from
+    the meter's W), else the object's own name (the clock as YYYYMMDDhhmmss when
+    ``numeric``, else ISO text)."""
     if isinstance(value, tuple) or value is None:
         raise EncodeError(f"{q.name} ({q.oad}): {value!r} is not a single value")
-    return str(value), unit
+    mapped = DLT698_CANONICAL.get(q.oad)
+    if isinstance(value, dt.datetime):
+        text = value.strftime("%Y%m%d%H%M%S") if numeric else value.isoformat()
+    else:
+        text = str(value)
+    if mapped is None:
+        return q.name, text, q.symbol
+    return mapped.name, mapped.value(text), mapped.unit
 
 
 def dlt698_not_supported(exc: Exception) -> bool:
@@ -349,8 +356,8 @@ def dlt698_values(
         for element, v in pairs:
             if v is None:
                 continue
-            text, unit = dlt698_text(element, v, numeric=numeric)
-            values.append(QuantityValue(address, element.name, str(element.oad), text, unit, now))
+            name, text, unit = dlt698_reading(element, v, numeric=numeric)
+            values.append(QuantityValue(address, name, str(element.oad), text, unit, now))
     return values, refused
 
 
@@ -373,7 +380,8 @@ class Dlt698Reader:
 
     @staticmethod
     def quantities(names: Sequence[str] = ()) -> list[dlt698.Quantity]:
-        return [dlt698.lookup(n) for n in (names or dlt698.DEFAULT_QUANTITIES)]
+        """Canonical names, object names or OADs; none: the default set."""
+        return [dlt698_quantity(n) for n in (names or dlt698.DEFAULT_QUANTITIES)]
 
     async def _exchange(self, request: bytes, address: dlt698.ServerAddress) -> dlt698.Frame:
         def accept(frame: dlt698.Frame) -> bool:
@@ -418,7 +426,8 @@ class Dlt6451997Reader:
 
     @staticmethod
     def quantities(names: Sequence[str] = ()) -> list[dlt645_1997.DataId]:
-        return [dlt645_1997.lookup(n) for n in (names or dlt645_1997.DEFAULT_QUANTITIES)]
+        """Canonical names, the 1997 names or hex codes; none: the default set."""
+        return [dlt645_1997_entry(n) for n in (names or dlt645_1997.DEFAULT_QUANTITIES)]
 
     async def _exchange(self, request: bytes, address: str) -> dlt645.Frame:
         def accept(frame: dlt645.Frame) -> bool:
@@ -459,22 +468,24 @@ class Dlt6451997Reader:
 def dlt645_1997_values(
     address: str, entry: dlt645_1997.DataId, raw: bytes, *, numeric: bool = True
 ) -> list[QuantityValue]:
-    """The value bytes of one 1997 identifier as readings; a block as its parts."""
+    """The value bytes of one 1997 identifier as readings under their canonical names
+    (`dlt645_1997.CANONICAL`); a block (9X1F) as its parts, total and tariffs."""
     value = dlt645_1997.decode_value(entry, raw)
     now = time.time()
     if isinstance(value, tuple):
-        if len(value) > len(BLOCK_PARTS):
+        parts = block_parts(entry)
+        if len(value) > len(parts):
             raise FrameError(
                 f"{entry.name} ({entry.code}): {len(value)} values, at most "
-                f"{len(BLOCK_PARTS)} (total and 4 tariffs)"
+                f"{len(parts)} (total and 4 tariffs)"
             )
-        base = entry.name.removesuffix("_block")
         return [
-            QuantityValue(address, f"{base}_{p}", entry.code, str(v), entry.unit, now)
-            for p, v in zip(BLOCK_PARTS, value, strict=False)
+            QuantityValue(address, dlt645_1997_stored_name(p), entry.code, str(v), entry.unit, now)
+            for p, v in zip(parts, value, strict=False)
         ]
     text = dlt645_1997_text(value, numeric)
-    return [QuantityValue(address, entry.name, entry.code, text, entry.unit, now)]
+    name = dlt645_1997_stored_name(entry)
+    return [QuantityValue(address, name, entry.code, text, entry.unit, now)]
 
 
 def dlt645_1997_text(value: dlt645_1997.Value, numeric: bool = True) -> str:

@@ -11,13 +11,12 @@ from typing import Any
 from drivers import dlt645, dlt645_1997
 from drivers.dlt645_1997 import ErrorBits, Function
 from drivers.errors import FrameError
-from drivers.readers import dlt645_1997_text
+from drivers.readers import dlt645_1997_values
 from hil_sim.dlt645_meter import ENERGY_ROLLOVER, _quantize
 from hil_sim.model import MeterModel
 from hil_sim.truth import TruthRecord
 
 PROTOCOL = "dlt645-1997"
-BLOCK_PARTS = ("total", "t1", "t2", "t3", "t4")
 
 
 @dataclass(frozen=True)
@@ -60,15 +59,10 @@ class Dlt6451997Meter:
         if value is None:
             return Answer(self.error_reply(frame, ErrorBits.BAD_IDENTIFIER))
         raw = dlt645_1997.encode_value(entry, value)
-        told = dlt645_1997.decode_value(entry, raw)
-        if isinstance(told, tuple):
-            base = entry.name.removesuffix("_block")
-            texts = [(f"{base}_{p}", str(v)) for p, v in zip(BLOCK_PARTS, told, strict=False)]
-        else:
-            texts = [(entry.name, dlt645_1997_text(told, numeric=False))]  # display text
+        # What the concentrator will make of it (canonical names, display text).
+        told = dlt645_1997_values(self.address, entry, raw, numeric=False)
         truth = tuple(
-            TruthRecord(t, self.address, PROTOCOL, name, entry.code, text, entry.unit)
-            for name, text in texts
+            TruthRecord(t, self.address, PROTOCOL, v.quantity, v.key, v.value, v.unit) for v in told
         )
         reply = dlt645_1997.build_reply(self.address, di, raw, preamble=self.preamble)
         return Answer(reply, truth)

@@ -14,7 +14,7 @@ from drivers import dlt698
 from drivers.dlt698 import DAR, OAD, ResultNormal
 from drivers.errors import DriverError
 from drivers.meter_quantities import array_elements
-from drivers.readers import dlt698_text
+from drivers.readers import dlt698_reading
 from hil_sim.dlt645_meter import _quantize
 from hil_sim.model import MeterModel
 from hil_sim.truth import TruthRecord
@@ -120,10 +120,9 @@ class Dlt698Meter:
         for element, v in pairs:
             if v is None or isinstance(v, tuple):
                 continue
-            text, unit = dlt698_text(element, v, numeric=False)  # as 645's display text
-            truth.append(
-                TruthRecord(t, self.address, PROTOCOL, element.name, str(element.oad), text, unit)
-            )
+            # The reader's own naming: canonical names, 645's display text for the clock.
+            name, text, unit = dlt698_reading(element, v, numeric=False)
+            truth.append(TruthRecord(t, self.address, PROTOCOL, name, str(element.oad), text, unit))
         return ResultNormal(oad, data), tuple(truth)
 
     def value_of(self, q: dlt698.Quantity, t: float) -> dlt698.Value:

@@ -44,6 +44,7 @@ from concentrator.storage import ReadSuccess, Store, StoreWriter
 from contract.records import Event
 from drivers import dlt645, meter_quantities
 from drivers.errors import DriverError
+from drivers.modbus_rtu import canonical_registers
 from drivers.readers import QuantityValue
 
 T = TypeVar("T")
@@ -515,8 +516,23 @@ def _resolve_quantities(meter: MeterConfig, names: list[str]) -> list[str]:
         try:
             out.append(meter_quantities.canonical(meter.protocol, name, meter.model))
         except KeyError:
-            kind = meter_quantities.kind_name(meter.protocol, meter.model)
-            raise ControlError(
-                ErrorCode.BAD_ARGUMENT, f'unknown {kind} quantity "{short(name)}"'
-            ) from None
+            raise ControlError(ErrorCode.BAD_ARGUMENT, _unknown(meter, name)) from None
     return out
+
+
+def _unknown(meter: MeterConfig, name: str) -> str:
+    """What a read may name instead, per meter type (docs/quantities.md)."""
+    if meter.protocol == "modbus":
+        model = meter.model or "sdm630"
+        return (
+            f'unknown quantity "{short(name)}" for Modbus {model} meters; '
+            f"expected one of {', '.join(canonical_registers(model))}"
+        )
+    if meter.protocol == "dlt645":
+        return f'unknown DL/T 645 quantity "{short(name)}"; a DI code or one of: ' + ", ".join(
+            dlt645.DATA_IDS_BY_NAME
+        )
+    kind = meter_quantities.kind_name(meter.protocol, meter.model)
+    valid = ", ".join(meter_quantities.defaults(meter.protocol, meter.model))
+    code = "an OAD" if meter.protocol == "dlt698" else "a DI code"
+    return f'unknown {kind} quantity "{short(name)}"; {code} or a name such as: {valid}'
