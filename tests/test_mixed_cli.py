@@ -62,6 +62,11 @@ def test_protocol_option_selects_one_and_says_what_it_heard(sim) -> None:
     # A quantity the detected protocol has not got is a usage error, after detection.
     bad = run_cli("read", *args, "--address", s.meters[2], "clock")
     assert bad.returncode == 2 and "DL/T 645-1997" in bad.stderr
+    # Canonical names for a 1997 meter; what it lacks is listed by that name.
+    doc97 = read_json(*args, "--address", s.meters[2], "power_factor", "reactive_power_total")
+    assert [r["name"] for r in doc97["readings"]] == ["power_factor"]
+    assert doc97["readings"][0]["di"] == "B650"
+    assert doc97["not_supported"] == ["reactive_power_total"]
     table = run_cli("read", *args, "--address", s.meters[1], "voltage_a")
     assert table.returncode == 0 and "DL/T 698.45 (detected)" in " ".join(table.stdout.split())
 

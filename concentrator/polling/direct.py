@@ -11,6 +11,7 @@ from typing import TypeVar
 from drivers import dlt645
 from drivers.errors import BusTimeout, DriverError, EncodeError, FrameError, MeterError
 from drivers.meter_ids import address_problem
+from drivers.meter_quantities import dlt645_1997_stored_name
 from drivers.readers import (
     Dlt645Reader,
     Dlt698Reader,
@@ -72,7 +73,7 @@ async def read_direct(
                         partial(reader97.read, address, entry97, numeric=False), retries
                     )
                 except MeterError as exc:
-                    failures.append((entry97.name, exc))
+                    failures.append((dlt645_1997_stored_name(entry97), exc))
         return out, failures
     if protocol == "modbus":
         registers = ModbusReader.quantities_of(model, names)
