@@ -321,7 +321,7 @@ class ControlApi:
         config = self.polling.config
         counts: dict[str, int] = {}
         for m in config.meters:
-            if m.protocol == "dlt645":
+            if m.protocol != "modbus":  # DL/T 645-2007, 645-1997 and 698.45 (meter_actions)
                 counts[m.bus] = counts.get(m.bus, 0) + 1
         if not counts:
             raise ControlError(ErrorCode.REFUSED, "no DL/T 645 meter on any bus: nothing to set")
