@@ -30,7 +30,7 @@ from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, replace
 from typing import TypeVar
 
-from drivers import dlt645
+from drivers import dlt645, dlt698
 from drivers import gdw1376_2 as gdw
 from drivers.errors import (
     BusError,
@@ -545,7 +545,10 @@ class Plc645Channel:
         *,
         response_timeout: float | None = None,
     ) -> Exchange[F]:
-        address = dlt645.decode_frame(request).address
+        if self.protocol == gdw.ProtocolType.DLT698_45:
+            address = dlt698.decode_frame(request).address  # docs/protocols-dlt698-645-1997.md
+        else:
+            address = dlt645.decode_frame(request).address
         if "AA" in address or address == dlt645.BROADCAST:
             raise EncodeError(
                 f"meter address {address}: a carrier module routes to one full address, "

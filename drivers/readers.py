@@ -8,15 +8,24 @@ meter the same way.
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import struct
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol, TypeVar
+from typing import Literal, Protocol, TypeVar
 
-from drivers import dlt645, modbus_rtu
-from drivers.errors import EncodeError, FrameError
+from drivers import dlt645, dlt645_1997, dlt698, modbus_rtu
+from drivers.dlt698.objects import CANONICAL as DLT698_CANONICAL
+from drivers.errors import BusTimeout, EncodeError, FrameError, MeterError
 from drivers.meter_ids import modbus_slave_problem
+from drivers.meter_quantities import (
+    array_elements,
+    block_parts,
+    dlt645_1997_entry,
+    dlt645_1997_stored_name,
+    dlt698_quantity,
+)
 from drivers.serial_bus import Exchange, FrameDecoder, SerialBus
 
 F = TypeVar("F")
@@ -261,3 +270,293 @@ def parse_slave(address: str) -> int:
     if problem is not None:
         raise EncodeError(problem)
     return int(address)
+
+
+# --------------------------------------------------------------------------------------
+# DL/T 698.45 and DL/T 645-1997 (docs/protocols-dlt698-645-1997.md)
+
+MeterProtocol = Literal["dlt645", "dlt645-1997", "dlt698"]
+METER_PROTOCOLS: tuple[MeterProtocol, ...] = ("dlt645", "dlt698", "dlt645-1997")
+PROTOCOL_NAMES: dict[str, str] = {
+    "dlt645": "DL/T 645-2007",
+    "dlt645-1997": "DL/T 645-1997",
+    "dlt698": "DL/T 698.45",
+    "modbus": "Modbus RTU",
+}
+
+
+def dlt698_reading(
+    q: dlt698.Quantity, value: dlt698.Value, *, numeric: bool = True
+) -> tuple[str, str, str]:
+    """(name, text, unit) of one 698.45 element value as readings carry it: the
+    canonical name, unit and exact value of `dlt698.objects.CANONICAL` (power in kW from
+    the meter's W), else the object's own name (the clock as YYYYMMDDhhmmss when
+    ``numeric``, else ISO text)."""
+    if isinstance(value, tuple) or value is None:
+        raise EncodeError(f"{q.name} ({q.oad}): {value!r} is not a single value")
+    mapped = DLT698_CANONICAL.get(q.oad)
+    if isinstance(value, dt.datetime):
+        text = value.strftime("%Y%m%d%H%M%S") if numeric else value.isoformat()
+    else:
+        text = str(value)
+    if mapped is None:
+        return q.name, text, q.symbol
+    return mapped.name, mapped.value(text), mapped.unit
+
+
+def dlt698_not_supported(exc: Exception) -> bool:
+    """A 698.45 refusal that says the meter has no such object (DAR 4 or 6)."""
+    return isinstance(exc, MeterError) and exc.code in (
+        dlt698.DAR.OBJECT_UNDEFINED,
+        dlt698.DAR.OBJECT_NOT_EXIST,
+    )
+
+
+def dlt698_values(
+    reply: dlt698.Frame,
+    address: str,
+    quantities: Sequence[dlt698.Quantity],
+    *,
+    piid: int | None = None,
+    numeric: bool = True,
+) -> tuple[list[QuantityValue], list[tuple[str, MeterError]]]:
+    """A GET-Response (Normal or NormalList) checked against its request: the values
+    (arrays as their elements) and the quantities refused with their DAR. FrameError
+    for an answer that is not one to this request."""
+    server = dlt698.ServerAddress(address)
+    service = dlt698.server_apdu(reply, server, piid=piid).service
+    if isinstance(service, dlt698.GetResponseNormal):
+        results: tuple[dlt698.ResultNormal, ...] = (service.result,)
+    elif isinstance(service, dlt698.GetResponseNormalList):
+        results = service.results
+    else:
+        raise FrameError(f"reply is {type(service).__name__}, expected a GET-Response")
+    by_oad = {r.oad: r for r in results}
+    if len(by_oad) != len(results) or len(results) != len(quantities):
+        raise FrameError(f"reply carries {len(results)} results for {len(quantities)} OADs")
+    now = time.time()
+    values: list[QuantityValue] = []
+    refused: list[tuple[str, MeterError]] = []
+    for q in quantities:
+        result = by_oad.get(q.oad)
+        if result is None:
+            raise FrameError(f"reply lacks {q.name} ({q.oad})")
+        if not isinstance(result.result, dlt698.Data):
+            code = int(result.result)
+            refused.append((q.name, MeterError(address, code, dlt698.describe_dar(code))))
+            continue
+        value = dlt698.to_value(q, result.result)
+        if value is None:
+            continue
+        pairs = (
+            zip(array_elements(q), value, strict=False)
+            if isinstance(value, tuple)
+            else [(q, value)]
+        )
+        for element, v in pairs:
+            if v is None:
+                continue
+            name, text, unit = dlt698_reading(element, v, numeric=numeric)
+            values.append(QuantityValue(address, name, str(element.oad), text, unit, now))
+    return values, refused
+
+
+# PIID serials rotate across every reader (one per job), so that a late answer to an
+# earlier request of the same meter carries another serial and is refused (clause 8,
+# PIID; docs/protocols-dlt698-645-1997.md, "Application layer").
+_PIIDS = itertools.cycle(range(1, 64))
+
+
+class Dlt698Reader:
+    """GET-Request Normal/NormalList over a bus (docs/protocols-dlt698-645-1997.md,
+    "Application layer"): one request for every quantity of a job, each answer checked
+    against the request's PIID, address and OADs."""
+
+    protocol = "dlt698"
+
+    def __init__(self, bus: Dlt645Transport, *, response_timeout: float | None = None) -> None:
+        self.bus = bus
+        self.response_timeout = response_timeout
+
+    @staticmethod
+    def quantities(names: Sequence[str] = ()) -> list[dlt698.Quantity]:
+        """Canonical names, object names or OADs; none: the default set."""
+        return [dlt698_quantity(n) for n in (names or dlt698.DEFAULT_QUANTITIES)]
+
+    async def _exchange(self, request: bytes, address: dlt698.ServerAddress) -> dlt698.Frame:
+        def accept(frame: dlt698.Frame) -> bool:
+            return frame.from_server and address.matches(frame.address)
+
+        ex = await self.bus.transact(
+            request, dlt698.Decoder(), accept, response_timeout=self.response_timeout
+        )
+        return ex.frame
+
+    async def read_many(
+        self, address: str, quantities: Sequence[dlt698.Quantity], *, numeric: bool = True
+    ) -> tuple[list[QuantityValue], list[tuple[str, MeterError]]]:
+        """Values of every quantity (arrays as their elements), and the quantities the
+        meter refused with the DAR it gave."""
+        if not quantities:
+            return [], []
+        piid = next(_PIIDS)
+        server = dlt698.ServerAddress(address)
+        reply = await self._exchange(dlt698.build_get(server, *quantities, piid=piid), server)
+        return dlt698_values(reply, address, quantities, piid=piid, numeric=numeric)
+
+    async def read_address(self) -> str:
+        """The address (4001) of the one meter on the line, asked by wildcard."""
+        wildcard = dlt698.ServerAddress.wildcard()
+        reply = await self._exchange(dlt698.build_read_address(), wildcard)
+        value = dlt698.parse_get_response(reply, "comm_address")
+        if not isinstance(value, str) or value != reply.address:
+            raise FrameError(f"4001 reply names {value!r} in a frame from {reply.address}")
+        return value
+
+
+class Dlt6451997Reader:
+    """0x01 read data of DL/T 645-1997 (two-byte identifiers; the 645 frame), following
+    0x02 follow-up frames (docs/protocols-dlt698-645-1997.md, "DL/T 645-1997")."""
+
+    protocol = "dlt645-1997"
+
+    def __init__(self, bus: Dlt645Transport, *, response_timeout: float | None = None) -> None:
+        self.bus = bus
+        self.response_timeout = response_timeout
+
+    @staticmethod
+    def quantities(names: Sequence[str] = ()) -> list[dlt645_1997.DataId]:
+        """Canonical names, the 1997 names or hex codes; none: the default set."""
+        return [dlt645_1997_entry(n) for n in (names or dlt645_1997.DEFAULT_QUANTITIES)]
+
+    async def _exchange(self, request: bytes, address: str) -> dlt645.Frame:
+        def accept(frame: dlt645.Frame) -> bool:
+            return (
+                frame.is_reply
+                and frame.function
+                in (dlt645_1997.Function.READ_DATA, dlt645_1997.Function.READ_FOLLOW_UP)
+                and dlt645.address_matches(address, frame.address)
+            )
+
+        ex = await self.bus.transact(
+            request, dlt645.Decoder(), accept, response_timeout=self.response_timeout
+        )
+        return ex.frame
+
+    async def read_raw(self, address: str, di: int) -> bytes:
+        frame = await self._exchange(dlt645_1997.build_read(address, di), address)
+        reply = dlt645_1997.parse_read_reply(frame, address, di)
+        value = reply.value
+        follow = 0
+        while reply.more_follows:
+            follow += 1
+            if follow > MAX_FOLLOW_UPS:
+                raise FrameError(f"meter {address} announced more than {MAX_FOLLOW_UPS} follow-ups")
+            frame = await self._exchange(dlt645_1997.build_read_follow_up(address, di), address)
+            reply = dlt645_1997.parse_read_reply(frame, address, di)
+            value += reply.value
+        return value
+
+    async def read(
+        self, address: str, entry: dlt645_1997.DataId, *, numeric: bool = True
+    ) -> list[QuantityValue]:
+        """One identifier; a block (901F) as its parts energy_fwd_total, _t1, ..."""
+        raw = await self.read_raw(address, entry.di)
+        return dlt645_1997_values(address, entry, raw, numeric=numeric)
+
+
+def dlt645_1997_values(
+    address: str, entry: dlt645_1997.DataId, raw: bytes, *, numeric: bool = True
+) -> list[QuantityValue]:
+    """The value bytes of one 1997 identifier as readings under their canonical names
+    (`dlt645_1997.CANONICAL`); a block (9X1F) as its parts, total and tariffs."""
+    value = dlt645_1997.decode_value(entry, raw)
+    now = time.time()
+    if isinstance(value, tuple):
+        parts = block_parts(entry)
+        if len(value) > len(parts):
+            raise FrameError(
+                f"{entry.name} ({entry.code}): {len(value)} values, at most "
+                f"{len(parts)} (total and 4 tariffs)"
+            )
+        return [
+            QuantityValue(address, dlt645_1997_stored_name(p), entry.code, str(v), entry.unit, now)
+            for p, v in zip(parts, value, strict=False)
+        ]
+    text = dlt645_1997_text(value, numeric)
+    name = dlt645_1997_stored_name(entry)
+    return [QuantityValue(address, name, entry.code, text, entry.unit, now)]
+
+
+def dlt645_1997_text(value: dlt645_1997.Value, numeric: bool = True) -> str:
+    """Stored text of a 1997 value, as DL/T 645-2007's `dlt645.numeric_text` writes it."""
+    if isinstance(value, dt.date):
+        return value.strftime("%Y%m%d") if numeric else value.isoformat()
+    if isinstance(value, dt.time):
+        return value.strftime("%H%M%S") if numeric else value.isoformat()
+    if isinstance(value, tuple):
+        return " / ".join(str(v) for v in value)
+    return str(value)
+
+
+def dlt645_1997_not_supported(exc: Exception) -> bool:
+    return isinstance(exc, MeterError) and bool(exc.code & dlt645_1997.ErrorBits.BAD_IDENTIFIER)
+
+
+async def identify(
+    bus: Dlt645Transport,
+    address: str,
+    protocols: Sequence[MeterProtocol] = METER_PROTOCOLS,
+    *,
+    retries: int = 0,
+    response_timeout: float | None = None,
+) -> MeterProtocol:
+    """Which protocol the meter at ``address`` answers, tried in ``protocols``' order:
+    DL/T 645-2007 reads its address (04000401), DL/T 698.45 reads 4001, DL/T 645-1997
+    reads 9010 (docs/protocols-dlt698-645-1997.md, "Telling the protocols apart").
+
+    A garbled answer is tried again (up to ``retries`` times) before the next protocol:
+    someone answered. An error reply counts as an answer in 645-2007 and 698.45, whose
+    requests no other protocol's meter would answer in kind; in 645-1997 only "bad
+    identifier" does, since a 2007 meter may refuse the unknown 1997 function 0x01 with
+    an error frame that looks like a 1997 one. None answered: FrameError if any answer
+    was garbled, else BusTimeout, either saying what each protocol heard."""
+    tried: list[str] = []
+    garbled = False
+    for protocol in protocols:
+        for attempt in range(retries + 1):
+            try:
+                await _probe(bus, address, protocol, response_timeout)
+            except MeterError as exc:
+                if protocol != "dlt645-1997" or dlt645_1997_not_supported(exc):
+                    return protocol
+                tried.append(f"{PROTOCOL_NAMES[protocol]}: {exc}")
+                break
+            except FrameError as exc:
+                if attempt < retries:
+                    continue
+                garbled = True
+                tried.append(f"{PROTOCOL_NAMES[protocol]}: {exc}")
+            except BusTimeout as exc:
+                tried.append(f"{PROTOCOL_NAMES[protocol]}: {exc}")
+                break
+            else:
+                return protocol
+    what = f"meter {address} answered no protocol tried cleanly ({'; '.join(tried)})"
+    raise FrameError(what) if garbled else BusTimeout(what)
+
+
+async def _probe(
+    bus: Dlt645Transport, address: str, protocol: str, response_timeout: float | None
+) -> None:
+    if protocol == "dlt645":
+        reader = Dlt645Reader(bus, response_timeout=response_timeout)
+        await reader.read(address, dlt645.lookup("meter_address"))
+    elif protocol == "dlt698":
+        reader698 = Dlt698Reader(bus, response_timeout=response_timeout)
+        _, refused = await reader698.read_many(address, [dlt698.lookup("comm_address")])
+        if refused:
+            raise refused[0][1]
+    else:
+        reader97 = Dlt6451997Reader(bus, response_timeout=response_timeout)
+        await reader97.read(address, dlt645_1997.lookup("energy_fwd_total"))

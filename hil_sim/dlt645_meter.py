@@ -42,7 +42,12 @@ class Dlt645Meter:
         self.preamble = preamble  # FE bytes before each reply (vendors send 0..4)
 
     def selected_by(self, frame: Frame) -> bool:
-        return not frame.is_reply and dlt645.address_matches(frame.address, self.address)
+        # On a mixed line (`hil_sim.mixed_bus`) 698.45 frames pass by too.
+        return (
+            isinstance(frame, Frame)
+            and not frame.is_reply
+            and dlt645.address_matches(frame.address, self.address)
+        )
 
     def answer(self, frame: Frame, t: float) -> Answer:
         """React to a request that selects this meter, at simulated time t."""
@@ -60,6 +65,10 @@ class Dlt645Meter:
             return Answer(None if broadcast else self._reply(fn))
         if broadcast:
             return Answer(None)  # no other command is answered when broadcast
+        if fn not in Function.__members__.values():
+            # Not a DL/T 645-2007 function (a DL/T 645-1997 read, 0x01, on a mixed line):
+            # nothing this meter could answer, so it stays silent.
+            return Answer(None)
         if fn == Function.READ_ADDRESS:
             return Answer(self._reply(fn, dlt645.encode_address(self.address)))
         if fn == Function.READ_DATA:

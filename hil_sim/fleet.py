@@ -13,13 +13,16 @@ from typing import Any, Literal
 from drivers import dlt645
 from hil_sim.bus import ProtocolAdapter, SimBus, SimMeter
 from hil_sim.clock import SimClock
+from hil_sim.dlt645_1997_meter import Dlt6451997Meter
 from hil_sim.dlt645_meter import Dlt645Meter
+from hil_sim.dlt698_meter import Dlt698Meter
 from hil_sim.errors import SpecError
 from hil_sim.faults import FaultPlan
+from hil_sim.mixed_bus import mixed_adapter
 from hil_sim.model import MeterModel, Profile
 from hil_sim.truth import TruthLog
 
-ProtocolName = Literal["dlt645", "modbus"]
+ProtocolName = Literal["dlt645", "dlt645-1997", "dlt698", "modbus"]
 
 DEFAULT_PASSWORD = "123456"
 DEFAULT_PASSWORD_LEVEL = 2
@@ -78,25 +81,40 @@ class FleetOptions:
     modbus_model: str = "sdm630"
     first_slave: int = 1
     faults: FaultPlan = field(default_factory=FaultPlan)
+    # A mixed DL/T bus: meter i speaks protocols[i % len]; empty: every meter `protocol`.
+    protocols: tuple[str, ...] = ()
+
+    def mix(self) -> tuple[str, ...]:
+        return self.protocols or (self.protocol,)
+
+    def protocol_of(self, i: int) -> str:
+        mix = self.mix()
+        return mix[i % len(mix)]
 
 
 def build_meters(opts: FleetOptions, clock: SimClock) -> list[SimMeter]:
     rng = random.Random(opts.seed)
     meters: list[SimMeter] = []
-    if opts.protocol == "dlt645":
+    if "modbus" not in opts.mix():
         addresses = make_addresses(
             opts.meters, base=opts.address_base, randomise=opts.random_addresses, seed=opts.seed
         )
         for i, address in enumerate(addresses):
             model = _model(address, opts, clock, rng, i)
-            meters.append(
-                Dlt645Meter(
-                    model,
-                    password_level=DEFAULT_PASSWORD_LEVEL,
-                    password=DEFAULT_PASSWORD,
-                    preamble=opts.preamble,
+            protocol = opts.protocol_of(i)
+            if protocol == "dlt698":
+                meters.append(Dlt698Meter(model, preamble=opts.preamble))
+            elif protocol == "dlt645-1997":
+                meters.append(Dlt6451997Meter(model, preamble=opts.preamble))
+            else:
+                meters.append(
+                    Dlt645Meter(
+                        model,
+                        password_level=DEFAULT_PASSWORD_LEVEL,
+                        password=DEFAULT_PASSWORD,
+                        preamble=opts.preamble,
+                    )
                 )
-            )
         return meters
     from hil_sim.modbus_meter import ModbusMeter
 
@@ -129,9 +147,11 @@ def _model(
     )
 
 
-def adapter_for(protocol: ProtocolName) -> ProtocolAdapter:
-    if protocol == "dlt645":
+def adapter_for(protocol: ProtocolName, mix: tuple[str, ...] = ()) -> ProtocolAdapter:
+    if protocol == "dlt645" and set(mix) <= {"dlt645"}:
         return dlt645_adapter()
+    if protocol != "modbus":
+        return mixed_adapter(mix or (protocol,))
     from hil_sim.modbus_meter import modbus_adapter
 
     return modbus_adapter()
@@ -152,7 +172,7 @@ def build_bus(
                 meter.model.cover_opened_at.append(clock.start + opening.at)
     return SimBus(
         meters,
-        adapter_for(opts.protocol),
+        adapter_for(opts.protocol, opts.protocols),
         baud=opts.baud,
         turnaround=opts.turnaround,
         faults=opts.faults,
@@ -204,7 +224,7 @@ def write_config(
         "",
     ]
     for name, link, opts, _ in buses:
-        parity = "E" if opts.protocol == "dlt645" else "N"
+        parity = "N" if opts.protocol == "modbus" else "E"
         lines += [
             "[[bus]]",
             f"name = {_toml_str(name)}",
@@ -215,24 +235,25 @@ def write_config(
             "",
         ]
     for name, _, opts, meters in buses:
-        for meter in meters:
+        for i, meter in enumerate(meters):
+            protocol = opts.protocol_of(i)
             lines += [
                 "[[meter]]",
                 f"address = {_toml_str(meter.address)}",
-                f"protocol = {_toml_str(opts.protocol)}",
+                f"protocol = {_toml_str(protocol)}",
                 f"bus = {_toml_str(name)}",
             ]
-            if opts.protocol == "dlt645":
+            if protocol == "dlt645":
                 lines += [
                     f"password_level = {DEFAULT_PASSWORD_LEVEL}",
                     f"password = {_toml_str(DEFAULT_PASSWORD)}",
                     f"operator = {_toml_str(DEFAULT_OPERATOR)}",
                 ]
-            else:
+            elif protocol == "modbus":
                 lines.append(f"model = {_toml_str(opts.modbus_model)}")
-            lines.append(f"group = {_toml_str(opts.protocol)}")
+            lines.append(f"group = {_toml_str(protocol)}")
             lines.append("")
-    protocols = {opts.protocol for _, _, opts, _ in buses}
+    protocols = {p for _, _, opts, _ in buses for p in opts.mix()}
     if "dlt645" in protocols:
         lines += [
             "[[task]]",
@@ -248,6 +269,17 @@ def write_config(
             'groups = ["dlt645"]',
             "",
         ]
+    for protocol in ("dlt645-1997", "dlt698"):
+        if protocol in protocols:
+            # The quantities every DL/T meter has under one name (`drivers.readers`).
+            lines += [
+                "[[task]]",
+                f"name = {_toml_str('interval-energy-' + protocol)}",
+                'quantities = ["energy_fwd_total"]',
+                f"every = {_toml_str(cadence)}",
+                f"groups = [{_toml_str(protocol)}]",
+                "",
+            ]
     if "modbus" in protocols:
         lines += [
             "[[task]]",
@@ -296,6 +328,7 @@ def write_plc_config(
     link: Path,
     addresses: Sequence[str],
     *,
+    protocols: Sequence[str] = (),
     concentrator_id: str = "dc-sim-0001",
     store_path: Path | None = None,
     cadence: str = "15m",
@@ -304,8 +337,9 @@ def write_plc_config(
     master_address: str | None = None,
     comm_mode: int | None = None,
 ) -> None:
-    """A concentrator config reading DL/T 645 meters through one carrier module; the
-    module's address and mode are learnt from it unless given here."""
+    """A concentrator config reading DL/T meters through one carrier module; meter i
+    speaks ``protocols[i]`` (645-2007 when not given); the module's address and mode are
+    learnt from it unless given here."""
     lines = [
         "# Written by hil-sim plc: meters behind one simulated carrier module.",
         "[concentrator]",
@@ -324,30 +358,46 @@ def write_plc_config(
         *([f"comm_mode = {comm_mode}"] if comm_mode is not None else []),
         "",
     ]
-    for address in addresses:
+    kinds = list(protocols) or ["dlt645"] * len(addresses)
+    for address, protocol in zip(addresses, kinds, strict=True):
         lines += [
             "[[meter]]",
             f"address = {_toml_str(address)}",
-            'protocol = "dlt645"',
+            f"protocol = {_toml_str(protocol)}",
             'bus = "plc1"',
-            f"password_level = {DEFAULT_PASSWORD_LEVEL}",
-            f"password = {_toml_str(DEFAULT_PASSWORD)}",
-            f"operator = {_toml_str(DEFAULT_OPERATOR)}",
-            'group = "plc"',
+        ]
+        if protocol == "dlt645":
+            lines += [
+                f"password_level = {DEFAULT_PASSWORD_LEVEL}",
+                f"password = {_toml_str(DEFAULT_PASSWORD)}",
+                f"operator = {_toml_str(DEFAULT_OPERATOR)}",
+                'group = "plc"',
+                "",
+            ]
+        else:
+            lines += [f"group = {_toml_str('plc-' + protocol)}", ""]
+    if "dlt645" in kinds:
+        lines += [
+            "[[task]]",
+            'name = "interval-energy"',
+            'quantities = ["energy_fwd_total"]',
+            f"every = {_toml_str(cadence)}",
+            'groups = ["plc"]',
+            "",
+            "[[task]]",
+            'name = "daily-freeze"',
+            'quantities = ["frozen_daily_energy_fwd", "frozen_daily_time"]',
+            'every = "daily@00:05"',
+            'groups = ["plc"]',
             "",
         ]
-    lines += [
-        "[[task]]",
-        'name = "interval-energy"',
-        'quantities = ["energy_fwd_total"]',
-        f"every = {_toml_str(cadence)}",
-        'groups = ["plc"]',
-        "",
-        "[[task]]",
-        'name = "daily-freeze"',
-        'quantities = ["frozen_daily_energy_fwd", "frozen_daily_time"]',
-        'every = "daily@00:05"',
-        'groups = ["plc"]',
-        "",
-    ]
+    for protocol in sorted(set(kinds) - {"dlt645"}):
+        lines += [
+            "[[task]]",
+            f"name = {_toml_str('interval-energy-' + protocol)}",
+            'quantities = ["energy_fwd_total"]',
+            f"every = {_toml_str(cadence)}",
+            f"groups = [{_toml_str('plc-' + protocol)}]",
+            "",
+        ]
     path.write_text("\n".join(lines), encoding="utf-8")

@@ -47,11 +47,11 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from drivers import dlt645
 from drivers import gdw1376_2 as gdw
 from drivers.errors import FrameError
+from hil_sim.bus import SimMeter
 from hil_sim.clock import SimClock
-from hil_sim.dlt645_meter import Dlt645Meter
+from hil_sim.mixed_bus import decode_any, protocol_type
 from hil_sim.pty_port import PtyPort, wire_time
 from hil_sim.truth import TruthLog
 
@@ -107,7 +107,7 @@ class ModuleCounters:
 
 @dataclass
 class _Node:
-    meter: Dlt645Meter
+    meter: SimMeter
     link: Link
     present: bool = True
 
@@ -117,7 +117,7 @@ class PlcModule:
 
     def __init__(
         self,
-        meters: Sequence[Dlt645Meter],
+        meters: Sequence[SimMeter],
         *,
         links: Mapping[str, Link] | None = None,
         default_link: Link = Link(),
@@ -186,7 +186,7 @@ class PlcModule:
         self.pty_name = ""
 
     @property
-    def meters(self) -> list[Dlt645Meter]:
+    def meters(self) -> list[SimMeter]:
         return [n.meter for n in self._nodes.values()]
 
     # ------------------------------------------------------------------ lifecycle
@@ -222,7 +222,7 @@ class PlcModule:
         self._nodes[address].present = False
 
     def node_joins(
-        self, address: str, meter: Dlt645Meter | None = None, link: Link | None = None
+        self, address: str, meter: SimMeter | None = None, link: Link | None = None
     ) -> None:
         """A node (back) on the network; a new ``meter`` may join. Reported if unknown."""
         if meter is not None:
@@ -451,9 +451,9 @@ class PlcModule:
         answer = gdw.MonitorReply(reply, unit.protocol, uplink_s)
         self._reply(frame, answer, info)
 
-    def _ask_meter(self, meter: Dlt645Meter, payload: bytes) -> bytes | None:
+    def _ask_meter(self, meter: SimMeter, payload: bytes) -> bytes | None:
         try:
-            request = dlt645.decode_frame(payload)
+            request = decode_any(payload)
         except FrameError:
             return None  # a meter ignores what it cannot parse
         if not meter.selected_by(request):
@@ -469,7 +469,7 @@ class PlcModule:
     async def _broadcast(self, unit: gdw.BroadcastRequest) -> None:
         await asyncio.sleep(self._slowest_hop() / self.clock.scale)
         with contextlib.suppress(FrameError):
-            request = dlt645.decode_frame(unit.payload)
+            request = decode_any(unit.payload)
             for node in self._nodes.values():
                 if node.present and node.meter.selected_by(request):
                     node.meter.answer(request, self.clock.now())
@@ -489,7 +489,7 @@ class PlcModule:
         for i in range(0, len(found), REPORT_BATCH):
             batch = found[i : i + REPORT_BATCH]
             nodes = tuple(
-                gdw.DiscoveredNode(a, gdw.ProtocolType.DLT645_2007, index[a]) for a in batch
+                gdw.DiscoveredNode(a, protocol_type(self._nodes[a].meter), index[a]) for a in batch
             )
             self._reported.update(batch)
             self._spawn(self._report(gdw.NodeReport(nodes)))

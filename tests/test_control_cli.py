@@ -379,8 +379,9 @@ async def in_process(
     clock_ahead_s: float = 0.0,
     edit: str = "",
     phases: int = 3,
+    protocols: tuple[str, ...] = (),
 ) -> AsyncIterator[InProcess]:
-    opts = FleetOptions(meters=meters, baud=0, phases=phases)
+    opts = FleetOptions(meters=meters, baud=0, phases=phases, protocols=protocols)
     link = tmp_path / "bus1"
     sim = build_bus(
         opts, link=link, clock=SimClock(scale=SCALE), truth=TruthLog(tmp_path / "truth.jsonl")

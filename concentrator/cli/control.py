@@ -31,6 +31,7 @@ from concentrator.control.client import result_of
 from concentrator.control.logring import LOG_RING_LINES
 from concentrator.control.protocol import ErrorCode
 from drivers import dlt645
+from drivers.readers import PROTOCOL_NAMES
 
 DAY_METAVAR = "[%Y-%m-%d]"  # as the dates have always been shown in --help
 
@@ -182,12 +183,18 @@ def read_via_daemon(
     doc = daemon_call(socket_path, "read", {"meter": address, "quantities": list(quantities)})
     unsupported: list[str] = doc["not_supported"]
     if as_json:
-        out = {"meter": doc["meter"], "bus": doc["bus"], "readings": doc["readings"]}
+        out = {
+            "meter": doc["meter"],
+            "bus": doc["bus"],
+            "protocol": doc["protocol"],
+            "readings": doc["readings"],
+        }
         if unsupported:
             out["not_supported"] = unsupported
         click.echo(json.dumps(out))
     else:
-        table = Table(title=f"meter {doc['meter']} on {doc['bus']} (daemon)")
+        kind = PROTOCOL_NAMES.get(doc["protocol"], doc["protocol"])
+        table = Table(title=f"meter {doc['meter']} on {doc['bus']}: {kind} (daemon)")
         table.add_column("quantity")
         table.add_column("id")
         table.add_column("value", justify="right")

@@ -26,14 +26,30 @@ from concentrator.polling.scan import ScanResult, scan
 from drivers.errors import DriverError, PortBusy
 from drivers.meter_ids import address_problem
 from drivers.port_lock import Holder
+from drivers.readers import PROTOCOL_NAMES
 from drivers.serial_bus import Parity, SerialBus, SerialSettings
 
-PROTOCOL_DEFAULTS: dict[str, tuple[int, Parity]] = {"dlt645": (2400, "E"), "modbus": (9600, "N")}
+# Each protocol's usual line: 645-2007 2400 8E1, 645-1997 1200 8E1, 698.45 9600 8E1 (docs/
+# protocols-dlt698-645-1997.md, "Default line settings"), Modbus 9600 8N1. A mixed bus
+# runs at one speed: "auto" assumes 2400 unless --baud says otherwise.
+PROTOCOL_DEFAULTS: dict[str, tuple[int, Parity]] = {
+    "auto": (2400, "E"),
+    "dlt645": (2400, "E"),
+    "dlt645-1997": (1200, "E"),
+    "dlt698": (9600, "E"),
+    "modbus": (9600, "N"),
+}
+DLT_PROTOCOLS = ["auto", "dlt645", "dlt645-1997", "dlt698"]
+SCAN_ORDER = ("dlt645", "dlt698", "dlt645-1997")  # what `scan --protocol auto` searches
 
 _port_option = click.option("--port", required=True, help="Serial device, e.g. /dev/ttyS1.")
 # Unset, each protocol's usual line settings.
-_baud_option = baud_option(default=None, help="Line speed (default: DL/T 645 2400, Modbus 9600).")
-_parity_option = parity_option("Parity (default: DL/T 645 E, i.e. 8E1; Modbus N, i.e. 8N1).")
+_baud_option = baud_option(
+    default=None,
+    help="Line speed (default: auto and DL/T 645 2400, DL/T 645-1997 1200, "
+    "DL/T 698.45 and Modbus 9600).",
+)
+_parity_option = parity_option("Parity (default: DL/T E, i.e. 8E1; Modbus N, i.e. 8N1).")
 _timeout_option = click.option(
     "--timeout",
     type=click.FloatRange(min=0.01),
@@ -85,7 +101,12 @@ def _settings(
     help="Serial device, e.g. /dev/ttyS1: direct mode. Without it the running daemon reads.",
 )
 @click.option(
-    "--protocol", type=click.Choice(["dlt645", "modbus"]), default="dlt645", show_default=True
+    "--protocol",
+    type=click.Choice([*DLT_PROTOCOLS, "modbus"]),
+    default="auto",
+    show_default=True,
+    help="auto: find which of DL/T 645-2007, 698.45 and 645-1997 the meter answers, "
+    "and say so; or read in the one named.",
 )
 @click.option(
     "--address",
@@ -162,13 +183,16 @@ def read(
     if address is None:
         raise click.UsageError("Missing option '--address' (needed with --port).")
     # A usage error, found before any traffic on the bus.
-    problem = address_problem(protocol, address, wildcards=True)
+    problem = address_problem("dlt645" if protocol == "auto" else protocol, address, wildcards=True)
     if problem is not None:
         raise click.BadParameter(problem, param_hint="--address")
     settings = _settings(port, protocol, baud, parity, timeout)
+    used: list[str] = []
     try:
         readings, failures = asyncio.run(
-            read_direct(settings, protocol, address, model, quantities, retries)
+            read_direct(
+                settings, protocol, address, model, quantities, retries, on_protocol=used.append
+            )
         )
     except DriverError as exc:
         # One line, never wrapped: field scripts grep for it.
@@ -178,11 +202,15 @@ def read(
         sys.exit(exit_for(exc))
     except KeyError as exc:
         raise click.BadParameter(str(exc.args[0]), param_hint="QUANTITIES") from None
-    unsupported = [name for name, exc in failures if not_supported(exc)]
-    errors = [(name, exc) for name, exc in failures if not not_supported(exc)]
+    found = used[0] if used else protocol
+    unsupported = [name for name, exc in failures if not_supported(exc, found)]
+    errors = [(name, exc) for name, exc in failures if not not_supported(exc, found)]
+    how = "detected" if protocol == "auto" else "as asked"
     if as_json:
         doc: dict[str, Any] = {
             "meter": address,
+            "protocol": found,
+            "protocol_detected": protocol == "auto",
             "readings": [
                 {
                     "di": r.key,
@@ -200,7 +228,7 @@ def read(
             doc["errors"] = [{"name": name, "error": str(exc)} for name, exc in errors]
         click.echo(json.dumps(doc))
     else:
-        table = Table(title=f"meter {address} on {port}")
+        table = Table(title=f"meter {address} on {port}: {PROTOCOL_NAMES[found]} ({how})")
         table.add_column("quantity")
         table.add_column("id")
         table.add_column("value", justify="right")
@@ -221,7 +249,14 @@ def read(
 
 @click.command("scan")
 @_port_option
-@click.option("--protocol", type=click.Choice(["dlt645"]), default="dlt645", show_default=True)
+@click.option(
+    "--protocol",
+    type=click.Choice(DLT_PROTOCOLS),
+    default="auto",
+    show_default=True,
+    help="auto: search for DL/T 645-2007, then 698.45, then 645-1997 meters, and say "
+    "which each one answered; or search in the one named.",
+)
 @_baud_option
 @_parity_option
 @click.option(
@@ -248,14 +283,16 @@ def scan_command(
     retries: int,
     as_json: bool,
 ) -> None:
-    """Find every DL/T 645 meter on a bus by wildcard-address search.
+    """Find every DL/T 645-2007, 698.45 and 645-1997 meter on a bus by wildcard-address
+    search, and say which protocol each answered.
 
     Exits 0 only with a list it is sure of; branches it could not resolve are listed
     and the exit code is 4.
     """
     settings = _settings(port, protocol, baud, parity, timeout)
     try:
-        result = asyncio.run(_scan(settings, retries, show_progress=not as_json))
+        protocols = SCAN_ORDER if protocol == "auto" else (protocol,)
+        result = asyncio.run(_scan(settings, retries, protocols, show_progress=not as_json))
     except DriverError as exc:
         err_console.print(
             f"[red]error:[/red] scan of {port}: {escape(describe(exc))}", soft_wrap=True
@@ -267,6 +304,7 @@ def scan_command(
                 {
                     "port": port,
                     "meters": result.addresses,
+                    "protocols": result.protocols,
                     "complete": result.complete,
                     "probes": result.probes,
                     "collisions": result.collisions,
@@ -276,7 +314,7 @@ def scan_command(
         )
     else:
         for address in result.addresses:
-            click.echo(address)
+            click.echo(f"{address} {result.protocols.get(address, protocol)}")
         err_console.print(
             f"{len(result.addresses)} meter(s) found with {result.probes} probes "
             f"({result.collisions} collisions)"
@@ -293,7 +331,9 @@ def scan_command(
         sys.exit(Exit.GARBLED)
 
 
-async def _scan(settings: SerialSettings, retries: int, *, show_progress: bool) -> ScanResult:
+async def _scan(
+    settings: SerialSettings, retries: int, protocols: tuple[str, ...], *, show_progress: bool
+) -> ScanResult:
     async with SerialBus(settings) as bus:
         with Progress(
             TextColumn("scanning"),
@@ -313,4 +353,4 @@ async def _scan(settings: SerialSettings, retries: int, *, show_progress: bool) 
                     task, completed=result.probes, pending=pending, found=len(result.addresses)
                 )
 
-            return await scan(bus, retries=retries, progress=update)
+            return await scan(bus, retries=retries, progress=update, protocols=protocols)

@@ -45,8 +45,11 @@ from concentrator.config.table import (
 )
 from contract.timezone import parse_utc_offset
 from drivers.meter_ids import address_problem
+from drivers.meter_quantities import kind_name
 from drivers.modbus_rtu import METER_MODELS
 from drivers.serial_bus import Parity, baud_problem
+
+PROTOCOLS = ("dlt645", "dlt645-1997", "dlt698", "modbus")
 
 T = TypeVar("T")
 
@@ -383,7 +386,7 @@ class _Checker:
     def meter(self, t: Table, buses: list[tuple[Table, BusConfig | None]]) -> MeterConfig | None:
         t.unknown_keys(_METER_KEYS)
         failed: list[bool] = []
-        protocol = optional(lambda: t.choice("protocol", ("dlt645", "modbus")), failed)
+        protocol = optional(lambda: t.choice("protocol", PROTOCOLS), failed)
         address = optional(lambda: t.string("address"), failed)
         problem = None if address is None else _address_problem(address, protocol)
         if problem is not None:
@@ -398,7 +401,10 @@ class _Checker:
             failed.append(True)
         on_plc = any(b is not None and b.name == bus and b.type == "plc" for _, b in buses)
         if on_plc and protocol == "modbus":
-            t.issue("protocol", f'bus "{bus}" is a carrier (PLC) bus: only DL/T 645 meters')
+            t.issue(
+                "protocol",
+                f'bus "{bus}" is a carrier (PLC) bus: only DL/T 645 and DL/T 698.45 meters',
+            )
             failed.append(True)
         group = optional(lambda: t.string("group", "default"), failed)
         area = optional(lambda: t.string("area", None), failed)
@@ -421,7 +427,7 @@ class _Checker:
             return None
         return MeterConfig(
             address=cast(str, address),
-            protocol=cast(Literal["dlt645", "modbus"], protocol),
+            protocol=cast(Literal["dlt645", "dlt645-1997", "dlt698", "modbus"], protocol),
             bus=cast(str, bus),
             group=cast(str, group),
             area=area,
@@ -448,15 +454,15 @@ class _Checker:
                 )
                 continue
             on_bus[key] = t
-            if meter.protocol != "dlt645":
+            if meter.protocol == "modbus":
                 continue
-            # A DL/T 645 address is the meter's identity in the readings and upstream, so
+            # A DL/T address is the meter's identity in the readings and upstream, so
             # it must be unique across buses too (same meter configured twice).
             if meter.address in dlt645_anywhere:
                 first = dlt645_anywhere[meter.address]
                 t.issue(
                     "address",
-                    f'duplicate DL/T 645 address "{meter.address}": '
+                    f'duplicate {kind_name(meter.protocol)} address "{meter.address}": '
                     f"{t.prefix} at line {t.line('address')} and "
                     f"{first.prefix} at line {first.line('address')} (on another bus)",
                 )
@@ -546,7 +552,7 @@ class _Checker:
         for mt, m in applied:
             kinds.setdefault((m.protocol, m.model), []).append(mt)
         for (protocol, model), tables in kinds.items():
-            kind = "DL/T 645" if protocol == "dlt645" else f"Modbus {model}"
+            kind = kind_name(protocol, model)
             for quantity in quantities:
                 problem = quantity_problem(quantity, protocol, model)
                 if problem is not None:

@@ -123,7 +123,9 @@ class BusConfig:
 @dataclass(frozen=True)
 class MeterConfig:
     address: str
-    protocol: Literal["dlt645", "modbus"]
+    # dlt645 is DL/T 645-2007; DL/T 645-1997 and DL/T 698.45 meters may share its buses
+    # (docs/protocols-dlt698-645-1997.md, "Mixed buses").
+    protocol: Literal["dlt645", "dlt645-1997", "dlt698", "modbus"]
     bus: str
     group: str = "default"
     area: str | None = None

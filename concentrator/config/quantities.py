@@ -5,7 +5,8 @@ nothing else. DL/T 645 tasks may also name a DI code of such a quantity."""
 from __future__ import annotations
 
 from contract.quantities import LEGACY_HINT
-from drivers import dlt645
+from drivers import dlt645, dlt645_1997
+from drivers.dlt698.objects import CANONICAL as DLT698_CANONICAL
 from drivers.modbus_rtu import canonical_registers
 
 
@@ -13,6 +14,10 @@ def valid_names(protocol: str, model: str | None) -> tuple[str, ...]:
     """The canonical names a meter of this protocol (and Modbus model) can be read for."""
     if protocol == "dlt645":
         return tuple(dlt645.DATA_IDS_BY_NAME)
+    if protocol == "dlt645-1997":
+        return tuple(dict.fromkeys(m.name for m in dlt645_1997.CANONICAL.values()))
+    if protocol == "dlt698":
+        return tuple(dict.fromkeys(m.name for m in DLT698_CANONICAL.values()))
     return tuple(canonical_registers(model or "sdm630"))
 
 

@@ -42,7 +42,7 @@ from concentrator.polling.meter_actions import (
 )
 from concentrator.storage import ReadSuccess, Store, StoreWriter
 from contract.records import Event
-from drivers import dlt645
+from drivers import dlt645, meter_quantities
 from drivers.errors import DriverError
 from drivers.modbus_rtu import canonical_registers
 from drivers.readers import QuantityValue
@@ -265,7 +265,9 @@ class ControlApi:
             "protocol": meter.protocol,
             "readings": [_reading(v) for v in values],
             "not_supported": [
-                n for n in names if n not in read and not any(q.startswith(n + "_") for q in read)
+                n
+                for n in names
+                if not any(s in read for s in meter_quantities.stored_names(meter.protocol, n))
             ],
         }
 
@@ -319,7 +321,7 @@ class ControlApi:
         config = self.polling.config
         counts: dict[str, int] = {}
         for m in config.meters:
-            if m.protocol == "dlt645":
+            if m.protocol != "modbus":  # DL/T 645-2007, 645-1997 and 698.45 (meter_actions)
                 counts[m.bus] = counts.get(m.bus, 0) + 1
         if not counts:
             raise ControlError(ErrorCode.REFUSED, "no DL/T 645 meter on any bus: nothing to set")
@@ -507,26 +509,30 @@ def _reading(v: QuantityValue) -> dict[str, Any]:
 def _resolve_quantities(meter: MeterConfig, names: list[str]) -> list[str]:
     """Quantity names the bus worker can read for this meter (the meter type's default
     set when none is named); an unknown name is a bad argument, before any bus time."""
-    if meter.protocol == "dlt645":
-        if not names:
-            return list(dlt645.DEFAULT_QUANTITIES)
-        out = []
-        for name in names:
-            try:
-                out.append(dlt645.lookup(name).name)
-            except (KeyError, ValueError):
-                raise ControlError(
-                    ErrorCode.BAD_ARGUMENT,
-                    f'unknown DL/T 645 quantity "{short(name)}"; a DI code or one of: '
-                    + ", ".join(dlt645.DATA_IDS_BY_NAME),
-                ) from None
-        return out
-    registers = canonical_registers(meter.model or "sdm630")  # docs/quantities.md
-    unknown = [n for n in names if n not in registers]
-    if unknown:
-        raise ControlError(
-            ErrorCode.BAD_ARGUMENT,
-            f'unknown quantity "{short(unknown[0])}" for Modbus {meter.model} meters; '
-            f"expected one of {', '.join(registers)}",
+    if not names:
+        return meter_quantities.defaults(meter.protocol, meter.model)
+    out = []
+    for name in names:
+        try:
+            out.append(meter_quantities.canonical(meter.protocol, name, meter.model))
+        except KeyError:
+            raise ControlError(ErrorCode.BAD_ARGUMENT, _unknown(meter, name)) from None
+    return out
+
+
+def _unknown(meter: MeterConfig, name: str) -> str:
+    """What a read may name instead, per meter type (docs/quantities.md)."""
+    if meter.protocol == "modbus":
+        model = meter.model or "sdm630"
+        return (
+            f'unknown quantity "{short(name)}" for Modbus {model} meters; '
+            f"expected one of {', '.join(canonical_registers(model))}"
         )
-    return names or list(registers)
+    if meter.protocol == "dlt645":
+        return f'unknown DL/T 645 quantity "{short(name)}"; a DI code or one of: ' + ", ".join(
+            dlt645.DATA_IDS_BY_NAME
+        )
+    kind = meter_quantities.kind_name(meter.protocol, meter.model)
+    valid = ", ".join(meter_quantities.defaults(meter.protocol, meter.model))
+    code = "an OAD" if meter.protocol == "dlt698" else "a DI code"
+    return f'unknown {kind} quantity "{short(name)}"; {code} or a name such as: {valid}'

@@ -352,7 +352,7 @@ class CommandRunner:
             {
                 m.bus
                 for m in self.targets.config.meters
-                if m.protocol == "dlt645" and (not wanted or m.address in wanted)
+                if m.protocol != "modbus" and (not wanted or m.address in wanted)
             }
         )
         if not buses:

@@ -26,9 +26,18 @@ from concentrator.config import BusConfig, MeterConfig
 from concentrator.polling.health import Health, HealthTracker
 from concentrator.storage import StoreWriter
 from contract.records import Event, Reading
-from drivers import dlt645
+from drivers import dlt645, dlt645_1997, meter_quantities
 from drivers.errors import BusError, BusTimeout, DriverError, FrameError, MeterError
-from drivers.readers import Dlt645Reader, ModbusReader, QuantityValue
+from drivers.readers import (
+    Dlt645Reader,
+    Dlt645Transport,
+    Dlt698Reader,
+    Dlt6451997Reader,
+    ModbusReader,
+    QuantityValue,
+    dlt645_1997_not_supported,
+    dlt698_not_supported,
+)
 from drivers.serial_bus import SerialBus
 
 log = logging.getLogger(__name__)
@@ -39,7 +48,7 @@ log = logging.getLogger(__name__)
 PORT_RETRY_MIN_S = 1.0
 PORT_RETRY_MAX_S = 60.0
 
-BLOCK_PARTS = ("total", "t1", "t2", "t3", "t4")
+BLOCK_PARTS = meter_quantities.BLOCK_PARTS
 FREEZE_QUANTITIES = ("frozen_daily_time", "frozen_daily_energy_fwd")
 
 
@@ -55,13 +64,8 @@ class Priority(IntEnum):
 
 
 def stored_names(meter: MeterConfig, quantity: str) -> list[str]:
-    """The quantity names a task quantity is stored under (energy blocks per tariff)."""
-    if meter.protocol == "dlt645":
-        entry = dlt645.lookup(quantity)
-        if entry.kind == "energy_block":
-            return [f"{entry.name}_{part}" for part in BLOCK_PARTS]
-        return [entry.name]
-    return [quantity]
+    """The quantity names a task quantity is stored under (`drivers.meter_quantities`)."""
+    return meter_quantities.stored_names(meter.protocol, quantity)
 
 
 # A command for one bus (relay control, broadcast time) run by its worker between reads,
@@ -221,6 +225,11 @@ class BusWorker:
 
     def _dlt645(self) -> Dlt645Reader:
         return Dlt645Reader(self.bus)
+
+    def _channel(self, protocol: str) -> Dlt645Transport:
+        """What a DL/T 698.45 or 645-1997 reader talks through (a carrier module's
+        channel names the protocol type of what it forwards)."""
+        return self.bus
 
     async def _execute(self, job: Job) -> None:
         """One read job: the deadline, the store and the caller's future are handled
@@ -443,6 +452,12 @@ class BusWorker:
             self._store(job, values)
             job.quantities = []
             return
+        if meter.protocol == "dlt698":
+            await self._read_dlt698(job)
+            return
+        if meter.protocol == "dlt645-1997":
+            await self._read_dlt645_1997(job)
+            return
         d = self._dlt645()
         while job.quantities:
             if self.clock.monotonic() >= job.deadline:
@@ -465,6 +480,46 @@ class BusWorker:
                 continue
             self.stats.reads_ok += 1
             self._store(job, _expand(entry, value))
+            job.quantities.pop(0)
+
+    async def _read_dlt698(self, job: Job) -> None:
+        """Every quantity of the job in one GET-Request NormalList; what the meter
+        refuses as not there (DAR 4, 6) is recorded missing, any other refusal fails
+        the read as a 645 error reply does."""
+        reader = Dlt698Reader(self._channel("dlt698"))
+        quantities = Dlt698Reader.quantities(job.quantities)
+        values, refused = await reader.read_many(
+            job.meter.address, quantities, numeric=job.slot is not None
+        )
+        for _name, exc in refused:
+            if not dlt698_not_supported(exc):
+                raise exc
+        self.stats.reads_ok += len(quantities) - len(refused)
+        self._store(job, values)
+        for name, exc in refused:
+            self.on_missing(_single(job, name), f"not supported by the meter: {exc.description}")
+        job.quantities = []
+
+    async def _read_dlt645_1997(self, job: Job) -> None:
+        """One 0x01 read per identifier (1997 has no list read)."""
+        reader = Dlt6451997Reader(self._channel("dlt645-1997"))
+        while job.quantities:
+            if self.clock.monotonic() >= job.deadline:
+                raise BusTimeout("slot ended while reading")
+            name = job.quantities[0]
+            entry = dlt645_1997.lookup(name)
+            try:
+                values = await reader.read(job.meter.address, entry, numeric=job.slot is not None)
+            except MeterError as exc:
+                if not dlt645_1997_not_supported(exc):
+                    raise
+                self.on_missing(
+                    _single(job, name), f"not supported by the meter: {exc.description}"
+                )
+                job.quantities.pop(0)
+                continue
+            self.stats.reads_ok += 1
+            self._store(job, values)
             job.quantities.pop(0)
 
     async def _read_freeze(self, job: Job) -> None:

@@ -11,7 +11,17 @@ from typing import TypeVar
 from drivers import dlt645
 from drivers.errors import BusTimeout, DriverError, EncodeError, FrameError, MeterError
 from drivers.meter_ids import address_problem
-from drivers.readers import Dlt645Reader, ModbusReader, QuantityValue
+from drivers.meter_quantities import dlt645_1997_stored_name
+from drivers.readers import (
+    Dlt645Reader,
+    Dlt698Reader,
+    Dlt6451997Reader,
+    ModbusReader,
+    QuantityValue,
+    dlt645_1997_not_supported,
+    dlt698_not_supported,
+    identify,
+)
 from drivers.serial_bus import SerialBus, SerialSettings
 
 T = TypeVar("T")
@@ -24,16 +34,47 @@ async def read_direct(
     model: str,
     names: Sequence[str],
     retries: int,
+    *,
+    on_protocol: Callable[[str], None] | None = None,
 ) -> tuple[list[QuantityValue], list[tuple[str, DriverError]]]:
     """Read each quantity; a meter that stays silent or garbles fails the whole read,
     while the error replies of a DL/T 645 meter are returned per quantity (`not_supported`
     tells a quantity the meter does not have). A malformed address or quantity name is
-    an `EncodeError` or a `KeyError` before the port is opened."""
+    an `EncodeError` or a `KeyError` before the port is opened.
+
+    ``protocol`` "auto" first finds which DL/T protocol the meter answers
+    (`drivers.readers.identify`: 645-2007, 698.45, 645-1997); ``on_protocol`` is told
+    the protocol read with, detected or given."""
     out: list[QuantityValue] = []
     failures: list[tuple[str, DriverError]] = []
-    problem = address_problem(protocol, address, wildcards=True)
+    problem = address_problem("dlt645" if protocol == "auto" else protocol, address, wildcards=True)
     if problem is not None:
         raise EncodeError(problem)
+    if protocol == "auto":
+        async with SerialBus(settings) as bus:
+            protocol = await identify(bus, address, retries=retries)
+    if on_protocol is not None:
+        on_protocol(protocol)
+    if protocol == "dlt698":
+        quantities = Dlt698Reader.quantities(names)
+        async with SerialBus(settings) as bus:
+            reader698 = Dlt698Reader(bus)
+            values, refused = await _retry(
+                partial(reader698.read_many, address, quantities, numeric=False), retries
+            )
+            return values, [*refused]
+    if protocol == "dlt645-1997":
+        entries97 = Dlt6451997Reader.quantities(names)
+        async with SerialBus(settings) as bus:
+            reader97 = Dlt6451997Reader(bus)
+            for entry97 in entries97:
+                try:
+                    out += await _retry(
+                        partial(reader97.read, address, entry97, numeric=False), retries
+                    )
+                except MeterError as exc:
+                    failures.append((dlt645_1997_stored_name(entry97), exc))
+        return out, failures
     if protocol == "modbus":
         registers = ModbusReader.quantities_of(model, names)
         async with SerialBus(settings) as bus:
@@ -54,8 +95,12 @@ async def read_direct(
     return out, failures
 
 
-def not_supported(exc: Exception) -> bool:
-    """A DL/T 645 error reply that says the meter has no such data."""
+def not_supported(exc: Exception, protocol: str = "dlt645") -> bool:
+    """An error reply that says the meter has no such data (each protocol's own code)."""
+    if protocol == "dlt698":
+        return dlt698_not_supported(exc)
+    if protocol == "dlt645-1997":
+        return dlt645_1997_not_supported(exc)
     return isinstance(exc, MeterError) and bool(exc.code & dlt645.ErrorBits.NO_DATA)
 
 

@@ -15,9 +15,11 @@ from concentrator.clock import Clock
 from concentrator.config import Config, MeterConfig
 from concentrator.errors import ConcentratorError
 from concentrator.polling.bus_worker import BusAction
-from drivers import dlt645
+from drivers import dlt645, dlt698, meter_quantities
+from drivers import gdw1376_2 as gdw
 from drivers.errors import BusTimeout, FrameError, MeterError
-from drivers.readers import Dlt645Reader, QuantityValue
+from drivers.plc_bus import Plc645Channel
+from drivers.readers import Dlt645Reader, Dlt645Transport, QuantityValue
 
 COMMAND_WITHIN_S = 30.0  # real seconds a relay or time command may wait for its bus
 RELAY_VALID_S = 300.0  # a 0x1C command's own validity, in the meter's clock
@@ -43,9 +45,17 @@ class BusTurns(Protocol):
     ) -> list[QuantityValue]: ...
 
 
+def _dlt698_channel(reader: Dlt645Reader) -> Dlt645Transport:
+    """The reader's channel, for 698.45 frames: a carrier module is told their type."""
+    if isinstance(reader.bus, Plc645Channel):
+        return Plc645Channel(reader.bus.plc, protocol=gdw.ProtocolType.DLT698_45)
+    return reader.bus
+
+
 def relay_refusal(meter: MeterConfig) -> str | None:
     if meter.protocol != "dlt645":
-        return f"meter {meter.address} is a Modbus meter: relay control is DL/T 645 (0x1C)"
+        kind = meter_quantities.kind_name(meter.protocol, meter.model)
+        return f"meter {meter.address} is a {kind} meter: relay control is DL/T 645-2007 (0x1C)"
     if not meter.has_relay_credentials:
         return (
             f"meter {meter.address} has no relay passwords in the configuration: "
@@ -93,15 +103,22 @@ async def switch_relay(
 
 
 async def broadcast_time(buses: BusTurns, bus: str) -> str:
-    """Broadcast the concentrator's time to every DL/T 645 meter on ``bus``; return the
-    time sent (meter-local ISO), taken when the frame went on the line."""
+    """Broadcast the concentrator's time to every DL/T meter on ``bus``; return the time
+    sent (meter-local ISO), taken when the frame went on the line. DL/T 645-2007 and
+    645-1997 meters take the 0x08 broadcast (one layout), DL/T 698.45 meters ACTION 4000
+    method 127 (docs/protocols-dlt698-645-1997.md, "SET and ACTION"), sent next when
+    the bus has any."""
     clock, tz = buses.clock, buses.config.concentrator.tzinfo
     sent: list[str] = []
+    has_698 = any(m.bus == bus and m.protocol == "dlt698" for m in buses.config.meters)
 
     async def broadcast(reader: Dlt645Reader) -> list[QuantityValue]:
         when = dt.datetime.fromtimestamp(clock.wall(), tz).replace(tzinfo=None)
         await reader.broadcast_time(when)
         sent.append(when.isoformat(timespec="seconds"))
+        if has_698:
+            now = dt.datetime.fromtimestamp(clock.wall(), tz).replace(tzinfo=None)
+            await _dlt698_channel(reader).send(dlt698.build_broadcast_time(now))
         return []
 
     target = MeterConfig(dlt645.BROADCAST, "dlt645", bus)

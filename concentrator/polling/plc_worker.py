@@ -47,10 +47,17 @@ from drivers.errors import (
     NodeNoReply,
     NodeNotInRoute,
 )
-from drivers.plc_bus import ModuleIdentity, ModuleRestarted, PlcBus, plc_reader
-from drivers.readers import Dlt645Reader
+from drivers.plc_bus import ModuleIdentity, ModuleRestarted, Plc645Channel, PlcBus, plc_reader
+from drivers.readers import Dlt645Reader, Dlt645Transport
 
 log = logging.getLogger(__name__)
+
+# The protocol type a carrier module is told for each meter (Q/GDW 1376.2: 11 F1, 13 F1).
+PLC_PROTOCOL_TYPES = {
+    "dlt645": gdw.ProtocolType.DLT645_2007,
+    "dlt645-1997": gdw.ProtocolType.DLT645_1997,
+    "dlt698": gdw.ProtocolType.DLT698_45,
+}
 
 BUSY_RETRY_S = 1.0  # wall seconds before a read the module was too busy for goes again
 PROBE_MIN_S = 2.0  # wall seconds between probes of a silent module, doubling ...
@@ -128,6 +135,10 @@ class PlcWorker(BusWorker):
     def _dlt645(self) -> Dlt645Reader:
         return plc_reader(self.plc)
 
+    def _channel(self, protocol: str) -> Dlt645Transport:
+        # Q/GDW 1376.2 AFN 13 F1 names the protocol of the frame it forwards.
+        return Plc645Channel(self.plc, protocol=PLC_PROTOCOL_TYPES[protocol])
+
     async def _start_module(self) -> None:
         """Open the port, learn the module, and make its node table the config's."""
         await self._ensure_open()
@@ -184,7 +195,9 @@ class PlcWorker(BusWorker):
         want = set(self.meters)
         add, remove = sorted(want - table), sorted(table - want)
         if add:
-            await self.plc.add_nodes(add)
+            await self.plc.add_nodes(
+                gdw.SlaveNode(a, PLC_PROTOCOL_TYPES[self.meters[a].protocol]) for a in add
+            )
         if remove:
             await self.plc.delete_nodes(remove)
         self._event(

@@ -30,13 +30,13 @@ presented as the bus.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
-from drivers import dlt645
-from drivers.errors import BusTimeout, FrameError, MeterError
-from drivers.readers import Dlt645Reader
+from drivers import dlt645, dlt645_1997, dlt698
+from drivers.errors import BusTimeout, DriverError, FrameError, MeterError
+from drivers.readers import Dlt645Reader, Dlt698Reader, Dlt6451997Reader
 from drivers.serial_bus import SerialBus
 
 # Probes of one pattern before it is split (or, fully specified, given up) undecided.
@@ -44,6 +44,7 @@ MAX_EXTRA_PROBES = 3
 
 Verdict = Literal["empty", "one", "split", "unresolved"]
 _FE = dlt645.PREAMBLE[0]  # the wake-up byte
+PROBE_1997 = 0x9010  # forward active energy, total: what every 1997 meter has
 
 
 @dataclass
@@ -56,6 +57,7 @@ class ScanResult:
     unresolved: list[str] = field(default_factory=list)
     reasons: dict[str, str] = field(default_factory=dict)
     recovered: list[str] = field(default_factory=list)  # found from stray answers only
+    protocols: dict[str, str] = field(default_factory=dict)  # address -> what it answered
 
     @property
     def complete(self) -> bool:
@@ -72,11 +74,17 @@ class Heard:
     repeated: bool  # one meter's clean answer twice (two meters with one address?)
 
 
-def hear(raw: bytes, pattern: str) -> Heard:
-    """Decode an answer window: every clean read-address reply, and whether anything
-    else was on the line. FE wake-up bytes before a frame are the protocol's, not
-    garbage (docs/protocols.md §1.2); a valid frame that is no reply is our own echo."""
-    decoder = dlt645.Decoder(max_buffer=max(1024, len(raw)))
+def hear(raw: bytes, pattern: str, protocol: str = "dlt645") -> Heard:
+    """Decode an answer window: every clean answer to the probe of ``protocol``, and
+    whether anything else was on the line. FE wake-up bytes before a frame are the
+    protocol's, not garbage (docs/protocols.md §1.2); a valid frame that is no reply is
+    our own echo. Frames of another protocol count as garbage: on a mixed line they
+    cannot be answers to this probe, as no meter answers another protocol's request."""
+    decoder: dlt645.Decoder | dlt698.Decoder = (
+        dlt698.Decoder(max_buffer=max(1024, len(raw)))
+        if protocol == "dlt698"
+        else dlt645.Decoder(max_buffer=max(1024, len(raw)))
+    )
     decoder.feed(raw)
     garbled = False
     seen: list[str] = []
@@ -90,14 +98,14 @@ def hear(raw: bytes, pattern: str) -> Heard:
             garbled = True
             continue
         now = len(raw) - decoder.buffered
-        size = 0 if frame is None else 12 + len(frame.data)
+        size = 0 if frame is None else _frame_size(frame)
         if any(b != _FE for b in raw[consumed : now - size]):
             garbled = True
         if frame is None:
             break
-        if not frame.is_reply:
+        if not _is_reply(frame):
             continue  # our own request, heard back by an adapter that hears itself
-        address = _read_address_reply(frame)
+        address = _reply_address(frame, protocol)
         if address is None:
             garbled = True  # a reply, but not a well-formed answer to this request
         elif not dlt645.address_matches(pattern, address):
@@ -109,6 +117,35 @@ def hear(raw: bytes, pattern: str) -> Heard:
     if decoder.buffered:
         garbled = True  # a frame cut short
     return Heard(tuple(seen), tuple(others), garbled, repeated)
+
+
+def _frame_size(frame: dlt645.Frame | dlt698.Frame) -> int:
+    if isinstance(frame, dlt698.Frame):
+        return len(dlt698.encode_frame(frame, preamble=0))
+    return 12 + len(frame.data)
+
+
+def _is_reply(frame: dlt645.Frame | dlt698.Frame) -> bool:
+    return frame.from_server if isinstance(frame, dlt698.Frame) else frame.is_reply
+
+
+def _reply_address(frame: dlt645.Frame | dlt698.Frame, protocol: str) -> str | None:
+    """The meter's address if ``frame`` is a clean answer to this protocol's probe."""
+    if isinstance(frame, dlt698.Frame):
+        try:
+            value = dlt698.parse_get_response(frame, "comm_address")
+        except DriverError:
+            return None
+        ok = value == frame.address and len(frame.address) == 12 and frame.address.isdigit()
+        return frame.address if ok else None
+    if protocol == "dlt645-1997":
+        try:
+            reply = dlt645_1997.parse_read_reply(frame, frame.address, PROBE_1997)
+            dlt645_1997.decode_value(dlt645_1997.lookup(PROBE_1997), reply.value)
+        except DriverError:
+            return None
+        return frame.address if "AA" not in frame.address else None
+    return _read_address_reply(frame)
 
 
 def _read_address_reply(frame: dlt645.Frame) -> str | None:
@@ -138,8 +175,10 @@ class _Search:
         bus: SerialBus,
         retries: int,
         progress: Callable[[ScanResult, int], None] | None,
+        protocol: str = "dlt645",
     ) -> None:
         self.bus = bus
+        self.protocol = protocol
         self.reader = Dlt645Reader(bus)
         self.agree = retries + 1  # probes in a row that settle a pattern
         self.progress = progress
@@ -165,7 +204,7 @@ class _Search:
 
     async def _listen(self, pattern: str) -> Heard:
         self.result.probes += 1
-        heard = hear(await self.bus.gather(dlt645.build_read_address(pattern)), pattern)
+        heard = hear(await self.bus.gather(probe(pattern, self.protocol)), pattern, self.protocol)
         for address in (*heard.addresses, *heard.others):
             if address not in self.heard:
                 self.heard.append(address)
@@ -213,6 +252,13 @@ class _Search:
         for _ in range(self.agree):
             self.result.probes += 1
             try:
+                if self.protocol == "dlt645-1997":
+                    await Dlt6451997Reader(self.bus).read(address, dlt645_1997.lookup(PROBE_1997))
+                    return True
+                if self.protocol == "dlt698":
+                    reader = Dlt698Reader(self.bus)
+                    values, _ = await reader.read_many(address, [dlt698.lookup("comm_address")])
+                    return [v.value for v in values] == [address]
                 return await self.reader.read_address(address) == address
             except (BusTimeout, FrameError, MeterError):
                 continue
@@ -233,13 +279,57 @@ class _Search:
                 self.progress(result, 0)
 
 
+def probe(pattern: str, protocol: str = "dlt645") -> bytes:
+    """The request that makes every meter matching ``pattern`` (AA: any two digits)
+    answer with its own address: 645-2007 read address (0x13); 645-1997 read 9010 (it
+    has no read-address function; every 1997 meter has 9010, and answers from its own
+    address); 698.45 GET 4001 to a wildcard server address (docs/protocols-dlt698-645-
+    1997.md, "Finding meters")."""
+    if protocol == "dlt645-1997":
+        return dlt645_1997.build_read(pattern, PROBE_1997)
+    if protocol == "dlt698":
+        server = (
+            dlt698.ServerAddress.wildcard(pattern)
+            if "AA" in pattern
+            else dlt698.ServerAddress(pattern)
+        )
+        return dlt698.build_get(server, "comm_address")
+    return dlt645.build_read_address(pattern)
+
+
 async def scan(
     bus: SerialBus,
     *,
     retries: int = 1,
     progress: Callable[[ScanResult, int], None] | None = None,
+    protocols: Sequence[str] = ("dlt645",),
 ) -> ScanResult:
-    """Search the whole address space of an open bus; ``progress(result, pending)``
-    after every settled pattern. The answer window of each probe is the bus's response
-    timeout; ``retries + 1`` agreeing probes settle a pattern."""
-    return await _Search(bus, retries, progress).run()
+    """Search the whole address space of an open bus in each of ``protocols`` in turn
+    (`probe`); ``progress(result, pending)`` after every settled pattern. The answer
+    window of each probe is the bus's response timeout; ``retries + 1`` agreeing probes
+    settle a pattern. ``result.protocols`` says which protocol each meter answered."""
+    total = ScanResult()
+    for protocol in protocols:
+
+        def step(part: ScanResult, pending: int, done: ScanResult = total) -> None:
+            if progress is not None:
+                progress(_merged(done, part), pending)
+
+        part = await _Search(bus, retries, step, protocol).run()
+        total = _merged(total, part)
+        for address in part.addresses:
+            total.protocols.setdefault(address, protocol)
+    total.addresses.sort()
+    return total
+
+
+def _merged(a: ScanResult, b: ScanResult) -> ScanResult:
+    return ScanResult(
+        addresses=sorted({*a.addresses, *b.addresses}),
+        probes=a.probes + b.probes,
+        collisions=a.collisions + b.collisions,
+        unresolved=[*a.unresolved, *b.unresolved],
+        reasons={**a.reasons, **b.reasons},
+        recovered=[*a.recovered, *b.recovered],
+        protocols=dict(a.protocols),
+    )

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import click
 
@@ -29,7 +29,7 @@ from hil_sim.faults import (
     parse_fault_option,
     parse_offline_option,
 )
-from hil_sim.fleet import FleetOptions, build_bus, write_config
+from hil_sim.fleet import FleetOptions, ProtocolName, build_bus, write_config
 from hil_sim.truth import TruthLog
 
 
@@ -51,9 +51,15 @@ def _meter_options(fn: Callable[..., None]) -> Callable[..., None]:
     options = [
         click.option(
             "--protocol",
-            type=click.Choice(["dlt645", "modbus"]),
+            type=click.Choice(["dlt645", "dlt645-1997", "dlt698", "modbus"]),
             default="dlt645",
             show_default=True,
+            help="What every meter speaks: DL/T 645-2007, DL/T 645-1997, DL/T 698.45 or Modbus.",
+        ),
+        simopt.protocols_option(
+            "A mixed bus: meter i speaks the (i mod n)-th of these "
+            "(dlt645, dlt645-1997, dlt698), e.g. dlt645,dlt698,dlt645-1997. "
+            "Overrides --protocol."
         ),
         baud_option(default=2400, help="Line speed; 0 removes every wire and turnaround delay."),
         click.option(
@@ -160,8 +166,10 @@ def _plan(
 def _options(
     kw: dict[str, Any], n_meters: int, address_base: str, first_slave: int, seed: int
 ) -> FleetOptions:
+    protocols: tuple[str, ...] = kw["protocols"]
     return FleetOptions(
-        protocol=kw["protocol"],
+        protocol=cast(ProtocolName, protocols[0] if protocols else kw["protocol"]),
+        protocols=protocols,
         meters=n_meters,
         baud=kw["baud"],
         address_base=address_base,

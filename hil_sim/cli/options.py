@@ -129,3 +129,27 @@ def cadence_option() -> Decorator[Any]:
         help="Interval-reading cadence written into --write-config (as a task's `every`: "
         'a period that divides a day, e.g. "5m", "15m", "1h").',
     )
+
+
+MIXABLE = ("dlt645", "dlt645-1997", "dlt698")  # the DL/T protocols one line may mix
+
+
+def _protocols(ctx: click.Context, param: click.Parameter, text: str | None) -> tuple[str, ...]:
+    if text is None:
+        return ()
+    names = tuple(p.strip() for p in text.split(","))
+    for name in names:
+        if name not in MIXABLE:
+            raise click.BadParameter(
+                f"{name!r}: expected a comma-separated list of {', '.join(MIXABLE)}",
+                ctx=ctx,
+                param=param,
+            )
+    return names
+
+
+def protocols_option(help: str) -> Decorator[Any]:
+    """``--protocols P1,P2,...``: meter i speaks the (i mod n)-th (a mixed DL/T line)."""
+    return click.option(
+        "--protocols", default=None, callback=_protocols, metavar="P1,P2,...", help=help
+    )

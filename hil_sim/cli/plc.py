@@ -17,7 +17,6 @@ from hil_sim.cli import options as simopt
 from hil_sim.cli.edge import SimCommand
 from hil_sim.cli.serving import serve_until_signalled
 from hil_sim.clock import SimClock
-from hil_sim.dlt645_meter import Dlt645Meter
 from hil_sim.fleet import FleetOptions, build_meters, write_plc_config
 from hil_sim.plc_module import PROTOCOL as PLC_PROTOCOL
 from hil_sim.plc_module import Link, PlcModule
@@ -105,6 +104,10 @@ def _carrier_option(
     help="The module's master node address (12 hex digits), reported by AFN 03 F4; "
     "a downlink frame with another A1 is denied.",
 )
+@simopt.protocols_option(
+    "Meters of several protocols behind the module: meter i speaks the (i mod n)-th of "
+    "these (dlt645, dlt645-1997, dlt698), e.g. dlt645,dlt698 [default: all dlt645]."
+)
 @simopt.profile_option()
 @simopt.phases_option()
 @simopt.preamble_option("FE wake-up bytes before each meter reply.")
@@ -123,7 +126,8 @@ def _carrier_option(
     help="max_in_flight written into --write-config [default: --max-concurrent].",
 )
 def plc(n_meters: int, link: Path, truth: Path | None, **kw: Any) -> None:
-    """Host N DL/T 645 meters behind one simulated Q/GDW 1376.2 carrier module.
+    """Host N DL/T meters (645-2007 unless --protocols says otherwise) behind one
+    simulated Q/GDW 1376.2 carrier module.
 
     Runs until stopped (Ctrl-C or SIGTERM). Prints one JSON line {"event": "ready", ...}
     on stdout once the port can be opened.
@@ -138,8 +142,9 @@ def plc(n_meters: int, link: Path, truth: Path | None, **kw: Any) -> None:
         profile=kw["profile"],
         phases=int(kw["phases"]),
         preamble=kw["preamble"],
+        protocols=kw["protocols"],
     )
-    meters = [m for m in build_meters(opts, clock) if isinstance(m, Dlt645Meter)]
+    meters = build_meters(opts, clock)
     rng = random.Random(kw["seed"])
     links = {
         m.address: Link(
@@ -172,6 +177,7 @@ def plc(n_meters: int, link: Path, truth: Path | None, **kw: Any) -> None:
             kw["config_path"],
             link,
             [m.address for m in meters],
+            protocols=[opts.protocol_of(i) for i in range(len(meters))],
             store_path=kw["store_path"],
             cadence=kw["cadence"],
             max_in_flight=kw["max_in_flight"] or kw["max_concurrent"],
