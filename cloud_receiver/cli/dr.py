@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from clitools.options import db_option, json_option
+from clitools.output import result
 from cloud_receiver.access.policy import Action, Resource
 from cloud_receiver.cli.auth import acting, session_option, show_request, wait_done, wait_option
 from cloud_receiver.cli.common import check_concentrator_id, time_arg
@@ -29,12 +30,14 @@ def dr() -> None:
 )
 @db_option()
 @session_option()
+@json_option()
 def dr_enrol(
     group: str,
     meters: tuple[str, ...],
     concentrator_id: str,
     db_url: str,
     session_file: Path | None,
+    as_json: bool,
 ) -> None:
     """Opt METERS in to demand-response group GROUP (a meter is in one group)."""
     from cloud_receiver.applications import dr as dr_mod
@@ -43,7 +46,11 @@ def dr_enrol(
         dr_mod.enrol(actor.storage, group, meters, concentrator_id)
         actor.record("change", str(Action.DR_ENROL), f"group:{group}",
                      detail={"meters": list(meters), "concentrator": concentrator_id})  # fmt: skip
-    click.echo(f"{len(meters)} meter(s) enrolled in {group}")
+    result(
+        as_json,
+        f"{len(meters)} meter(s) enrolled in {group}",
+        {"group": group, "meters": list(meters), "concentrator": concentrator_id},
+    )
 
 
 @dr.command("event")

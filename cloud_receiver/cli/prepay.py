@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from clitools.options import db_option, json_option
+from clitools.output import result, to_jsonable
 from cloud_receiver.access.policy import Action, Resource
 from cloud_receiver.cli.auth import acting, session_option
 from cloud_receiver.cli.common import check_concentrator_id
@@ -44,6 +45,7 @@ def account() -> None:
 @click.option("--tz", "tz_text", default="+08:00", show_default=True, help="Tariff time zone.")
 @db_option()
 @session_option()
+@json_option()
 def account_open(
     account_id: str,
     meter: str,
@@ -56,6 +58,7 @@ def account_open(
     tz_text: str,
     db_url: str,
     session_file: Path | None,
+    as_json: bool,
 ) -> None:
     """Open a prepaid account for a meter (balance 0: top it up)."""
     import time
@@ -84,7 +87,7 @@ def account_open(
         )
         actor.record("change", str(Action.PREPAY_OPEN), f"account:{account_id}",
                      detail={"meter": meter, "concentrator": concentrator_id})  # fmt: skip
-    click.echo(f"account {acc.account} opened for meter {acc.meter}")
+    result(as_json, f"account {acc.account} opened for meter {acc.meter}", to_jsonable(acc))
 
 
 @click.command(context_settings={"ignore_unknown_options": True})  # "-5" is an amount
@@ -92,7 +95,10 @@ def account_open(
 @click.argument("amount")
 @db_option()
 @session_option()
-def topup(account_id: str, amount: str, db_url: str, session_file: Path | None) -> None:
+@json_option()
+def topup(
+    account_id: str, amount: str, db_url: str, session_file: Path | None, as_json: bool
+) -> None:
     """Credit AMOUNT yuan to a prepaid account; a cut-off supply is restored at once
     when the balance is back at zero or above."""
     import time
@@ -111,7 +117,11 @@ def topup(account_id: str, amount: str, db_url: str, session_file: Path | None) 
         )
         actor.record("change", str(Action.PREPAY_TOPUP), f"account:{account_id}",
                      detail={"amount": str(value), "balance_cents": acc.balance_cents})  # fmt: skip
-    click.echo(f"account {acc.account}: balance {prepay.balance_text(acc.balance_cents)}")
+    result(
+        as_json,
+        f"account {acc.account}: balance {prepay.balance_text(acc.balance_cents)}",
+        {**to_jsonable(acc), "balance": prepay.balance_text(acc.balance_cents)},
+    )
 
 
 @click.command()

@@ -13,6 +13,7 @@ import sqlite3
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Protocol
+from urllib.parse import quote
 
 from sqlalchemy import (
     Column,
@@ -75,10 +76,21 @@ class SqliteBackend:
     block the writer), as SQLAlchemy's documentation recommends for SQLite.
     """
 
-    def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
+    def __init__(self, path: Path, *, create: bool = True) -> None:
+        if create:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        elif not path.is_file():
+            from cloud_receiver.errors import StorageError
+
+            what = "is not a file" if path.exists() else "does not exist"
+            raise StorageError(
+                f"database {path} {what} (only `cloud-receiver run` and `restore` create one)"
+            )
         self.engine = create_engine(
-            f"sqlite:///{path}",
+            f"sqlite:///{path}"
+            if create
+            # mode=rw: SQLite creates no file, even if one vanishes after the check above
+            else f"sqlite:///file:{quote(str(path))}?mode=rw&uri=true",
             poolclass=NullPool,
             connect_args={"timeout": SQLITE_BUSY_TIMEOUT_S, "check_same_thread": False},
         )
@@ -198,8 +210,9 @@ class PostgresBackend:
         return int(result.rowcount)
 
 
-def backend_for(url: str) -> Callable[[], Backend]:
-    """``postgresql://…`` → PostgreSQL; ``sqlite:///path`` or a plain path → SQLite."""
+def backend_for(url: str, *, create: bool = True) -> Callable[[], Backend]:
+    """``postgresql://…`` → PostgreSQL; ``sqlite:///path`` or a plain path → SQLite.
+    Without ``create``, an SQLite file (and its folder) must exist already."""
     if url.startswith(("postgresql://", "postgres://", "postgresql+psycopg://")):
         pg_url = "postgresql://" + url.split("://", 1)[1]
         return lambda: PostgresBackend(pg_url)
@@ -208,4 +221,4 @@ def backend_for(url: str) -> Callable[[], Backend]:
         from cloud_receiver.errors import StorageError
 
         raise StorageError(f"database URL {url!r}: expected sqlite:///PATH or postgresql://…")
-    return lambda: SqliteBackend(Path(path))
+    return lambda: SqliteBackend(Path(path), create=create)

@@ -74,7 +74,7 @@ class _Refused(Exception):
 class Storage:
     """The receiver's database, on either backend (see the module docstring)."""
 
-    def __init__(self, backend: Backend) -> None:
+    def __init__(self, backend: Backend, *, create: bool = True) -> None:
         self._backend = backend
         self._lock = threading.Lock()
         # The ingest statements, built once: a batch runs them without building SQL.
@@ -97,6 +97,8 @@ class Storage:
         try:
             with self.transaction() as conn:
                 backend.lock_setup(conn)
+                if not create:
+                    migrate.require_ours(conn)
                 migrate.upgrade(conn)
         except BaseException:
             self._conn.close()
@@ -216,20 +218,31 @@ class Storage:
 
     # ---------------------------------------------------------- queries
     def readings(
-        self, meter: str | None = None, since: int | None = None, until: int | None = None
+        self,
+        meter: str | None = None,
+        since: int | None = None,
+        until: int | None = None,
+        limit: int | None = None,
     ) -> list[StoredRow]:
+        """Stored readings by meter, quantity and slot; the first ``limit`` of them."""
         r = readings.c
-        query = select(
-            r.meter, r.quantity, r.slot, r.value, r.unit, r.read_at, r.source, r.concentrator,
-            r.seq,
-        ).order_by(r.meter, r.quantity, r.slot)  # fmt: skip
-        if meter is not None:
-            query = query.where(r.meter == meter)
-        if since is not None:
-            query = query.where(r.slot >= since)
-        if until is not None:
-            query = query.where(r.slot < until)
+        query = _in_range(
+            select(
+                r.meter, r.quantity, r.slot, r.value, r.unit, r.read_at, r.source,
+                r.concentrator, r.seq,
+            ).order_by(r.meter, r.quantity, r.slot),
+            meter, since, until,
+        )  # fmt: skip
+        if limit is not None:
+            query = query.limit(limit)
         return [StoredRow(*row) for row in self._rows(query)]
+
+    def count_readings(
+        self, meter: str | None = None, since: int | None = None, until: int | None = None
+    ) -> int:
+        """How many readings `readings` would return without a limit."""
+        query = _in_range(select(func.count()).select_from(readings), meter, since, until)
+        return int(self._rows(query)[0][0])
 
     def concentrators(self) -> list[ConcentratorInfo]:
         c, b = concentrators.c, batches.c
@@ -497,6 +510,21 @@ class PostgresStorage(Storage):
         super().__init__(PostgresBackend(url))
 
 
-def open_storage(url: str) -> Storage:
-    """``postgresql://…`` → PostgreSQL; ``sqlite:///path`` or a plain path → SQLite."""
-    return Storage(backend_for(url)())
+def _in_range(query: Any, meter: str | None, since: int | None, until: int | None) -> Any:
+    """``query`` narrowed to a meter and a slot range [since, until)."""
+    r = readings.c
+    if meter is not None:
+        query = query.where(r.meter == meter)
+    if since is not None:
+        query = query.where(r.slot >= since)
+    if until is not None:
+        query = query.where(r.slot < until)
+    return query
+
+
+def open_storage(url: str, *, create: bool = True) -> Storage:
+    """``postgresql://…`` → PostgreSQL; ``sqlite:///path`` or a plain path → SQLite.
+
+    Without ``create`` (the query commands), nothing is created: an SQLite file must
+    exist, and a database without the receiver's tables is an error, not a new one."""
+    return Storage(backend_for(url, create=create)(), create=create)

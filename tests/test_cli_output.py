@@ -1,0 +1,142 @@
+"""The output rules every command line keeps (issue 18, item 4): queries never create a
+database; tables take --limit and --since/--until and say what they left out; every
+command takes --json and fails under it with one JSON object on stdout and its exit
+code; identifiers are never cut at 80 columns; times in ISO 8601 with the site's
+offset."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from pathlib import Path
+
+import click
+import pytest
+from click.testing import CliRunner, Result
+from helpers import NO_SESSION, Operators
+
+from cloud_receiver.cli import main as receiver_main
+from cloud_receiver.storage import open_storage
+from concentrator.cli import main as concentrator_main
+from contract.records import Reading
+from hil_sim.cli import main as sim_main
+
+PROGRAMS: dict[str, click.Group] = {
+    "concentrator": concentrator_main,
+    "cloud-receiver": receiver_main,
+    "hil-sim": sim_main,
+}
+# Slots of 2026-01-05 at +08:00: 00:00, 00:15, ...
+DAY0 = 1767542400
+ADDRESSES = [f"{n:012d}" for n in (123456789012, 210987654321, 555000111222)]
+
+
+def run(program: click.Group, *args: str, session: Path | None = None, **env: str) -> Result:
+    environ = {"MF_SESSION": str(session) if session is not None else NO_SESSION, **env}
+    return CliRunner().invoke(program, list(args), env=environ)
+
+
+def _fill(db: str, rows: int) -> None:
+    storage = open_storage(db)
+    try:
+        readings = [
+            Reading(ADDRESSES[i % 3], "energy_fwd_total", DAY0 + 900 * (i // 3), f"{i}.50",
+                    "kWh", DAY0 + 900 * (i // 3) + 7.25)
+            for i in range(rows)
+        ]  # fmt: skip
+        storage.ingest("CONC-LONG-IDENTIFIER-0001", 1, 1, readings, [], DAY0 + 86400)
+    finally:
+        storage.close()
+
+
+@pytest.fixture
+def filled(tmp_path: Path, operators: Callable[[str], Operators]) -> tuple[str, Path]:
+    db = f"sqlite:///{tmp_path / 'r.db'}"
+    session = operators(db).login("vera", "viewer")
+    _fill(db, 30)
+    return db, session
+
+
+def test_a_query_on_a_database_that_does_not_exist_creates_nothing(
+    tmp_path: Path, filled: tuple[str, Path]
+) -> None:
+    _, session = filled
+    # The reproduction from the issue: the folder and the database were created.
+    for extra in ([], ["--json"]):
+        result = run(receiver_main, "readings", "--db", "sqlite:////nonexistent/x.db", *extra,
+                     session=session)  # fmt: skip
+        assert result.exit_code == 1
+        assert "/nonexistent/x.db does not exist" in result.stderr
+        assert not Path("/nonexistent").exists()
+    assert json.loads(result.stdout) == {
+        "error": "cannot open database sqlite:////nonexistent/x.db: database /nonexistent/x.db"
+        " does not exist (only `cloud-receiver run` and `restore` create one)",
+        "exit_code": 1,
+    }
+    # A folder that exists, a file that does not: still nothing created.
+    missing = tmp_path / "typo.db"
+    result = run(receiver_main, "concentrators", "--db", f"sqlite:///{missing}", session=session)
+    assert result.exit_code == 1 and not missing.exists()
+    # A file that is not a receiver database is not adopted either.
+    empty = tmp_path / "empty.db"
+    import sqlite3
+
+    sqlite3.connect(empty).close()
+    result = run(receiver_main, "readings", "--db", f"sqlite:///{empty}", session=session)
+    assert result.exit_code == 1 and "holds no receiver tables" in result.stderr
+    assert sqlite3.connect(empty).execute("SELECT name FROM sqlite_master").fetchall() == []
+
+
+def test_readings_limit_range_and_iso_times(filled: tuple[str, Path]) -> None:
+    db, session = filled
+    result = run(receiver_main, "readings", "--db", db, "--limit", "4", "--csv", session=session)
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert len(lines) == 5  # heading + 4 rows
+    assert result.stderr.strip() == "26 more rows; use --limit/--since"
+    first = lines[1].split(",")
+    assert first[0] == ADDRESSES[0]
+    assert first[2] == "2026-01-05T00:00:00+08:00"  # a slot, never raw unix seconds
+    assert first[5] == "2026-01-05T00:00:07+08:00"
+    # The site's zone is the receiver's --tz / MF_TZ.
+    utc = run(receiver_main, "--tz", "+00:00", "readings", "--db", db, "--limit", "1", "--csv",
+              session=session)  # fmt: skip
+    assert utc.stdout.splitlines()[1].split(",")[2] == "2026-01-04T16:00:00+00:00"
+    # --since/--until in ISO 8601 (without an offset: the site's zone), end exclusive.
+    ranged = run(receiver_main, "readings", "--db", db, "--json", "--since", "2026-01-05T00:15",
+                 "--until", "2026-01-05T00:45+08:00", session=session)  # fmt: skip
+    doc = json.loads(ranged.stdout)
+    assert doc["more"] == 0
+    assert sorted({r["slot"] for r in doc["readings"]}) == [
+        "2026-01-05T00:15:00+08:00", "2026-01-05T00:30:00+08:00"
+    ]  # fmt: skip
+    assert len(doc["readings"]) == 6
+    # --since after --until: a clear error, under --json too.
+    bad = run(receiver_main, "readings", "--db", db, "--json", "--since", "2026-01-06",
+              "--until", "2026-01-05", session=session)  # fmt: skip
+    assert bad.exit_code == 2
+    assert json.loads(bad.stdout)["error"] == (
+        "--since 2026-01-06T00:00:00+08:00 is after --until 2026-01-05T00:00:00+08:00:"
+        " nothing can match"
+    )
+    garbled = run(receiver_main, "readings", "--db", db, "--since", "yesterday", session=session)
+    assert garbled.exit_code == 2 and "'yesterday': expected an ISO 8601 time" in garbled.stderr
+    # --limit 0: everything, no note.
+    every = run(receiver_main, "readings", "--db", db, "--limit", "0", "--json", session=session)
+    assert len(json.loads(every.stdout)["readings"]) == 30 and every.stderr == ""
+
+
+def test_tables_at_80_columns_keep_identifiers_whole(filled: tuple[str, Path]) -> None:
+    db, session = filled
+    result = run(receiver_main, "readings", "--db", db, "--limit", "0", session=session,
+                 COLUMNS="80")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    for address in ADDRESSES:
+        assert address in result.stdout
+    assert "2026-01-05T00:15:00+08:00" in result.stdout  # a time is not split either
+    assert "CONC-LONG-IDENTIFIER-0001" in result.stdout
+    assert "…" not in result.stdout
+    narrow = run(receiver_main, "concentrators", "--db", db, session=session, COLUMNS="40")
+    assert "CONC-LONG-IDENTIFIER-0001" in narrow.stdout
+    assert re.search(r"\b30\b", narrow.stdout)
