@@ -21,13 +21,14 @@ import dataclasses
 import datetime as dt
 import json
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from decimal import Decimal
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, TypeVar
 
 import click
 
+F = TypeVar("F", bound=Callable[..., Any])
 _ERROR_PREFIXES = ("error: ", "Error: ")
 
 
@@ -194,3 +195,15 @@ def result(as_json: bool, text: str, doc: Mapping[str, Any]) -> None:
         print_json(doc)
     else:
         click.echo(text)
+
+
+def json_errors_option() -> Callable[[F], F]:
+    """``--json`` for a command whose output is JSON already (a simulator's ready and
+    stopped lines) or a log (a service): errors become one JSON object on stdout too
+    (`JsonGroup` acts on the flag; the command itself never sees it)."""
+    return click.option(
+        "--json",
+        is_flag=True,
+        expose_value=False,
+        help="Errors as one JSON object on stdout (the output itself is JSON already).",
+    )

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import click
@@ -35,6 +35,41 @@ ADDRESSES = [f"{n:012d}" for n in (123456789012, 210987654321, 555000111222)]
 def run(program: click.Group, *args: str, session: Path | None = None, **env: str) -> Result:
     environ = {"MF_SESSION": str(session) if session is not None else NO_SESSION, **env}
     return CliRunner().invoke(program, list(args), env=environ)
+
+
+def _leaves(group: click.Group, path: tuple[str, ...] = ()) -> Iterator[tuple[str, ...]]:
+    for name, command in sorted(group.commands.items()):
+        if isinstance(command, click.Group):
+            yield from _leaves(command, (*path, name))
+        else:
+            yield (*path, name)
+
+
+def _command(group: click.Group, path: tuple[str, ...]) -> click.Command:
+    command: click.Command = group
+    for name in path:
+        assert isinstance(command, click.Group)
+        command = command.commands[name]
+    return command
+
+
+ALL = [(prog, path) for prog, group in PROGRAMS.items() for path in _leaves(group)]
+
+
+@pytest.mark.parametrize(("program", "path"), ALL, ids=[" ".join((p, *c)) for p, c in ALL])
+def test_every_command_takes_json_and_fails_under_it_with_one_json_object(
+    program: str, path: tuple[str, ...]
+) -> None:
+    group = PROGRAMS[program]
+    assert any("--json" in getattr(p, "opts", ()) for p in _command(group, path).params)
+    result = run(group, *path, "--json", "--no-such-option")
+    assert result.exit_code == 2, result.output
+    doc = json.loads(result.stdout)  # one JSON document, nothing else on stdout
+    assert doc["exit_code"] == 2
+    # The option is named, or (a command taking any argument, e.g. `topup ID -5`) what
+    # is missing.
+    assert "--no-such-option" in doc["error"] or doc["error"].startswith("Missing")
+    assert doc["error"] in result.stderr  # the person watching reads the same
 
 
 def _fill(db: str, rows: int) -> None:

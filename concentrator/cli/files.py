@@ -38,7 +38,10 @@ def config_check(file: Path, as_json: bool) -> None:
     else:
         issues, ok = list(config.warnings), True
     if as_json:
-        click.echo(json.dumps({"ok": ok, "issues": [i.as_dict() for i in issues]}))
+        doc: dict[str, object] = {"ok": ok, "issues": [i.as_dict() for i in issues]}
+        if not ok:  # an error under --json, by the one rule (`clitools.output`)
+            doc |= {"error": f"{file}: invalid configuration", "exit_code": int(Exit.CONFIG)}
+        click.echo(json.dumps(doc))
     else:
         # Plain echo, not rich: "[meter]" in a message is text, not console markup.
         for issue in issues:

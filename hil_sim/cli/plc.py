@@ -11,6 +11,7 @@ from typing import Any
 import click
 
 from clitools.options import Decorator, baud_option, link_option, seed_option, time_scale_option
+from clitools.output import json_errors_option
 from hil_sim.cli import options as simopt
 from hil_sim.cli.edge import SimCommand
 from hil_sim.cli.serving import serve_until_signalled
@@ -30,6 +31,7 @@ def _carrier_option(
 
 
 @click.command(cls=SimCommand)
+@json_errors_option()
 @simopt.meters_option(default=4, most=1024)
 @link_option("Stable symlink to the PTY that the concentrator opens as the module's UART.")
 @simopt.truth_option()
