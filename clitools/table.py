@@ -66,6 +66,11 @@ def infer_columns(names: Sequence[str], rows: Sequence[Sequence[object]]) -> lis
     return cols
 
 
+# A meter's register values, as `read` shows them (direct and through the daemon).
+READING_COLUMNS = (Column("quantity", "id"), Column("id", "id"), Column("value", "number"),
+                   Column("unit"))  # fmt: skip
+
+
 def limit_option(default: int = DEFAULT_LIMIT) -> Callable[[F], F]:
     """``--limit N``: at most N rows (0: all of them)."""
     return click.option(
@@ -89,9 +94,11 @@ def print_table(
     *,
     title: str | None = None,
 ) -> None:
-    """``rows`` as a table on stdout, by the rules in the module docstring."""
+    """``rows`` as a table on stdout, by the rules in the module docstring. Cells are
+    text as they are (``[meter]`` in a message is not console markup)."""
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
     cols = [c if isinstance(c, Column) else Column(c) for c in columns]
     cells = [["" if v is None else str(v) for v in row] for row in rows]
@@ -111,7 +118,7 @@ def print_table(
             table.add_column(col.name, overflow="fold")
             needed += min(longest, _FOLDED_MIN) + 2
     for row in cells:
-        table.add_row(*row)
+        table.add_row(*(Text(c) for c in row))  # data, never console markup
     console = Console()
     if console.width < needed:
         console = Console(width=needed)

@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 
 import click
 
-from contract.timezone import parse_utc_offset
+from contract.timezone import iso_time, parse_utc_offset
 
 F = TypeVar("F", bound=Callable[..., Any])
 DEFAULT_TZ = "+08:00"
@@ -63,7 +63,7 @@ def iso(t: float | None, tz: dt.tzinfo | None = None, *, empty: str = "") -> str
     """Unix seconds as ISO 8601 with offset, to the second (``empty`` for None)."""
     if t is None:
         return empty
-    return dt.datetime.fromtimestamp(t, tz or site_tz()).isoformat(timespec="seconds")
+    return iso_time(t, tz or site_tz())
 
 
 def parse_time(text: str, tz: dt.tzinfo | None = None) -> int:

@@ -17,6 +17,7 @@ import click
 
 from clitools.options import Decorator, db_option, json_option
 from clitools.output import result
+from clitools.timefmt import iso
 from cloud_receiver.access.policy import OPERATOR_ROLES, Action, Resource
 from cloud_receiver.cli.auth import (
     acting,
@@ -61,9 +62,7 @@ def _password(file: Path | None, prompt: str, env: str, *, confirm: bool = False
 
 
 def _when(t: float | None) -> str:
-    import datetime as dt
-
-    return "" if t is None else dt.datetime.fromtimestamp(t).isoformat(" ", "seconds")
+    return iso(t)
 
 
 def _show_secret(name: str, secret: str | None, as_json: bool, doc: dict[str, Any]) -> None:

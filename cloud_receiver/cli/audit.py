@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from clitools.options import db_option, json_option
+from clitools.timefmt import iso
 from cloud_receiver.access.policy import Action
 from cloud_receiver.cli.auth import acting, session_option
 from cloud_receiver.cli.common import emit, time_arg
@@ -22,9 +23,7 @@ class ChainBroken(ReceiverError):
 
 
 def _when(t: float) -> str:
-    import datetime as dt
-
-    return dt.datetime.fromtimestamp(t).isoformat(" ", "seconds")
+    return iso(t)
 
 
 def _anchor(

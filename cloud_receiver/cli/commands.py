@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from clitools.options import db_option, json_option
+from clitools.timefmt import iso
 from cloud_receiver.access.policy import Action
 from cloud_receiver.cli.auth import acting, session_option, show_request, wait_done, wait_option
 from cloud_receiver.cli.common import check_concentrator_id, duration, time_arg
@@ -108,7 +109,6 @@ def commands_list(
 ) -> None:
     """Commands issued and what became of them (the receiver's audit log)."""
     import dataclasses
-    import datetime as dt
     import json
 
     from rich.console import Console
@@ -137,12 +137,12 @@ def commands_list(
             r.action,
             ", ".join(r.meters),
             r.status,
-            dt.datetime.fromtimestamp(r.issued_at).isoformat(" ", "seconds"),
+            iso(r.issued_at),
             outcome,
         )
     Console().print(table)
     for at, st, detail in log:
-        when = dt.datetime.fromtimestamp(at).isoformat(" ", "seconds")
+        when = iso(at)
         click.echo(f"{when}  {st}  {json.dumps(detail)}")
 
 

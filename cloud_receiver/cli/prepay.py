@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import datetime as dt
 from pathlib import Path
 
 import click
 
 from clitools.options import db_option, json_option
 from clitools.output import result, to_jsonable
+from clitools.timefmt import iso
 from cloud_receiver.access.policy import Action, Resource
 from cloud_receiver.cli.auth import acting, session_option
 from cloud_receiver.cli.common import check_concentrator_id
@@ -169,7 +169,7 @@ def balance(
         f"{prepay.balance_text(acc.balance_cents)}, supply {acc.state}"
     )
     for at, kind, _ref, amount, after, detail in entries:
-        when = dt.datetime.fromtimestamp(at).isoformat(" ", "seconds")
+        when = iso(at)
         click.echo(
             f"{when}  {kind:<14} {prepay.balance_text(amount):>10}  "
             f"{prepay.balance_text(after):>10}  {json.dumps(detail)}"

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import click
 from rich.console import Console
-from rich.table import Table
 
 from clitools.options import json_option
+from clitools.table import Column, print_table
 from concentrator.cli.exitcodes import Exit
 from concentrator.config import ConfigError, load_config
 
@@ -83,14 +83,15 @@ def stats(config_path: Path, days: int, as_json: bool) -> None:
         click.echo(json.dumps(report))
         return
     console = Console()
-    table = Table(title=f"read success, {cfg.concentrator.id}")
-    for col in ("scope", "read", "missing", "rate"):
-        table.add_column(col, justify="right" if col != "scope" else "left")
-    for scope, label in (("days", "day"), ("buses", "bus"), ("meters", "meter")):
-        for key, row in report[scope].items():
-            rate = "-" if row["rate"] is None else f"{row['rate'] * 100:.2f} %"
-            table.add_row(f"{label} {key}", str(row["read"]), str(row["missing"]), rate)
-    console.print(table)
+    rows = [
+        (f"{label} {key}", row["read"], row["missing"],
+         "-" if row["rate"] is None else f"{row['rate'] * 100:.2f} %")
+        for scope, label in (("days", "day"), ("buses", "bus"), ("meters", "meter"))
+        for key, row in report[scope].items()
+    ]  # fmt: skip
+    columns = (Column("scope", "id"), Column("read", "number"), Column("missing", "number"),
+               Column("rate", "number"))  # fmt: skip
+    print_table(columns, rows, title=f"read success, {cfg.concentrator.id}")
     b = report["backlog"]
     console.print(
         f"backlog: {b['readings']} readings, {b['events']} events; "
