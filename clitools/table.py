@@ -82,9 +82,12 @@ def limit_option(default: int = DEFAULT_LIMIT) -> Callable[[F], F]:
     )
 
 
-def more_note(more: int, hint: str = "use --limit/--since") -> None:
-    """On stderr, when rows were left out: how many, and how to see them."""
-    if more > 0:
+def more_note(more: int | None, hint: str = "use --limit/--since") -> None:
+    """On stderr, when rows were left out: how many (None: some, not counted), and how
+    to see them."""
+    if more is None:
+        click.echo(f"more rows; {hint}", err=True)
+    elif more > 0:
         click.echo(f"{more} more row{'s' if more != 1 else ''}; {hint}", err=True)
 
 

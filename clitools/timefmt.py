@@ -76,8 +76,8 @@ def parse_time(text: str, tz: dt.tzinfo | None = None) -> int:
         when = dt.datetime.fromisoformat(text)
     except ValueError:
         raise click.BadParameter(
-            f"{text!r}: expected an ISO 8601 time (2026-03-01, 2026-03-01T12:00+08:00) "
-            "or unix seconds"
+            f"{text!r}: expected unix seconds or an ISO 8601 date or time (2026-03-01, "
+            "2026-03-01T12:00, 2026-03-01T12:00+08:00)"
         ) from None
     if when.tzinfo is None:
         when = when.replace(tzinfo=tz or site_tz())

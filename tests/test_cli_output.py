@@ -156,7 +156,8 @@ def test_readings_limit_range_and_iso_times(filled: tuple[str, Path]) -> None:
         " nothing can match"
     )
     garbled = run(receiver_main, "readings", "--db", db, "--since", "yesterday", session=session)
-    assert garbled.exit_code == 2 and "'yesterday': expected an ISO 8601 time" in garbled.stderr
+    assert garbled.exit_code == 2
+    assert "'yesterday': expected unix seconds or an ISO 8601 date" in garbled.stderr
     # --limit 0: everything, no note.
     every = run(receiver_main, "readings", "--db", db, "--limit", "0", "--json", session=session)
     assert len(json.loads(every.stdout)["readings"]) == 30 and every.stderr == ""
@@ -175,3 +176,41 @@ def test_tables_at_80_columns_keep_identifiers_whole(filled: tuple[str, Path]) -
     narrow = run(receiver_main, "concentrators", "--db", db, session=session, COLUMNS="40")
     assert "CONC-LONG-IDENTIFIER-0001" in narrow.stdout
     assert re.search(r"\b30\b", narrow.stdout)
+
+
+def test_commands_and_audit_take_limit_and_a_time_range(
+    tmp_path: Path, operators: Callable[[str], Operators]
+) -> None:
+    from cloud_receiver.applications.fleet import commands
+    from contract import commands as wire_commands
+
+    db = f"sqlite:///{tmp_path / 'r.db'}"
+    ops = operators(db)
+    ada, olga = ops.login("ada", "administrator"), ops.login("olga", "operator")
+    key = wire_commands.new_key()
+    storage = open_storage(db)
+    try:
+        for i in range(3):
+            commands.issue(storage, key, concentrator="dc-with-a-long-name-01",
+                           action="time_sync", now=DAY0 + 3600 * i)  # fmt: skip
+    finally:
+        storage.close()
+    listed = run(receiver_main, "commands", "--db", db, "--json", "--limit", "2", session=olga)
+    assert listed.exit_code == 0, listed.output
+    assert [c["issued_at"] for c in json.loads(listed.stdout)] == [DAY0, DAY0 + 3600]
+    assert listed.stderr.strip() == "1 more row; use --limit/--since"
+    later = run(receiver_main, "commands", "--db", db, "--json", "--since", "2026-01-05T01:00",
+                "--until", "2026-01-05T02:00", session=olga)  # fmt: skip
+    assert [c["issued_at"] for c in json.loads(later.stdout)] == [DAY0 + 3600]
+    # The table at 80 columns: every command id whole, as `commands --id` needs it.
+    table = run(receiver_main, "commands", "--db", db, session=olga, COLUMNS="80")
+    for doc in json.loads(listed.stdout):
+        assert doc["id"] in table.stdout
+    assert "2026-01-05T01:00:00+08:00" in table.stdout
+    # The audit log: the newest --limit, a note that older ones exist, and a range check.
+    audit = run(receiver_main, "audit", "list", "--db", db, "--limit", "1", "--json", session=ada)
+    assert len(json.loads(audit.stdout)) == 1
+    assert "more rows; older ones: use --limit/--since" in audit.stderr
+    backwards = run(receiver_main, "audit", "list", "--db", db, "--since", "2026-01-02",
+                    "--until", "2026-01-01", session=ada)  # fmt: skip
+    assert backwards.exit_code == 2 and "is after --until" in backwards.stderr

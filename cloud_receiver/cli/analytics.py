@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 import click
 
 from clitools.options import day_option, db_option, json_option
+from clitools.table import limit_option, more_note
 from cloud_receiver.access.policy import Action, Resource
 from cloud_receiver.cli.auth import Actor, acting, session_option, show_request
 from cloud_receiver.cli.common import emit, num
@@ -127,9 +128,15 @@ def archive_import(
 @session_option()
 @click.option("--area", default=None, help="Only this transformer area.")
 @click.option("--csv", "as_csv", is_flag=True, help="CSV on stdout (the import format).")
+@limit_option()
 @json_option()
 def archive_list(
-    db_url: str, session_file: Path | None, area: str | None, as_csv: bool, as_json: bool
+    db_url: str,
+    session_file: Path | None,
+    area: str | None,
+    as_csv: bool,
+    limit: int,
+    as_json: bool,
 ) -> None:
     """The archive's meters, by area (total meter first); audited."""
     from cloud_receiver.applications.fleet.archive import COLUMNS
@@ -139,8 +146,11 @@ def archive_list(
         records = list(arch.area(area).meters) if area is not None else list(arch.records)
         actor.read("archive", str(scope), customers=sum(r.role == "customer" for r in records),
                    export=_export(as_csv, as_json))  # fmt: skip
-    rows = [[r.meter, r.area, r.role, r.account, r.group, str(r.multiplier)] for r in records]
-    emit(COLUMNS, rows, f"{len(rows)} meters", as_csv, as_json)
+    shown = records[:limit] if limit else records
+    rows = [[r.meter, r.area, r.role, r.account, r.group, str(r.multiplier)] for r in shown]
+    title = f"{len(rows)} meters" + (f" of {len(records)}" if len(shown) < len(records) else "")
+    emit(COLUMNS, rows, title, as_csv, as_json, {"more": len(records) - len(shown)})
+    more_note(len(records) - len(shown), "use --limit (0: all) or --area")
 
 
 @click.group()

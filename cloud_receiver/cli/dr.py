@@ -8,6 +8,7 @@ import click
 
 from clitools.options import db_option, json_option
 from clitools.output import result
+from clitools.table import Column, print_table
 from cloud_receiver.access.policy import Action, Resource
 from cloud_receiver.cli.auth import acting, session_option, show_request, wait_done, wait_option
 from cloud_receiver.cli.common import check_concentrator_id, time_arg
@@ -107,9 +108,6 @@ def dr_report(event_id: str, db_url: str, session_file: Path | None, as_json: bo
     """Baseline, actual use and reduction of an event, per meter and in total (audited)."""
     import json
 
-    from rich.console import Console
-    from rich.table import Table
-
     from cloud_receiver.applications import dr as dr_mod
 
     target = Resource("dr-event", event_id)
@@ -120,14 +118,15 @@ def dr_report(event_id: str, db_url: str, session_file: Path | None, as_json: bo
     if as_json:
         click.echo(json.dumps(doc))
         return
-    table = Table(title=f"event {event_id}: reduction {doc['reduction_kwh']} kWh"
-                  f" ({doc['reduction_kw']} kW on average)")  # fmt: skip
-    for c in ("meter", "curtailed", "baseline kWh", "actual kWh", "reduction kWh"):
-        table.add_column(c)
-    for m in doc["meters"]:
-        table.add_row(m["meter"], "yes" if m["curtailed"] else "no", str(m["baseline_kwh"]),
-                      str(m["actual_kwh"]), str(m["reduction_kwh"]))  # fmt: skip
-    Console().print(table)
+    columns = (Column("meter", "id"), Column("curtailed"), Column("baseline kWh", "number"),
+               Column("actual kWh", "number"), Column("reduction kWh", "number"))  # fmt: skip
+    rows = [
+        (m["meter"], "yes" if m["curtailed"] else "no", m["baseline_kwh"], m["actual_kwh"],
+         m["reduction_kwh"])
+        for m in doc["meters"]
+    ]  # fmt: skip
+    print_table(columns, rows, title=f"event {event_id}: reduction {doc['reduction_kwh']} kWh"
+                f" ({doc['reduction_kw']} kW on average)")  # fmt: skip
 
 
 COMMANDS = [dr]

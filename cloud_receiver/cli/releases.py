@@ -10,6 +10,7 @@ import click
 
 from clitools.options import db_option, json_option, pki_dir_option
 from clitools.output import result
+from clitools.table import Column, print_table
 from cloud_receiver.access.policy import Action
 from cloud_receiver.applications.fleet import pki
 from cloud_receiver.cli.auth import acting, session_option, show_request, wait_done, wait_option
@@ -239,7 +240,6 @@ def rollout_status(
     import json
 
     from rich.console import Console
-    from rich.table import Table
 
     from cloud_receiver.applications.fleet import rollout as ro
 
@@ -255,11 +255,14 @@ def rollout_status(
             f"{', '.join(d['stages'])}; window {d['health_window_s']:.0f} s"
             + (f"; {d['reason']}" if d["reason"] else "")
         )
-        table = Table("concentrator", "stage", "state", "running", "wire", "reason")
-        for t in d["targets"]:
-            table.add_row(t["concentrator"], t["stage"], t["state"], str(t["running"]),
-                          str(t["wire_version"]), t["reason"] or "")  # fmt: skip
-        console.print(table)
+        columns = (Column("concentrator", "id"), Column("stage"), Column("state"),
+                   Column("running", "id"), Column("wire", "number"), Column("reason"))  # fmt: skip
+        rows = [
+            (t["concentrator"], t["stage"], t["state"], t["running"], t["wire_version"],
+             t["reason"] or "")
+            for t in d["targets"]
+        ]  # fmt: skip
+        print_table(columns, rows)
 
 
 @rollout.command("abort")

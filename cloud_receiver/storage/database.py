@@ -430,21 +430,21 @@ class Storage:
         concentrator: str | None = None,
         status: str | None = None,
         command_id: str | None = None,
-        limit: int = 100,
+        limit: int | None = 100,
+        since: float | None = None,
+        until: float | None = None,
     ) -> list[CommandRecord]:
+        """Commands by issue time (oldest first), issued in [since, until); the first
+        ``limit`` (None: all)."""
         c = commands.c
         query = select(
             c.id, c.concentrator, c.counter, c.action, c.meters, c.params, c.not_before,
             c.not_after, c.issued_at, c.issued_by, c.status, c.result, c.updated_at, c.blob,
         )  # fmt: skip
-        for column, value in (
-            (c.concentrator, concentrator),
-            (c.status, status),
-            (c.id, command_id),
-        ):
-            if value is not None:
-                query = query.where(column == value)
-        query = query.order_by(c.issued_at, c.concentrator, c.counter).limit(limit)
+        query = _commands_where(query, concentrator, status, command_id, since, until)
+        query = query.order_by(c.issued_at, c.concentrator, c.counter)
+        if limit is not None:
+            query = query.limit(limit)
         return [
             CommandRecord(
                 r[0], r[1], int(r[2]), r[3], _unjson(r[4]), _unjson(r[5]), float(r[6]),
@@ -453,6 +453,19 @@ class Storage:
             )
             for r in self._rows(query)
         ]  # fmt: skip
+
+    def count_commands(
+        self,
+        concentrator: str | None = None,
+        status: str | None = None,
+        command_id: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+    ) -> int:
+        """How many commands `commands` would return without a limit."""
+        query = select(func.count()).select_from(commands)
+        query = _commands_where(query, concentrator, status, command_id, since, until)
+        return int(self._rows(query)[0][0])
 
     def command_log(self, command_id: str) -> list[tuple[float, str, dict[str, Any]]]:
         g = command_log.c
@@ -508,6 +521,26 @@ class PostgresStorage(Storage):
 
     def __init__(self, url: str) -> None:
         super().__init__(PostgresBackend(url))
+
+
+def _commands_where(
+    query: Any,
+    concentrator: str | None,
+    status: str | None,
+    command_id: str | None,
+    since: float | None,
+    until: float | None,
+) -> Any:
+    """``query`` narrowed to the commands `Storage.commands` selects."""
+    c = commands.c
+    for column, value in ((c.concentrator, concentrator), (c.status, status), (c.id, command_id)):
+        if value is not None:
+            query = query.where(column == value)
+    if since is not None:
+        query = query.where(c.issued_at >= since)
+    if until is not None:
+        query = query.where(c.issued_at < until)
+    return query
 
 
 def _in_range(query: Any, meter: str | None, since: int | None, until: int | None) -> Any:
