@@ -33,19 +33,27 @@ _ERROR_PREFIXES = ("error: ", "Error: ")
 
 
 class _Watched:
-    """A text stream that remembers what went through it (and still passes it on)."""
+    """A text stream that remembers whether anything went through it and, with
+    ``keep``, the last `KEEP_CHARS` of it (a service under ``--json`` logs for days);
+    everything is passed on."""
+
+    KEEP_CHARS = 16_384
 
     def __init__(self, inner: IO[str], keep: bool) -> None:
         self._inner = inner
         self._keep = keep
         self.written = False
-        self.text: list[str] = []
+        self._tail = ""
+
+    @property
+    def text(self) -> str:
+        return self._tail
 
     def write(self, s: str) -> int:
         if s:
             self.written = True
             if self._keep:
-                self.text.append(s)
+                self._tail = (self._tail + s)[-self.KEEP_CHARS :]
         return self._inner.write(s)
 
     def writelines(self, lines: Sequence[str]) -> None:
@@ -173,7 +181,7 @@ class JsonGroup(click.Group):
         except SystemExit as exc:
             code = _exit_code(exc.code)
             if code != 0 and not run.out.written:
-                report_error(_message_from("".join(run.err.text)), code)
+                report_error(_message_from(run.err.text), code)
             raise
         finally:
             _run = None

@@ -17,6 +17,8 @@ from typing import Any, Literal, TypeVar
 
 import click
 
+T = TypeVar("T")
+
 F = TypeVar("F", bound=Callable[..., Any])
 Kind = Literal["id", "number", "time", "text"]
 DEFAULT_LIMIT = 1000
@@ -80,6 +82,25 @@ def limit_option(default: int = DEFAULT_LIMIT) -> Callable[[F], F]:
         show_default=True,
         help="At most this many rows (0: all); a note on stderr says how many more there are.",
     )
+
+
+def window(
+    rows: Sequence[T],
+    time_of: Callable[[T], float],
+    since: float | None,
+    until: float | None,
+    limit: int,
+    *,
+    newest: bool = True,
+) -> tuple[list[T], int]:
+    """The rows (in time order) with ``since <= time < until``, at most ``limit`` of them
+    (0: all) — the newest, or with ``newest=False`` the oldest — and how many more there
+    were: for the lists a command reads whole (a ledger, the requests)."""
+    kept = [r for r in rows if (since is None or time_of(r) >= since)
+            and (until is None or time_of(r) < until)]  # fmt: skip
+    if not limit or len(kept) <= limit:
+        return kept, 0
+    return (kept[-limit:] if newest else kept[:limit]), len(kept) - limit
 
 
 def more_note(more: int | None, hint: str = "use --limit/--since") -> None:

@@ -214,3 +214,31 @@ def test_commands_and_audit_take_limit_and_a_time_range(
     backwards = run(receiver_main, "audit", "list", "--db", db, "--since", "2026-01-02",
                     "--until", "2026-01-01", session=ada)  # fmt: skip
     assert backwards.exit_code == 2 and "is after --until" in backwards.stderr
+
+
+def test_window_keeps_the_range_and_the_newest_or_oldest_and_counts_the_rest() -> None:
+    from clitools.table import window
+
+    rows = [(t, f"r{t}") for t in range(10)]
+    assert window(rows, lambda r: r[0], None, None, 0) == (rows, 0)
+    assert window(rows, lambda r: r[0], 2, 8, 3) == (rows[5:8], 3)
+    assert window(rows, lambda r: r[0], 2, 8, 3, newest=False) == (rows[2:5], 3)
+    assert window(rows, lambda r: r[0], 8, None, 5) == (rows[8:], 0)
+
+
+def test_a_table_in_a_pipe_at_80_columns_folds_text_never_ids_or_numbers(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from clitools.table import Column, print_table
+
+    monkeypatch.setenv("COLUMNS", "80")
+    ids = ["COMMAND-0123456789abcdef0123456789abcdef", "COMMAND-fedcba9876543210fedcba9876543210"]
+    text = "a long explanation that is free text and may fold over several lines " * 2
+    print_table(
+        [Column("id", "id"), Column("value", "number"), Column("what")],
+        [(ids[0], "12345678.123456", text), (ids[1], "[red]7[/red]", text)],
+    )
+    out = capsys.readouterr().out
+    assert all(i in out for i in ids)
+    assert "12345678.123456" in out and "[red]7[/red]" in out  # whole, and not markup
+    assert max(len(line) for line in out.splitlines()) <= 80  # the text folded instead

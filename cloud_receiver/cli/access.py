@@ -17,7 +17,8 @@ import click
 
 from clitools.options import Decorator, db_option, json_option
 from clitools.output import result
-from clitools.timefmt import iso
+from clitools.table import limit_option, more_note, window
+from clitools.timefmt import iso, since_option, time_range, until_option
 from cloud_receiver.access.policy import OPERATOR_ROLES, Action, Resource
 from cloud_receiver.cli.auth import (
     acting,
@@ -548,24 +549,38 @@ def operator_reset_password(
     default=None,
 )
 @click.option("--id", "request_id", type=int, default=None, help="One request, in full.")
+@since_option("Only requests asked from this time on (ISO 8601, or unix seconds).")
+@until_option("Only requests asked before this time (ISO 8601, or unix seconds).")
+@limit_option(default=200)
 @json_option()
 def requests_list(
     db_url: str,
     session_file: Path | None,
     status: str | None,
     request_id: int | None,
+    since: str | None,
+    until: str | None,
+    limit: int,
     as_json: bool,
 ) -> None:
-    """Requests to the service: waiting for approval, queued, and what became of them."""
+    """Requests to the service: waiting for approval, queued, and what became of them
+    (the newest --limit asked in the --since/--until range)."""
     import json
 
     from cloud_receiver.access import requests as queue
     from cloud_receiver.applications.requests import describe
     from cloud_receiver.cli.common import emit
 
+    first, end = time_range(since, until)
     with acting(db_url, session_file, Action.REQUEST_READ) as a, a.storage.transaction() as tx:
-        rows = [queue.get(tx, request_id)] if request_id is not None else queue.listing(tx, status)
+        if request_id is not None:
+            rows, more = [queue.get(tx, request_id)], 0
+        else:
+            every = queue.listing(tx, status, limit=1_000_000)  # people's requests: few
+            listed = sorted(every, key=lambda r: (r.created_at, r.id))
+            rows, more = window(listed, lambda r: r.created_at, first, end, limit)
         approved = {r.id: [x.operator for x in queue.approvals_of(tx, r.id)] for r in rows}
+    more_note(more)
     if as_json:
         docs = [
             {**r.as_dict(), "summary": describe(r), "approved_by": approved[r.id]} for r in rows

@@ -8,7 +8,8 @@ import click
 
 from clitools.options import db_option, json_option
 from clitools.output import result, to_jsonable
-from clitools.timefmt import iso
+from clitools.table import limit_option, more_note, window
+from clitools.timefmt import iso, since_option, time_range, until_option
 from cloud_receiver.access.policy import Action, Resource
 from cloud_receiver.cli.auth import acting, session_option
 from cloud_receiver.cli.common import check_concentrator_id
@@ -127,21 +128,34 @@ def topup(
 @click.command()
 @click.argument("account_id")
 @click.option("--ledger", "show_ledger", is_flag=True, help="Every entry of the ledger too.")
+@since_option("Ledger entries from this time on (ISO 8601, or unix seconds).")
+@until_option("Ledger entries before this time (ISO 8601, or unix seconds).")
+@limit_option()
 @json_option()
 @db_option()
 @session_option()
 def balance(
-    account_id: str, show_ledger: bool, as_json: bool, db_url: str, session_file: Path | None
+    account_id: str,
+    show_ledger: bool,
+    since: str | None,
+    until: str | None,
+    limit: int,
+    as_json: bool,
+    db_url: str,
+    session_file: Path | None,
 ) -> None:
-    """A prepaid account's balance, supply state and (with --ledger) its ledger (audited)."""
+    """A prepaid account's balance, supply state and (with --ledger) its ledger, the
+    newest --limit entries in the --since/--until range (audited)."""
     import json
 
     from cloud_receiver.applications import prepay
 
+    first, end = time_range(since, until)
     target = Resource("account", account_id)
     with acting(db_url, session_file, Action.PREPAY_READ, target) as actor:
         acc = prepay.get_account(actor.storage, account_id)
-        entries = prepay.ledger(actor.storage, account_id) if show_ledger or as_json else []
+        every = prepay.ledger(actor.storage, account_id) if show_ledger or as_json else []
+        entries, more = window(every, lambda e: e[0], first, end, limit)
         actor.read("balance and ledger" if entries else "balance", str(target), customers=1,
                    export="json" if as_json else None)  # fmt: skip
     if as_json:
@@ -163,6 +177,7 @@ def balance(
                 }
             )
         )  # fmt: skip
+        more_note(more, "older entries: use --limit/--since")
         return
     click.echo(
         f"account {acc.account} (meter {acc.meter}): balance "
@@ -174,6 +189,7 @@ def balance(
             f"{when}  {kind:<14} {prepay.balance_text(amount):>10}  "
             f"{prepay.balance_text(after):>10}  {json.dumps(detail)}"
         )
+    more_note(more, "older entries: use --limit/--since")
 
 
 COMMANDS = [account, topup, balance]
