@@ -242,3 +242,23 @@ def test_a_table_in_a_pipe_at_80_columns_folds_text_never_ids_or_numbers(
     assert all(i in out for i in ids)
     assert "12345678.123456" in out and "[red]7[/red]" in out  # whole, and not markup
     assert max(len(line) for line in out.splitlines()) <= 80  # the text folded instead
+
+
+def test_an_expiry_error_prints_an_iso_time_with_the_sites_offset(
+    tmp_path: Path, operators: Callable[[str], Operators]
+) -> None:
+    from helpers import wait_for
+
+    db = f"sqlite:///{tmp_path / 'r.db'}"
+    olga = operators(db).login("olga", "operator", lifetime=1)
+    expired = wait_for(
+        lambda: (r := run(receiver_main, "whoami", "--db", db, session=olga)).exit_code == 4 and r,
+        30,
+        "the session to expire",
+    )
+    iso_time = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d"
+    assert re.search(rf"session of olga expired at {iso_time}\+08:00: log in again",
+                     expired.stderr), expired.stderr  # fmt: skip
+    utc = run(receiver_main, "--tz", "+00:00", "whoami", "--db", db, "--json", session=olga)
+    doc = json.loads(utc.stdout)
+    assert doc["exit_code"] == 4 and re.search(rf"expired at {iso_time}\+00:00", doc["error"])
