@@ -97,6 +97,7 @@ def daemon_socket(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         '[[bus]]\nname = "bus1"\ntype = "rs485"\nport = "/nonexistent/tty-ev"\nbaud = 2400\n'
         'parity = "E"\n'
         '[[meter]]\naddress = "000000000001"\nprotocol = "dlt645"\nbus = "bus1"\n'
+        '[[meter]]\naddress = "123456789012"\nprotocol = "dlt645"\nbus = "bus1"\n'
     )
     got: dict[str, Any] = {}
     started = threading.Event()
@@ -164,3 +165,14 @@ def test_since_until_and_the_note_about_older_events(daemon_socket: Path) -> Non
     assert "older ones: use --limit/--since/--until" in limited.stderr
     # Times in ISO 8601 with the concentrator's offset.
     assert "+08:00" in limited.stdout
+
+
+def test_meters_takes_limit_and_keeps_addresses_whole(daemon_socket: Path) -> None:
+    sock = ["--socket", str(daemon_socket)]
+    limited = cli("meters", "--limit", "1", "--json", *sock)
+    doc = json.loads(limited.stdout)
+    assert [m["address"] for m in doc["meters"]] == ["000000000001"] and doc["more"] == 1
+    assert "1 more row; use --limit (0: all), --bus or --offline" in limited.stderr
+    table = cli("meters", *sock, env={"COLUMNS": "80"})
+    assert "000000000001" in table.stdout and "123456789012" in table.stdout
+    assert table.stderr == ""

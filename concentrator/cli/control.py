@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from clitools.options import day_option, json_option
-from clitools.table import READING_COLUMNS, Column, more_note, print_table
+from clitools.table import READING_COLUMNS, Column, limit_option, more_note, print_table
 from concentrator.cli.common import (
     daemon_call,
     err_console,
@@ -138,13 +138,19 @@ def status(socket_path: Path, as_json: bool) -> None:
 @click.command()
 @click.option("--offline", is_flag=True, help="Only the meters that are offline.")
 @click.option("--bus", default=None, help="Only the meters on this bus.")
+@limit_option()
 @socket_option
 @json_option()
-def meters(offline: bool, bus: str | None, socket_path: Path, as_json: bool) -> None:
-    """Every configured meter: bus, protocol, health, last read, today's read/missing."""
+def meters(offline: bool, bus: str | None, limit: int, socket_path: Path, as_json: bool) -> None:
+    """Every configured meter: bus, protocol, health, last read, today's read/missing
+    (the first --limit of them, with a note on stderr when there are more)."""
     doc = daemon_call(socket_path, "meters", {"offline": offline, "bus": bus})
+    more = max(0, len(doc["meters"]) - limit) if limit else 0
+    if more:
+        doc["meters"] = doc["meters"][:limit]
+    more_note(more, "use --limit (0: all), --bus or --offline")
     if as_json:
-        click.echo(json.dumps(doc))
+        click.echo(json.dumps({**doc, "more": more}))
         return
     tz = _tz(doc["timezone"])
     columns = (
