@@ -262,3 +262,19 @@ def test_an_expiry_error_prints_an_iso_time_with_the_sites_offset(
     utc = run(receiver_main, "--tz", "+00:00", "whoami", "--db", db, "--json", session=olga)
     doc = json.loads(utc.stdout)
     assert doc["exit_code"] == 4 and re.search(rf"expired at {iso_time}\+00:00", doc["error"])
+
+
+def test_a_query_on_an_empty_postgresql_schema_creates_no_table(
+    pg_url: str, filled: tuple[str, Path]
+) -> None:
+    import psycopg
+
+    _, session = filled
+    result = run(receiver_main, "readings", "--db", pg_url, "--json", session=session)
+    assert result.exit_code == 1
+    assert "holds no receiver tables: a wrong --db?" in json.loads(result.stdout)["error"]
+    with psycopg.connect(pg_url.replace("postgresql+psycopg://", "postgresql://")) as conn:
+        tables = conn.execute(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = current_schema()"
+        ).fetchall()
+    assert tables == []
