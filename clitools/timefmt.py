@@ -59,6 +59,15 @@ def site_tz() -> dt.timezone:
     return tz if isinstance(tz, dt.timezone) else parse_tz(DEFAULT_TZ)
 
 
+def site_tz_text() -> str:
+    """The site's zone as ``+HH:MM``: the default of a command's own ``--tz`` (a tariff's,
+    a report's), so that it follows the program's ``--tz`` / ``MF_TZ``."""
+    offset = site_tz().utcoffset(None)
+    minutes = int(offset.total_seconds() // 60) if offset is not None else 0
+    sign = "-" if minutes < 0 else "+"
+    return f"{sign}{abs(minutes) // 60:02d}:{abs(minutes) % 60:02d}"
+
+
 def iso(t: float | None, tz: dt.tzinfo | None = None, *, empty: str = "") -> str:
     """Unix seconds as ISO 8601 with offset, to the second (``empty`` for None)."""
     if t is None:

@@ -278,3 +278,27 @@ def test_a_query_on_an_empty_postgresql_schema_creates_no_table(
             "SELECT table_name FROM information_schema.tables WHERE table_schema = current_schema()"
         ).fetchall()
     assert tables == []
+
+
+def test_a_commands_own_tz_defaults_to_the_programs() -> None:
+    from clitools.timefmt import site_tz_text, tz_option
+
+    @click.group()
+    @tz_option()
+    def program(site_tz: object) -> None:
+        pass
+
+    @program.command()
+    @click.option("--tz", "tz_text", default=site_tz_text)
+    def report(tz_text: str) -> None:
+        click.echo(tz_text)
+
+    runner = CliRunner()
+    assert runner.invoke(program, ["report"], env={"MF_TZ": None}).stdout == "+08:00\n"
+    assert runner.invoke(program, ["--tz", "-03:30", "report"]).stdout == "-03:30\n"
+    assert runner.invoke(program, ["report"], env={"MF_TZ": "+05:45"}).stdout == "+05:45\n"
+    assert runner.invoke(program, ["--tz", "+01:00", "report", "--tz", "+02:00"]).stdout == (
+        "+02:00\n"
+    )
+    bad = runner.invoke(program, ["--tz", "CST", "report"])
+    assert bad.exit_code == 2 and "expected a UTC offset such as +08:00" in bad.stderr

@@ -17,6 +17,7 @@ import click
 
 from clitools.options import day_option, db_option, json_option
 from clitools.table import limit_option, more_note
+from clitools.timefmt import site_tz_text
 from cloud_receiver.access.policy import Action, Resource
 from cloud_receiver.cli.auth import Actor, acting, session_option, show_request
 from cloud_receiver.cli.common import emit, num
@@ -66,8 +67,8 @@ def _analytics_options(fn: Callable[..., None]) -> Callable[..., None]:
             session_option(),
             click.option(
                 "--tz",
-                default="+08:00",
-                show_default=True,
+                default=site_tz_text,
+                show_default="the site's zone: cloud-receiver --tz, MF_TZ, +08:00",
                 callback=_tz_arg,
                 help="UTC offset of the local days (China Standard Time by default).",
             ),

@@ -9,6 +9,7 @@ import click
 from clitools.options import db_option, json_option
 from clitools.output import result
 from clitools.table import Column, print_table
+from clitools.timefmt import site_tz_text
 from cloud_receiver.access.policy import Action, Resource
 from cloud_receiver.cli.auth import acting, session_option, show_request, wait_done, wait_option
 from cloud_receiver.cli.common import check_concentrator_id, time_arg
@@ -60,7 +61,13 @@ def dr_enrol(
 @click.option("--to", "end", required=True, help="End: unix seconds or ISO time.")
 @click.option("--limit-kw", required=True, help="The group's load limit in kW.")
 @click.option("--baseline-days", type=click.IntRange(1, 10), default=5, show_default=True)
-@click.option("--tz", "tz_text", default="+08:00", show_default=True, help="Local time zone.")
+@click.option(
+    "--tz",
+    "tz_text",
+    default=site_tz_text,
+    show_default="the site's zone: cloud-receiver --tz, MF_TZ, +08:00",
+    help="Local time zone.",
+)
 @db_option()
 @session_option()
 @wait_option()

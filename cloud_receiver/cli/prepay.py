@@ -9,7 +9,7 @@ import click
 from clitools.options import db_option, json_option
 from clitools.output import result, to_jsonable
 from clitools.table import limit_option, more_note, window
-from clitools.timefmt import iso, since_option, time_range, until_option
+from clitools.timefmt import iso, since_option, site_tz_text, time_range, until_option
 from cloud_receiver.access.policy import Action, Resource
 from cloud_receiver.cli.auth import acting, session_option
 from cloud_receiver.cli.common import check_concentrator_id
@@ -43,7 +43,13 @@ def account() -> None:
 @click.option("--tou", default="", help="Time-of-use periods, e.g. peak=08-11,18-23;valley=23-07.")
 @click.option("--grace", default="0", show_default=True, help="Credit allowed below zero (yuan).")
 @click.option("--low", default="10", show_default=True, help="Low-balance warning below (yuan).")
-@click.option("--tz", "tz_text", default="+08:00", show_default=True, help="Tariff time zone.")
+@click.option(
+    "--tz",
+    "tz_text",
+    default=site_tz_text,
+    show_default="the site's zone: cloud-receiver --tz, MF_TZ, +08:00",
+    help="Tariff time zone.",
+)
 @db_option()
 @session_option()
 @json_option()

@@ -12,6 +12,7 @@ import click
 
 from clitools.options import db_option, json_option, pki_dir_option
 from clitools.output import print_json, to_jsonable
+from clitools.timefmt import site_tz_text
 from cloud_receiver.applications.fleet import pki
 from cloud_receiver.cli.common import open_db
 from cloud_receiver.errors import ReceiverError
@@ -85,7 +86,11 @@ def _metrics_address(
     help="Prepayment: a day without cut-offs (repeat).",
 )
 @click.option(
-    "--tz", "tz_text", default="+08:00", show_default=True, help="Local time zone (UTC offset)."
+    "--tz",
+    "tz_text",
+    default=site_tz_text,
+    show_default="the site's zone: cloud-receiver --tz, MF_TZ, +08:00",
+    help="Local time zone (UTC offset).",
 )
 @click.option(
     "--metrics",
