@@ -176,3 +176,33 @@ def test_meters_takes_limit_and_keeps_addresses_whole(daemon_socket: Path) -> No
     table = cli("meters", *sock, env={"COLUMNS": "80"})
     assert "000000000001" in table.stdout and "123456789012" in table.stdout
     assert table.stderr == ""
+
+
+def test_stats_reads_the_store_read_only_and_never_creates_it(tmp_path: Path) -> None:
+    from concentrator.storage import Store
+
+    site = tmp_path / "site"
+    site.mkdir()
+    cfg = site / "c.toml"
+    cfg.write_text(
+        '[concentrator]\nid = "dc-stats"\n[storage]\npath = "s.db"\n'
+        '[[bus]]\nname = "bus1"\ntype = "rs485"\nport = "/dev/null"\nbaud = 2400\n'
+        'parity = "E"\n'
+    )
+    missing = cli("stats", "--config", str(cfg), "--json")
+    assert missing.exit_code == 1
+    assert json.loads(missing.stdout)["error"] == (
+        f"{site / 's.db'}: the store does not exist: nothing stored yet"
+        " (`concentrator run` creates it)"
+    )
+    assert sorted(p.name for p in site.iterdir()) == ["c.toml"]
+    with Store.open(site / "s.db"):
+        pass
+    db = site / "s.db"
+    before = (db.read_bytes(), db.stat().st_mtime_ns)
+    report = cli("stats", "--config", str(cfg), "--json")
+    assert report.exit_code == 0, report.output
+    assert json.loads(report.stdout)["backlog"]["readings"] == 0
+    assert (db.read_bytes(), db.stat().st_mtime_ns) == before  # not a byte written
+    # (SQLite may leave the WAL index files a reader of a WAL database needs.)
+    assert {p.name for p in site.iterdir()} <= {"c.toml", "s.db", "s.db-wal", "s.db-shm"}

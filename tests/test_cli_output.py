@@ -17,7 +17,7 @@ from click.testing import CliRunner, Result
 from helpers import NO_SESSION, Operators
 
 from cloud_receiver.cli import main as receiver_main
-from cloud_receiver.storage import open_storage
+from cloud_receiver.storage import Storage, open_storage
 from concentrator.cli import main as concentrator_main
 from contract.records import Reading
 from hil_sim.cli import main as sim_main
@@ -302,3 +302,18 @@ def test_a_commands_own_tz_defaults_to_the_programs() -> None:
     )
     bad = runner.invoke(program, ["--tz", "CST", "report"])
     assert bad.exit_code == 2 and "expected a UTC offset such as +08:00" in bad.stderr
+
+
+def test_a_query_runs_in_a_read_only_transaction(receiver_storage: Storage) -> None:
+    from sqlalchemy import exc, insert
+
+    from cloud_receiver.storage.schema import quarantine
+
+    writing = insert(quarantine).values(received_at=1.0, topic="t", concentrator=None, seq=None,
+                                        reason="r", detail="d", payload=b"")  # fmt: skip
+    with pytest.raises(exc.DBAPIError, match=r"(?i)read.only|readonly"):
+        receiver_storage._rows(writing.returning(quarantine.c.id))
+    # ... and a write transaction afterwards still writes.
+    receiver_storage.quarantine(topic="t", concentrator=None, seq=None, reason="r", detail="d",
+                                payload=b"", received_at=1.0)  # fmt: skip
+    assert len(receiver_storage.quarantined()) == 1

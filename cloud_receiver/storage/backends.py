@@ -73,7 +73,8 @@ class SqliteBackend:
     pysqlite's own transaction handling is switched off and each transaction begins with
     an explicit ``BEGIN IMMEDIATE`` (writes: the write lock is taken at once, so two
     writers queue instead of failing half-way) or ``BEGIN`` (reads: WAL readers never
-    block the writer), as SQLAlchemy's documentation recommends for SQLite.
+    block the writer), as SQLAlchemy's documentation recommends for SQLite. A read
+    transaction also runs under ``PRAGMA query_only``: a query never writes (issue 18).
     """
 
     def __init__(self, path: Path, *, create: bool = True) -> None:
@@ -94,7 +95,7 @@ class SqliteBackend:
             poolclass=NullPool,
             connect_args={"timeout": SQLITE_BUSY_TIMEOUT_S, "check_same_thread": False},
         )
-        self._begin = "BEGIN IMMEDIATE"
+        self._write = True
         event.listen(self.engine, "connect", _sqlite_connect)
         event.listen(self.engine, "begin", self._on_begin)
         self._readings_sql = str(
@@ -104,10 +105,11 @@ class SqliteBackend:
         )
 
     def _on_begin(self, conn: Connection) -> None:
-        conn.exec_driver_sql(self._begin)
+        conn.exec_driver_sql(f"PRAGMA query_only = {0 if self._write else 1}")
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if self._write else "BEGIN")
 
     def set_write(self, write: bool) -> None:
-        self._begin = "BEGIN IMMEDIATE" if write else "BEGIN"
+        self._write = write
 
     def insert(self, table: Table) -> Upsert:
         return sqlite_dialect.insert(table)
@@ -150,6 +152,8 @@ class PostgresBackend:
     def __init__(self, url: str) -> None:
         sa_url = make_url(url).set(drivername="postgresql+psycopg")
         self.engine = create_engine(sa_url, poolclass=NullPool)
+        self._write = True
+        event.listen(self.engine, "begin", self._on_begin)
         incoming = Table(
             "incoming",
             MetaData(),
@@ -181,7 +185,12 @@ class PostgresBackend:
         )
 
     def set_write(self, write: bool) -> None:
-        pass  # every PostgreSQL transaction is the same; writes lock rows as they go
+        # Writes lock rows as they go; a read transaction is READ ONLY: a query never writes.
+        self._write = write
+
+    def _on_begin(self, conn: Connection) -> None:
+        if not self._write:
+            conn.exec_driver_sql("SET TRANSACTION READ ONLY")
 
     def insert(self, table: Table) -> Upsert:
         return postgresql.insert(table)
