@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from clitools.options import db_option, json_option
+from clitools.options import db_option, json_option, quantity_option
 from clitools.table import Column, limit_option, more_note, print_table
 from clitools.timefmt import iso, since_option, time_range, until_option
 from cloud_receiver.access.policy import Action
@@ -30,7 +30,7 @@ _ACTIONS = {
 @click.argument("action", type=click.Choice(sorted(_ACTIONS)))
 @click.option("--concentrator", "concentrator_id", required=True, callback=check_concentrator_id)
 @click.option("--meter", "meters", multiple=True, help="Target meter (repeat for several).")
-@click.option("--quantity", "quantities", multiple=True, help="read: quantities to read.")
+@quantity_option("read: a quantity to read (repeat for several).")
 @click.option(
     "--threshold", type=click.FloatRange(min=0), default=None, help="clock-check: seconds."
 )

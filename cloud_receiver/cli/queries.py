@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from clitools.options import db_option, json_option
+from clitools.options import db_option, json_option, quantity_option
 from clitools.output import print_json, to_jsonable
 from clitools.table import Column, limit_option, more_note, print_table
 from clitools.timefmt import iso, since_option, time_range, until_option
@@ -41,6 +41,7 @@ def _reading_row(r: StoredRow) -> list[object]:
 @since_option("First slot (ISO 8601, or unix seconds); --from is the same.", also="--from")
 @until_option("End slot, exclusive (ISO 8601, or unix seconds); --to is the same.", also="--to")
 @limit_option()
+@quantity_option("Only this quantity (repeat for several; all when omitted).")
 @click.option("--csv", "as_csv", is_flag=True, help="CSV on stdout instead of a table.")
 @json_option()
 def readings(
@@ -50,6 +51,7 @@ def readings(
     since: str | None,
     until: str | None,
     limit: int,
+    quantities: tuple[str, ...],
     as_csv: bool,
     as_json: bool,
 ) -> None:
@@ -60,8 +62,13 @@ def readings(
     first, end = time_range(since, until)
     scope = Resource("meter", meter) if meter is not None else Resource("all")
     with acting(db_url, session_file, Action.DATA_READ, scope) as actor:
-        rows = actor.storage.readings(meter=meter, since=first, until=end, limit=limit or None)
-        total = actor.storage.count_readings(meter, first, end) if len(rows) == limit else len(rows)
+        rows = actor.storage.readings(meter=meter, since=first, until=end, limit=limit or None,
+                                      quantities=quantities)  # fmt: skip
+        total = (
+            actor.storage.count_readings(meter, first, end, quantities)
+            if len(rows) == limit
+            else len(rows)
+        )
         actor.read("readings", str(scope), customers=1 if meter else len({r.meter for r in rows}),
                    export="csv" if as_csv else "json" if as_json else None,
                    detail={"from": first, "to": end, "rows": len(rows)})  # fmt: skip

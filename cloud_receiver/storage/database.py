@@ -223,25 +223,33 @@ class Storage:
         since: int | None = None,
         until: int | None = None,
         limit: int | None = None,
+        quantities: Sequence[str] = (),
     ) -> list[StoredRow]:
-        """Stored readings by meter, quantity and slot; the first ``limit`` of them."""
+        """Stored readings by meter, quantity and slot, the first ``limit`` of them;
+        ``quantities`` (empty: all) keeps only those canonical quantities."""
         r = readings.c
         query = _in_range(
             select(
                 r.meter, r.quantity, r.slot, r.value, r.unit, r.read_at, r.source,
                 r.concentrator, r.seq,
             ).order_by(r.meter, r.quantity, r.slot),
-            meter, since, until,
+            meter, since, until, quantities,
         )  # fmt: skip
         if limit is not None:
             query = query.limit(limit)
         return [StoredRow(*row) for row in self._rows(query)]
 
     def count_readings(
-        self, meter: str | None = None, since: int | None = None, until: int | None = None
+        self,
+        meter: str | None = None,
+        since: int | None = None,
+        until: int | None = None,
+        quantities: Sequence[str] = (),
     ) -> int:
         """How many readings `readings` would return without a limit."""
-        query = _in_range(select(func.count()).select_from(readings), meter, since, until)
+        query = _in_range(
+            select(func.count()).select_from(readings), meter, since, until, quantities
+        )
         return int(self._rows(query)[0][0])
 
     def concentrators(self) -> list[ConcentratorInfo]:
@@ -543,9 +551,17 @@ def _commands_where(
     return query
 
 
-def _in_range(query: Any, meter: str | None, since: int | None, until: int | None) -> Any:
-    """``query`` narrowed to a meter and a slot range [since, until)."""
+def _in_range(
+    query: Any,
+    meter: str | None,
+    since: int | None,
+    until: int | None,
+    quantities: Sequence[str] = (),
+) -> Any:
+    """``query`` narrowed to a meter, a slot range [since, until) and some quantities."""
     r = readings.c
+    if quantities:
+        query = query.where(r.quantity.in_(list(quantities)))
     if meter is not None:
         query = query.where(r.meter == meter)
     if since is not None:

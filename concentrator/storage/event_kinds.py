@@ -14,7 +14,7 @@ EVENT_KINDS: tuple[str, ...] = (
     "command",
     # carrier (PLC) modules
     "plc_module_down", "plc_module_back", "plc_module_reset", "plc_node_readded",
-    "plc_route_status", "plc_routes_synced", "plc_unknown_meter",
+    "plc_route_status", "plc_routes_synced", "plc_unknown_meter", "plc_config_mismatch",
     # the cellular modem (concentrator.uplink.modem: "modem_" + its event's kind)
     "modem_outage_start", "modem_outage_end", "modem_reset", "modem_hung",
     "modem_weak_signal", "modem_signal_restored",
