@@ -158,6 +158,13 @@ def test_readings_limit_range_and_iso_times(filled: tuple[str, Path]) -> None:
     garbled = run(receiver_main, "readings", "--db", db, "--since", "yesterday", session=session)
     assert garbled.exit_code == 2
     assert "'yesterday': expected unix seconds or an ISO 8601 date" in garbled.stderr
+    # --quantity narrows the count of what was left out too.
+    other = run(receiver_main, "readings", "--db", db, "--quantity", "voltage_a", "--json",
+                session=session)  # fmt: skip
+    assert json.loads(other.stdout) == {"readings": [], "more": 0}
+    energy = run(receiver_main, "readings", "--db", db, "--quantity", "energy_fwd_total",
+                 "--limit", "2", "--json", session=session)  # fmt: skip
+    assert json.loads(energy.stdout)["more"] == 28
     # --limit 0: everything, no note.
     every = run(receiver_main, "readings", "--db", db, "--limit", "0", "--json", session=session)
     assert len(json.loads(every.stdout)["readings"]) == 30 and every.stderr == ""
