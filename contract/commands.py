@@ -31,6 +31,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
     Ed25519PublicKey,
 )
 
+from contract.timezone import iso_time
 from drivers.meter_ids import any_meter_problem, dlt645_address_problem
 
 FORMAT_VERSION = 1
@@ -279,10 +280,10 @@ def accept(
     if cmd.not_before - now > MAX_VALIDITY_S:
         # A command may be scheduled (demand response at 18:00), but not for any time.
         raise CommandRefused(
-            f"scheduled for {cmd.not_before:.0f}, more than {MAX_VALIDITY_S} s ahead", cmd
+            f"scheduled for {iso_time(cmd.not_before)}, more than {MAX_VALIDITY_S} s ahead", cmd
         )
     if now > cmd.not_after:
-        raise CommandRefused(f"expired at {cmd.not_after:.0f} (now {now:.0f})", cmd)
+        raise CommandRefused(f"expired at {iso_time(cmd.not_after)} (now {iso_time(now)})", cmd)
     if cmd.counter in window.seen:
         raise CommandDuplicate(f"duplicate: counter {cmd.counter} was accepted before", cmd)
     if cmd.counter <= window.high - COUNTER_WINDOW:

@@ -17,3 +17,9 @@ def parse_utc_offset(text: str) -> dt.timezone | None:
         return None
     minutes = int(m[2]) * 60 + int(m[3])
     return dt.timezone(dt.timedelta(minutes=-minutes if m[1] == "-" else minutes))
+
+
+def iso_time(t: float, tz: dt.tzinfo = dt.UTC) -> str:
+    """Unix seconds as ISO 8601 with its offset, to the second: how both ends write a
+    time for people (README, "Times"); in UTC where the site's zone is not known."""
+    return dt.datetime.fromtimestamp(t, tz).isoformat(timespec="seconds")

@@ -563,6 +563,6 @@ def finish(
 
 
 def _when(t: float) -> str:
-    import datetime as dt
+    from clitools.timefmt import iso
 
-    return dt.datetime.fromtimestamp(t).isoformat(" ", "seconds")
+    return iso(t)  # ISO 8601 with the site's offset (README, "Times")

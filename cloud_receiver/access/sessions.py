@@ -246,9 +246,9 @@ _GENERIC = "login refused: wrong operator name, password or TOTP code"
 
 
 def _when(t: float) -> str:
-    import datetime as dt
+    from clitools.timefmt import iso
 
-    return dt.datetime.fromtimestamp(t).isoformat(" ", "seconds")
+    return iso(t)  # ISO 8601 with the site's offset (README, "Times")
 
 
 def _refuse(

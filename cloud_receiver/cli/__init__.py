@@ -20,6 +20,8 @@ from typing import Any
 
 import click
 
+from clitools.output import JsonGroup, report_error
+from clitools.timefmt import tz_option
 from cloud_receiver.cli import (
     access,
     analytics,
@@ -37,20 +39,22 @@ from cloud_receiver.cli import (
 from cloud_receiver.errors import ReceiverError
 
 
-class _Main(click.Group):
+class _Main(JsonGroup):
     """The receiver's command group: turns a `ReceiverError` into its exit."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
         except ReceiverError as exc:
+            report_error(str(exc), exc.exit_code)
             click.echo(f"error: {exc}", err=True)
             sys.exit(exc.exit_code)
 
 
 @click.group(cls=_Main)
 @click.version_option(package_name="meterflow")
-def main() -> None:
+@tz_option()
+def main(site_tz: object) -> None:
     """meterflow cloud receiver: ingest concentrator batches and answer queries."""
 
 

@@ -16,6 +16,9 @@ from typing import Any
 import click
 
 from clitools.options import Decorator, db_option, json_option
+from clitools.output import result
+from clitools.table import limit_option, more_note, window
+from clitools.timefmt import iso, since_option, time_range, until_option
 from cloud_receiver.access.policy import OPERATOR_ROLES, Action, Resource
 from cloud_receiver.cli.auth import (
     acting,
@@ -60,9 +63,7 @@ def _password(file: Path | None, prompt: str, env: str, *, confirm: bool = False
 
 
 def _when(t: float | None) -> str:
-    import datetime as dt
-
-    return "" if t is None else dt.datetime.fromtimestamp(t).isoformat(" ", "seconds")
+    return iso(t)
 
 
 def _show_secret(name: str, secret: str | None, as_json: bool, doc: dict[str, Any]) -> None:
@@ -159,7 +160,8 @@ def login(
 @click.command()
 @db_option()
 @session_option()
-def logout(db_url: str, session_file: Path | None) -> None:
+@json_option()
+def logout(db_url: str, session_file: Path | None, as_json: bool) -> None:
     """End the session (the database forgets its key) and delete the session file."""
     from cloud_receiver.access import sessions
 
@@ -167,7 +169,7 @@ def logout(db_url: str, session_file: Path | None) -> None:
     with acting(db_url, session_file) as actor:
         sessions.logout(actor.storage, actor.principal, actor.key, time.time())
     path.unlink(missing_ok=True)
-    click.echo(f"logged out {actor.principal.name}")
+    result(as_json, f"logged out {actor.principal.name}", {"logged_out": actor.principal.name})
 
 
 @click.command()
@@ -201,11 +203,13 @@ def whoami(db_url: str, session_file: Path | None, as_json: bool) -> None:
 @session_option()
 @_password_file_option()
 @_password_file_option("--new-password-file", "new_password_file")
+@json_option()
 def passwd(
     db_url: str,
     session_file: Path | None,
     password_file: Path | None,
     new_password_file: Path | None,
+    as_json: bool,
 ) -> None:
     """Change your own password (the current one first)."""
     from cloud_receiver.access import audit
@@ -238,7 +242,11 @@ def passwd(
                 at=time.time(),
                 key=actor.key,
             )
-    click.echo(f"password of {actor.principal.name} changed")
+    result(
+        as_json,
+        f"password of {actor.principal.name} changed",
+        {"password_changed": actor.principal.name},
+    )
 
 
 # ------------------------------------------------------------------ operators
@@ -282,7 +290,7 @@ def operator_add(
     password = ops.check_password(
         _password(password_file, f"Password for {name}", "MF_NEW_PASSWORD", confirm=True)
     )
-    storage = open_db(db_url)
+    storage = open_db(db_url, create=True)  # the first operator: a new database
     try:
         with storage.transaction() as tx:
             first = ops.bootstrap_allowed(tx)
@@ -414,7 +422,8 @@ def operator_list(db_url: str, session_file: Path | None, as_json: bool) -> None
 @click.argument("name")
 @db_option()
 @session_option()
-def operator_disable(name: str, db_url: str, session_file: Path | None) -> None:
+@json_option()
+def operator_disable(name: str, db_url: str, session_file: Path | None, as_json: bool) -> None:
     """Disable an operator: their sessions end, their waiting requests are refused."""
     from cloud_receiver.access import operators as ops
 
@@ -425,14 +434,15 @@ def operator_disable(name: str, db_url: str, session_file: Path | None) -> None:
         "disable",
         lambda tx: ops.set_disabled(tx, name, True, time.time()),
     )
-    click.echo(f"operator {name} disabled")
+    result(as_json, f"operator {name} disabled", {"operator": name, "disabled": True})
 
 
 @operator.command("enable")
 @click.argument("name")
 @db_option()
 @session_option()
-def operator_enable(name: str, db_url: str, session_file: Path | None) -> None:
+@json_option()
+def operator_enable(name: str, db_url: str, session_file: Path | None, as_json: bool) -> None:
     """Enable a disabled operator again (also ends a lockout)."""
     from cloud_receiver.access import operators as ops
 
@@ -443,7 +453,7 @@ def operator_enable(name: str, db_url: str, session_file: Path | None) -> None:
         "enable",
         lambda tx: ops.set_disabled(tx, name, False, time.time()),
     )
-    click.echo(f"operator {name} enabled")
+    result(as_json, f"operator {name} enabled", {"operator": name, "disabled": False})
 
 
 @operator.command("set-role")
@@ -494,8 +504,13 @@ def operator_reset_totp(name: str, db_url: str, session_file: Path | None, as_js
 @db_option()
 @session_option()
 @_password_file_option()
+@json_option()
 def operator_reset_password(
-    name: str, db_url: str, session_file: Path | None, password_file: Path | None
+    name: str,
+    db_url: str,
+    session_file: Path | None,
+    password_file: Path | None,
+    as_json: bool,
 ) -> None:
     """Set a forgotten password (also ends a lockout)."""
     from cloud_receiver.access import operators as ops
@@ -510,7 +525,7 @@ def operator_reset_password(
         "reset-password",
         lambda tx: ops.set_password(tx, name, new, time.time()),
     )
-    click.echo(f"password of {name} set")
+    result(as_json, f"password of {name} set", {"operator": name, "password_set": True})
 
 
 # ------------------------------------------------------------------ requests
@@ -534,24 +549,38 @@ def operator_reset_password(
     default=None,
 )
 @click.option("--id", "request_id", type=int, default=None, help="One request, in full.")
+@since_option("Only requests asked from this time on (ISO 8601, or unix seconds).")
+@until_option("Only requests asked before this time (ISO 8601, or unix seconds).")
+@limit_option(default=200)
 @json_option()
 def requests_list(
     db_url: str,
     session_file: Path | None,
     status: str | None,
     request_id: int | None,
+    since: str | None,
+    until: str | None,
+    limit: int,
     as_json: bool,
 ) -> None:
-    """Requests to the service: waiting for approval, queued, and what became of them."""
+    """Requests to the service: waiting for approval, queued, and what became of them
+    (the newest --limit asked in the --since/--until range)."""
     import json
 
     from cloud_receiver.access import requests as queue
     from cloud_receiver.applications.requests import describe
     from cloud_receiver.cli.common import emit
 
+    first, end = time_range(since, until)
     with acting(db_url, session_file, Action.REQUEST_READ) as a, a.storage.transaction() as tx:
-        rows = [queue.get(tx, request_id)] if request_id is not None else queue.listing(tx, status)
+        if request_id is not None:
+            rows, more = [queue.get(tx, request_id)], 0
+        else:
+            every = queue.listing(tx, status, limit=1_000_000)  # people's requests: few
+            listed = sorted(every, key=lambda r: (r.created_at, r.id))
+            rows, more = window(listed, lambda r: r.created_at, first, end, limit)
         approved = {r.id: [x.operator for x in queue.approvals_of(tx, r.id)] for r in rows}
+    more_note(more)
     if as_json:
         docs = [
             {**r.as_dict(), "summary": describe(r), "approved_by": approved[r.id]} for r in rows
@@ -614,13 +643,16 @@ def approve(
 @click.argument("request_id", type=int)
 @db_option()
 @session_option()
-def cancel(request_id: int, db_url: str, session_file: Path | None) -> None:
+@json_option()
+def cancel(request_id: int, db_url: str, session_file: Path | None, as_json: bool) -> None:
     """Withdraw a request not carried out yet (yours, or anyone's as an administrator)."""
     from cloud_receiver.access import requests as queue
 
     with acting(db_url, session_file) as a:
         queue.cancel(a.storage, a.principal, a.key, request_id, time.time())
-    click.echo(f"request {request_id} cancelled")
+    result(
+        as_json, f"request {request_id} cancelled", {"request": request_id, "status": "cancelled"}
+    )
 
 
 # ------------------------------------------------------------------ settings
@@ -653,7 +685,10 @@ def settings_show(db_url: str, session_file: Path | None, as_json: bool) -> None
 @click.argument("value")
 @db_option()
 @session_option()
-def settings_set(name: str, value: str, db_url: str, session_file: Path | None) -> None:
+@json_option()
+def settings_set(
+    name: str, value: str, db_url: str, session_file: Path | None, as_json: bool
+) -> None:
     """Change a setting (administrators); `settings show` lists them."""
     from cloud_receiver.access import audit
     from cloud_receiver.access import settings as conf
@@ -676,7 +711,7 @@ def settings_set(name: str, value: str, db_url: str, session_file: Path | None) 
             detail={"from": before, "to": value},
             key=a.key,
         )
-    click.echo(f"{name} = {value}")
+    result(as_json, f"{name} = {value}", {"name": name, "value": value})
 
 
 COMMANDS = [login, logout, whoami, passwd, operator, requests_list, approve, cancel, settings]

@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING
 import click
 
 from clitools.options import day_option, db_option, json_option
+from clitools.table import limit_option, more_note
+from clitools.timefmt import site_tz_text
 from cloud_receiver.access.policy import Action, Resource
 from cloud_receiver.cli.auth import Actor, acting, session_option, show_request
 from cloud_receiver.cli.common import emit, num
@@ -65,8 +67,8 @@ def _analytics_options(fn: Callable[..., None]) -> Callable[..., None]:
             session_option(),
             click.option(
                 "--tz",
-                default="+08:00",
-                show_default=True,
+                default=site_tz_text,
+                show_default="the site's zone: cloud-receiver --tz, MF_TZ, +08:00",
                 callback=_tz_arg,
                 help="UTC offset of the local days (China Standard Time by default).",
             ),
@@ -127,7 +129,16 @@ def archive_import(
 @session_option()
 @click.option("--area", default=None, help="Only this transformer area.")
 @click.option("--csv", "as_csv", is_flag=True, help="CSV on stdout (the import format).")
-def archive_list(db_url: str, session_file: Path | None, area: str | None, as_csv: bool) -> None:
+@limit_option()
+@json_option()
+def archive_list(
+    db_url: str,
+    session_file: Path | None,
+    area: str | None,
+    as_csv: bool,
+    limit: int,
+    as_json: bool,
+) -> None:
     """The archive's meters, by area (total meter first); audited."""
     from cloud_receiver.applications.fleet.archive import COLUMNS
 
@@ -135,9 +146,12 @@ def archive_list(db_url: str, session_file: Path | None, area: str | None, as_cs
     with _archive_db(db_url, session_file, scope) as (actor, arch):
         records = list(arch.area(area).meters) if area is not None else list(arch.records)
         actor.read("archive", str(scope), customers=sum(r.role == "customer" for r in records),
-                   export=_export(as_csv))  # fmt: skip
-    rows = [[r.meter, r.area, r.role, r.account, r.group, str(r.multiplier)] for r in records]
-    emit(COLUMNS, rows, f"{len(rows)} meters", as_csv)
+                   export=_export(as_csv, as_json))  # fmt: skip
+    shown = records[:limit] if limit else records
+    rows = [[r.meter, r.area, r.role, r.account, r.group, str(r.multiplier)] for r in shown]
+    title = f"{len(rows)} meters" + (f" of {len(records)}" if len(shown) < len(records) else "")
+    emit(COLUMNS, rows, title, as_csv, as_json, {"more": len(records) - len(shown)})
+    more_note(len(records) - len(shown), "use --limit (0: all) or --area")
 
 
 @click.group()
@@ -172,6 +186,7 @@ def report() -> None:
     default=None,
     help="Also write the load curve as a PNG.",
 )
+@json_option()
 @_analytics_options
 def usage(
     meter: str | None,
@@ -183,6 +198,7 @@ def usage(
     tou_spec: str | None,
     as_csv: bool,
     png: Path | None,
+    as_json: bool,
     db_url: str,
     session_file: Path | None,
     tz: dt.tzinfo,
@@ -218,24 +234,26 @@ def usage(
             actor.storage, arch, scope, name, first, end, tz, tou, max_gap_min * 60
         )
         actor.read(f"usage by {by}", str(target), customers=0 if scope == "area" else 1,
-                   export=_export(as_csv, png=png),
+                   export=_export(as_csv, as_json, png),
                    detail={"from": str(first), "to": str(end)})  # fmt: skip
     if png is not None:
         from cloud_receiver.applications.analytics import plots
 
         plots.save_png(plots.load_curve(result, tz), png)
+    total, peak = result.total_kwh, result.peak_hour
+    summary = {"total_kwh": total, "peak_hour": peak, "png": png}
     periods = list(tou.periods)
     title = f"{scope} {name}: {first} to {end - dt.timedelta(days=1)}, time of use {tou.spec}"
     if by == "slot":
         rows = [
             [
-                slot_time(result, i, tz).isoformat(" ", "minutes"),
+                slot_time(result, i, tz).isoformat(timespec="minutes"),
                 num(s.kw if s else None, 3),
                 num(s.kwh if s else None, 4),
             ]
             for i, s in enumerate(result.curve)
         ]
-        emit(("slot", "kw", "kwh"), rows, title, as_csv)
+        emit(("slot", "kw", "kwh"), rows, title, as_csv, as_json, summary)
     elif by == "month":
         rows = [
             [
@@ -248,7 +266,7 @@ def usage(
             for m in result.months
         ]
         cols = ("month", "kwh", *(f"{p}_kwh" for p in periods), "days", "missing_days")
-        emit(cols, rows, title, as_csv)
+        emit(cols, rows, title, as_csv, as_json, summary)
     else:
         rows = [
             [
@@ -271,10 +289,8 @@ def usage(
             "status",
             "note",
         )
-        emit(cols, rows, title, as_csv)
-    if not as_csv:
-        total = result.total_kwh
-        peak = result.peak_hour
+        emit(cols, rows, title, as_csv, as_json, summary)
+    if not (as_csv or as_json):
         click.echo(
             f"total {num(total) or 'incomplete'} kWh;"
             f" peak hour {'-' if peak is None else f'{peak:02d}:00-{peak + 1:02d}:00'}"
@@ -293,6 +309,7 @@ def usage(
     default=None,
     help="Also write the loss over time as a PNG.",
 )
+@json_option()
 @_analytics_options
 def loss(
     area: str,
@@ -300,6 +317,7 @@ def loss(
     end: dt.date,
     as_csv: bool,
     png: Path | None,
+    as_json: bool,
     db_url: str,
     session_file: Path | None,
     tz: dt.tzinfo,
@@ -312,7 +330,7 @@ def loss(
     target = Resource("area", area)
     with _archive_db(db_url, session_file, target) as (actor, arch):
         days = line_loss(actor.storage, arch, area, first, end, tz, max_gap_min * 60)
-        actor.read("line loss", str(target), customers=0, export=_export(as_csv, png=png),
+        actor.read("line loss", str(target), customers=0, export=_export(as_csv, as_json, png),
                    detail={"from": str(first), "to": str(end)})  # fmt: skip
     if png is not None:
         from cloud_receiver.applications.analytics import plots
@@ -345,9 +363,13 @@ def loss(
         "status",
         "missing",
     )
-    emit(cols, rows, f"line loss, area {area}", as_csv)
-    if not as_csv:
-        s = summarise(days)
+    s = summarise(days)
+    summary = {
+        "days": s.days, "complete_days": s.complete_days, "supply_kwh": s.supply_kwh,
+        "loss_kwh": s.loss_kwh, "loss_rate": s.loss_rate, "png": png,
+    }  # fmt: skip
+    emit(cols, rows, f"line loss, area {area}", as_csv, as_json, summary)
+    if not (as_csv or as_json):
         rate = "-" if s.loss_rate is None else f"{100 * s.loss_rate:.2f} %"
         click.echo(
             f"{s.complete_days} of {s.days} days complete: supply {s.supply_kwh:.2f} kWh,"

@@ -9,9 +9,11 @@ from pathlib import Path
 import click
 
 from clitools.options import db_option, json_option
+from clitools.table import more_note
+from clitools.timefmt import iso, since_option, time_range, until_option
 from cloud_receiver.access.policy import Action
 from cloud_receiver.cli.auth import acting, session_option
-from cloud_receiver.cli.common import emit, time_arg
+from cloud_receiver.cli.common import emit
 from cloud_receiver.errors import EXIT_INTEGRITY, ReceiverError
 
 
@@ -22,9 +24,7 @@ class ChainBroken(ReceiverError):
 
 
 def _when(t: float) -> str:
-    import datetime as dt
-
-    return dt.datetime.fromtimestamp(t).isoformat(" ", "seconds")
+    return iso(t)
 
 
 def _anchor(
@@ -46,8 +46,8 @@ def audit() -> None:
 @audit.command("list")
 @db_option()
 @session_option()
-@click.option("--since", default=None, help="From: unix seconds or ISO time.")
-@click.option("--until", default=None, help="Before: unix seconds or ISO time.")
+@since_option("From this time on (ISO 8601, or unix seconds).")
+@until_option("Before this time (ISO 8601, or unix seconds).")
 @click.option("--operator", "operator_name", default=None, help="Only this operator's entries.")
 @click.option(
     "--kind",
@@ -70,10 +70,11 @@ def audit_list(
     limit: int,
     as_json: bool,
 ) -> None:
-    """Entries of the audit log, oldest first (the newest --limit of those selected)."""
+    """Entries of the audit log, oldest first (the newest --limit of those selected; a
+    note on stderr when older ones were left out)."""
     from cloud_receiver.storage import audit as chain
 
-    first, end = time_arg(since), time_arg(until)
+    first, end = time_range(since, until)
     with acting(db_url, session_file, Action.AUDIT_READ) as a, a.storage.transaction() as tx:
         found = chain.entries(
             tx,
@@ -82,12 +83,16 @@ def audit_list(
             principal=None if operator_name is None else f"operator:{operator_name}",
             kinds=kinds,
             target=target,
-            limit=limit,
+            limit=limit + 1,  # one more: were older ones left out?
             newest_first=True,
         )
+    older, found = len(found) > limit, found[:limit]
     found.reverse()
     if as_json:
         click.echo(json.dumps([e.as_dict() for e in found], ensure_ascii=False))
+    if older:
+        more_note(None, "older ones: use --limit/--since")
+    if as_json:
         return
     rows = [
         [
@@ -144,23 +149,34 @@ def audit_verify(
 @audit.command("alerts")
 @db_option()
 @session_option()
-@click.option("--since", default=None, help="From: unix seconds or ISO time.")
+@since_option("From this time on (ISO 8601, or unix seconds).")
+@until_option("Before this time (ISO 8601, or unix seconds).")
 @click.option("--limit", type=click.IntRange(1), default=200, show_default=True)
 @json_option()
 def audit_alerts(
-    db_url: str, session_file: Path | None, since: str | None, limit: int, as_json: bool
+    db_url: str,
+    session_file: Path | None,
+    since: str | None,
+    until: str | None,
+    limit: int,
+    as_json: bool,
 ) -> None:
     """Alerts on abnormal access: many customers read, a new origin, repeated failed
     logins and lockouts, forged requests."""
     from cloud_receiver.storage import audit as chain
 
+    first, end = time_range(since, until)
     with acting(db_url, session_file, Action.AUDIT_READ) as a, a.storage.transaction() as tx:
         found = chain.entries(
-            tx, since=time_arg(since), kinds=("alert",), limit=limit, newest_first=True
+            tx, since=first, until=end, kinds=("alert",), limit=limit + 1, newest_first=True
         )
+    older, found = len(found) > limit, found[:limit]
     found.reverse()
     if as_json:
         click.echo(json.dumps([e.as_dict() for e in found], ensure_ascii=False))
+    if older:
+        more_note(None, "older ones: use --limit/--since")
+    if as_json:
         return
     rows = [[str(e.seq), _when(e.at), e.action, e.target, e.origin, e.detail] for e in found]
     emit(("seq", "at", "alert", "about", "origin", "detail"), rows, f"{len(rows)} alerts", False)

@@ -22,6 +22,7 @@ import click
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from clitools.options import Decorator
+from clitools.timefmt import iso
 from cloud_receiver.access.policy import ANY, Action, Denied, Principal, Resource, authorize
 from cloud_receiver.cli.common import duration, open_db
 from cloud_receiver.errors import EXIT_DENIED, EXIT_FAILURE, ReceiverError
@@ -221,11 +222,10 @@ def finished(req: Request) -> dict[str, Any]:
 
 def pending_text(req: Request) -> str | None:
     """What to say about a request not carried out yet (None: it is finished)."""
-    import datetime as dt
 
     from cloud_receiver.applications.requests import describe
 
-    until = dt.datetime.fromtimestamp(req.expires_at).isoformat(" ", "seconds")
+    until = iso(req.expires_at)
     if req.status == "awaiting_approval":
         return (
             f"request {req.id} waits for a second operator's approval (`cloud-receiver approve"

@@ -120,7 +120,10 @@ def restore(db_url: str, from_path: Path, as_json: bool) -> None:
     from cloud_receiver.storage import backup as bk
 
     manifest, comparison = bk.restore(from_path, db_url)
-    with opened(db_url) as storage, storage.transaction() as tx:  # migrates an older backup
+    with (
+        opened(db_url, create=True) as storage,
+        storage.transaction() as tx,
+    ):  # migrates an older backup
         audit.record(
             tx,
             Principal.system("restore", origin()),

@@ -8,6 +8,8 @@ from pathlib import Path
 import click
 
 from clitools.options import db_option, json_option, quantity_option
+from clitools.table import Column, limit_option, more_note, print_table
+from clitools.timefmt import iso, since_option, time_range, until_option
 from cloud_receiver.access.policy import Action
 from cloud_receiver.cli.auth import acting, session_option, show_request, wait_done, wait_option
 from cloud_receiver.cli.common import check_concentrator_id, duration, time_arg
@@ -97,6 +99,9 @@ def command(
     default=None,
 )
 @click.option("--id", "command_id", default=None, help="One command, with its audit log.")
+@since_option("Only commands issued from this time on (ISO 8601, or unix seconds).")
+@until_option("Only commands issued before this time (ISO 8601, or unix seconds).")
+@limit_option()
 @json_option()
 def commands_list(
     db_url: str,
@@ -104,19 +109,26 @@ def commands_list(
     concentrator_id: str | None,
     status: str | None,
     command_id: str | None,
+    since: str | None,
+    until: str | None,
+    limit: int,
     as_json: bool,
 ) -> None:
-    """Commands issued and what became of them (the receiver's audit log)."""
+    """Commands issued and what became of them (the receiver's audit log), oldest first;
+    the first --limit of them, with a note on stderr when there are more."""
     import dataclasses
-    import datetime as dt
     import json
 
-    from rich.console import Console
-    from rich.table import Table
-
+    first, end = time_range(since, until)
     with acting(db_url, session_file, Action.FLEET_READ) as actor:
-        rows = actor.storage.commands(concentrator_id, status, command_id, limit=1000)
-        log = actor.storage.command_log(command_id) if command_id is not None else []
+        store = actor.storage
+        rows = store.commands(concentrator_id, status, command_id, limit or None, first, end)
+        total = (
+            store.count_commands(concentrator_id, status, command_id, first, end)
+            if len(rows) == limit
+            else len(rows)
+        )
+        log = store.command_log(command_id) if command_id is not None else []
     if command_id is not None and not rows:
         raise NotFound(f"no command {command_id}")
     if as_json:
@@ -124,25 +136,23 @@ def commands_list(
         if command_id is not None:
             docs[0]["log"] = [{"at": at, "status": st, "detail": d} for at, st, d in log]
         click.echo(json.dumps(docs))
+        more_note(total - len(rows))
         return
-    table = Table(title=f"{len(rows)} commands")
-    for c in ("id", "concentrator", "counter", "action", "meters", "status", "issued", "outcome"):
-        table.add_column(c)
-    for r in rows:
-        outcome = "" if r.result is None else str(r.result.get("reason") or r.result.get("result"))
-        table.add_row(
-            r.id,
-            r.concentrator,
-            str(r.counter),
-            r.action,
-            ", ".join(r.meters),
-            r.status,
-            dt.datetime.fromtimestamp(r.issued_at).isoformat(" ", "seconds"),
-            outcome,
-        )
-    Console().print(table)
+    columns = (
+        Column("id", "id"), Column("concentrator", "id"), Column("counter", "number"),
+        Column("action"), Column("meters"), Column("status"), Column("issued", "time"),
+        Column("outcome"),
+    )  # fmt: skip
+    table_rows = [
+        (r.id, r.concentrator, r.counter, r.action, ", ".join(r.meters), r.status,
+         iso(r.issued_at),
+         "" if r.result is None else str(r.result.get("reason") or r.result.get("result")))
+        for r in rows
+    ]  # fmt: skip
+    print_table(columns, table_rows, title=f"{len(rows)} commands")
+    more_note(total - len(rows))
     for at, st, detail in log:
-        when = dt.datetime.fromtimestamp(at).isoformat(" ", "seconds")
+        when = iso(at)
         click.echo(f"{when}  {st}  {json.dumps(detail)}")
 
 

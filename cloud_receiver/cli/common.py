@@ -7,12 +7,14 @@ import contextlib
 import csv
 import datetime as dt
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from decimal import Decimal
 from typing import TYPE_CHECKING
 
 import click
 
+from clitools.output import json_cell, print_json
+from clitools.table import infer_columns, print_table
 from cloud_receiver.applications.fleet import pki
 from cloud_receiver.errors import StorageError
 
@@ -20,21 +22,23 @@ if TYPE_CHECKING:
     from cloud_receiver.storage import Storage
 
 
-def open_db(db_url: str) -> Storage:
+def open_db(db_url: str, *, create: bool = False) -> Storage:
     """The receiver's database; `StorageError` (exit 1) naming the URL if it cannot be
-    opened (a wrong URL, an unreachable server, a foreign schema)."""
+    opened (a wrong URL, an unreachable server, a foreign schema, or — unless
+    ``create``, which only the service, ``restore`` and the first ``operator add`` ask
+    for — a database that does not exist yet: a query never creates one)."""
     from cloud_receiver.storage import open_storage
 
     try:
-        return open_storage(db_url)
+        return open_storage(db_url, create=create)
     except Exception as exc:
         raise StorageError(f"cannot open database {db_url}: {exc}") from exc
 
 
 @contextlib.contextmanager
-def opened(db_url: str) -> Iterator[Storage]:
+def opened(db_url: str, *, create: bool = False) -> Iterator[Storage]:
     """`open_db`, closed afterwards."""
-    storage = open_db(db_url)
+    storage = open_db(db_url, create=create)
     try:
         yield storage
     finally:
@@ -84,18 +88,31 @@ def num(value: object, places: int = 2) -> str:
     return str(value)
 
 
-def emit(columns: Sequence[str], rows: Sequence[Sequence[str]], title: str, as_csv: bool) -> None:
+def emit(
+    columns: Sequence[str],
+    rows: Sequence[Sequence[str]],
+    title: str,
+    as_csv: bool,
+    as_json: bool = False,
+    summary: Mapping[str, object] | None = None,
+) -> None:
+    """A report's rows as CSV, JSON (``{"title", "rows": [{column: value}], ...summary}``,
+    numbers as numbers, empty cells as null) or a table (`clitools.table`: identifiers
+    and numbers never cut)."""
+    if as_json:
+        print_json(
+            {
+                "title": title,
+                "rows": [
+                    {c: json_cell(v) for c, v in zip(columns, row, strict=True)} for row in rows
+                ],
+                **(summary or {}),
+            }
+        )
+        return
     if as_csv:
         out = csv.writer(sys.stdout, lineterminator="\n")
         out.writerow(columns)
         out.writerows(rows)
         return
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(title=title)
-    for c in columns:
-        table.add_column(c, overflow="fold")
-    for row in rows:
-        table.add_row(*row)
-    Console().print(table)
+    print_table(infer_columns(columns, rows), rows, title=title)

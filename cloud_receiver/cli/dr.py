@@ -7,6 +7,9 @@ from pathlib import Path
 import click
 
 from clitools.options import db_option, json_option
+from clitools.output import result
+from clitools.table import Column, print_table
+from clitools.timefmt import site_tz_text
 from cloud_receiver.access.policy import Action, Resource
 from cloud_receiver.cli.auth import acting, session_option, show_request, wait_done, wait_option
 from cloud_receiver.cli.common import check_concentrator_id, time_arg
@@ -29,12 +32,14 @@ def dr() -> None:
 )
 @db_option()
 @session_option()
+@json_option()
 def dr_enrol(
     group: str,
     meters: tuple[str, ...],
     concentrator_id: str,
     db_url: str,
     session_file: Path | None,
+    as_json: bool,
 ) -> None:
     """Opt METERS in to demand-response group GROUP (a meter is in one group)."""
     from cloud_receiver.applications import dr as dr_mod
@@ -43,7 +48,11 @@ def dr_enrol(
         dr_mod.enrol(actor.storage, group, meters, concentrator_id)
         actor.record("change", str(Action.DR_ENROL), f"group:{group}",
                      detail={"meters": list(meters), "concentrator": concentrator_id})  # fmt: skip
-    click.echo(f"{len(meters)} meter(s) enrolled in {group}")
+    result(
+        as_json,
+        f"{len(meters)} meter(s) enrolled in {group}",
+        {"group": group, "meters": list(meters), "concentrator": concentrator_id},
+    )
 
 
 @dr.command("event")
@@ -52,7 +61,13 @@ def dr_enrol(
 @click.option("--to", "end", required=True, help="End: unix seconds or ISO time.")
 @click.option("--limit-kw", required=True, help="The group's load limit in kW.")
 @click.option("--baseline-days", type=click.IntRange(1, 10), default=5, show_default=True)
-@click.option("--tz", "tz_text", default="+08:00", show_default=True, help="Local time zone.")
+@click.option(
+    "--tz",
+    "tz_text",
+    default=site_tz_text,
+    show_default="the site's zone: cloud-receiver --tz, MF_TZ, +08:00",
+    help="Local time zone.",
+)
 @db_option()
 @session_option()
 @wait_option()
@@ -100,9 +115,6 @@ def dr_report(event_id: str, db_url: str, session_file: Path | None, as_json: bo
     """Baseline, actual use and reduction of an event, per meter and in total (audited)."""
     import json
 
-    from rich.console import Console
-    from rich.table import Table
-
     from cloud_receiver.applications import dr as dr_mod
 
     target = Resource("dr-event", event_id)
@@ -113,14 +125,15 @@ def dr_report(event_id: str, db_url: str, session_file: Path | None, as_json: bo
     if as_json:
         click.echo(json.dumps(doc))
         return
-    table = Table(title=f"event {event_id}: reduction {doc['reduction_kwh']} kWh"
-                  f" ({doc['reduction_kw']} kW on average)")  # fmt: skip
-    for c in ("meter", "curtailed", "baseline kWh", "actual kWh", "reduction kWh"):
-        table.add_column(c)
-    for m in doc["meters"]:
-        table.add_row(m["meter"], "yes" if m["curtailed"] else "no", str(m["baseline_kwh"]),
-                      str(m["actual_kwh"]), str(m["reduction_kwh"]))  # fmt: skip
-    Console().print(table)
+    columns = (Column("meter", "id"), Column("curtailed"), Column("baseline kWh", "number"),
+               Column("actual kWh", "number"), Column("reduction kWh", "number"))  # fmt: skip
+    rows = [
+        (m["meter"], "yes" if m["curtailed"] else "no", m["baseline_kwh"], m["actual_kwh"],
+         m["reduction_kwh"])
+        for m in doc["meters"]
+    ]  # fmt: skip
+    print_table(columns, rows, title=f"event {event_id}: reduction {doc['reduction_kwh']} kWh"
+                f" ({doc['reduction_kw']} kW on average)")  # fmt: skip
 
 
 COMMANDS = [dr]

@@ -12,6 +12,7 @@ from pathlib import Path
 import click
 
 from clitools.options import db_option, json_option, pki_dir_option
+from clitools.output import print_json
 from cloud_receiver.applications.fleet import broker, pki, revocation
 from cloud_receiver.cli.auth import session_option
 from cloud_receiver.cli.common import check_concentrator_id, duration
@@ -54,6 +55,7 @@ def _when(unix: float) -> str:
     show_default=True,
     help="MQTT keepalive in seconds (each ping is paid for on GPRS).",
 )
+@json_option()
 def provision(
     concentrator_id: str,
     pki_dir: Path,
@@ -63,6 +65,7 @@ def provision(
     renew_cert: bool,
     grace_s: float,
     keepalive_s: int,
+    as_json: bool,
 ) -> None:
     """Issue a concentrator's certificate and payload key; write its uplink config."""
     cert_file = pki_dir / "concentrators" / concentrator_id / f"{concentrator_id}.crt"
@@ -83,9 +86,13 @@ def provision(
         )
     except OSError as exc:
         raise ReceiverError(f"{pki_dir}: {exc}") from exc
-    for path in result.files:
+    files = [*result.files, pki_dir / pki.KEY_REGISTRY]
+    if as_json:
+        print_json({"concentrator": concentrator_id, "key_id": result.key_id,
+                    "new_key": result.new_key, "files": files})  # fmt: skip
+        return
+    for path in files:
         click.echo(str(path))
-    click.echo(str(pki_dir / pki.KEY_REGISTRY))
     note = "new key" if result.new_key else "existing key kept"
     click.echo(f"{concentrator_id}: key id {result.key_id} ({note})", err=True)
     if renewal is not None:
@@ -156,6 +163,7 @@ def _chown_for_broker(user: str, paths: list[Path]) -> None:
     default=None,
     help="Account Mosquitto switches to when started as root [Mosquitto: mosquitto].",
 )
+@json_option()
 def broker_config(
     pki_dir: Path,
     port: int,
@@ -166,6 +174,7 @@ def broker_config(
     ips: tuple[str, ...],
     receivers: tuple[str, ...],
     run_as: str | None,
+    as_json: bool,
 ) -> None:
     """Write a Mosquitto 2.x config and ACL; issue the broker and receiver certificates."""
     receivers = receivers or (pki.RECEIVER_NAME,)
@@ -203,7 +212,11 @@ def broker_config(
             _chown_for_broker(run_as or "mosquitto", [pki_dir / f"{pki.SERVER_NAME}.key", data_dir])
     except OSError as exc:
         raise ReceiverError(str(exc)) from exc
-    for path in [conf, conf.with_suffix(".acl"), *written]:
+    files = [conf, conf.with_suffix(".acl"), *written]
+    if as_json:
+        print_json({"files": files})
+        return
+    for path in files:
         click.echo(str(path))
 
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-import datetime as dt
 from pathlib import Path
 
 import click
 
 from clitools.options import db_option, json_option
+from clitools.output import result, to_jsonable
+from clitools.table import limit_option, more_note, window
+from clitools.timefmt import iso, since_option, site_tz_text, time_range, until_option
 from cloud_receiver.access.policy import Action, Resource
 from cloud_receiver.cli.auth import acting, session_option
 from cloud_receiver.cli.common import check_concentrator_id
@@ -49,9 +51,16 @@ def account() -> None:
 )
 @click.option("--grace", default="0", show_default=True, help="Credit allowed below zero (yuan).")
 @click.option("--low", default="10", show_default=True, help="Low-balance warning below (yuan).")
-@click.option("--tz", "tz_text", default="+08:00", show_default=True, help="Tariff time zone.")
+@click.option(
+    "--tz",
+    "tz_text",
+    default=site_tz_text,
+    show_default="the site's zone: cloud-receiver --tz, MF_TZ, +08:00",
+    help="Tariff time zone.",
+)
 @db_option()
 @session_option()
+@json_option()
 def account_open(
     account_id: str,
     meter: str,
@@ -65,6 +74,7 @@ def account_open(
     tz_text: str,
     db_url: str,
     session_file: Path | None,
+    as_json: bool,
 ) -> None:
     """Open a prepaid account for a meter, with its opening credit or grace period."""
     import time
@@ -93,9 +103,11 @@ def account_open(
         )
         actor.record("change", str(Action.PREPAY_OPEN), f"account:{account_id}",
                      detail={"meter": meter, "concentrator": concentrator_id})  # fmt: skip
-    click.echo(
+    result(
+        as_json,
         f"account {acc.account} opened for meter {acc.meter}: balance"
-        f" {prepay.balance_text(acc.balance_cents)}, opening {acc.tariff.opening.spec}"
+        f" {prepay.balance_text(acc.balance_cents)}, opening {acc.tariff.opening.spec}",
+        to_jsonable(acc),
     )
 
 
@@ -104,7 +116,10 @@ def account_open(
 @click.argument("amount")
 @db_option()
 @session_option()
-def topup(account_id: str, amount: str, db_url: str, session_file: Path | None) -> None:
+@json_option()
+def topup(
+    account_id: str, amount: str, db_url: str, session_file: Path | None, as_json: bool
+) -> None:
     """Credit AMOUNT yuan to a prepaid account; a cut-off supply is restored at once
     when the balance is back at zero or above."""
     import time
@@ -123,25 +138,41 @@ def topup(account_id: str, amount: str, db_url: str, session_file: Path | None) 
         )
         actor.record("change", str(Action.PREPAY_TOPUP), f"account:{account_id}",
                      detail={"amount": str(value), "balance_cents": acc.balance_cents})  # fmt: skip
-    click.echo(f"account {acc.account}: balance {prepay.balance_text(acc.balance_cents)}")
+    result(
+        as_json,
+        f"account {acc.account}: balance {prepay.balance_text(acc.balance_cents)}",
+        {**to_jsonable(acc), "balance": prepay.balance_text(acc.balance_cents)},
+    )
 
 
 @click.command()
 @click.argument("account_id")
 @click.option("--ledger", "show_ledger", is_flag=True, help="Every entry of the ledger too.")
+@since_option("Ledger entries from this time on (ISO 8601, or unix seconds).")
+@until_option("Ledger entries before this time (ISO 8601, or unix seconds).")
+@limit_option()
 @json_option()
 @db_option()
 @session_option()
 def balance(
-    account_id: str, show_ledger: bool, as_json: bool, db_url: str, session_file: Path | None
+    account_id: str,
+    show_ledger: bool,
+    since: str | None,
+    until: str | None,
+    limit: int,
+    as_json: bool,
+    db_url: str,
+    session_file: Path | None,
 ) -> None:
-    """A prepaid account's balance, supply state and (with --ledger) its ledger (audited)."""
+    """A prepaid account's balance, supply state and (with --ledger) its ledger, the
+    newest --limit entries in the --since/--until range (audited)."""
     import json
     import time
 
     from cloud_receiver.applications import prepay
     from cloud_receiver.applications.supply import state as supply
 
+    first, end = time_range(since, until)
     target = Resource("account", account_id)
     with acting(db_url, session_file, Action.PREPAY_READ, target) as actor:
         acc = prepay.get_account(actor.storage, account_id)
@@ -149,7 +180,8 @@ def balance(
             held = supply.get(actor.storage, acc.meter).active(time.time())
         except supply.UnknownSupply:
             held = []  # nothing ever held this meter's supply off
-        entries = prepay.ledger(actor.storage, account_id) if show_ledger or as_json else []
+        every = prepay.ledger(actor.storage, account_id) if show_ledger or as_json else []
+        entries, more = window(every, lambda e: e[0], first, end, limit)
         actor.read("balance and ledger" if entries else "balance", str(target), customers=1,
                    export="json" if as_json else None)  # fmt: skip
     if as_json:
@@ -172,6 +204,7 @@ def balance(
                 }
             )
         )  # fmt: skip
+        more_note(more, "older entries: use --limit/--since")
         return
     click.echo(
         f"account {acc.account} (meter {acc.meter}): balance "
@@ -179,11 +212,12 @@ def balance(
         + (f" (held off by {', '.join(held)})" if held else "")
     )
     for at, kind, _ref, amount, after, detail in entries:
-        when = dt.datetime.fromtimestamp(at).isoformat(" ", "seconds")
+        when = iso(at)
         click.echo(
             f"{when}  {kind:<14} {prepay.balance_text(amount):>10}  "
             f"{prepay.balance_text(after):>10}  {json.dumps(detail)}"
         )
+    more_note(more, "older entries: use --limit/--since")
 
 
 COMMANDS = [account, topup, balance]

@@ -9,6 +9,8 @@ from typing import Any
 import click
 
 from clitools.options import db_option, json_option, pki_dir_option
+from clitools.output import result
+from clitools.table import Column, print_table
 from cloud_receiver.access.policy import Action
 from cloud_receiver.applications.fleet import pki
 from cloud_receiver.cli.auth import acting, session_option, show_request, wait_done, wait_option
@@ -89,6 +91,7 @@ def release() -> None:
     type=click.Path(path_type=Path, dir_okay=False),
     help="Package file to write (.mfpkg).",
 )
+@json_option()
 def release_build(
     wheels: tuple[Path, ...],
     version: str | None,
@@ -98,6 +101,7 @@ def release_build(
     wire_range: str | None,
     chunk_size: int,
     out_path: Path,
+    as_json: bool,
 ) -> None:
     """Turn built wheels into a signed update package."""
     import time
@@ -142,10 +146,13 @@ def release_build(
         raise ReceiverError(str(exc)) from exc
     out_path.write_bytes(pkg.to_bytes())
     m = package.Manifest.from_bytes(pkg.manifest)
-    click.echo(
+    result(
+        as_json,
         f"{out_path}: release {m.version}, {len(m.files)} file(s), {m.payload_size} bytes "
-        f"in {len(m.chunks)} chunks, signed"
-    )
+        f"in {len(m.chunks)} chunks, signed",
+        {"package": str(out_path), "version": m.version, "files": len(m.files),
+         "payload_size": m.payload_size, "chunks": len(m.chunks)},
+    )  # fmt: skip
 
 
 @click.group()
@@ -233,7 +240,6 @@ def rollout_status(
     import json
 
     from rich.console import Console
-    from rich.table import Table
 
     from cloud_receiver.applications.fleet import rollout as ro
 
@@ -249,18 +255,22 @@ def rollout_status(
             f"{', '.join(d['stages'])}; window {d['health_window_s']:.0f} s"
             + (f"; {d['reason']}" if d["reason"] else "")
         )
-        table = Table("concentrator", "stage", "state", "running", "wire", "reason")
-        for t in d["targets"]:
-            table.add_row(t["concentrator"], t["stage"], t["state"], str(t["running"]),
-                          str(t["wire_version"]), t["reason"] or "")  # fmt: skip
-        console.print(table)
+        columns = (Column("concentrator", "id"), Column("stage"), Column("state"),
+                   Column("running", "id"), Column("wire", "number"), Column("reason"))  # fmt: skip
+        rows = [
+            (t["concentrator"], t["stage"], t["state"], t["running"], t["wire_version"],
+             t["reason"] or "")
+            for t in d["targets"]
+        ]  # fmt: skip
+        print_table(columns, rows)
 
 
 @rollout.command("abort")
 @db_option()
 @session_option()
 @click.option("--reason", default="aborted by hand", show_default=True)
-def rollout_abort(db_url: str, session_file: Path | None, reason: str) -> None:
+@json_option()
+def rollout_abort(db_url: str, session_file: Path | None, reason: str, as_json: bool) -> None:
     """Halt the running rollout: no further offers or stages."""
     import time
 
@@ -273,6 +283,7 @@ def rollout_abort(db_url: str, session_file: Path | None, reason: str) -> None:
                          detail={"reason": reason})  # fmt: skip
     if halted is None:
         raise ReceiverError("no rollout is running")
+    result(as_json, f"rollout {halted} halted", {"rollout": halted, "reason": reason})
 
 
 COMMANDS = [release, rollout]

@@ -10,7 +10,9 @@ from typing import TYPE_CHECKING
 
 import click
 
-from clitools.options import db_option, pki_dir_option
+from clitools.options import db_option, json_option, pki_dir_option
+from clitools.output import print_json, to_jsonable
+from clitools.timefmt import site_tz_text
 from cloud_receiver.applications.fleet import pki
 from cloud_receiver.cli.common import open_db
 from cloud_receiver.errors import ReceiverError
@@ -84,7 +86,11 @@ def _metrics_address(
     help="Prepayment: a day without cut-offs (repeat).",
 )
 @click.option(
-    "--tz", "tz_text", default="+08:00", show_default=True, help="Local time zone (UTC offset)."
+    "--tz",
+    "tz_text",
+    default=site_tz_text,
+    show_default="the site's zone: cloud-receiver --tz, MF_TZ, +08:00",
+    help="Local time zone (UTC offset).",
 )
 @click.option(
     "--metrics",
@@ -102,6 +108,7 @@ def _metrics_address(
     help="Reuse the database figures of the metrics this long (the counters are live).",
 )
 @click.option("-v", "--verbose", count=True, help="More logging (-vv for debug).")
+@json_option()
 def run(
     broker_addr: str,
     pki_dir: Path,
@@ -114,8 +121,13 @@ def run(
     metrics_at: tuple[str, int] | None,
     metrics_refresh: float,
     verbose: int,
+    as_json: bool,
 ) -> None:
-    """Ingest batches until SIGTERM: verify, decrypt, store exactly once, then ack."""
+    """Ingest batches until SIGTERM: verify, decrypt, store exactly once, then ack.
+
+    Every failed connection to the broker is logged with its reason and the delay
+    before the next attempt; at the stop, the counters go to stderr (with --json, as
+    one JSON object on stdout)."""
     import asyncio
     import signal
 
@@ -152,7 +164,7 @@ def run(
             raise ReceiverError(f"no {pki.RELEASE_KEY} in {pki_dir}: run `release build` there")
         return pki.release_key(pki_dir).public_key()
 
-    storage = open_db(db_url)  # a wrong URL or an unreachable server: says which
+    storage = open_db(db_url, create=True)  # a wrong URL or an unreachable server: says which
     reactions = Applications(
         storage, command_key=command_key, prepay_policy=policy,
         request_keys=Keys(command=command_key, release=release), name=receiver_name,
@@ -191,6 +203,10 @@ def run(
     finally:
         for close in reversed(closing):
             close()
+    # Not a log record: the counters are the result of the run, at every log level.
+    if as_json:
+        print_json(to_jsonable(ingestor.counters))
+    click.echo(service.summary(), err=True)
 
 
 def _serve_metrics(

@@ -9,6 +9,7 @@ from typing import Any
 import click
 
 from clitools.options import db_option, json_option
+from clitools.timefmt import iso
 from cloud_receiver.access.policy import Action, Resource
 from cloud_receiver.cli.auth import acting, session_option, show_request, wait_done, wait_option
 from cloud_receiver.cli.common import check_concentrator_id
@@ -24,9 +25,7 @@ def _concentrator(ctx: click.Context, param: click.Parameter, value: str | None)
 
 
 def _when(t: float) -> str:
-    import datetime as dt
-
-    return dt.datetime.fromtimestamp(t).astimezone().isoformat(timespec="seconds")
+    return iso(t)  # the site's zone, not the host's (README, "Output, times and --json")
 
 
 @supply.command("show")

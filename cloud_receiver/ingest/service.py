@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,7 +24,13 @@ from contract.mqtt_session import connect_persistent, tls_client
 
 log = logging.getLogger(__name__)
 
+
+def _seconds(value: float) -> str:
+    return f"{value:g}"
+
+
 COMMAND_POLL_S = 1.0  # how soon an issued command goes out
+RECONNECT_MIN_S, RECONNECT_MAX_S = 1, 60  # paho's reconnect backoff, doubling in between
 
 
 @dataclass(frozen=True)
@@ -57,6 +64,7 @@ class ReceiverService:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop = asyncio.Event()
         self._closing = False  # set when we disconnect on purpose
+        self._retry_s: float | None = None  # the backoff paho waits next (None: connected)
         self.connected = asyncio.Event()
         self._client = self._make_client()
 
@@ -67,8 +75,9 @@ class ReceiverService:
         )
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
+        client.on_connect_fail = self._on_connect_fail
         client.on_message = self._on_message
-        client.reconnect_delay_set(1, 60)
+        client.reconnect_delay_set(RECONNECT_MIN_S, RECONNECT_MAX_S)
         # Acks are the concentrator's proof of storage: wait for them to reach the broker.
         client.max_inflight_messages_set(100)
         return client
@@ -82,8 +91,9 @@ class ReceiverService:
         properties: object,
     ) -> None:
         if getattr(reason, "is_failure", False):
-            log.error("broker refused the connection: %s", reason)
+            log.error("broker %s refused the connection: %s", self._where(), reason)
             return
+        self._retry_s = None  # paho starts its backoff afresh after a connection
         share = self.broker.share_group
         topic = topics.shared(share, topics.up(topics.ANY))
         client.subscribe(topic, qos=1)
@@ -103,8 +113,38 @@ class ReceiverService:
         if self._loop is not None:
             self._loop.call_soon_threadsafe(self.connected.clear)
         # Our own disconnect at a normal stop is no news; any other one is.
-        level = logging.INFO if self._closing else logging.WARNING
-        log.log(level, "disconnected from the broker: %s", reason)
+        if self._closing:
+            log.info("disconnected from the broker: %s", reason)
+        else:
+            log.warning(
+                "disconnected from the broker %s: %s; reconnecting in %s s",
+                self._where(), reason, _seconds(self._next_retry()),
+            )  # fmt: skip
+
+    def _on_connect_fail(self, client: mqtt.Client, userdata: object) -> None:
+        """paho could not connect (TCP or TLS): called inside its ``except OSError``, so
+        the exception in flight is the reason. Logged every time, with the backoff
+        paho waits before the next attempt (README, "Receiving")."""
+        error = sys.exc_info()[1]
+        if self._closing:
+            return
+        reason = f"{type(error).__name__}: {error}" if error is not None else "unknown reason"
+        log.warning(
+            "cannot connect to the broker %s: %s; retrying in %s s",
+            self._where(), reason, _seconds(self._next_retry()),
+        )  # fmt: skip
+
+    def _where(self) -> str:
+        return f"{self.broker.host}:{self.broker.port}"
+
+    def _next_retry(self) -> float:
+        """The delay paho's reconnect loop waits next: its minimum after a connection,
+        then doubled up to its maximum (paho's ``reconnect_delay_set``)."""
+        if self._retry_s is None:
+            self._retry_s = RECONNECT_MIN_S
+        else:
+            self._retry_s = min(self._retry_s * 2, RECONNECT_MAX_S)
+        return self._retry_s
 
     def _on_message(self, client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
         loop = self._loop
@@ -129,16 +169,14 @@ class ReceiverService:
             self._closing = True
             self._client.disconnect()
             self._client.loop_stop()
-            c = self.ingestor.counters
-            log.info(
-                "stopped: %d messages, %d batches stored (%d readings), %d duplicates,"
-                " %d quarantined",
-                c.messages,
-                c.stored,
-                c.readings,
-                c.duplicates,
-                c.quarantined,
-            )
+
+    def summary(self) -> str:
+        """The counters, for the line ``cloud-receiver run`` prints when it stops."""
+        c = self.ingestor.counters
+        return (
+            f"stopped: {c.messages} messages, {c.stored} batches stored ({c.readings} readings),"
+            f" {c.duplicates} duplicates, {c.quarantined} quarantined"
+        )
 
     def stop(self) -> None:
         self._stop.set()

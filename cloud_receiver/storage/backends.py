@@ -13,6 +13,7 @@ import sqlite3
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Protocol
+from urllib.parse import quote
 
 from sqlalchemy import (
     Column,
@@ -72,17 +73,29 @@ class SqliteBackend:
     pysqlite's own transaction handling is switched off and each transaction begins with
     an explicit ``BEGIN IMMEDIATE`` (writes: the write lock is taken at once, so two
     writers queue instead of failing half-way) or ``BEGIN`` (reads: WAL readers never
-    block the writer), as SQLAlchemy's documentation recommends for SQLite.
+    block the writer), as SQLAlchemy's documentation recommends for SQLite. A read
+    transaction also runs under ``PRAGMA query_only``: a query never writes (issue 18).
     """
 
-    def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
+    def __init__(self, path: Path, *, create: bool = True) -> None:
+        if create:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        elif not path.is_file():
+            from cloud_receiver.errors import StorageError
+
+            what = "is not a file" if path.exists() else "does not exist"
+            raise StorageError(
+                f"database {path} {what} (only `cloud-receiver run` and `restore` create one)"
+            )
         self.engine = create_engine(
-            f"sqlite:///{path}",
+            f"sqlite:///{path}"
+            if create
+            # mode=rw: SQLite creates no file, even if one vanishes after the check above
+            else f"sqlite:///file:{quote(str(path))}?mode=rw&uri=true",
             poolclass=NullPool,
             connect_args={"timeout": SQLITE_BUSY_TIMEOUT_S, "check_same_thread": False},
         )
-        self._begin = "BEGIN IMMEDIATE"
+        self._write = True
         event.listen(self.engine, "connect", _sqlite_connect)
         event.listen(self.engine, "begin", self._on_begin)
         self._readings_sql = str(
@@ -92,10 +105,11 @@ class SqliteBackend:
         )
 
     def _on_begin(self, conn: Connection) -> None:
-        conn.exec_driver_sql(self._begin)
+        conn.exec_driver_sql(f"PRAGMA query_only = {0 if self._write else 1}")
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if self._write else "BEGIN")
 
     def set_write(self, write: bool) -> None:
-        self._begin = "BEGIN IMMEDIATE" if write else "BEGIN"
+        self._write = write
 
     def insert(self, table: Table) -> Upsert:
         return sqlite_dialect.insert(table)
@@ -138,6 +152,8 @@ class PostgresBackend:
     def __init__(self, url: str) -> None:
         sa_url = make_url(url).set(drivername="postgresql+psycopg")
         self.engine = create_engine(sa_url, poolclass=NullPool)
+        self._write = True
+        event.listen(self.engine, "begin", self._on_begin)
         incoming = Table(
             "incoming",
             MetaData(),
@@ -169,7 +185,12 @@ class PostgresBackend:
         )
 
     def set_write(self, write: bool) -> None:
-        pass  # every PostgreSQL transaction is the same; writes lock rows as they go
+        # Writes lock rows as they go; a read transaction is READ ONLY: a query never writes.
+        self._write = write
+
+    def _on_begin(self, conn: Connection) -> None:
+        if not self._write:
+            conn.exec_driver_sql("SET TRANSACTION READ ONLY")
 
     def insert(self, table: Table) -> Upsert:
         return postgresql.insert(table)
@@ -198,8 +219,9 @@ class PostgresBackend:
         return int(result.rowcount)
 
 
-def backend_for(url: str) -> Callable[[], Backend]:
-    """``postgresql://…`` → PostgreSQL; ``sqlite:///path`` or a plain path → SQLite."""
+def backend_for(url: str, *, create: bool = True) -> Callable[[], Backend]:
+    """``postgresql://…`` → PostgreSQL; ``sqlite:///path`` or a plain path → SQLite.
+    Without ``create``, an SQLite file (and its folder) must exist already."""
     if url.startswith(("postgresql://", "postgres://", "postgresql+psycopg://")):
         pg_url = "postgresql://" + url.split("://", 1)[1]
         return lambda: PostgresBackend(pg_url)
@@ -208,4 +230,4 @@ def backend_for(url: str) -> Callable[[], Backend]:
         from cloud_receiver.errors import StorageError
 
         raise StorageError(f"database URL {url!r}: expected sqlite:///PATH or postgresql://…")
-    return lambda: SqliteBackend(Path(path))
+    return lambda: SqliteBackend(Path(path), create=create)

@@ -74,7 +74,7 @@ class _Refused(Exception):
 class Storage:
     """The receiver's database, on either backend (see the module docstring)."""
 
-    def __init__(self, backend: Backend) -> None:
+    def __init__(self, backend: Backend, *, create: bool = True) -> None:
         self._backend = backend
         self._lock = threading.Lock()
         # The ingest statements, built once: a batch runs them without building SQL.
@@ -97,6 +97,8 @@ class Storage:
         try:
             with self.transaction() as conn:
                 backend.lock_setup(conn)
+                if not create:
+                    migrate.require_ours(conn)
                 migrate.upgrade(conn)
         except BaseException:
             self._conn.close()
@@ -220,24 +222,35 @@ class Storage:
         meter: str | None = None,
         since: int | None = None,
         until: int | None = None,
+        limit: int | None = None,
         quantities: Sequence[str] = (),
     ) -> list[StoredRow]:
-        """Stored readings by meter, quantity, slot; ``quantities`` (empty: all) keeps
-        only those canonical quantities."""
+        """Stored readings by meter, quantity and slot, the first ``limit`` of them;
+        ``quantities`` (empty: all) keeps only those canonical quantities."""
         r = readings.c
-        query = select(
-            r.meter, r.quantity, r.slot, r.value, r.unit, r.read_at, r.source, r.concentrator,
-            r.seq,
-        ).order_by(r.meter, r.quantity, r.slot)  # fmt: skip
-        if meter is not None:
-            query = query.where(r.meter == meter)
-        if since is not None:
-            query = query.where(r.slot >= since)
-        if until is not None:
-            query = query.where(r.slot < until)
-        if quantities:
-            query = query.where(r.quantity.in_(list(quantities)))
+        query = _in_range(
+            select(
+                r.meter, r.quantity, r.slot, r.value, r.unit, r.read_at, r.source,
+                r.concentrator, r.seq,
+            ).order_by(r.meter, r.quantity, r.slot),
+            meter, since, until, quantities,
+        )  # fmt: skip
+        if limit is not None:
+            query = query.limit(limit)
         return [StoredRow(*row) for row in self._rows(query)]
+
+    def count_readings(
+        self,
+        meter: str | None = None,
+        since: int | None = None,
+        until: int | None = None,
+        quantities: Sequence[str] = (),
+    ) -> int:
+        """How many readings `readings` would return without a limit."""
+        query = _in_range(
+            select(func.count()).select_from(readings), meter, since, until, quantities
+        )
+        return int(self._rows(query)[0][0])
 
     def concentrators(self) -> list[ConcentratorInfo]:
         c, b = concentrators.c, batches.c
@@ -425,21 +438,21 @@ class Storage:
         concentrator: str | None = None,
         status: str | None = None,
         command_id: str | None = None,
-        limit: int = 100,
+        limit: int | None = 100,
+        since: float | None = None,
+        until: float | None = None,
     ) -> list[CommandRecord]:
+        """Commands by issue time (oldest first), issued in [since, until); the first
+        ``limit`` (None: all)."""
         c = commands.c
         query = select(
             c.id, c.concentrator, c.counter, c.action, c.meters, c.params, c.not_before,
             c.not_after, c.issued_at, c.issued_by, c.status, c.result, c.updated_at, c.blob,
         )  # fmt: skip
-        for column, value in (
-            (c.concentrator, concentrator),
-            (c.status, status),
-            (c.id, command_id),
-        ):
-            if value is not None:
-                query = query.where(column == value)
-        query = query.order_by(c.issued_at, c.concentrator, c.counter).limit(limit)
+        query = _commands_where(query, concentrator, status, command_id, since, until)
+        query = query.order_by(c.issued_at, c.concentrator, c.counter)
+        if limit is not None:
+            query = query.limit(limit)
         return [
             CommandRecord(
                 r[0], r[1], int(r[2]), r[3], _unjson(r[4]), _unjson(r[5]), float(r[6]),
@@ -448,6 +461,19 @@ class Storage:
             )
             for r in self._rows(query)
         ]  # fmt: skip
+
+    def count_commands(
+        self,
+        concentrator: str | None = None,
+        status: str | None = None,
+        command_id: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+    ) -> int:
+        """How many commands `commands` would return without a limit."""
+        query = select(func.count()).select_from(commands)
+        query = _commands_where(query, concentrator, status, command_id, since, until)
+        return int(self._rows(query)[0][0])
 
     def command_log(self, command_id: str) -> list[tuple[float, str, dict[str, Any]]]:
         g = command_log.c
@@ -505,6 +531,49 @@ class PostgresStorage(Storage):
         super().__init__(PostgresBackend(url))
 
 
-def open_storage(url: str) -> Storage:
-    """``postgresql://…`` → PostgreSQL; ``sqlite:///path`` or a plain path → SQLite."""
-    return Storage(backend_for(url)())
+def _commands_where(
+    query: Any,
+    concentrator: str | None,
+    status: str | None,
+    command_id: str | None,
+    since: float | None,
+    until: float | None,
+) -> Any:
+    """``query`` narrowed to the commands `Storage.commands` selects."""
+    c = commands.c
+    for column, value in ((c.concentrator, concentrator), (c.status, status), (c.id, command_id)):
+        if value is not None:
+            query = query.where(column == value)
+    if since is not None:
+        query = query.where(c.issued_at >= since)
+    if until is not None:
+        query = query.where(c.issued_at < until)
+    return query
+
+
+def _in_range(
+    query: Any,
+    meter: str | None,
+    since: int | None,
+    until: int | None,
+    quantities: Sequence[str] = (),
+) -> Any:
+    """``query`` narrowed to a meter, a slot range [since, until) and some quantities."""
+    r = readings.c
+    if quantities:
+        query = query.where(r.quantity.in_(list(quantities)))
+    if meter is not None:
+        query = query.where(r.meter == meter)
+    if since is not None:
+        query = query.where(r.slot >= since)
+    if until is not None:
+        query = query.where(r.slot < until)
+    return query
+
+
+def open_storage(url: str, *, create: bool = True) -> Storage:
+    """``postgresql://…`` → PostgreSQL; ``sqlite:///path`` or a plain path → SQLite.
+
+    Without ``create`` (the query commands), nothing is created: an SQLite file must
+    exist, and a database without the receiver's tables is an error, not a new one."""
+    return Storage(backend_for(url, create=create)(), create=create)

@@ -53,6 +53,16 @@ def upgrade(conn: Connection) -> None:
     command.upgrade(cfg, "head")
 
 
+def require_ours(conn: Connection) -> None:
+    """`StorageError` unless the database holds the receiver's tables (a query on a new,
+    empty database is a wrong URL, not a database to create)."""
+    if not set(inspect(conn).get_table_names()) & set(metadata.tables):
+        raise StorageError(
+            f"{conn.engine.url.render_as_string(hide_password=True)} holds no receiver "
+            "tables: a wrong --db? (`cloud-receiver run` creates them)"
+        )
+
+
 def check_tables(conn: Connection) -> None:
     """`StorageError` unless every table of ours present has our columns and key."""
     insp = inspect(conn)

@@ -14,11 +14,10 @@ from typing import Any
 
 import click
 from rich.console import Console
-from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
 from clitools.options import day_option, json_option
+from clitools.table import READING_COLUMNS, Column, limit_option, more_note, print_table
 from concentrator.cli.common import (
     daemon_call,
     err_console,
@@ -30,6 +29,8 @@ from concentrator.cli.exitcodes import exit_for_control
 from concentrator.control.client import result_of
 from concentrator.control.logring import LOG_RING_LINES
 from concentrator.control.protocol import ErrorCode
+from concentrator.storage.event_kinds import kind_problem
+from contract.timezone import iso_time
 from drivers import dlt645
 from drivers.readers import PROTOCOL_NAMES
 
@@ -44,9 +45,10 @@ def _tz(text: object) -> dt.tzinfo | None:
 
 
 def _when(t: float | None, tz: dt.tzinfo | None) -> str:
+    """ISO 8601 with the offset of the concentrator's zone (README, "Times")."""
     if t is None:
         return "-"
-    return dt.datetime.fromtimestamp(t, tz).strftime("%Y-%m-%d %H:%M:%S")
+    return iso_time(t, tz or dt.UTC)
 
 
 def _age(seconds: float | None) -> str:
@@ -121,59 +123,54 @@ def status(socket_path: Path, as_json: bool) -> None:
         f"modem    {_modem_line(doc['modem'])}",
     ):
         _plain(console, line)
-    table = Table(title="buses")
-    for col in ("bus", "type", "busy", "utilisation", "queued", "transactions", "timeouts"):
-        table.add_column(col, justify="left" if col in ("bus", "type") else "right")
-    for col in ("frame errors", "reads", "missing"):
-        table.add_column(col, justify="right")
-    for name, bus in doc["buses"].items():
-        table.add_row(
-            name,
-            bus["type"],
-            "yes" if bus["busy"] else "no",
-            f"{bus['utilisation'] * 100:.1f} %",
-            str(bus["queued"]),
-            str(bus["transactions"]),
-            str(bus["timeouts"]),
-            str(bus["frame_errors"]),
-            str(bus["reads_ok"]),
-            str(bus["missing"]),
-        )
-    console.print(table)
+    numbers = ("utilisation", "queued", "transactions", "timeouts", "frame errors", "reads",
+               "missing")  # fmt: skip
+    columns = [Column("bus", "id"), Column("type"), Column("busy"),
+               *(Column(c, "number") for c in numbers)]  # fmt: skip
+    rows = [
+        (name, bus["type"], "yes" if bus["busy"] else "no", f"{bus['utilisation'] * 100:.1f} %",
+         bus["queued"], bus["transactions"], bus["timeouts"], bus["frame_errors"],
+         bus["reads_ok"], bus["missing"])
+        for name, bus in doc["buses"].items()
+    ]  # fmt: skip
+    print_table(columns, rows, title="buses")
 
 
 @click.command()
 @click.option("--offline", is_flag=True, help="Only the meters that are offline.")
 @click.option("--bus", default=None, help="Only the meters on this bus.")
+@limit_option()
 @socket_option
 @json_option()
-def meters(offline: bool, bus: str | None, socket_path: Path, as_json: bool) -> None:
-    """Every configured meter: bus, protocol, health, last read, today's read/missing."""
+def meters(offline: bool, bus: str | None, limit: int, socket_path: Path, as_json: bool) -> None:
+    """Every configured meter: bus, protocol, health, last read, today's read/missing
+    (the first --limit of them, with a note on stderr when there are more)."""
     doc = daemon_call(socket_path, "meters", {"offline": offline, "bus": bus})
+    more = max(0, len(doc["meters"]) - limit) if limit else 0
+    if more:
+        doc["meters"] = doc["meters"][:limit]
+    more_note(more, "use --limit (0: all), --bus or --offline")
     if as_json:
-        click.echo(json.dumps(doc))
+        click.echo(json.dumps({**doc, "more": more}))
         return
     tz = _tz(doc["timezone"])
-    table = Table(
-        title="meters" + (" (offline)" if offline else "") + (f" on {bus}" if bus else "")
+    columns = (
+        Column("meter", "id"), Column("bus", "id"), Column("protocol"), Column("state"),
+        Column("last read", "time"), Column("read today", "number"),
+        Column("missing today", "number"), Column("last error"),
+    )  # fmt: skip
+    rows = [
+        (row["address"], row["bus"], row["protocol"], row["state"],
+         _when(row["last_read_at"], tz), row["read_today"], row["missing_today"],
+         row["last_error"] or "")
+        for row in doc["meters"]
+    ]  # fmt: skip
+    print_table(
+        columns,
+        rows,
+        title="meters" + (" (offline)" if offline else "") + (f" on {bus}" if bus else ""),
     )
-    for col in ("meter", "bus", "protocol", "state", "last read", "read today", "missing today"):
-        table.add_column(col, justify="right" if "today" in col else "left")
-    table.add_column("last error")
-    for row in doc["meters"]:
-        table.add_row(
-            row["address"],
-            row["bus"],
-            row["protocol"],
-            row["state"],
-            _when(row["last_read_at"], tz),
-            str(row["read_today"]),
-            str(row["missing_today"]),
-            escape(row["last_error"] or ""),
-        )
-    console = Console()
-    console.print(table)
-    _plain(console, f"{len(doc['meters'])} meter(s)")
+    _plain(Console(), f"{len(doc['meters'])} meter(s)")
 
 
 def read_via_daemon(
@@ -194,14 +191,11 @@ def read_via_daemon(
         click.echo(json.dumps(out))
     else:
         kind = PROTOCOL_NAMES.get(doc["protocol"], doc["protocol"])
-        table = Table(title=f"meter {doc['meter']} on {doc['bus']}: {kind} (daemon)")
-        table.add_column("quantity")
-        table.add_column("id")
-        table.add_column("value", justify="right")
-        table.add_column("unit")
-        for r in doc["readings"]:
-            table.add_row(r["name"], r["di"], r["value"], r["unit"])
-        Console().print(table)
+        print_table(
+            READING_COLUMNS,
+            [(r["name"], r["di"], r["value"], r["unit"]) for r in doc["readings"]],
+            title=f"meter {doc['meter']} on {doc['bus']}: {kind} (daemon)",
+        )
     code = report_not_supported(
         address, unsupported, read_any=bool(doc["readings"]), as_json=as_json
     )
@@ -242,16 +236,25 @@ def time_sync(socket_path: Path, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(doc))
     else:
-        table = Table(title=f"broadcast time ({doc['timezone']})")
-        for col in ("bus", "meters", "result", "time sent / why not"):
-            table.add_column(col, justify="right" if col == "meters" else "left")
-        for row in doc["buses"]:
-            detail = row.get("sent") or row.get("reason") or row.get("error", {}).get("message")
-            table.add_row(row["bus"], str(row["meters"]), row["result"], escape(str(detail)))
-        Console().print(table)
+        rows = [
+            (row["bus"], row["meters"], row["result"],
+             row.get("sent") or row.get("reason") or row.get("error", {}).get("message"))
+            for row in doc["buses"]
+        ]  # fmt: skip
+        columns = (Column("bus", "id"), Column("meters", "number"), Column("result"),
+                   Column("time sent / why not"))  # fmt: skip
+        print_table(columns, rows, title=f"broadcast time ({doc['timezone']})")
     failed = [row for row in doc["buses"] if row["result"] == "failed"]
     if failed:
         sys.exit(exit_for_control(failed[0]["error"]["code"]))
+
+
+def _event_kind(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """``--kind``: one of the kinds the concentrator records, checked before the daemon
+    is asked (`concentrator.storage.event_kinds`, the daemon's own rule)."""
+    if value is not None and (problem := kind_problem(value)) is not None:
+        raise click.BadParameter(problem, ctx=ctx, param=param)
+    return value
 
 
 @click.command()
@@ -260,32 +263,52 @@ def time_sync(socket_path: Path, as_json: bool) -> None:
     default=None,
     help="Unix seconds, an ISO date or time (concentrator time), or an age: 30m, 2h, 1d.",
 )
-@click.option("--kind", default=None, help="Only this kind: relay, time_sync, meter_state, loss...")
+@click.option(
+    "--until",
+    default=None,
+    help="Only events before this time (the same forms as --since).",
+)
+@click.option(
+    "--kind",
+    default=None,
+    callback=_event_kind,
+    help="Only this kind: relay, time_sync, meter_state, loss... (a wrong one lists them all).",
+)
 @click.option(
     "--limit", type=click.IntRange(1, 10_000), default=100, show_default=True, help="The newest N."
 )
 @socket_option
 @json_option()
 def events(
-    since: str | None, kind: str | None, limit: int, socket_path: Path, as_json: bool
+    since: str | None,
+    until: str | None,
+    kind: str | None,
+    limit: int,
+    socket_path: Path,
+    as_json: bool,
 ) -> None:
-    """Events from the daemon's store, oldest first (they also go upstream)."""
-    doc = daemon_call(socket_path, "events", {"since": since, "kind": kind, "limit": limit})
+    """Events from the daemon's store, oldest first (they also go upstream); the newest
+    --limit of them, with a note on stderr when there are more."""
+    args: dict[str, Any] = {"since": since, "kind": kind, "limit": limit}
+    if until is not None:  # only when given: a daemon of the previous release lacks it
+        args["until"] = until
+    doc = daemon_call(socket_path, "events", args)
+    more = doc["total"] - len(doc["events"])
     if as_json:
         click.echo(json.dumps(doc))
+        more_note(more)
         return
     tz = _tz(doc["timezone"])
-    table = Table(title="events")
-    for col in ("time", "kind", "severity", "meter", "detail"):
-        table.add_column(col, overflow="fold")
-    for e in doc["events"]:
-        detail = " ".join(f"{k}={_compact(v)}" for k, v in e["detail"].items())
-        table.add_row(
-            _when(e["at"], tz), e["kind"], e["severity"], e["meter"] or "", escape(detail)
-        )
-    console = Console()
-    console.print(table)
-    _plain(console, f"{len(doc['events'])} of {doc['total']} event(s)")
+    rows = [
+        (_when(e["at"], tz), e["kind"], e["severity"], e["meter"] or "",
+         " ".join(f"{k}={_compact(v)}" for k, v in e["detail"].items()))
+        for e in doc["events"]
+    ]  # fmt: skip
+    columns = (Column("time", "time"), Column("kind", "id"), Column("severity"),
+               Column("meter", "id"), Column("detail"))  # fmt: skip
+    print_table(columns, rows, title="events")
+    _plain(Console(), f"{len(doc['events'])} of {doc['total']} event(s)")
+    more_note(more, "older ones: use --limit/--since/--until")
 
 
 @click.command()
@@ -389,16 +412,15 @@ def backfill(meter: str, first: dt.date, last: dt.date, socket_path: Path, as_js
     if as_json:
         click.echo(json.dumps(result))
     else:
-        table = Table(title=f"daily freezes of meter {meter}")
-        for col in ("day", "state", "detail"):
-            table.add_column(col)
+        rows = []
         for row in result["days"]:
             if row["state"] == "stored":
                 detail = ", ".join(f"{r['name']} {r['value']}" for r in row["readings"][:2])
             else:
                 detail = row.get("reason") or row.get("error", {}).get("message", "")
-            table.add_row(row["day"], row["state"], escape(detail))
-        Console().print(table)
+            rows.append((row["day"], row["state"], detail))
+        columns = (Column("day", "time"), Column("state"), Column("detail"))
+        print_table(columns, rows, title=f"daily freezes of meter {meter}")
     failed = [row for row in result["days"] if row["state"] == "failed"]
     if failed:
         sys.exit(exit_for_control(failed[0]["error"]["code"]))

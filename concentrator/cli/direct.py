@@ -12,12 +12,11 @@ from typing import Any
 
 import click
 from click.core import ParameterSource
-from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
 from clitools.options import baud_option, json_option, parity_option
+from clitools.table import READING_COLUMNS, print_table
 from concentrator.cli.common import err_console, report_not_supported, socket_option
 from concentrator.cli.control import read_via_daemon
 from concentrator.cli.exitcodes import Exit, exit_for
@@ -228,14 +227,11 @@ def read(
             doc["errors"] = [{"name": name, "error": str(exc)} for name, exc in errors]
         click.echo(json.dumps(doc))
     else:
-        table = Table(title=f"meter {address} on {port}: {PROTOCOL_NAMES[found]} ({how})")
-        table.add_column("quantity")
-        table.add_column("id")
-        table.add_column("value", justify="right")
-        table.add_column("unit")
-        for r in readings:
-            table.add_row(r.quantity, r.key, r.value, r.unit)
-        Console().print(table)
+        print_table(
+            READING_COLUMNS,
+            [(r.quantity, r.key, r.value, r.unit) for r in readings],
+            title=f"meter {address} on {port}: {PROTOCOL_NAMES[found]} ({how})",
+        )
     for name, failure in errors:
         err_console.print(
             f"[red]error:[/red] meter {address}, {name}: {escape(str(failure))}", soft_wrap=True

@@ -22,6 +22,7 @@ from typing import Any, NoReturn
 import click
 from rich.markup import escape
 
+from clitools.output import JsonGroup, report_error
 from concentrator.cli.common import err_console
 from concentrator.cli.exitcodes import Exit, exit_for
 from concentrator.config import ConfigError
@@ -33,7 +34,7 @@ class ServiceCommand(click.Command):
     configuration means it did not start, and says so."""
 
 
-class EdgeGroup(click.Group):
+class EdgeGroup(JsonGroup):
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
@@ -43,6 +44,7 @@ class EdgeGroup(click.Group):
         except (click.exceptions.ClickException, click.exceptions.Exit, click.Abort):
             raise  # click's own: usage errors (exit 2), --help, Ctrl-C
         except OSError as exc:
+            report_error(str(exc), Exit.FAILURE)
             err_console.print("[red]error:[/red]", escape(str(exc)), soft_wrap=True)
             sys.exit(Exit.FAILURE)
         except Exception as exc:
@@ -61,6 +63,12 @@ class EdgeGroup(click.Group):
 
 def fail(exc: ConcentratorError, *, starting: bool = False) -> NoReturn:
     if isinstance(exc, ConfigError):
+        report_error(
+            "invalid configuration",
+            exit_for(exc),
+            issues=[str(i) for i in exc.issues],
+            warnings=[str(w) for w in exc.warnings],
+        )
         heading = "invalid configuration, not starting:" if starting else "invalid configuration:"
         err_console.print(f"[red]{heading}[/red]")
         # Plain: "[meter]" in an issue is text, not markup. Warnings too, in file order.
@@ -68,5 +76,6 @@ def fail(exc: ConcentratorError, *, starting: bool = False) -> NoReturn:
             click.echo(str(issue), err=True)
     else:
         # One line, never wrapped: field scripts grep for it. Plain text after the prefix.
+        report_error(str(exc), exit_for(exc))
         err_console.print("[red]error:[/red]", escape(str(exc)), soft_wrap=True)
     sys.exit(exit_for(exc))

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import click
 from rich.console import Console
-from rich.table import Table
 
 from clitools.options import json_option
+from clitools.table import Column, print_table
 from concentrator.cli.exitcodes import Exit
 from concentrator.config import ConfigError, load_config
 
@@ -38,7 +38,10 @@ def config_check(file: Path, as_json: bool) -> None:
     else:
         issues, ok = list(config.warnings), True
     if as_json:
-        click.echo(json.dumps({"ok": ok, "issues": [i.as_dict() for i in issues]}))
+        doc: dict[str, object] = {"ok": ok, "issues": [i.as_dict() for i in issues]}
+        if not ok:  # an error under --json, by the one rule (`clitools.output`)
+            doc |= {"error": f"{file}: invalid configuration", "exit_code": int(Exit.CONFIG)}
+        click.echo(json.dumps(doc))
     else:
         # Plain echo, not rich: "[meter]" in a message is text, not console markup.
         for issue in issues:
@@ -80,14 +83,15 @@ def stats(config_path: Path, days: int, as_json: bool) -> None:
         click.echo(json.dumps(report))
         return
     console = Console()
-    table = Table(title=f"read success, {cfg.concentrator.id}")
-    for col in ("scope", "read", "missing", "rate"):
-        table.add_column(col, justify="right" if col != "scope" else "left")
-    for scope, label in (("days", "day"), ("buses", "bus"), ("meters", "meter")):
-        for key, row in report[scope].items():
-            rate = "-" if row["rate"] is None else f"{row['rate'] * 100:.2f} %"
-            table.add_row(f"{label} {key}", str(row["read"]), str(row["missing"]), rate)
-    console.print(table)
+    rows = [
+        (f"{label} {key}", row["read"], row["missing"],
+         "-" if row["rate"] is None else f"{row['rate'] * 100:.2f} %")
+        for scope, label in (("days", "day"), ("buses", "bus"), ("meters", "meter"))
+        for key, row in report[scope].items()
+    ]  # fmt: skip
+    columns = (Column("scope", "id"), Column("read", "number"), Column("missing", "number"),
+               Column("rate", "number"))  # fmt: skip
+    print_table(columns, rows, title=f"read success, {cfg.concentrator.id}")
     b = report["backlog"]
     console.print(
         f"backlog: {b['readings']} readings, {b['events']} events; "

@@ -47,6 +47,12 @@ from concentrator.config import DEFAULT_CONTROL_SOCKET
     help="json: one object per line with meter/bus fields, for journald and log shippers.",
 )
 @click.option("-v", "--verbose", count=True, help="More logging (-vv for debug).")
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="Log as --log-format json does, and a start that fails as one JSON object on stdout.",
+)
 def run(
     config_path: Path,
     time_scale: float,
@@ -55,6 +61,7 @@ def run(
     clock_step_file: Path | None,
     log_format: str,
     verbose: int,
+    as_json: bool,
 ) -> None:
     """Run the concentrator daemon until SIGTERM; SIGHUP reloads the config."""
     import logging
@@ -69,7 +76,7 @@ def run(
     level = [logging.WARNING, logging.INFO, logging.DEBUG][min(verbose, 2)]
     stderr = logging.StreamHandler()
     stderr.setLevel(level)
-    stderr.setFormatter(formatter(log_format))
+    stderr.setFormatter(formatter("json" if as_json else log_format))
     root = logging.getLogger()
     root.addHandler(stderr)
     root.setLevel(min(level, logging.INFO))
@@ -99,8 +106,17 @@ def run(
     default=None,
     help="Release directory (default: [update] releases_dir, else 'releases' beside the store).",
 )
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="The guard's log lines and the daemon's (given --json) as JSON objects; a start"
+    " that fails as one JSON object on stdout.",
+)
 @click.argument("run_args", nargs=-1, type=click.UNPROCESSED)
-def supervise(config_path: Path, releases_dir: Path | None, run_args: tuple[str, ...]) -> None:
+def supervise(
+    config_path: Path, releases_dir: Path | None, as_json: bool, run_args: tuple[str, ...]
+) -> None:
     """Run the daemon from the current release, as its guard: switch to a release the
     updater installed, judge it for its health window, and roll it back when it does not
     poll, store and get an uplink batch acknowledged. RUN_ARGS go to `concentrator run`."""
@@ -113,12 +129,19 @@ def supervise(config_path: Path, releases_dir: Path | None, run_args: tuple[str,
     config = load_config(config_path)
     if releases_dir is None:
         releases_dir = config.releases_dir
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s supervise %(levelname)s %(message)s"
-    )
+    if as_json:
+        from concentrator.cli.logfmt import formatter
+
+        handler = logging.StreamHandler()
+        handler.setFormatter(formatter("json"))
+        logging.basicConfig(level=logging.INFO, handlers=[handler])
+    else:
+        logging.basicConfig(
+            level=logging.INFO, format="%(asctime)s supervise %(levelname)s %(message)s"
+        )
     guard = Supervisor(
         Releases(releases_dir),
-        ["--config", str(config_path.resolve()), *run_args],
+        ["--config", str(config_path.resolve()), *(["--json"] if as_json else []), *run_args],
         config.storage.path.with_suffix(".status.json"),
     )
     sys.exit(guard.run())

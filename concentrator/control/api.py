@@ -41,6 +41,7 @@ from concentrator.polling.meter_actions import (
     switch_relay,
 )
 from concentrator.storage import ReadSuccess, Store, StoreWriter
+from concentrator.storage.event_kinds import kind_problem
 from contract.records import Event
 from drivers import dlt645, meter_quantities
 from drivers.errors import DriverError
@@ -346,11 +347,18 @@ class ControlApi:
         return {"buses": buses, "timezone": config.concentrator.timezone}
 
     async def events(self, call: Call, args: Args) -> dict[str, Any]:
-        since = args.time("since", self.polling.clock.wall(), self.tz)
+        now = self.polling.clock.wall()
+        since, until = args.time("since", now, self.tz), args.time("until", now, self.tz)
         kind = args.optional_string("kind")
+        if kind is not None and (problem := kind_problem(kind)) is not None:
+            raise ControlError(ErrorCode.BAD_ARGUMENT, problem)
+        if since is not None and until is not None and since > until:
+            raise ControlError(ErrorCode.BAD_ARGUMENT, "since is after until: nothing can match")
         limit = args.integer("limit", 100, 1, MAX_EVENTS)
         await self._settle()
         rows = await self._query(lambda store: store.events(since, kind))
+        if until is not None:
+            rows = [e for e in rows if e.event.at < until]
         return {
             "events": [
                 {

@@ -30,7 +30,7 @@ def collect_metrics(cfg: Config, *, days: int = 1, now: float | None = None) -> 
     per_day: dict[str, dict[str, Any]] = {}
     per_bus: dict[str, list[int]] = {b.name: [0, 0] for b in cfg.buses}
     per_meter: dict[str, list[int]] = {}
-    with Store.open(cfg.storage.path) as store:
+    with Store.open_read_only(cfg.storage.path) as store:
         for back in range(days - 1, -1, -1):
             start = today - dt.timedelta(days=back)
             end = start + dt.timedelta(days=1)

@@ -98,7 +98,7 @@ COMMANDS: dict[str, tuple[str, ...]] = {
     "read": ("meter", "quantities"),
     "relay": ("meter", "action"),
     "time-sync": (),
-    "events": ("since", "kind", "limit"),
+    "events": ("since", "until", "kind", "limit"),
     "buffer": (),
     "flush": (),
     "backfill": ("meter", "from", "to"),

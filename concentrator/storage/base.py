@@ -190,6 +190,44 @@ class StoreBase:
             )
         return store
 
+    @classmethod
+    def open_read_only(cls, path: Path, *, busy_timeout_s: float = 5.0) -> Self:
+        """Open an existing store for queries (``concentrator stats``): nothing is created,
+        migrated, moved aside or written (``mode=ro``, ``PRAGMA query_only``), whatever
+        the daemon does with it meanwhile (issue 18: a query never creates a database).
+        A store of another schema version is refused with both versions named."""
+        path = Path(path)
+        if not path.is_file():
+            what = "is not a file" if path.exists() else "does not exist"
+            raise StoreError(
+                f"{path}: the store {what}: nothing stored yet (`concentrator run` creates it)"
+            )
+        try:
+            conn = sqlite3.connect(
+                f"{path.absolute().as_uri()}?mode=ro",
+                uri=True,
+                timeout=busy_timeout_s,
+                isolation_level=None,
+                check_same_thread=False,
+            )
+            conn.execute("PRAGMA query_only = ON")
+            version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+        except sqlite3.Error as exc:
+            raise StoreError(f"{path}: cannot open database read-only: {exc}") from exc
+        store = cls(conn, path, synchronous="FULL", quota_bytes=None, retention_s=7 * 86400)
+        if version != SCHEMA_VERSION:
+            try:
+                if version < SCHEMA_VERSION:
+                    raise StoreError(
+                        f"{path}: schema version {version}, this software reads "
+                        f"{SCHEMA_VERSION}: start `concentrator run` once to migrate it"
+                    )
+                store._check_readable(conn, version)
+            except BaseException:
+                conn.close()
+                raise
+        return store
+
     def _configure(self) -> None:
         conn = self._live()
         fresh = conn.execute("PRAGMA page_count").fetchone()[0] == 0

@@ -14,12 +14,13 @@ import logging
 
 import click
 
+from clitools.output import JsonGroup
 from hil_sim.cli import areas, bus, modem, plc
 
 __all__ = ["main"]
 
 
-@click.group()
+@click.group(cls=JsonGroup)
 @click.version_option(package_name="meterflow", prog_name="hil-sim")
 @click.option("-v", "--verbose", is_flag=True, help="Log every request and fault.")
 def main(verbose: bool) -> None:

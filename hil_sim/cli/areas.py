@@ -9,12 +9,14 @@ from pathlib import Path
 
 import click
 
-from clitools.options import day_option, db_option, existing_parent, seed_option
+from clitools.options import day_option, db_option, existing_parent, json_option, seed_option
+from clitools.output import result
 from hil_sim.cli.edge import SimCommand
 from hil_sim.errors import SimUnavailable, SpecError
 
 
 @click.command(cls=SimCommand)
+@json_option()
 @click.option(
     "--out-dir",
     type=click.Path(path_type=Path, file_okay=False),
@@ -68,6 +70,7 @@ def areas(
     thefts: tuple[str, ...],
     vacations: tuple[str, ...],
     seed: int,
+    as_json: bool,
 ) -> None:
     """Simulate transformer areas (total meter, customers, loss, theft) for analytics."""
     import csv
@@ -140,7 +143,14 @@ def areas(
                 n += len(b.readings)
         where = f"{n} readings written to {out_dir / 'readings.csv'}"
     sim_areas.write_truth(out_dir / "truth.jsonl", sim.truth)
-    click.echo(
+    result(
+        as_json,
         f"{n_areas} areas x {customers} customers, {days} days from {start}: {where};"
-        f" archive {out_dir / 'archive.csv'}, ground truth {out_dir / 'truth.jsonl'}"
-    )
+        f" archive {out_dir / 'archive.csv'}, ground truth {out_dir / 'truth.jsonl'}",
+        {
+            "areas": n_areas, "customers": customers, "days": days, "start": start,
+            "readings": stored if db_url is not None else n, "db": db_url,
+            "archive": out_dir / "archive.csv", "truth": out_dir / "truth.jsonl",
+            "readings_csv": None if db_url is not None else out_dir / "readings.csv",
+        },
+    )  # fmt: skip

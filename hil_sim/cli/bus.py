@@ -18,6 +18,7 @@ from clitools.options import (
     time_origin_option,
     time_scale_option,
 )
+from clitools.output import json_errors_option
 from hil_sim.bus import SimBus
 from hil_sim.cli import options as simopt
 from hil_sim.cli.edge import SimCommand
@@ -189,6 +190,7 @@ def _options(
 
 
 @click.command(cls=SimCommand)
+@json_errors_option()
 @simopt.meters_option(default=1, most=2048)
 @link_option("Stable symlink to the PTY that the concentrator opens as its serial port.")
 @simopt.truth_option()
@@ -213,6 +215,7 @@ def bus(n_meters: int, link: Path, truth: Path | None, **kw: Any) -> None:
 
 
 @click.command(cls=SimCommand)
+@json_errors_option()
 @click.option("--buses", "n_buses", type=click.IntRange(1, 32), default=4, show_default=True)
 @click.option("--meters-per-bus", type=click.IntRange(1, 1024), default=64, show_default=True)
 @click.option(

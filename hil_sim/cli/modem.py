@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from clitools.options import baud_option, link_option, seed_option, time_scale_option
+from clitools.output import json_errors_option
 from hil_sim.cli.edge import SimCommand
 from hil_sim.cli.serving import serve_until_signalled
 from hil_sim.clock import SimClock
@@ -19,6 +20,7 @@ if TYPE_CHECKING:
 
 
 @click.command(cls=SimCommand)
+@json_errors_option()
 @link_option("Stable symlink to the PTY that the concentrator opens as the modem's AT port.")
 @baud_option(default=115200, help="Port speed for the wire time; 0 removes it.", bus=False)
 @time_scale_option("Simulated seconds per real second for boot, cell search, attach.")

@@ -11,6 +11,7 @@ from typing import Any
 import click
 
 from clitools.options import Decorator, baud_option, link_option, seed_option, time_scale_option
+from clitools.output import json_errors_option
 from drivers.errors import EncodeError
 from drivers.gdw1376_2 import encode_node_address
 from hil_sim.cli import options as simopt
@@ -39,6 +40,7 @@ def _carrier_option(
 
 
 @click.command(cls=SimCommand)
+@json_errors_option()
 @simopt.meters_option(default=4, most=1024)
 @link_option("Stable symlink to the PTY that the concentrator opens as the module's UART.")
 @simopt.truth_option()
