@@ -17,10 +17,11 @@ from cloud_receiver.applications.fleet import broker, pki, revocation
 from cloud_receiver.cli.auth import session_option
 from cloud_receiver.cli.common import check_concentrator_id, duration
 from cloud_receiver.errors import ReceiverError
+from contract.timezone import iso_time
 
 
 def _when(unix: float) -> str:
-    return dt.datetime.fromtimestamp(unix, dt.UTC).isoformat(" ", "seconds")
+    return iso_time(unix)
 
 
 @click.command()
@@ -301,7 +302,8 @@ def revoke(
     show_default=True,
     help="How long the CRL stays valid (its nextUpdate): rewrite it well before.",
 )
-def crl(pki_dir: Path, days: int) -> None:
+@json_option()
+def crl(pki_dir: Path, days: int, as_json: bool) -> None:
     """Rewrite the CRL: every revoked certificate and every renewed one whose grace period
     is over. Run it daily (the broker refuses every client once the CRL has expired),
     then reload the broker."""
@@ -313,11 +315,26 @@ def crl(pki_dir: Path, days: int) -> None:
 
     written = x509.load_pem_x509_crl(path.read_bytes())
     assert written.next_update_utc is not None
+    pending = revocation.pending(pki_dir)
+    if as_json:
+        print_json(
+            {
+                "crl": str(path),
+                "revoked": len(written),
+                "next_update": iso_time(written.next_update_utc.timestamp()),
+                "pending": [
+                    {"concentrator": e.concentrator, "serial": f"{e.serial:x}",
+                     "revoke_at": iso_time(e.revoke_at)}
+                    for e in pending
+                ],
+            }
+        )  # fmt: skip
+        return
     click.echo(
         f"{path}: {len(written)} revoked certificate(s), valid until"
         f" {written.next_update_utc.isoformat(' ', 'seconds')}"
     )
-    for entry in revocation.pending(pki_dir):
+    for entry in pending:
         click.echo(
             f"pending: {entry.concentrator} certificate {entry.serial:x} (superseded) enters"
             f" the CRL at {_when(entry.revoke_at)}"
