@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, get_args
 
+from cloud_receiver.ingest import ownership
 from cloud_receiver.ingest.hooks import Reactions
 from cloud_receiver.storage import IngestResult, Storage
 from contract import topics, wire
@@ -41,6 +42,7 @@ REASONS: tuple[str, ...] = (
     "bad_topic",
     "concentrator_mismatch",
     "replay",
+    "not_owner",  # readings for meters the sender does not own (`.ownership`)
     "internal_error",
 )
 
@@ -115,8 +117,11 @@ class Ingestor:
             _, content = wire.open_batch(payload, self.keys)
         except wire.WireError as exc:
             return self._quarantine(topic, payload, now, topic_id, header.seq, exc.reason, str(exc))
+        split = ownership.split_owned(self.storage, topic_id, content.readings)
+        if split.refused:
+            self._refuse_foreign(topic, topic_id, header.seq, split, now)
         result, new = self.storage.ingest(
-            topic_id, header.seq, header.key_id, content.readings, content.events, now
+            topic_id, header.seq, header.key_id, split.owned, content.events, now
         )
         if result == IngestResult.REPLAY:
             return self._quarantine(
@@ -144,6 +149,21 @@ class Ingestor:
             version=header.version,
         )
         return Outcome(status, "", topic_id, header.seq, new, ack)
+
+    def _refuse_foreign(
+        self, topic: str, concentrator: str, seq: int, split: ownership.Split, now: float
+    ) -> None:
+        """Readings for meters the sender does not own: quarantined with an alert, never
+        stored; the rest of the batch goes on (and is acked)."""
+        self.counters.by_reason["not_owner"] = self.counters.by_reason.get("not_owner", 0) + 1
+        log.warning(
+            "refused %d reading(s) from %s (seq %d) for meters it does not own: %s",
+            len(split.refused), concentrator, seq, ", ".join(sorted(split.owners)),
+        )  # fmt: skip
+        ownership.refuse(
+            self.storage, topic=topic, concentrator=concentrator, seq=seq, split=split,
+            received_at=now,
+        )  # fmt: skip
 
     def _note_software(
         self, concentrator: str, header: wire.Header, events: Sequence[Event], now: float
