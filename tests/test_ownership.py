@@ -6,15 +6,19 @@ concentrators at an effective time, and the migration that infers ownership."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from alembic import command
+from click.testing import CliRunner, Result
+from helpers import Operators
 from hypothesis import given
 from hypothesis import strategies as st
 from sqlalchemy import text
 
+from cloud_receiver.cli import main
 from cloud_receiver.ingest.ingestor import Ingestor
 from cloud_receiver.storage import SqliteStorage, Storage, migrate, open_storage
 from cloud_receiver.storage import ownership as rule
@@ -204,5 +208,78 @@ def test_the_migration_infers_owners_from_the_deliveries(db_at_0002: str) -> Non
         ingestor = Ingestor(s, lookup)
         ingestor.handle(wire_topic("dc-b"), batch("dc-b", 5, ("000000000001", T0 + 1800, "9")))
         assert [q.reason for q in s.quarantined()] == ["not_owner"]
+    finally:
+        s.close()
+
+
+# ------------------------------------------------------------------ from the command line
+def _cli(*args: str, session: Path) -> Result:
+    return CliRunner().invoke(main, list(args), env={"MF_SESSION": str(session)})
+
+
+def test_a_meter_moves_by_archive_import_with_an_effective_time(
+    tmp_path: Path, operators: Callable[[str], Operators]
+) -> None:
+    db = f"sqlite:///{tmp_path / 'r.db'}"
+    ops = operators(db)
+    olga, ivan = ops.login("olga", "operator"), ops.login("ivan", "operator")
+
+    def imported(text: str, *extra: str) -> dict[str, Any]:
+        path = tmp_path / "archive.csv"
+        path.write_text(text, encoding="utf-8")
+        asked = _cli("archive", "import", str(path), "--db", db, "--json", *extra, session=olga)
+        assert asked.exit_code == 0, asked.output
+        request = json.loads(asked.stdout)
+        assert request["status"] == "awaiting_approval"  # an archive change: a second operator
+        done = _cli("approve", str(request["request"]), "--db", db, "--json", session=ivan)
+        assert done.exit_code == 0, done.output
+        result: dict[str, Any] = json.loads(done.stdout)
+        return result
+
+    header = "meter,area,role,concentrator\n"
+    first = imported(f"{header}{METER},TA,total,dc-a\n{OTHER},TA,customer,\n", "--effective",
+                     str(T0))  # fmt: skip
+    assert first["assigned"] == 1
+    moved = imported(f"{header}{METER},TA,total,dc-b\n", "--effective", str(T0 + 3600))
+    assert moved["assigned"] == 1
+    same = imported(f"{header}{METER},TA,total,dc-b\n", "--effective", str(T0 + 7200))
+    assert same["assigned"] == 0  # dc-b owns it already: nothing to add
+    listed = _cli("archive", "owners", "--db", db, "--json", session=olga)
+    assert [(o["effective_from"], o["concentrator"]) for o in json.loads(listed.stdout)] == [
+        (T0, "dc-a"), (T0 + 3600, "dc-b")
+    ]  # fmt: skip
+    loose = _cli("archive", "owners", "--unassigned", "--db", db, "--json", session=olga)
+    assert json.loads(loose.stdout) == {"unassigned": [OTHER]}
+    table = _cli("archive", "owners", "--meter", METER, "--db", db, "--csv", session=olga)
+    assert table.stdout.splitlines()[1].startswith(f"{METER},")
+    # The ingest follows the move.
+    s = open_storage(db)
+    try:
+        ingestor = Ingestor(s, lookup)
+        ingestor.handle(topics.up("dc-a"), batch("dc-a", 1, (METER, T0 + 3600, "1")))
+        ingestor.handle(topics.up("dc-b"), batch("dc-b", 1, (METER, T0 + 3600, "2")))
+        assert stored(s) == {(METER, T0 + 3600): ("2", "dc-b")}
+    finally:
+        s.close()
+
+
+def test_a_bad_concentrator_column_is_named_and_nothing_is_asked(
+    tmp_path: Path, operators: Callable[[str], Operators]
+) -> None:
+    db = f"sqlite:///{tmp_path / 'r.db'}"
+    olga = operators(db).login("olga", "operator")
+    path = tmp_path / "archive.csv"
+    path.write_text(f"meter,area,role,concentrator\n{METER},TA,total,dc a\n", encoding="utf-8")
+    done = _cli("archive", "import", str(path), "--db", db, session=olga)
+    assert done.exit_code == 7
+    assert "line 2, column concentrator: 'dc a' is not a concentrator id" in done.output
+    push = _cli("archive", "push", "--concentrator", "dc-a", "--db", db, session=olga)
+    assert push.exit_code == 2 and "no meter is assigned to a concentrator yet" in push.output
+    s = open_storage(db)
+    try:
+        assert s.archive() == []
+        with s.read() as conn:
+            assert rule.all_histories(conn) == {}
+            assert conn.execute(text("SELECT count(*) FROM requests")).scalar() == 0
     finally:
         s.close()
