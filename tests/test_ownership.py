@@ -123,6 +123,33 @@ def test_a_spoofed_reading_is_quarantined_and_the_true_value_stored(storage: Sto
     assert stored(storage)[(METER, T0 + 900)] == ("123.45", "dc-a")
 
 
+class _Seen:
+    """The applications' hook (`Reactions`), recording what the ingest hands on."""
+
+    def __init__(self) -> None:
+        self.readings: list[Reading] = []
+
+    def stored(self, concentrator: str, readings: Any, events: Any, now: float) -> None:
+        self.readings += readings
+
+    def software(self, concentrator: str, software: str | None, wire: int, now: float) -> None:
+        pass
+
+    def chunk(self, concentrator: str, version: str, index: int) -> bytes | None:
+        return None
+
+    def tick(self, now: float, send_command: Any) -> None:
+        pass
+
+
+def test_the_applications_never_see_a_refused_reading(storage: Storage) -> None:
+    assign(storage, (METER, T0, "dc-a"))
+    seen = _Seen()
+    ingestor = Ingestor(storage, lookup, seen)
+    ingestor.handle(topics.up("dc-b"), batch("dc-b", 1, (METER, T0, "9"), (OTHER, T0, "1")))
+    assert [(r.meter, r.value) for r in seen.readings] == [(OTHER, "1")]
+
+
 def test_the_quarantined_payload_holds_the_refused_readings(storage: Storage) -> None:
     assign(storage, (METER, T0, "dc-a"))
     Ingestor(storage, lookup).handle(wire_topic("dc-b"), batch("dc-b", 3, (METER, T0, "1.5")))

@@ -134,7 +134,7 @@ class Ingestor:
                 f"sequence {header.seq} is older than the replay window",
             )
         if result == IngestResult.STORED:
-            self._after_store(topic_id, content.readings, content.events, now)
+            self._after_store(topic_id, split.owned, content.events, now)
             self._note_software(topic_id, header, content.events, now)
         key = self.keys(topic_id, header.key_id)
         assert key is not None  # open_batch just used it
