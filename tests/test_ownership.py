@@ -177,6 +177,25 @@ def test_a_meter_moves_at_its_effective_time(storage: Storage) -> None:
     assert refusals == [("dc-a", {METER: "dc-b"}, 2), ("dc-b", {METER: "dc-a"}, 2)]
 
 
+def test_an_assignment_made_elsewhere_counts_from_the_next_batch(tmp_path: Path) -> None:
+    """The ingest caches owners per version: an import through another connection (an
+    operator, a second receiver) is seen at the very next batch."""
+    here = SqliteStorage(tmp_path / "r.db")
+    there = SqliteStorage(tmp_path / "r.db")
+    try:
+        ingestor = Ingestor(here, lookup)
+        ingestor.handle(topics.up("dc-b"), batch("dc-b", 1, (METER, T0, "1")))
+        assign(there, (METER, T0, "dc-a"))
+        ingestor.handle(topics.up("dc-b"), batch("dc-b", 2, (METER, T0 + 900, "2")))
+        assign(there, (METER, T0 + 1800, "dc-b"))
+        ingestor.handle(topics.up("dc-b"), batch("dc-b", 3, (METER, T0 + 1800, "3")))
+        assert stored(here) == {(METER, T0): ("1", "dc-b"), (METER, T0 + 1800): ("3", "dc-b")}
+        assert [q.seq for q in here.quarantined()] == [2]
+    finally:
+        here.close()
+        there.close()
+
+
 def test_an_unassigned_meter_is_not_guarded(storage: Storage) -> None:
     out = Ingestor(storage, lookup).handle(wire_topic("dc-b"), batch("dc-b", 1, (METER, T0, "1")))
     assert out.status == "stored" and stored(storage) == {(METER, T0): ("1", "dc-b")}

@@ -70,6 +70,7 @@ class Ingestor:
         self.keys = keys
         self.reactions = reactions
         self.counters = Counters()
+        self.owners = ownership.Owners(storage)  # who may deliver which meter
         self._software: dict[str, tuple[str | None, int]] = {}
 
     def handle(self, topic: str, payload: bytes, received_at: float | None = None) -> Outcome:
@@ -117,7 +118,7 @@ class Ingestor:
             _, content = wire.open_batch(payload, self.keys)
         except wire.WireError as exc:
             return self._quarantine(topic, payload, now, topic_id, header.seq, exc.reason, str(exc))
-        split = ownership.split_owned(self.storage, topic_id, content.readings)
+        split = self.owners.split(topic_id, content.readings)
         if split.refused:
             self._refuse_foreign(topic, topic_id, header.seq, split, now)
         result, new = self.storage.ingest(

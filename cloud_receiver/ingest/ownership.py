@@ -27,26 +27,48 @@ class Split:
     owners: dict[str, str] = field(default_factory=dict)  # refused meter -> its owner
 
 
-def split_owned(storage: Storage, concentrator: str, readings: Sequence[Reading]) -> Split:
-    """The readings ``concentrator`` may deliver, and those it may not (one query)."""
-    if not readings:
-        return Split([])
-    with storage.read() as conn:
-        history = rule.histories(conn, (r.meter for r in readings))
-    if not history:
-        return Split(list(readings))
-    owned: list[Reading] = []
-    refused: list[Reading] = []
-    owners: dict[str, str] = {}
-    for r in readings:
-        h = history.get(r.meter)
-        owner = rule.owner_at(h, r.slot) if h else None
-        if owner is None or owner == concentrator:
-            owned.append(r)
-        else:
-            refused.append(r)
-            owners[r.meter] = owner
-    return Split(owned, refused, owners)
+class Owners:
+    """The owners of the meters a receiver hears, cached per ownership version.
+
+    Assignments are only ever added, so the newest row's id (`rule.version`, one index
+    lookup) tells whether anything changed since the cache was filled: a batch costs
+    that one query, plus one for the meters not seen since the last change. Two
+    receivers on one database see each other's changes at their next batch."""
+
+    MAX_CACHED = 200_000  # meters; beyond, the cache starts over
+
+    def __init__(self, storage: Storage) -> None:
+        self.storage = storage
+        self._version = -1
+        self._known: dict[str, list[rule.Assignment]] = {}
+
+    def split(self, concentrator: str, readings: Sequence[Reading]) -> Split:
+        """The readings ``concentrator`` may deliver, and those it may not."""
+        if not readings:
+            return Split([])
+        with self.storage.read() as conn:
+            version = rule.version(conn)
+            if version != self._version or len(self._known) > self.MAX_CACHED:
+                self._known.clear()
+                self._version = version
+            if version == 0:
+                return Split(list(readings))  # nobody owns anything yet
+            unseen = {r.meter for r in readings} - self._known.keys()
+            if unseen:
+                found = rule.histories(conn, unseen)
+                for meter in unseen:
+                    self._known[meter] = found.get(meter, [])
+        owned: list[Reading] = []
+        refused: list[Reading] = []
+        owners: dict[str, str] = {}
+        for r in readings:
+            owner = rule.owner_at(self._known[r.meter], r.slot)
+            if owner is None or owner == concentrator:
+                owned.append(r)
+            else:
+                refused.append(r)
+                owners[r.meter] = owner
+        return Split(owned, refused, owners)
 
 
 def refuse(
