@@ -18,6 +18,7 @@ from cloud_receiver.ingest import ownership
 from cloud_receiver.ingest.hooks import Reactions
 from cloud_receiver.storage import IngestResult, Storage
 from contract import topics, wire
+from contract.quantities import canonical_readings
 from contract.records import Event, Reading
 
 log = logging.getLogger(__name__)
@@ -118,7 +119,9 @@ class Ingestor:
             _, content = wire.open_batch(payload, self.keys)
         except wire.WireError as exc:
             return self._quarantine(topic, payload, now, topic_id, header.seq, exc.reason, str(exc))
-        split = self.owners.split(topic_id, content.readings)
+        # A concentrator of the previous release still sends Modbus register names.
+        readings = canonical_readings(content.readings)
+        split = self.owners.split(topic_id, readings)
         if split.refused:
             self._refuse_foreign(topic, topic_id, header.seq, split, now)
         result, new = self.storage.ingest(

@@ -9,7 +9,7 @@ with `cloud-receiver archive import` (a ``concentrator`` column) — until then 
 readings are not guarded, as before this revision.
 
 Revision ID: 0006
-Revises: 0002
+Revises: 0004 (the task said 0002; re-chained when main was merged)
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0006"
-down_revision: str | None = "0002"
+down_revision: str | None = "0004"
 branch_labels: str | None = None
 depends_on: str | None = None
 
