@@ -6,7 +6,7 @@ concentrators at an effective time, and the migration that infers ownership."""
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -38,10 +38,9 @@ def lookup(cid: str, kid: int) -> bytes | None:
 
 
 @pytest.fixture
-def storage(tmp_path: Path) -> Iterator[Storage]:
-    s = SqliteStorage(tmp_path / "r.db")
-    yield s
-    s.close()
+def storage(receiver_storage: Storage) -> Storage:
+    """A receiver database on each backend (SQLite, then PostgreSQL)."""
+    return receiver_storage
 
 
 def assign(storage: Storage, *rows: tuple[str, int, str]) -> None:
