@@ -80,21 +80,27 @@ def refuse(
     split: Split,
     received_at: float,
 ) -> None:
-    """Quarantine ``split.refused`` with its alert, unless this batch was stored before
-    (a redelivery of a batch already judged: the alert is not repeated). Written before
-    the batch is stored, so a crash in between repeats the alert, never loses it."""
-    with storage.transaction() as conn:
+    """The alert event, then the quarantine row (through `Storage.quarantine`, the one
+    way into quarantine), unless this batch was stored before (a redelivery of a batch
+    already judged: nothing is repeated). Both are written before the batch is stored,
+    so a crash in between repeats them at the resend, never loses them."""
+    with storage.read() as conn:
         if rule.batch_stored(conn, concentrator, seq):
             return
-        rule.record_refusal(
-            conn,
-            topic=topic,
-            concentrator=concentrator,
-            seq=seq,
-            refused=[
-                (r.meter, r.quantity, r.slot, r.value, r.unit, r.read_at, r.source)
-                for r in split.refused
-            ],
-            owners=split.owners,
+    rows = [
+        (r.meter, r.quantity, r.slot, r.value, r.unit, r.read_at, r.source) for r in split.refused
+    ]
+    with storage.transaction() as conn:
+        rule.record_alert(
+            conn, concentrator=concentrator, seq=seq, refused=rows, owners=split.owners,
             received_at=received_at,
-        )
+        )  # fmt: skip
+    storage.quarantine(
+        topic=topic,
+        concentrator=concentrator,
+        seq=seq,
+        reason="not_owner",
+        detail=rule.refusal_text(concentrator, rows, split.owners),
+        payload=rule.refusal_payload(rows),
+        received_at=received_at,
+    )

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import Connection, func, insert, select
 
-from cloud_receiver.storage.schema import batches, events, meter_owners, meters, quarantine
+from cloud_receiver.storage.schema import batches, events, meter_owners, meters
 
 IN_CHUNK = 500  # meters per IN (...) list: under SQLite's 999 host parameters
 
@@ -141,21 +141,34 @@ def version(conn: Connection) -> int:
     return int(conn.execute(select(func.coalesce(func.max(meter_owners.c.id), 0))).scalar_one())
 
 
-def record_refusal(
+Row = tuple[str, str, int, str, str, float, str]  # meter, quantity, slot, value, unit, …
+
+
+def refusal_text(concentrator: str, refused: Sequence[Row], owners: Mapping[str, str]) -> str:
+    """The quarantine row's detail: how many readings, which meters, whose they are."""
+    meter_names = sorted({r[0] for r in refused})
+    shown = ", ".join(f"{m} (owner {owners.get(m, '?')})" for m in meter_names[:10])
+    more = f" and {len(meter_names) - 10} more" if len(meter_names) > 10 else ""
+    return f"{len(refused)} reading(s) for meters {concentrator} does not own: {shown}{more}"
+
+
+def refusal_payload(refused: Sequence[Row]) -> bytes:
+    """The refused readings as JSON rows (meter, quantity, slot, value, unit, read_at,
+    source): what the quarantine keeps of them, never the ``readings`` table."""
+    return json.dumps([list(r) for r in refused]).encode()
+
+
+def record_alert(
     conn: Connection,
     *,
-    topic: str,
     concentrator: str,
     seq: int,
-    refused: Sequence[tuple[str, str, int, str, str, float, str]],
+    refused: Sequence[Row],
     owners: Mapping[str, str],
     received_at: float,
 ) -> None:
-    """Keep readings refused for want of ownership: one quarantine row (reason
-    ``not_owner``, the refused readings as JSON, never in ``readings``) and one
-    ``ownership_refused`` alert event naming the meters and their owners, inside the
-    caller's transaction. ``refused``: (meter, quantity, slot, value, unit, read_at,
-    source) rows."""
+    """The ``ownership_refused`` alert event naming the meters and their owners, inside
+    the caller's transaction."""
     meter_names = sorted({r[0] for r in refused})
     detail = {
         "meters": meter_names,
@@ -163,20 +176,6 @@ def record_refusal(
         "readings": len(refused),
         "seq": seq,
     }
-    shown = ", ".join(f"{m} (owner {owners.get(m, '?')})" for m in meter_names[:10])
-    more = f" and {len(meter_names) - 10} more" if len(meter_names) > 10 else ""
-    conn.execute(
-        insert(quarantine).values(
-            received_at=received_at,
-            topic=topic,
-            concentrator=concentrator,
-            seq=seq,
-            reason="not_owner",
-            detail=f"{len(refused)} reading(s) for meters {concentrator} does not own:"
-            f" {shown}{more}",
-            payload=json.dumps([list(r) for r in refused]).encode(),
-        )
-    )
     conn.execute(
         insert(events).values(
             concentrator=concentrator,
