@@ -45,8 +45,9 @@ ACTIONS = (
     "add_meter",
     "remove_meter",
     "upgrade",
+    "archive",
 )
-NO_METERS = ("time_sync", "upgrade")
+NO_METERS = ("time_sync", "upgrade", "archive")
 # Actions a Modbus meter (no relay, no clock: docs/quantities.md) can take; the others
 # are DL/T 645's.
 ANY_METER = ("read",)
@@ -55,6 +56,9 @@ ANY_METER = ("read",)
 MAX_VALIDITY_S = 7 * 86400
 MAX_BLOB_BYTES = 64 * 1024  # an upgrade carries its package manifest
 MAX_METERS = 256
+# The archive download: every meter a concentrator owns, in one command (12-digit
+# addresses, about 14 bytes each in CBOR: well inside MAX_BLOB_BYTES).
+MAX_ARCHIVE_METERS = 2048
 COUNTER_WINDOW = 64  # out-of-order arrivals tolerated; older counters are replays
 
 
@@ -149,6 +153,8 @@ def check(cmd: Command) -> None:
         for name in ("group", "area"):
             if not isinstance(cmd.params.get(name, ""), str):
                 raise CommandError(f"add_meter params.{name} must be text")
+    if cmd.action == "archive":
+        check_archive(cmd.params)
     if cmd.action == "upgrade":
         if cmd.meters:
             raise CommandError("upgrade is for the concentrator, not for meters")
@@ -159,6 +165,29 @@ def check(cmd: Command) -> None:
         window = cmd.params.get("health_window_s")
         if not isinstance(window, int | float) or isinstance(window, bool) or window <= 0:
             raise CommandError("upgrade needs params.health_window_s, a positive number")
+
+
+def check_archive(params: dict[str, Any]) -> None:
+    """An ``archive`` command (the archive download): ``params.version``, a positive
+    integer that only grows (the receiver's ownership version), and ``params.meters``,
+    the full list of the meters the concentrator owns — it polls those and no others
+    unless it is commissioning (README, "Meter ownership")."""
+    version = params.get("version")
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise CommandError(f"archive needs params.version, a positive integer (got {version!r})")
+    listed = params.get("meters")
+    if not isinstance(listed, list):
+        raise CommandError("archive needs params.meters, the list of the meters it owns")
+    if len(listed) > MAX_ARCHIVE_METERS:
+        raise CommandError(f"archive of {len(listed)} meters: at most {MAX_ARCHIVE_METERS}")
+    for i, m in enumerate(listed):
+        if not isinstance(m, str) or any_meter_problem(m) is not None:
+            raise CommandError(
+                f"archive params.meters[{i}] {m!r}: expected a 12-digit DL/T 645 address"
+                " or a Modbus slave id"
+            )
+    if len(set(listed)) != len(listed):
+        raise CommandError("archive params.meters lists a meter twice")
 
 
 def sign(cmd: Command, key: Ed25519PrivateKey) -> bytes:

@@ -96,6 +96,8 @@ def _invocations(db: str, tmp: Path, request_of: dict[str, int]) -> list[tuple[s
         ("command.relay", ["supply", "set", M1, "--reason", "maintenance", "--concentrator",
                            "dc-1", "--wait", "0"]),
         ("archive.change", ["archive", "import", str(archive)]),
+        ("archive.change", ["archive", "push", "--concentrator", "dc-1", "--wait", "0"]),
+        ("fleet.read", ["archive", "owners"]),
         ("rollout.start", ["rollout", "start", "9.9.9", "--stage", "pilot:ALL", "--wait", "0"]),
         ("rollout.abort", ["rollout", "abort"]),
         ("request.approve", ["approve", str(request_of["approve"]), "--wait", "0"]),

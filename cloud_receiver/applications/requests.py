@@ -9,8 +9,10 @@ how many approvals it needs, and how it is carried out:
   operator's approval;
 - ``dr.event``: a demand-response event (`applications.dr`); it opens relays, so a
   group of more enrolled meters than that threshold needs an approval too;
-- ``archive.import``: a change of the meter archive, always approved by a second
-  operator;
+- ``archive.import``: a change of the meter archive (and of which concentrator each
+  meter sits behind), always approved by a second operator;
+- ``archive.push``: the archive download, a signed ``archive`` command carrying the
+  meters a concentrator owns; an archive change, so approved by a second operator;
 - ``rollout.start``: a staged software rollout (with its release package as the
   request's attachment), always approved by a second operator;
 - ``supply``: an operator's ``manual`` or ``maintenance`` supply reason set or cleared
@@ -31,7 +33,7 @@ import hashlib
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -47,7 +49,7 @@ from cloud_receiver.applications import dr
 from cloud_receiver.applications.fleet import archive, commands, rollout
 from cloud_receiver.applications.supply import state as supply
 from cloud_receiver.errors import EXIT_USAGE, ReceiverError
-from cloud_receiver.storage import MeterRecord, Storage
+from cloud_receiver.storage import MeterRecord, Storage, ownership
 from contract import package
 from contract.commands import CommandError
 
@@ -329,9 +331,23 @@ def _records(params: dict[str, Any]) -> list[MeterRecord]:
         ) from None
 
 
+def _owners(params: dict[str, Any]) -> list[ownership.Assignment]:
+    """The ownership an import sets (its ``concentrator`` column), from ``effective``."""
+    owners = params.get("owners") or {}
+    effective = params.get("effective")
+    if not isinstance(owners, dict) or (owners and not isinstance(effective, int)):
+        raise RequestInvalid(
+            "archive owners: expected {meter: concentrator} and an integer effective time"
+        )
+    return [
+        ownership.Assignment(str(m), int(effective or 0), str(c)) for m, c in sorted(owners.items())
+    ]
+
+
 class ArchiveKind(Kind):
     """params: records ([meter, area, role, account, group, multiplier] rows), replace,
-    source (the file's name)."""
+    source (the file's name), owners ({meter: concentrator}, the file's ``concentrator``
+    column) and effective (unix time the owners take effect)."""
 
     name = "archive.import"
 
@@ -352,6 +368,7 @@ class ArchiveKind(Kind):
 
     def check(self, storage: Storage, params: dict[str, Any], attachment: bytes | None) -> None:
         self._merged(storage, params)
+        _owners(params)
 
     def approvals(
         self, storage: Storage, params: dict[str, Any], conf: access_settings.Settings
@@ -362,9 +379,16 @@ class ArchiveKind(Kind):
         records = params.get("records") or []
         areas = {r[1] for r in records}
         how = "replacing the archive" if params.get("replace") else "merged into the archive"
+        owners = params.get("owners") or {}
+        owned = (
+            f", {len(owners)} meter(s) assigned to {', '.join(sorted(set(owners.values())))}"
+            f" from {params.get('effective')}"
+            if owners
+            else ""
+        )
         return (
             f"archive import of {len(records)} meters in {len(areas)} areas from"
-            f" {params.get('source')}, {how}"
+            f" {params.get('source')}, {how}{owned}"
         )
 
     def execute(
@@ -372,11 +396,92 @@ class ArchiveKind(Kind):
     ) -> dict[str, Any]:
         p = req.params
         merged = self._merged(storage, p)
+        by = f"operator:{req.requested_by} (request {req.id})"
+        changes = [replace(a, assigned_at=now, assigned_by=by) for a in _owners(p)]
         storage.replace_archive(merged)
+        with storage.transaction() as conn:
+            try:
+                moved = ownership.assign(conn, changes)
+            except ValueError as exc:
+                raise RequestInvalid(str(exc)) from None
         return {
             "imported": len(p["records"]),
             "areas": len({r[1] for r in p["records"]}),
             "archive": len(merged),
+            "assigned": moved,
+        }
+
+
+class ArchivePushKind(Kind):
+    """The archive download: params concentrator, id, at (unix time whose owners are
+    sent), valid_for_s. Signed by the service (the command key), after a second
+    operator's approval, like any archive change."""
+
+    name = "archive.push"
+    needs = frozenset({"command"})
+
+    def action(self, params: dict[str, Any]) -> Action:
+        return Action.ARCHIVE_CHANGE
+
+    def _draft(self, storage: Storage, params: dict[str, Any]) -> dict[str, Any]:
+        with storage.read() as conn:
+            version = ownership.version(conn)
+            owned = ownership.owned_by(
+                ownership.all_histories(conn), str(params["concentrator"]), int(params["at"])
+            )
+        if version == 0:
+            raise RequestInvalid(
+                "no meter is assigned to a concentrator yet: `archive import` a file with a"
+                " concentrator column first"
+            )
+        return {"version": version, "meters": owned}
+
+    def check(self, storage: Storage, params: dict[str, Any], attachment: bytes | None) -> None:
+        try:
+            commands.draft_command(
+                concentrator=params["concentrator"],
+                action="archive",
+                params=self._draft(storage, params),
+                valid_for_s=params["valid_for_s"],
+                command_id=params["id"],
+            )
+        except CommandError as exc:
+            raise RequestInvalid(str(exc)) from None
+
+    def approvals(
+        self, storage: Storage, params: dict[str, Any], conf: access_settings.Settings
+    ) -> int:
+        return 1
+
+    def describe(self, params: dict[str, Any]) -> str:
+        return (
+            f"archive download to {params.get('concentrator')}: the meters it owns at"
+            f" {params.get('at')}"
+        )
+
+    def execute(
+        self, storage: Storage, keys: Keys, req: Request, attachment: bytes | None, now: float
+    ) -> dict[str, Any]:
+        assert keys.command is not None
+        p = req.params
+        draft = self._draft(storage, p)
+        record = commands.issue(
+            storage,
+            keys.command,
+            concentrator=p["concentrator"],
+            action="archive",
+            params=draft,
+            valid_for_s=p["valid_for_s"],
+            issued_by=f"operator:{req.requested_by} (request {req.id})",
+            now=now,
+            command_id=p["id"],
+        )
+        return {
+            "id": record.id,
+            "counter": record.counter,
+            "status": record.status,
+            "version": draft["version"],
+            "meters": len(draft["meters"]),
         }
 
 
@@ -454,7 +559,15 @@ class RolloutKind(Kind):
 
 
 KINDS: dict[str, Kind] = {
-    k.name: k for k in (CommandKind(), DrEventKind(), ArchiveKind(), RolloutKind(), SupplyKind())
+    k.name: k
+    for k in (
+        CommandKind(),
+        DrEventKind(),
+        ArchiveKind(),
+        ArchivePushKind(),
+        RolloutKind(),
+        SupplyKind(),
+    )
 }
 
 

@@ -29,6 +29,7 @@ from cloud_receiver.cli import (
     backup,
     commands,
     dr,
+    ownership,
     pki,
     prepay,
     queries,
@@ -58,7 +59,7 @@ def main(site_tz: object) -> None:
     """meterflow cloud receiver: ingest concentrator batches and answer queries."""
 
 
-for _module in (pki, service, queries, commands, prepay, dr, supply, analytics, releases, access,
-                audit, backup):  # fmt: skip
+for _module in (pki, service, queries, commands, prepay, dr, supply, analytics, ownership,
+                releases, access, audit, backup):  # fmt: skip
     for _command in _module.COMMANDS:
         main.add_command(_command)

@@ -98,18 +98,32 @@ def archive() -> None:
 @click.option(
     "--replace", is_flag=True, help="Replace the whole archive (default: add and update meters)."
 )
+@click.option(
+    "--effective",
+    default=None,
+    help="concentrator column: from when (unix seconds or ISO time; default: now).",
+)
 @json_option()
 def archive_import(
-    file: Path, db_url: str, session_file: Path | None, replace: bool, as_json: bool
+    file: Path,
+    db_url: str,
+    session_file: Path | None,
+    replace: bool,
+    effective: str | None,
+    as_json: bool,
 ) -> None:
-    """Load an archive CSV (meter,area,role[,account,group,multiplier]).
+    """Load an archive CSV (meter,area,role[,account,group,multiplier,concentrator]).
 
-    An archive change waits for a second operator's approval (`cloud-receiver approve
-    ID`), which carries it out."""
-    from cloud_receiver.applications.fleet.archive import ArchiveError, parse_archive_csv
+    A ``concentrator`` column assigns meters to concentrators from --effective on; the
+    receiver then refuses their readings from any other. An archive change waits for a
+    second operator's approval (`cloud-receiver approve ID`), which carries it out."""
+    import time
+
+    from cloud_receiver.applications.fleet.archive import ArchiveError, parse_archive
+    from cloud_receiver.cli.common import time_arg
 
     try:
-        records = parse_archive_csv(file.read_text(encoding="utf-8"))
+        records, owners = parse_archive(file.read_text(encoding="utf-8"))
     except OSError as exc:
         raise ReceiverError(f"{file}: {exc.strerror or exc}") from exc
     except UnicodeDecodeError:
@@ -118,9 +132,11 @@ def archive_import(
         raise ArchiveError(f"{file}: {exc}") from None
     rows = [[r.meter, r.area, r.role, r.account, r.group, str(r.multiplier)] for r in records]
     with acting(db_url, session_file) as actor:
-        req = actor.submit(
-            "archive.import", {"records": rows, "replace": replace, "source": file.name}
-        )
+        since = time_arg(effective)
+        params = {"records": rows, "replace": replace, "source": file.name}
+        if owners:
+            params |= {"owners": owners, "effective": int(time.time()) if since is None else since}
+        req = actor.submit("archive.import", params)
         show_request(req, as_json)
 
 

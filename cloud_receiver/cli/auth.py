@@ -275,6 +275,13 @@ def show_request(req: Request, as_json: bool) -> None:
         click.echo(
             f"{result['imported']} meters in {result['areas']} areas imported;"
             f" the archive holds {result['archive']} meters"
+            + (f"; {result['assigned']} meter(s) assigned" if result.get("assigned") else "")
+        )
+    elif req.kind == "archive.push":
+        click.echo(
+            f"archive version {result['version']} ({result['meters']} meters) queued for"
+            f" {p['concentrator']} as command {result['id']}; `cloud-receiver commands"
+            f" --id {result['id']}` shows its outcome"
         )
     elif req.kind == "rollout.start":
         stages = ", ".join(f"{n}:{t}" for n, t in p["stages"])

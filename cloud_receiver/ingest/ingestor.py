@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, get_args
 
+from cloud_receiver.ingest import ownership
 from cloud_receiver.ingest.hooks import Reactions
 from cloud_receiver.storage import IngestResult, Storage
 from contract import topics, wire
@@ -43,6 +44,7 @@ REASONS: tuple[str, ...] = (
     "concentrator_mismatch",
     "replay",
     "revoked",
+    "not_owner",  # readings for meters the sender does not own (`.ownership`)
     "internal_error",
 )
 
@@ -74,6 +76,7 @@ class Ingestor:
         self.revoked = revoked
         self.reactions = reactions
         self.counters = Counters()
+        self.owners = ownership.Owners(storage)  # who may deliver which meter
         self._software: dict[str, tuple[str | None, int]] = {}
 
     def handle(self, topic: str, payload: bytes, received_at: float | None = None) -> Outcome:
@@ -133,8 +136,11 @@ class Ingestor:
             return self._quarantine(topic, payload, now, topic_id, header.seq, exc.reason, str(exc))
         # A concentrator of the previous release still sends Modbus register names.
         readings = canonical_readings(content.readings)
+        split = self.owners.split(topic_id, readings)
+        if split.refused:
+            self._refuse_foreign(topic, topic_id, header.seq, split, now)
         result, new = self.storage.ingest(
-            topic_id, header.seq, header.key_id, readings, content.events, now
+            topic_id, header.seq, header.key_id, split.owned, content.events, now
         )
         if result == IngestResult.REPLAY:
             return self._quarantine(
@@ -147,7 +153,7 @@ class Ingestor:
                 f"sequence {header.seq} is older than the replay window",
             )
         if result == IngestResult.STORED:
-            self._after_store(topic_id, readings, content.events, now)
+            self._after_store(topic_id, split.owned, content.events, now)
             self._note_software(topic_id, header, content.events, now)
         key = self.keys(topic_id, header.key_id)
         assert key is not None  # open_batch just used it
@@ -162,6 +168,21 @@ class Ingestor:
             version=header.version,
         )
         return Outcome(status, "", topic_id, header.seq, new, ack)
+
+    def _refuse_foreign(
+        self, topic: str, concentrator: str, seq: int, split: ownership.Split, now: float
+    ) -> None:
+        """Readings for meters the sender does not own: quarantined with an alert, never
+        stored; the rest of the batch goes on (and is acked)."""
+        self.counters.by_reason["not_owner"] = self.counters.by_reason.get("not_owner", 0) + 1
+        log.warning(
+            "refused %d reading(s) from %s (seq %d) for meters it does not own: %s",
+            len(split.refused), concentrator, seq, ", ".join(sorted(split.owners)),
+        )  # fmt: skip
+        ownership.refuse(
+            self.storage, topic=topic, concentrator=concentrator, seq=seq, split=split,
+            received_at=now,
+        )  # fmt: skip
 
     def _note_software(
         self, concentrator: str, header: wire.Header, events: Sequence[Event], now: float

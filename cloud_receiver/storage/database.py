@@ -128,6 +128,10 @@ class Storage:
         (``on_conflict_do_nothing`` / ``on_conflict_do_update``, alike on both)."""
         return self._backend.insert(table)
 
+    def read(self) -> contextlib.AbstractContextManager[Connection]:
+        """A read-only transaction (on SQLite it never blocks the writer)."""
+        return self._reading()
+
     def _rows(self, query: Any) -> list[Any]:
         with self._reading() as conn:
             return list(conn.execute(query).all())

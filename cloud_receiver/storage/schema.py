@@ -118,6 +118,20 @@ meters = Table(
 )
 Index("meters_by_area", meters.c.area)
 
+# Which concentrator each meter sits behind, from when (`cloud_receiver.storage.ownership`
+# holds the rule): rows are only added, so a meter's history says who owned each slot.
+meter_owners = Table(
+    "meter_owners",
+    metadata,
+    _id(),
+    Column("meter", Text, nullable=False),
+    Column("effective_from", BigInteger, nullable=False),  # unix time, a slot boundary
+    Column("concentrator", Text, nullable=False),
+    Column("assigned_at", Double, nullable=False),
+    Column("assigned_by", Text, nullable=False),
+    UniqueConstraint("meter", "effective_from"),
+)
+
 # ---------------------------------------------------------------- downlink commands
 # `command_log` is the receiver's audit log of every command.
 command_counters = Table(

@@ -30,5 +30,6 @@ for _command in (
     control.flush,
     control.backfill,
     control.logs,
+    control.commissioning,
 ):
     main.add_command(_command)

@@ -121,6 +121,7 @@ def status(socket_path: Path, as_json: bool) -> None:
         f"oldest read {_age(b['oldest_age_s'])} ago",
         f"uplink   {_uplink_line(doc['uplink'])}",
         f"modem    {_modem_line(doc['modem'])}",
+        f"archive  {_archive_line(doc['archive'])}",
     ):
         _plain(console, line)
     numbers = ("utilisation", "queued", "transactions", "timeouts", "frame errors", "reads",
@@ -332,6 +333,39 @@ def buffer(socket_path: Path, as_json: bool) -> None:
         f"uplink       {_uplink_line(doc['uplink'])}",
     ):
         _plain(console, line)
+
+
+def _archive_line(a: dict[str, Any]) -> str:
+    """The meter archive and commissioning mode, on one line (README, "Meter ownership")."""
+    if a["archive_version"] is None:
+        text = "none received: polling every configured meter"
+    else:
+        text = f"version {a['archive_version']}, {a['archive_meters']} meters"
+    mode = "on" if a["commissioning"] else "off"
+    text += f"; commissioning {mode} ({a['commissioning_source']})"
+    refused = a["refused"]
+    if refused:
+        more = f" and {len(refused) - 5} more" if len(refused) > 5 else ""
+        shown = ", ".join(refused[:5]) + more
+        text += f"; not polled (outside the archive): {shown}"
+    return text
+
+
+@click.command()
+@click.argument("mode", type=click.Choice(["on", "off", "config"]))
+@socket_option
+@json_option()
+def commissioning(mode: str, socket_path: Path, as_json: bool) -> None:
+    """Commissioning mode: on polls every configured meter, off only those of the
+    archive the receiver downloaded, config as [concentrator] commissioning says.
+
+    The word is kept in the store (it outlives restarts) and written as a
+    ``commissioning`` event."""
+    doc = daemon_call(socket_path, "commissioning", {"mode": mode})
+    if as_json:
+        click.echo(json.dumps(doc))
+        return
+    _plain(Console(), f"archive  {_archive_line(doc)}")
 
 
 @click.command()

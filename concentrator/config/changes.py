@@ -48,7 +48,8 @@ def keep_restart_only(
 
 def polling_part(cfg: Config) -> tuple[object, ...]:
     """What the polling side is built from: a change restarts its workers and schedulers."""
-    return (cfg.buses, cfg.meters, cfg.tasks, cfg.concentrator.timezone)
+    return (cfg.buses, cfg.meters, cfg.tasks, cfg.concentrator.timezone,
+            cfg.concentrator.commissioning)  # fmt: skip
 
 
 def uplink_fingerprint(cfg: Config) -> tuple[object, ...]:

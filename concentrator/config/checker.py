@@ -74,7 +74,7 @@ _TOP_KEYS = (
 # (1 when absent); an update package states the lowest format it reads, and is refused
 # by a concentrator whose file is older.
 CONFIG_FORMAT = 1
-_CONCENTRATOR_KEYS = ("id", "timezone", "control_socket")
+_CONCENTRATOR_KEYS = ("id", "timezone", "control_socket", "commissioning")
 _STORAGE_KEYS = ("path", "quota_mb", "synchronous", "retention_days")
 _BUS_KEYS = (
     "name",
@@ -266,9 +266,10 @@ class _Checker:
                     f"path holds at most {MAX_SOCKET_PATH_BYTES}",
                 )
                 failed.append(True)
+        commissioning = optional(lambda: t.boolean("commissioning", False), failed)
         if failed or id_ is None or tz is None:
             return None
-        return ConcentratorSection(id_, tz, control_socket)
+        return ConcentratorSection(id_, tz, control_socket, bool(commissioning))
 
     def storage(self, doc: dict[str, Any]) -> StorageSection | None:
         t = self.section(doc, "storage")

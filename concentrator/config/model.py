@@ -64,6 +64,9 @@ class ConcentratorSection:
     timezone: str = "+08:00"
     # The field CLI's way into the running daemon (concentrator/control/).
     control_socket: Path = DEFAULT_CONTROL_SOCKET
+    # Poll configured meters outside the archive the receiver downloaded (README, "Meter
+    # ownership"); ``concentrator commissioning on|off`` overrides it.
+    commissioning: bool = False
 
     @property
     def tzinfo(self) -> dt.timezone:

@@ -31,6 +31,7 @@ from concentrator.control.protocol import (
     error_for,
     short,
 )
+from concentrator.polling.archive_guard import Word
 from concentrator.polling.backfill import DayPlan
 from concentrator.polling.health import HealthTracker
 from concentrator.polling.meter_actions import (
@@ -83,6 +84,10 @@ class PollingView(BusTurns, Protocol):
     ) -> list[QuantityValue]: ...
 
     async def backfill_freezes(self, address: str, days: Sequence[dt.date]) -> DayPlan: ...
+
+    def archive_status(self) -> dict[str, object]: ...
+
+    async def set_commissioning(self, word: Word, by: object) -> dict[str, object]: ...
 
 
 class InFlightBatch(Protocol):
@@ -217,6 +222,7 @@ class ControlApi:
                 "rate": round(read / (read + missing), 6) if read + missing else None,
             },
             backlog=await self._backlog(),
+            archive=self.polling.archive_status(),
             timezone=config.concentrator.timezone,
             control_socket=str(self.socket_path),
         )
@@ -491,6 +497,17 @@ class ControlApi:
                     pending.cancel()
             self.log_ring.unfollow(follower)
 
+    async def commissioning(self, call: Call, args: Args) -> dict[str, Any]:
+        """Commissioning ``on`` (poll every configured meter), ``off`` (only the
+        archive's), or ``config`` (as ``[concentrator] commissioning`` says)."""
+        mode = args.string("mode")
+        if mode not in ("on", "off", "config"):
+            raise ControlError(
+                ErrorCode.BAD_ARGUMENT, f'mode "{short(mode)}": expected on, off or config'
+            )
+        word: Word = "on" if mode == "on" else "off" if mode == "off" else "config"
+        return dict(await self.polling.set_commissioning(word, call.peer))
+
 
 Handler = Callable[[ControlApi, Call, Args], Awaitable[dict[str, Any]]]
 
@@ -505,6 +522,7 @@ _HANDLERS: dict[str, Handler] = {
     "flush": ControlApi.flush,
     "backfill": ControlApi.backfill,
     "logs": ControlApi.logs,
+    "commissioning": ControlApi.commissioning,
 }
 assert set(_HANDLERS) == set(COMMANDS)
 

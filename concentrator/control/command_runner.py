@@ -68,6 +68,10 @@ class CommandTargets(BusTurns, Protocol):
 
     async def remove_meter(self, address: str) -> None: ...
 
+    async def apply_archive(
+        self, version: int, meters: list[str], command: str
+    ) -> dict[str, object]: ...
+
 
 class UpgradeOffers(Protocol):
     """Who takes an ``upgrade`` command (`concentrator.update.updater.Updater`)."""
@@ -248,6 +252,8 @@ class CommandRunner:
             return await self._time_sync(cmd)
         if cmd.action in ("add_meter", "remove_meter"):
             return [await self._change_meter(cmd, address) for address in cmd.meters]
+        if cmd.action == "archive":
+            return [await self._archive(cmd)]
         if cmd.action == "upgrade":
             if self.upgrades is None:
                 return [{"result": "refused", "error": "updates are not configured ([update])"}]
@@ -314,6 +320,16 @@ class CommandRunner:
         except ValueError as exc:
             return {"meter": address, "result": "refused", "error": str(exc)}
         return {"meter": address, "result": "ok", "meters": len(t.config.meters)}
+
+    async def _archive(self, cmd: Command) -> dict[str, Any]:
+        """The archive download: poll the meters it lists and no others (unless
+        commissioning); an older version than the one in force is refused."""
+        version, meters = int(cmd.params["version"]), [str(m) for m in cmd.params["meters"]]
+        try:
+            applied = await self.targets.apply_archive(version, meters, cmd.id)
+        except ValueError as exc:
+            return {"result": "refused", "error": str(exc)}
+        return {"result": "ok", **applied}
 
     async def _clock_check(self, cmd: Command, meter: MeterConfig) -> dict[str, Any]:
         t = self.targets

@@ -103,6 +103,7 @@ COMMANDS: dict[str, tuple[str, ...]] = {
     "flush": (),
     "backfill": ("meter", "from", "to"),
     "logs": ("lines", "follow"),
+    "commissioning": ("mode",),
 }
 _ENVELOPE = ("v", "id", "cmd", "args")
 

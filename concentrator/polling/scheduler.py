@@ -23,6 +23,7 @@ from collections.abc import Sequence
 
 from concentrator.clock import Clock
 from concentrator.config import Config, MeterConfig, TaskConfig
+from concentrator.polling.archive_guard import ArchiveGuard, Word
 from concentrator.polling.backfill import DayPlan, FreezeBackfill, is_freeze_task
 from concentrator.polling.bus_worker import BusAction, BusWorker, Job, Priority, stored_names
 from concentrator.polling.health import Health, HealthTracker
@@ -48,6 +49,8 @@ class Polling:
         self.health = HealthTracker(self._health_changed)
         self.backfill = FreezeBackfill(self)
         self.roster = Roster(writer)
+        self.guard = ArchiveGuard(writer)  # the archive: which meters may be polled
+        self._refused_noted: list[str] = []
         self.workers: dict[str, BusWorker] = {}
         self.tasks: list[asyncio.Task[None]] = []  # the bus workers and the schedulers
         self.slots_started = 0
@@ -58,6 +61,7 @@ class Polling:
         """Make ``config``, with the meters commands added or removed, the one in force
         (the workers and schedulers running are not touched: `stop` and `start`)."""
         self.config = await self.roster.overlay(config)
+        await self.guard.load(self.config)
 
     def start(self) -> None:
         cfg = self.config
@@ -67,7 +71,9 @@ class Polling:
             if b.type == "plc":
                 self.workers[b.name] = PlcWorker(
                     b,
-                    meters=[m for m in cfg.meters if m.bus == b.name],
+                    meters=[
+                        m for m in cfg.meters if m.bus == b.name and self.guard.allows(m.address)
+                    ],
                     clock=self.clock,
                     writer=self.writer,
                     health=self.health,
@@ -86,6 +92,7 @@ class Polling:
                 )
         self._meter_bus = {m.address: m.bus for m in cfg.meters}
         self.health.forget(set(self._meter_bus))
+        self._note_refused()
         self.tasks = [
             asyncio.create_task(w.run(), name=f"bus-{name}") for name, w in self.workers.items()
         ]
@@ -123,6 +130,67 @@ class Polling:
     async def _meters_changed(self) -> None:
         await self.reload(self.config)
         log.info("meters changed by command: %d configured", len(self.config.meters))
+
+    # ------------------------------------------------------------------ the archive
+    async def apply_archive(
+        self, version: int, meters: list[str], command: str
+    ) -> dict[str, object]:
+        """Keep the archive the receiver downloaded (a signed ``archive`` command) and
+        poll by it from now on; ValueError when it is older than the one in force."""
+        result = await self.guard.apply(version, meters, command, self.clock.wall(), self.config)
+        await self.reload(self.config)
+        return result
+
+    async def set_commissioning(self, word: Word, by: object) -> dict[str, object]:
+        """Commissioning on, off, or as the config file says: an event, then polling
+        follows (a stop and a start)."""
+        before = self.guard.commissioning
+        await self.guard.set_word(word)
+        after = self.guard.commissioning
+        self.writer.event(
+            Event(
+                "commissioning",
+                "warning" if after else "info",
+                None,
+                {"word": word, "from": before, "to": after, "by": by},
+                self.clock.wall(),
+            )
+        )
+        log.warning("commissioning %s (%s)", "on" if after else "off", word)
+        self._refused_noted = []  # say again what the new mode refuses
+        await self.reload(self.config)
+        return self.guard.status(self.config)
+
+    def archive_status(self) -> dict[str, object]:
+        return self.guard.status(self.config)
+
+    def _note_refused(self) -> None:
+        """An ``archive_refused`` event naming the configured meters the archive leaves
+        out (not polled), whenever that list changes."""
+        refused = self.guard.refused(self.config)
+        if refused == self._refused_noted:
+            return
+        self._refused_noted = refused
+        if not refused:
+            return
+        archive = self.guard.archive
+        log.warning(
+            "not polling %d configured meter(s) outside the archive: %s",
+            len(refused), ", ".join(refused[:10]) + (" ..." if len(refused) > 10 else ""),
+        )  # fmt: skip
+        self.writer.event(
+            Event(
+                "archive_refused",
+                "warning",
+                refused[0] if len(refused) == 1 else None,
+                {
+                    "meters": refused,
+                    "archive_version": None if archive is None else archive.version,
+                    "reason": "not in the archive the receiver downloaded (commissioning off)",
+                },
+                self.clock.wall(),
+            )
+        )
 
     # ------------------------------------------------------------------ scheduling
     async def _schedule(self, task: TaskConfig) -> None:
@@ -202,7 +270,9 @@ class Polling:
                     self.backfill.note(meter.address, task.name, slot)
 
     def _meters_for(self, task: TaskConfig) -> list[MeterConfig]:
-        return [m for m in self.config.meters if task.applies_to(m)]
+        return [
+            m for m in self.config.meters if task.applies_to(m) and self.guard.allows(m.address)
+        ]
 
     async def _start_slot(self, task: TaskConfig, slot: int) -> None:
         self.slots_started += 1

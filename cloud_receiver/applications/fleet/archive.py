@@ -14,6 +14,11 @@ alone do not tell. The archive comes from the utility's marketing system as a CS
   ``group`` (the tariff class customers are compared within: ``household``,
   ``commercial``…), ``multiplier`` (the CT/PT ratio, 倍率: register kWh × multiplier =
   real kWh; 1 when left out or empty).
+- ``concentrator`` (optional): the concentrator the meter sits behind. The archive is
+  the authority on it (`cloud_receiver.storage.ownership`): an import adds an
+  assignment, effective from ``archive import --effective`` (default: when it was
+  asked), for every meter whose owner it changes; the ingest then refuses that meter's
+  readings from any other concentrator. Empty: ownership left as it is.
 - An area has at most one total meter; a meter appears once. Extra columns are refused,
   so a misspelt header (``acount``) is reported instead of being silently dropped.
 
@@ -35,6 +40,7 @@ from cloud_receiver.storage.records import MeterRecord, Role
 
 ROLES: tuple[Role, ...] = ("total", "customer")
 COLUMNS = ("meter", "area", "role", "account", "group", "multiplier")
+OWNER_COLUMN = "concentrator"  # optional, kept apart: `cloud_receiver.storage.ownership`
 REQUIRED = ("meter", "area", "role")
 
 # Printable, no whitespace or commas: meter addresses and names that survive CSV, shells
@@ -65,6 +71,12 @@ class UnknownName(NotFound, LookupError):
 
 def parse_archive_csv(text: str) -> list[MeterRecord]:
     """Records of an archive CSV (the text, a UTF-8 BOM allowed); `ArchiveError` if wrong."""
+    return parse_archive(text)[0]
+
+
+def parse_archive(text: str) -> tuple[list[MeterRecord], dict[str, str]]:
+    """Records of an archive CSV and the owners its ``concentrator`` column names
+    (meter -> concentrator, rows with one only); `ArchiveError` if wrong."""
     text = text.removeprefix("\ufeff")  # Excel writes one
     try:
         rows = list(csv.reader(io.StringIO(text, newline="")))
@@ -75,11 +87,11 @@ def parse_archive_csv(text: str) -> list[MeterRecord]:
         raise ArchiveError(f"empty file: expected a header row ({','.join(COLUMNS)})")
     header_line, header = numbered[0]
     names = [h.strip().lower() for h in header]
-    unknown = [h for h in names if h not in COLUMNS]
+    unknown = [h for h in names if h not in (*COLUMNS, OWNER_COLUMN)]
     if unknown:
         raise ArchiveError(
             f"line {header_line}: unknown column(s) {', '.join(map(repr, unknown))};"
-            f" expected {', '.join(COLUMNS)}"
+            f" expected {', '.join(COLUMNS)}[,{OWNER_COLUMN}]"
         )
     missing = [c for c in REQUIRED if c not in names]
     if missing:
@@ -90,14 +102,25 @@ def parse_archive_csv(text: str) -> list[MeterRecord]:
     if len(set(names)) != len(names):
         raise ArchiveError(f"line {header_line}: a column appears twice in the header")
     records: list[MeterRecord] = []
+    owners: dict[str, str] = {}
     for n, row in numbered[1:]:
         if len(row) != len(names):
             raise ArchiveError(f"line {n}: {len(row)} fields, the header has {len(names)}")
-        records.append(_record(n, dict(zip(names, (c.strip() for c in row), strict=True))))
+        fields = dict(zip(names, (c.strip() for c in row), strict=True))
+        record = _record(n, fields)
+        records.append(record)
+        owner = fields.get(OWNER_COLUMN, "")
+        if owner:
+            if not _NAME.fullmatch(owner):
+                raise ArchiveError(
+                    f"line {n}, column {OWNER_COLUMN}: {owner!r} is not a concentrator id"
+                    " (1-64 characters, no spaces, commas or quotes)"
+                )
+            owners[record.meter] = owner
     if not records:
         raise ArchiveError("no meters: the file holds only a header row")
     validate(records, lines=[n for n, _ in numbered[1:]])
-    return records
+    return records, owners
 
 
 def _record(line: int, row: dict[str, str]) -> MeterRecord:
@@ -166,12 +189,14 @@ def merge(existing: Sequence[MeterRecord], new: Sequence[MeterRecord]) -> list[M
     return merged
 
 
-def format_archive_csv(records: Iterable[MeterRecord]) -> str:
+def format_archive_csv(records: Iterable[MeterRecord], owners: dict[str, str] | None = None) -> str:
+    """The import format; with ``owners``, the ``concentrator`` column too."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(COLUMNS)
+    writer.writerow((*COLUMNS, OWNER_COLUMN) if owners is not None else COLUMNS)
     for r in records:
-        writer.writerow([r.meter, r.area, r.role, r.account, r.group, str(r.multiplier)])
+        row = [r.meter, r.area, r.role, r.account, r.group, str(r.multiplier)]
+        writer.writerow([*row, owners.get(r.meter, "")] if owners is not None else row)
     return out.getvalue()
 
 

@@ -1,0 +1,106 @@
+"""The ingest's ownership check: a concentrator delivers only the meters it owns.
+
+Called from the ingest path (`Ingestor`) once a batch has opened under its
+concentrator's key and before it is stored. A reading for a meter the sender does not
+own at the reading's slot (`cloud_receiver.storage.ownership.owner_at`) is split off:
+it never reaches the ``readings`` table, so the true owner's value for that slot is
+stored when it arrives. The refused readings go to quarantine (reason ``not_owner``)
+with an ``ownership_refused`` alert event; the rest of the batch is stored and the batch
+is acknowledged as usual, so a stolen concentrator learns nothing and an honest one
+with a stale archive does not resend the batch forever (README, "Meter ownership").
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from cloud_receiver.storage import Storage
+from cloud_receiver.storage import ownership as rule
+from contract.records import Reading
+
+
+@dataclass(frozen=True)
+class Split:
+    owned: list[Reading]
+    refused: list[Reading] = field(default_factory=list)
+    owners: dict[str, str] = field(default_factory=dict)  # refused meter -> its owner
+
+
+class Owners:
+    """The owners of the meters a receiver hears, cached per ownership version.
+
+    Assignments are only ever added, so the newest row's id (`rule.version`, one index
+    lookup) tells whether anything changed since the cache was filled: a batch costs
+    that one query, plus one for the meters not seen since the last change. Two
+    receivers on one database see each other's changes at their next batch."""
+
+    MAX_CACHED = 200_000  # meters; beyond, the cache starts over
+
+    def __init__(self, storage: Storage) -> None:
+        self.storage = storage
+        self._version = -1
+        self._known: dict[str, list[rule.Assignment]] = {}
+
+    def split(self, concentrator: str, readings: Sequence[Reading]) -> Split:
+        """The readings ``concentrator`` may deliver, and those it may not."""
+        if not readings:
+            return Split([])
+        with self.storage.read() as conn:
+            version = rule.version(conn)
+            if version != self._version or len(self._known) > self.MAX_CACHED:
+                self._known.clear()
+                self._version = version
+            if version == 0:
+                return Split(list(readings))  # nobody owns anything yet
+            unseen = {r.meter for r in readings} - self._known.keys()
+            if unseen:
+                found = rule.histories(conn, unseen)
+                for meter in unseen:
+                    self._known[meter] = found.get(meter, [])
+        owned: list[Reading] = []
+        refused: list[Reading] = []
+        owners: dict[str, str] = {}
+        for r in readings:
+            owner = rule.owner_at(self._known[r.meter], r.slot)
+            if owner is None or owner == concentrator:
+                owned.append(r)
+            else:
+                refused.append(r)
+                owners[r.meter] = owner
+        return Split(owned, refused, owners)
+
+
+def refuse(
+    storage: Storage,
+    *,
+    topic: str,
+    concentrator: str,
+    seq: int,
+    split: Split,
+    received_at: float,
+) -> None:
+    """The alert event, then the quarantine row (through `Storage.quarantine`, the one
+    way into quarantine), unless this batch was stored before (a redelivery of a batch
+    already judged: nothing is repeated). Both are written before the batch is stored,
+    so a crash in between repeats them at the resend, never loses them."""
+    with storage.read() as conn:
+        if rule.batch_stored(conn, concentrator, seq):
+            return
+    rows = [
+        (r.meter, r.quantity, r.slot, r.value, r.unit, r.read_at, r.source) for r in split.refused
+    ]
+    with storage.transaction() as conn:
+        rule.record_alert(
+            conn, concentrator=concentrator, seq=seq, refused=rows, owners=split.owners,
+            received_at=received_at,
+        )  # fmt: skip
+    storage.quarantine(
+        topic=topic,
+        concentrator=concentrator,
+        seq=seq,
+        reason="not_owner",
+        detail=rule.refusal_text(concentrator, rows, split.owners),
+        payload=rule.refusal_payload(rows),
+        received_at=received_at,
+    )
