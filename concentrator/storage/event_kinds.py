@@ -12,6 +12,8 @@ EVENT_KINDS: tuple[str, ...] = (
     # meters and buses
     "meter_state", "bus_port_down", "bus_port_back", "relay", "time_sync", "clock_drift",
     "command",
+    # the meter archive the utility pushes down, and commissioning mode
+    "archive_refused", "commissioning",
     # carrier (PLC) modules
     "plc_module_down", "plc_module_back", "plc_module_reset", "plc_node_readded",
     "plc_route_status", "plc_routes_synced", "plc_unknown_meter", "plc_config_mismatch",
