@@ -63,7 +63,7 @@ $(STAMP): setup.cfg pyproject.toml
 	@touch $(STAMP)
 
 # Tab completion for the three CLIs (click's own), written into the venv and sourced by
-# its activate script in bash; see README "Shell completion" for a system-wide install.
+# its activate script in bash; see docs/getting-started.md, "Shell completion", for a system-wide install.
 COMPLETIONS := $(VENV)/share/bash-completion/completions
 completion: $(STAMP)
 	@mkdir -p $(COMPLETIONS)

@@ -1,7 +1,7 @@
 """Signed downlink commands: the one definition both ends use.
 
 A command travels from the receiver to one concentrator on ``mf/v1/<id>/cmd``. The
-broker is not trusted with it (README, "Downlink commands"): the receiver signs each
+broker is not trusted with it (docs/receiver.md, "Downlink commands"): the receiver signs each
 command with the utility's Ed25519 command key, and the concentrator executes only what
 that key signed, for itself, inside the command's validity window, and with a counter
 higher than any it accepted before (so a recorded command cannot be replayed). A
@@ -171,7 +171,7 @@ def check_archive(params: dict[str, Any]) -> None:
     """An ``archive`` command (the archive download): ``params.version``, a positive
     integer that only grows (the receiver's ownership version), and ``params.meters``,
     the full list of the meters the concentrator owns — it polls those and no others
-    unless it is commissioning (README, "Meter ownership")."""
+    unless it is commissioning (docs/analytics.md, "Meter ownership")."""
     version = params.get("version")
     if not isinstance(version, int) or isinstance(version, bool) or version < 1:
         raise CommandError(f"archive needs params.version, a positive integer (got {version!r})")

@@ -21,5 +21,5 @@ def parse_utc_offset(text: str) -> dt.timezone | None:
 
 def iso_time(t: float, tz: dt.tzinfo = dt.UTC) -> str:
     """Unix seconds as ISO 8601 with its offset, to the second: how both ends write a
-    time for people (README, "Times"); in UTC where the site's zone is not known."""
+    time for people (docs/output.md); in UTC where the site's zone is not known."""
     return dt.datetime.fromtimestamp(t, tz).isoformat(timespec="seconds")

@@ -17,7 +17,7 @@ RECEIVER_UNIT = ROOT / "systemd" / "meterflow-receiver.service"
 
 
 def test_the_example_site_config_passes_config_check_once_installed(tmp_path: Path) -> None:
-    """Installed as the README says: the file in /etc/meterflow, the provisioned PKI
+    """Installed as docs/concentrator.md says: the file in /etc/meterflow, the provisioned PKI
     beside it, the store's folder made by systemd-tmpfiles. Here those folders live
     under tmp_path; the only findings left are the serial ports this machine lacks."""
     etc, var, pki = tmp_path / "etc", tmp_path / "var", tmp_path / "pki"

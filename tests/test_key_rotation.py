@@ -1,5 +1,5 @@
 """Rotating a concentrator's payload key and renewing its certificate mid-stream, by the
-documented operator path (README, "Rotating a concentrator's payload key and
+documented operator path (docs/receiver.md, "Rotating a concentrator's payload key and
 certificate"): simulated meters → `concentrator run` → a real Mosquitto with the CRL →
 `cloud-receiver run`. New files are copied over the device's, ``key_id`` is changed in
 its config, SIGHUP; then the old certificate is revoked and the broker restarted, so the

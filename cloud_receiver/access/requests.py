@@ -565,4 +565,4 @@ def finish(
 def _when(t: float) -> str:
     from clitools.timefmt import iso
 
-    return iso(t)  # ISO 8601 with the site's offset (README, "Times")
+    return iso(t)  # ISO 8601 with the site's offset (docs/output.md)

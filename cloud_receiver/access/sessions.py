@@ -248,7 +248,7 @@ _GENERIC = "login refused: wrong operator name, password or TOTP code"
 def _when(t: float) -> str:
     from clitools.timefmt import iso
 
-    return iso(t)  # ISO 8601 with the site's offset (README, "Times")
+    return iso(t)  # ISO 8601 with the site's offset (docs/output.md)
 
 
 def _refuse(

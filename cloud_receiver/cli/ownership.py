@@ -1,5 +1,5 @@
 """``archive owners`` and ``archive push``: which concentrator each meter sits behind,
-and the archive download to a concentrator (README, "Meter ownership").
+and the archive download to a concentrator (docs/analytics.md, "Meter ownership").
 
 Added to the ``archive`` group of `.analytics`; the assignments themselves come with
 ``archive import`` (its ``concentrator`` column and ``--effective``)."""

@@ -25,7 +25,7 @@ def _concentrator(ctx: click.Context, param: click.Parameter, value: str | None)
 
 
 def _when(t: float) -> str:
-    return iso(t)  # the site's zone, not the host's (README, "Output, times and --json")
+    return iso(t)  # the site's zone, not the host's (docs/output.md)
 
 
 @supply.command("show")

@@ -5,7 +5,7 @@ service's latency histogram), with prometheus_client's own HTTP server in a thre
 figures that come from the database (the quarantine's size, collection completeness)
 are computed at scrape time, at most once per ``refresh_s`` whatever the number of
 scrapers, on a connection of their own so a scrape never waits for (or holds up) an
-ingest; yesterday's deliveries are read once a day. Names and labels: README "Metrics".
+ingest; yesterday's deliveries are read once a day. Names and labels: docs/metrics.md.
 
 Collection completeness, per concentrator, for the local day so far (``CollectionRule``):
 

@@ -7,7 +7,7 @@ it never reaches the ``readings`` table, so the true owner's value for that slot
 stored when it arrives. The refused readings go to quarantine (reason ``not_owner``)
 with an ``ownership_refused`` alert event; the rest of the batch is stored and the batch
 is acknowledged as usual, so a stolen concentrator learns nothing and an honest one
-with a stale archive does not resend the batch forever (README, "Meter ownership").
+with a stale archive does not resend the batch forever (docs/analytics.md, "Meter ownership").
 """
 
 from __future__ import annotations

@@ -124,7 +124,7 @@ class ReceiverService:
     def _on_connect_fail(self, client: mqtt.Client, userdata: object) -> None:
         """paho could not connect (TCP or TLS): called inside its ``except OSError``, so
         the exception in flight is the reason. Logged every time, with the backoff
-        paho waits before the next attempt (README, "Receiving")."""
+        paho waits before the next attempt (docs/receiver.md, "cloud-receiver run")."""
         error = sys.exc_info()[1]
         if self._closing:
             return

@@ -53,7 +53,7 @@ def report_not_supported(
 ) -> Exit:
     """List the quantities the meter does not have; the exit code of the read.
 
-    One rule for direct mode and reads through the daemon (README, `concentrator read`):
+    One rule for direct mode and reads through the daemon (docs/concentrator.md, "read"):
     a quantity the meter reports as not supported is listed, never an error by itself;
     the read fails (exit 5, the meter's "no requested data") only when nothing that was
     asked for could be read.

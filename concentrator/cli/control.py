@@ -45,7 +45,7 @@ def _tz(text: object) -> dt.tzinfo | None:
 
 
 def _when(t: float | None, tz: dt.tzinfo | None) -> str:
-    """ISO 8601 with the offset of the concentrator's zone (README, "Times")."""
+    """ISO 8601 with the offset of the concentrator's zone (docs/output.md)."""
     if t is None:
         return "-"
     return iso_time(t, tz or dt.UTC)
@@ -336,7 +336,7 @@ def buffer(socket_path: Path, as_json: bool) -> None:
 
 
 def _archive_line(a: dict[str, Any]) -> str:
-    """The meter archive and commissioning mode, on one line (README, "Meter ownership")."""
+    """The meter archive and commissioning mode, on one line (docs/analytics.md)."""
     if a["archive_version"] is None:
         text = "none received: polling every configured meter"
     else:

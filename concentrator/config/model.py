@@ -64,7 +64,7 @@ class ConcentratorSection:
     timezone: str = "+08:00"
     # The field CLI's way into the running daemon (concentrator/control/).
     control_socket: Path = DEFAULT_CONTROL_SOCKET
-    # Poll configured meters outside the archive the receiver downloaded (README, "Meter
+    # Poll configured meters outside the archive the receiver downloaded (docs/analytics.md, "Meter
     # ownership"); ``concentrator commissioning on|off`` overrides it.
     commissioning: bool = False
 
@@ -268,7 +268,7 @@ class MetricsConfig:
     Without it no port is opened and prometheus_client is never imported (RSS budget)."""
 
     port: int
-    # Loopback unless the utility's network is meant to reach it (docs: README "Metrics").
+    # Loopback unless the utility's network is meant to reach it (docs/metrics.md).
     address: str = "127.0.0.1"
 
 

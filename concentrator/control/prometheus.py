@@ -7,7 +7,7 @@ reads what the daemon's tasks already count, through narrow read-only views (the
 Protocols below), at scrape time on the event loop; the only store query, the backlog,
 runs in the store's thread and is reused for ``BACKLOG_EVERY_S``. Names follow the
 Prometheus conventions (``_total`` counters, base units in the name) and the labels are
-bounded: ``bus`` and meter ``state``, never a meter (README "Metrics").
+bounded: ``bus`` and meter ``state``, never a meter (docs/metrics.md).
 """
 
 from __future__ import annotations

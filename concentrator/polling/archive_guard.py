@@ -1,5 +1,5 @@
 """Which configured meters the concentrator may poll: those of the archive the receiver
-downloaded, or all of them while it is commissioning (README, "Meter ownership").
+downloaded, or all of them while it is commissioning (docs/analytics.md, "Meter ownership").
 
 The receiver's meter archive is the authority on which meters sit behind which
 concentrator; it sends each one its list as a signed ``archive`` command
