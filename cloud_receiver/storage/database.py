@@ -29,7 +29,7 @@ from sqlalchemy import Connection, Table, bindparam, case, delete, exc, func, in
 from sqlalchemy.sql import ColumnElement
 
 from cloud_receiver.errors import StorageError
-from cloud_receiver.storage import migrate
+from cloud_receiver.storage import conflicts, migrate
 from cloud_receiver.storage.backends import (
     Backend,
     PostgresBackend,
@@ -40,6 +40,7 @@ from cloud_receiver.storage.backends import (
 from cloud_receiver.storage.records import (
     CommandRecord,
     ConcentratorInfo,
+    Conflict,
     IngestResult,
     MeterRecord,
     Quarantined,
@@ -176,6 +177,8 @@ class Storage:
         if max_seq is not None and seq <= int(max_seq) - REPLAY_WINDOW:
             raise _Refused(IngestResult.REPLAY)
         new = self._backend.add_readings(conn, concentrator, seq, batch)
+        if new < len(batch):  # some keys were stored already: duplicates or conflicts
+            conflicts.record(conn, concentrator, seq, batch, received_at)
         if batch_events:
             conn.execute(
                 insert(events),
@@ -211,6 +214,8 @@ class Storage:
                     reason=reason,
                     detail=detail,
                     payload=payload,
+                    size=len(payload),
+                    charged=len(payload) + len(topic) + len(detail),
                 )
             )
 
@@ -230,6 +235,18 @@ class Storage:
         if until is not None:
             query = query.where(r.slot < until)
         return [StoredRow(*row) for row in self._rows(query)]
+
+    def conflicts(
+        self,
+        *,
+        since: float | None = None,
+        until: float | None = None,
+        meter: str | None = None,
+        limit: int = 100,
+    ) -> list[Conflict]:
+        """Conflicting readings detected in ``since <= t < until``, newest first."""
+        with self._reading() as conn:
+            return conflicts.query(conn, since=since, until=until, meter=meter, limit=limit)
 
     def concentrators(self) -> list[ConcentratorInfo]:
         c, b = concentrators.c, batches.c
