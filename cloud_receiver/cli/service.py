@@ -53,6 +53,47 @@ def _metrics_address(
     return host, int(port)
 
 
+def _size(ctx: click.Context, param: click.Parameter, text: str) -> int:
+    """A size in bytes: ``4096``, ``512K``, ``64M``, ``1G`` (binary multiples)."""
+    units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+    t = text.strip().upper().removesuffix("B").removesuffix("I")
+    factor = units.get(t[-1:], 1)
+    digits = t[:-1] if t[-1:] in units else t
+    if not digits.isdigit() or int(digits) < 1:
+        raise click.BadParameter(f"{text!r}: expected a size such as 4096, 512K, 64M or 1G")
+    return int(digits) * factor
+
+
+def _quarantine_options(f: Callable[..., None]) -> Callable[..., None]:
+    """The quarantine's budget and rate limit (`cloud_receiver.storage.quarantine`)."""
+    for option in reversed(
+        [
+            click.option("--quarantine-bytes", default="64M", show_default=True,
+                         callback=_size, metavar="SIZE",
+                         help="Quarantine: at most this many bytes in all."),
+            click.option("--quarantine-rows", type=click.IntRange(min=1), default=10_000,
+                         show_default=True, help="Quarantine: at most this many messages."),
+            click.option("--quarantine-sender-bytes", default="8M", show_default=True,
+                         callback=_size, metavar="SIZE",
+                         help="Quarantine: at most this many bytes per sender."),
+            click.option("--quarantine-sender-rows", type=click.IntRange(min=1),
+                         default=1_000, show_default=True,
+                         help="Quarantine: at most this many messages per sender."),
+            click.option("--quarantine-prefix", default="4K", show_default=True,
+                         callback=_size, metavar="SIZE",
+                         help="Quarantine: keep this much of a payload, cut the rest."),
+            click.option("--quarantine-rate", type=click.FloatRange(min=0, min_open=True),
+                         default=60.0, show_default=True, metavar="PER_MINUTE",
+                         help="Quarantine: messages kept per sender per minute."),
+            click.option("--quarantine-burst", type=click.IntRange(min=1), default=60,
+                         show_default=True,
+                         help="Quarantine: messages a sender may have kept at once."),
+        ]
+    ):  # fmt: skip
+        f = option(f)
+    return f
+
+
 @click.command()
 @click.option("--broker", "broker_addr", required=True, help="Broker HOST:PORT (TLS).")
 @pki_dir_option(help="Deployment PKI: ca.crt, the receiver's certificate, keys.json.")
@@ -101,6 +142,7 @@ def _metrics_address(
     metavar="SECONDS",
     help="Reuse the database figures of the metrics this long (the counters are live).",
 )
+@_quarantine_options
 @click.option("-v", "--verbose", count=True, help="More logging (-vv for debug).")
 def run(
     broker_addr: str,
@@ -113,11 +155,31 @@ def run(
     tz_text: str,
     metrics_at: tuple[str, int] | None,
     metrics_refresh: float,
+    quarantine_bytes: int,
+    quarantine_rows: int,
+    quarantine_sender_bytes: int,
+    quarantine_sender_rows: int,
+    quarantine_prefix: int,
+    quarantine_rate: float,
+    quarantine_burst: int,
     verbose: int,
 ) -> None:
     """Ingest batches until SIGTERM: verify, decrypt, store exactly once, then ack."""
     import asyncio
     import signal
+
+    from cloud_receiver.ingest.ratelimit import SenderRate
+    from cloud_receiver.storage.quarantine import Budget
+
+    try:
+        budget = Budget(
+            total_bytes=quarantine_bytes, total_rows=quarantine_rows,
+            sender_bytes=quarantine_sender_bytes, sender_rows=quarantine_sender_rows,
+            prefix_bytes=quarantine_prefix,
+        )  # fmt: skip
+        rate = SenderRate(per_minute=quarantine_rate, burst=quarantine_burst)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
 
     from cloud_receiver.applications.reactions import Applications
     from cloud_receiver.ingest.ingestor import Ingestor
@@ -157,7 +219,10 @@ def run(
         storage, command_key=command_key, prepay_policy=policy,
         request_keys=Keys(command=command_key, release=release), name=receiver_name,
     )  # fmt: skip
-    ingestor = Ingestor(storage, KeyRegistry(pki_dir / pki.KEY_REGISTRY).lookup, reactions)
+    ingestor = Ingestor(
+        storage, KeyRegistry(pki_dir / pki.KEY_REGISTRY).lookup, reactions,
+        budget=budget, rate=rate,
+    )  # fmt: skip
     service = ReceiverService(
         ingestor,
         BrokerSettings(

@@ -210,6 +210,16 @@ class ReceiverCollector(Collector):
         for reason in sorted({*REASONS, *by_reason}):
             refusals.add_metric([reason], by_reason.get(reason, 0))
         yield refusals
+        yield CounterMetricFamily(
+            f"{NS}_quarantine_rate_limited",
+            "Refused messages beyond their sender's rate limit: counted, not kept.",
+            value=c.rate_limited,
+        )
+        yield CounterMetricFamily(
+            f"{NS}_quarantine_evicted",
+            "Quarantined messages this process evicted (oldest first) to stay in budget.",
+            value=c.evicted,
+        )
         yield GaugeMetricFamily(
             f"{NS}_broker_connected", "1 while the MQTT session is up.", value=self.connected()
         )

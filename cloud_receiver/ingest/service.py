@@ -132,12 +132,14 @@ class ReceiverService:
             c = self.ingestor.counters
             log.info(
                 "stopped: %d messages, %d batches stored (%d readings), %d duplicates,"
-                " %d quarantined",
+                " %d quarantined, %d over the rate limit, %d evicted from the quarantine",
                 c.messages,
                 c.stored,
                 c.readings,
                 c.duplicates,
                 c.quarantined,
+                c.rate_limited,
+                c.evicted,
             )
 
     def stop(self) -> None:

@@ -30,6 +30,7 @@ from sqlalchemy.sql import ColumnElement
 
 from cloud_receiver.errors import StorageError
 from cloud_receiver.storage import conflicts, migrate
+from cloud_receiver.storage import quarantine as quarantine_budget
 from cloud_receiver.storage.backends import (
     Backend,
     PostgresBackend,
@@ -62,6 +63,7 @@ from contract.records import Event, Reading
 SETUP_TIMEOUT_S = 30.0
 REPLAY_WINDOW = 100_000  # batches older than max_seq - window that we never saw: refused
 IN_CHUNK = 500  # meters per IN (...) list: under SQLite's 999 host parameters
+DEFAULT_BUDGET = quarantine_budget.Budget()
 FINAL_STATUSES = ("done", "failed", "refused", "expired", "unanswered")
 
 
@@ -203,21 +205,25 @@ class Storage:
         detail: str,
         payload: bytes,
         received_at: float,
-    ) -> None:
+        budget: quarantine_budget.Budget = DEFAULT_BUDGET,
+    ) -> int:
+        """Keep a refused message within ``budget`` (`.quarantine`); how many of the
+        oldest quarantined messages were evicted to make room."""
         with self.transaction() as conn:
-            conn.execute(
-                insert(quarantine).values(
-                    received_at=received_at,
-                    topic=topic,
-                    concentrator=concentrator,
-                    seq=seq,
-                    reason=reason,
-                    detail=detail,
-                    payload=payload,
-                    size=len(payload),
-                    charged=len(payload) + len(topic) + len(detail),
-                )
-            )
+            return quarantine_budget.store(
+                conn, budget, topic=topic, concentrator=concentrator, seq=seq,
+                reason=reason, detail=detail, payload=payload, received_at=received_at,
+            )  # fmt: skip
+
+    def quarantine_senders(self) -> list[quarantine_budget.SenderStats]:
+        """Per sender: what the quarantine holds, and ever kept, truncated, evicted."""
+        with self._reading() as conn:
+            return quarantine_budget.senders(conn)
+
+    def quarantine_held(self) -> tuple[int, int]:
+        """(rows, bytes charged) the quarantine holds, counted from its rows."""
+        with self._reading() as conn:
+            return quarantine_budget.held(conn)
 
     # ---------------------------------------------------------- queries
     def readings(
@@ -271,7 +277,7 @@ class Storage:
         query = (
             select(
                 q.id, q.received_at, q.topic, q.concentrator, q.seq, q.reason, q.detail,
-                func.length(q.payload),
+                q.size, func.length(q.payload),
             )
             .order_by(q.id.desc())
             .limit(limit)

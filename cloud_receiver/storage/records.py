@@ -48,7 +48,8 @@ class Quarantined:
     seq: int | None
     reason: str
     detail: str
-    size: int
+    size: int  # the payload's length as it arrived
+    kept: int  # bytes of it kept (a prefix beyond the budget's prefix_bytes)
 
 
 @dataclass(frozen=True)
