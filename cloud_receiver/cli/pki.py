@@ -10,7 +10,7 @@ import click
 
 from clitools.options import pki_dir_option
 from cloud_receiver.applications.fleet import broker, pki
-from cloud_receiver.cli.common import check_concentrator_id
+from cloud_receiver.cli.common import check_concentrator_id, size_arg
 from cloud_receiver.errors import ReceiverError
 
 
@@ -57,6 +57,11 @@ def provision(
     click.echo(str(pki_dir / pki.KEY_REGISTRY))
     note = "new key" if result.new_key else "existing key kept"
     click.echo(f"{concentrator_id}: key id {result.key_id} ({note})", err=True)
+    click.echo(
+        f"{concentrator_id}: re-run `cloud-receiver broker-config` and restart the broker:"
+        " until then its subscriptions are not confined (see broker-config)",
+        err=True,
+    )
 
 
 def _chown_for_broker(user: str, paths: list[Path]) -> None:
@@ -118,6 +123,40 @@ def _chown_for_broker(user: str, paths: list[Path]) -> None:
     default=None,
     help="Account Mosquitto switches to when started as root [Mosquitto: mosquitto].",
 )
+@click.option(
+    "--message-size-limit",
+    default="1M",
+    show_default=True,
+    callback=size_arg,
+    metavar="SIZE",
+    help="Largest PUBLISH payload the broker takes (at least 64K).",
+)
+@click.option(
+    "--max-queued-messages",
+    type=click.IntRange(min=1),
+    default=broker.MAX_QUEUED_MESSAGES,
+    show_default=True,
+    help="QoS 1 messages kept per offline persistent session.",
+)
+@click.option(
+    "--max-queued-bytes",
+    default="512M",
+    show_default=True,
+    callback=size_arg,
+    metavar="SIZE",
+    help="Bytes kept per offline persistent session.",
+)
+@click.option(
+    "--max-connections",
+    type=click.IntRange(min=1),
+    default=20_000,
+    show_default=True,
+    help="Clients connected at once on the listener.",
+)
+@click.option(
+    "--dynsec-plugin", type=click.Path(path_type=Path, dir_okay=False), default=None,
+    help="Mosquitto's mosquitto_dynamic_security.so [default: found on this machine].",
+)  # fmt: skip
 def broker_config(
     pki_dir: Path,
     port: int,
@@ -128,8 +167,14 @@ def broker_config(
     ips: tuple[str, ...],
     receivers: tuple[str, ...],
     run_as: str | None,
+    message_size_limit: int,
+    max_queued_messages: int,
+    max_queued_bytes: int,
+    max_connections: int,
+    dynsec_plugin: Path | None,
 ) -> None:
-    """Write a Mosquitto 2.x config and ACL; issue the broker and receiver certificates."""
+    """Write a Mosquitto 2.x config, its ACL and subscription rules; issue the broker
+    and receiver certificates."""
     receivers = receivers or (pki.RECEIVER_NAME,)
     data_dir = data_dir if data_dir is not None else out.parent / "mosquitto-data"
     if not hostnames and not ips:
@@ -160,12 +205,19 @@ def broker_config(
             data_dir=data_dir,
             receivers=receivers,
             run_as=run_as,
+            limits=broker.BrokerLimits(
+                message_size_limit=message_size_limit,
+                max_queued_messages=max_queued_messages,
+                max_queued_bytes=max_queued_bytes,
+                max_connections=max_connections,
+            ),
+            plugin=dynsec_plugin,
         )
         if os.geteuid() == 0 and (run_as or "mosquitto") != "root":
             _chown_for_broker(run_as or "mosquitto", [pki_dir / f"{pki.SERVER_NAME}.key", data_dir])
     except OSError as exc:
         raise ReceiverError(str(exc)) from exc
-    for path in [conf, conf.with_suffix(".acl"), *written]:
+    for path in [conf, conf.with_suffix(".acl"), conf.with_suffix(".dynsec.json"), *written]:
         click.echo(str(path))
 
 

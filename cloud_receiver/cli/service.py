@@ -12,7 +12,7 @@ import click
 
 from clitools.options import db_option, pki_dir_option
 from cloud_receiver.applications.fleet import pki
-from cloud_receiver.cli.common import open_db
+from cloud_receiver.cli.common import open_db, size_arg
 from cloud_receiver.errors import ReceiverError
 
 log = logging.getLogger(__name__)
@@ -53,34 +53,23 @@ def _metrics_address(
     return host, int(port)
 
 
-def _size(ctx: click.Context, param: click.Parameter, text: str) -> int:
-    """A size in bytes: ``4096``, ``512K``, ``64M``, ``1G`` (binary multiples)."""
-    units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
-    t = text.strip().upper().removesuffix("B").removesuffix("I")
-    factor = units.get(t[-1:], 1)
-    digits = t[:-1] if t[-1:] in units else t
-    if not digits.isdigit() or int(digits) < 1:
-        raise click.BadParameter(f"{text!r}: expected a size such as 4096, 512K, 64M or 1G")
-    return int(digits) * factor
-
-
 def _quarantine_options(f: Callable[..., None]) -> Callable[..., None]:
     """The quarantine's budget and rate limit (`cloud_receiver.storage.quarantine`)."""
     for option in reversed(
         [
             click.option("--quarantine-bytes", default="64M", show_default=True,
-                         callback=_size, metavar="SIZE",
+                         callback=size_arg, metavar="SIZE",
                          help="Quarantine: at most this many bytes in all."),
             click.option("--quarantine-rows", type=click.IntRange(min=1), default=10_000,
                          show_default=True, help="Quarantine: at most this many messages."),
             click.option("--quarantine-sender-bytes", default="8M", show_default=True,
-                         callback=_size, metavar="SIZE",
+                         callback=size_arg, metavar="SIZE",
                          help="Quarantine: at most this many bytes per sender."),
             click.option("--quarantine-sender-rows", type=click.IntRange(min=1),
                          default=1_000, show_default=True,
                          help="Quarantine: at most this many messages per sender."),
             click.option("--quarantine-prefix", default="4K", show_default=True,
-                         callback=_size, metavar="SIZE",
+                         callback=size_arg, metavar="SIZE",
                          help="Quarantine: keep this much of a payload, cut the rest."),
             click.option("--quarantine-rate", type=click.FloatRange(min=0, min_open=True),
                          default=60.0, show_default=True, metavar="PER_MINUTE",
