@@ -13,13 +13,18 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 import pytest
 from click.testing import CliRunner
+from helpers import wait_for
 from mqtt_harness import Broker, Peer, wait_until
 from paho.mqtt.enums import CallbackAPIVersion
+from test_uplink_e2e import Receiver
 
 from cloud_receiver.applications.fleet import pki
 from cloud_receiver.applications.fleet.broker import BrokerLimits, dynsec_text
 from cloud_receiver.applications.fleet.pki import PkiError
 from cloud_receiver.cli import main
+from cloud_receiver.storage import SqliteStorage
+from contract import wire
+from contract.records import Reading
 
 pytestmark = pytest.mark.slow
 
@@ -226,3 +231,52 @@ def test_broker_config_writes_the_limits_and_the_rules(tmp_path: Path) -> None:
     assert str(out.with_suffix(".dynsec.json")) in done.output
     bad = CliRunner().invoke(main, [*args[:7], "--message-size-limit", "1K"])
     assert bad.exit_code != 0 and "would not pass" in bad.output
+
+
+def test_two_receivers_ack_every_batch_with_an_intruder_on_the_broker(tmp_path: Path) -> None:
+    """The service itself: two ``cloud-receiver run`` on one shared subscription, an
+    intruder with a valid concentrator certificate trying to join it; every batch of a
+    stream (sent once, never resent) is stored and acked."""
+    db = tmp_path / "r.db"
+    with Broker(tmp_path / "b", receivers=RECEIVERS) as broker:
+        _provision(broker, "dc-a", "dc-x")
+        broker.reconfigure()
+        key = bytes.fromhex(
+            (broker.pki_dir / "concentrators" / "dc-a" / "payload.key").read_text().strip()
+        )
+        receivers = [Receiver(broker, db, tmp_path / f"{n}.log", name=n) for n in RECEIVERS]
+        for r in receivers:
+            r.start()
+        intruder = Peer.connect(broker, "dc-x")
+        sender = Peer.connect(broker, "dc-a")
+        try:
+            wait_for(
+                lambda: all("subscribed to $share/" in r.log.read_text() for r in receivers),
+                WAIT_S * 4, "both receivers to subscribe",
+            )  # fmt: skip
+            for topic in ("$share/receivers/mf/v1/+/up", "$share/receivers/mf/v1/+/pkgreq"):
+                assert intruder.subscribe(topic).value == NOT_AUTHORIZED
+            assert sender.subscribe("mf/v1/dc-a/ack").value == 1
+            for seq in range(1, 31):
+                content = wire.BatchContent(readings=(
+                    Reading("000000000001", "energy_fwd_total", 1_795_000_000 + 900 * seq,
+                            f"{seq}.00", "kWh", 1_795_000_000 + 900 * seq + 1.0),))  # fmt: skip
+                sealed = wire.seal_batch(content, concentrator_id="dc-a", key_id=1, key=key,
+                                         seq=seq)  # fmt: skip
+                assert sender.publish("mf/v1/dc-a/up", sealed).value == 0
+            sender.wait_for(
+                lambda: len(sender.payloads("mf/v1/dc-a/ack")) >= 30, "30 acks", WAIT_S * 4
+            )
+        finally:
+            intruder.close()
+            sender.close()
+            for r in receivers:
+                r.stop()
+    acks = [wire.open_ack(p, key) for p in sender.payloads("mf/v1/dc-a/ack")]
+    assert sorted(a.seq for a in acks) == list(range(1, 31))
+    assert intruder.payloads() == []
+    s = SqliteStorage(db)
+    try:
+        assert len(s.readings()) == 30
+    finally:
+        s.close()

@@ -10,6 +10,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from cloud_receiver.ingest.ingestor import Ingestor
 from cloud_receiver.ingest.ratelimit import RateLimiter, SenderRate
@@ -212,3 +214,29 @@ def test_an_upgraded_database_counts_its_quarantine_and_trims_it(db_url: str) ->
         assert rows == 3 and held <= TINY.total_bytes
     finally:
         storage.close()
+
+
+@settings(max_examples=500, deadline=None)
+@given(text=st.one_of(st.text(max_size=12), st.sampled_from(["²", "٣K", "0", "-1", "1.5M", "K"])))
+def test_a_size_flag_is_a_positive_byte_count_or_a_clear_error(text: str) -> None:
+    import click
+
+    from cloud_receiver.cli.common import size_arg
+
+    try:
+        value = size_arg(None, None, text)  # type: ignore[arg-type]
+    except click.BadParameter as exc:
+        assert "expected a size such as 4096, 512K, 64M or 1G" in str(exc)
+    else:
+        assert value >= 1
+
+
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [("4096", 4096), ("4K", 4096), ("64M", 64 << 20), ("1G", 1 << 30), ("512KiB", 512 << 10),
+     (" 2m ", 2 << 20)],
+)  # fmt: skip
+def test_size_flags(text: str, value: int) -> None:
+    from cloud_receiver.cli.common import size_arg
+
+    assert size_arg(None, None, text) == value  # type: ignore[arg-type]

@@ -81,7 +81,7 @@ def size_arg(ctx: click.Context, param: click.Parameter, text: str) -> int:
     t = text.strip().upper().removesuffix("B").removesuffix("I")
     factor = units.get(t[-1:], 1)
     digits = t[:-1] if t[-1:] in units else t
-    if not digits.isdigit() or int(digits) < 1:
+    if not (digits.isascii() and digits.isdigit()) or int(digits) < 1:
         raise click.BadParameter(f"{text!r}: expected a size such as 4096, 512K, 64M or 1G")
     return int(digits) * factor
 
