@@ -56,6 +56,7 @@ from cloud_receiver.storage.schema import (
     events,
     meters,
     quarantine,
+    reading_conflicts,
     readings,
 )
 from contract.records import Event, Reading
@@ -283,6 +284,10 @@ class Storage:
             .limit(limit)
         )  # fmt: skip
         return [Quarantined(*r) for r in self._rows(query)]
+
+    def conflict_count(self) -> int:
+        """Conflicting readings recorded (for the metrics)."""
+        return int(self._rows(select(func.count()).select_from(reading_conflicts))[0][0])
 
     def quarantine_size(self) -> int:
         """Messages held in quarantine (for the metrics; counts rows, reads no payload)."""
