@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 from helpers import Operators
+from hypothesis import given
+from hypothesis import strategies as st
 
 from cloud_receiver.cli import main
 from cloud_receiver.storage import IngestResult, Storage, open_storage
@@ -151,3 +153,14 @@ def test_the_command_lists_conflicts_as_json_and_as_a_table(
     bad_time = CliRunner().invoke(main, ["conflicts", "--db", db_url, "--since", "yesterday"],
                                   env=env)  # fmt: skip
     assert bad_time.exit_code == 2 and "expected unix seconds or an ISO" in bad_time.output
+
+
+@given(st.decimals(min_value=-(10**12), max_value=10**12, places=4))  # a meter value
+def test_a_value_written_differently_is_the_same_value(d: object) -> None:
+    from decimal import Decimal
+
+    from cloud_receiver.storage.conflicts import same_value
+
+    assert isinstance(d, Decimal)
+    assert same_value(str(d), f"{d:.6f}") and same_value(str(d), str(d.normalize()))
+    assert not same_value(str(d), str(d + Decimal("0.0001")))

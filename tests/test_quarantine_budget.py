@@ -240,3 +240,27 @@ def test_size_flags(text: str, value: int) -> None:
     from cloud_receiver.cli.common import size_arg
 
     assert size_arg(None, None, text) == value  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--quarantine-sender-bytes", "1K"], "cannot hold one message"),
+        (["--quarantine-rows", "10", "--quarantine-sender-rows", "20"], "below the sender rows"),
+        (["--quarantine-bytes", "lots"], "expected a size such as 4096, 512K, 64M or 1G"),
+        (["--quarantine-rate", "0"], "--quarantine-rate"),
+    ],
+)
+def test_run_refuses_a_quarantine_budget_that_cannot_work(
+    tmp_path: Path, flags: list[str], message: str
+) -> None:
+    from click.testing import CliRunner
+
+    from cloud_receiver.cli import main
+
+    db = tmp_path / "r.db"
+    args = ["run", "--broker", "127.0.0.1:1", "--pki-dir", str(tmp_path / "pki"),
+            "--db", f"sqlite:///{db}", *flags]  # fmt: skip
+    done = CliRunner().invoke(main, args)
+    assert done.exit_code == 2 and message in done.output, done.output
+    assert not db.exists()  # refused before anything was opened
