@@ -6,6 +6,7 @@ session in messages and in bytes, connections per listener)."""
 
 from __future__ import annotations
 
+import json
 import ssl
 import threading
 from pathlib import Path
@@ -202,8 +203,6 @@ def test_limits_that_cannot_work_are_refused() -> None:
 
 
 def test_the_rules_name_each_concentrators_own_topics_only() -> None:
-    import json
-
     doc = json.loads(dynsec_text(["dc-1"]))
     [role] = doc["roles"]
     allowed = sorted(a["topic"] for a in role["acls"] if a["allow"])
@@ -280,3 +279,20 @@ def test_two_receivers_ack_every_batch_with_an_intruder_on_the_broker(tmp_path: 
         assert len(s.readings()) == 30
     finally:
         s.close()
+
+
+def test_provision_adds_a_new_concentrator_to_the_rules(tmp_path: Path) -> None:
+    pki_dir, out = tmp_path / "pki", tmp_path / "etc" / "mosquitto.conf"
+    first = CliRunner().invoke(main, ["provision", "dc-1", "--pki-dir", str(pki_dir),
+                                      "--broker-host", "h", "--broker-port", "8883"])  # fmt: skip
+    assert first.exit_code == 0 and "no broker config for this PKI yet" in first.output
+    done = CliRunner().invoke(main, ["broker-config", "--pki-dir", str(pki_dir), "--port",
+                                     "8883", "--out", str(out)])  # fmt: skip
+    assert done.exit_code == 0, done.output
+    rules = out.with_suffix(".dynsec.json")
+    assert [c["username"] for c in json.loads(rules.read_text())["clients"]] == ["dc-1"]
+    later = CliRunner().invoke(main, ["provision", "dc-2", "--pki-dir", str(pki_dir),
+                                      "--broker-host", "h", "--broker-port", "8883"])  # fmt: skip
+    assert later.exit_code == 0, later.output
+    assert f"subscription rules updated in {rules}; restart the broker" in later.output
+    assert [c["username"] for c in json.loads(rules.read_text())["clients"]] == ["dc-1", "dc-2"]

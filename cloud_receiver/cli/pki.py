@@ -57,11 +57,21 @@ def provision(
     click.echo(str(pki_dir / pki.KEY_REGISTRY))
     note = "new key" if result.new_key else "existing key kept"
     click.echo(f"{concentrator_id}: key id {result.key_id} ({note})", err=True)
-    click.echo(
-        f"{concentrator_id}: re-run `cloud-receiver broker-config` and restart the broker:"
-        " until then its subscriptions are not confined (see broker-config)",
-        err=True,
-    )
+    try:
+        rules = broker.refresh_rules(pki_dir)
+    except OSError as exc:
+        raise ReceiverError(f"cannot update the broker's subscription rules: {exc}") from exc
+    if rules is None:
+        click.echo(
+            "no broker config for this PKI yet: `cloud-receiver broker-config` writes one",
+            err=True,
+        )
+    else:
+        click.echo(
+            f"{concentrator_id}: subscription rules updated in {rules}; restart the broker"
+            " to apply them (until then its subscriptions are not confined)",
+            err=True,
+        )
 
 
 def _chown_for_broker(user: str, paths: list[Path]) -> None:

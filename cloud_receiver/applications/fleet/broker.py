@@ -33,8 +33,8 @@ allows subscribing to exactly ``mf/v1/<id>/ack``, ``cmd`` and ``pkg`` and denies
 other filter (``#``: any ``$share/...`` group, ``mf/v1/+/up``, ``pkgreq``, ``$SYS``);
 SUBACK 0x87. Publishing and delivery stay with the ACL file: the plugin defers on them
 (``defaultACLAccess`` all false), and on everything for identities it does not know
-(receivers, and a concentrator provisioned after this config was written: re-run
-``broker-config`` and restart the broker, as ``provision`` says). Checked with
+(receivers, and a concentrator provisioned after Mosquitto started: ``provision``
+rewrites the rules, `refresh_rules`, and Mosquitto reads them when restarted). Checked with
 Mosquitto 2.0.11 (tests/test_broker_hardening.py).
 
 Bounded resources (`BrokerLimits`): ``message_size_limit`` (a larger PUBLISH is
@@ -63,6 +63,7 @@ MiB = 1 << 20
 # `contract.package.DEFAULT_CHUNK_BYTES`) and batches must pass with room to spare.
 MIN_MESSAGE_SIZE_LIMIT = 64 * 1024
 DYNSEC_PLUGIN = "mosquitto_dynamic_security.so"
+RULES_POINTER = "broker-rules.path"  # in the PKI: where broker-config wrote the rules
 DYNSEC_DIRS = ("/usr/lib/*/", "/usr/lib/", "/usr/local/lib/", "/usr/lib64/", "/opt/homebrew/lib/")
 
 
@@ -106,6 +107,20 @@ def provisioned(pki_dir: Path | str) -> list[str]:
     if not root.is_dir():
         return []
     return sorted(d.name for d in root.iterdir() if (d / f"{d.name}.crt").is_file())
+
+
+def refresh_rules(pki_dir: Path | str) -> Path | None:
+    """Rewrite the subscription rules that ``broker-config`` wrote for this PKI with
+    every concentrator provisioned now (`provision` calls it); their path, or None when
+    no config was written yet. Mosquitto reads them when it starts: restart it."""
+    pointer = Path(pki_dir) / RULES_POINTER
+    if not pointer.is_file():
+        return None
+    rules = Path(pointer.read_text().strip())
+    if not rules.parent.is_dir():
+        return None
+    rules.write_text(dynsec_text(provisioned(pki_dir)))
+    return rules
 
 
 def dynsec_text(concentrators: Sequence[str]) -> str:
@@ -224,6 +239,7 @@ def write_mosquitto_config(
     acl_path.write_text(acl_text(receivers))
     dynsec_path = path.with_suffix(".dynsec.json")
     dynsec_path.write_text(dynsec_text(provisioned(pki_dir)))
+    (pki_dir / RULES_POINTER).write_text(f"{dynsec_path}\n")
 
     lines = [
         "# Written by `cloud-receiver broker-config` for Mosquitto 2.x.",
