@@ -229,7 +229,15 @@ def test_receiver_run_metrics_move_as_batches_arrive(tmp_path: Path) -> None:
                 )
                 for seq, i in enumerate(range(0, len(readings), 20), start=1)
             ]
-            for payload in [*sealed, sealed[0]]:  # the first one again: a duplicate
+            # "Connected" comes before the broker has the receiver's subscription: until
+            # it has, a publish finds no subscriber (PUBACK reason 16) and is not
+            # delivered at all, so the first batch is offered until one is.
+            wait_for(
+                lambda: concentrator.publish(f"mf/v1/{CID}/up", sealed[0]).value == 0,
+                120,
+                "the receiver's subscription",
+            )
+            for payload in [*sealed[1:], sealed[0]]:  # the first one again: a duplicate
                 assert concentrator.publish(f"mf/v1/{CID}/up", payload).value == 0
 
             def settled() -> object:
