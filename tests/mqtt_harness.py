@@ -23,6 +23,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
+from cloud_receiver.applications.fleet.broker import BrokerLimits
 from cloud_receiver.applications.fleet.local_broker import LocalBroker
 
 # One MQTT round trip on loopback takes milliseconds; this only bounds a broken test.
@@ -42,8 +43,14 @@ def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None
 class Broker(LocalBroker):
     """Mosquitto on a free loopback port with a fresh deployment PKI in ``root``."""
 
-    def __init__(self, root: Path, *, receivers: tuple[str, ...] = ("receiver",)) -> None:
-        super().__init__(root, receivers=receivers)
+    def __init__(
+        self,
+        root: Path,
+        *,
+        receivers: tuple[str, ...] = ("receiver",),
+        limits: BrokerLimits | None = None,
+    ) -> None:
+        super().__init__(root, receivers=receivers, limits=limits)
 
     def client_tls(self, name: str) -> dict[str, str]:
         """``tls_set`` arguments for identity ``name`` (a receiver or a provisioned id)."""

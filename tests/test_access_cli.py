@@ -70,6 +70,7 @@ def _invocations(db: str, tmp: Path, request_of: dict[str, int]) -> list[tuple[s
     pki.provision(pki_dir, "dc-1", broker_host="localhost", broker_port=8883)
     return [
         ("data.read", ["readings", "--meter", M1]),
+        ("data.read", ["conflicts", "--json"]),
         ("data.read", ["report", "usage", "--meter", M1, *day]),
         ("data.read", ["report", "loss", "--area", "TA-1", *day]),
         ("data.read", ["report", "suspects", "--area", "TA-1", "--day", "2026-01-05"]),

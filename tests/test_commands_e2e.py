@@ -242,9 +242,13 @@ def test_signed_commands_switch_the_relay_and_forgeries_never_do(
             thief.client.loop_stop()
 
         # A compromised broker lets anything through: the concentrator's own checks hold.
+        # (Without its ACL file and subscription rules: with a plugin loaded and nothing
+        # granting, Mosquitto would refuse everything.)
         conf = broker.conf.read_text()
         broker.conf.write_text(
-            "\n".join(line for line in conf.splitlines() if not line.startswith("acl_file"))
+            "\n".join(
+                line for line in conf.splitlines() if not line.startswith(("acl_file", "plugin"))
+            )
         )
         broker.restart()
         thief = Peer.connect(broker, "dc-other", "thief")

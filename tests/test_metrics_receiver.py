@@ -78,7 +78,8 @@ def test_collection_completeness_from_the_archive(receiver_storage: Storage) -> 
 
 def test_endpoint_serves_the_database_figures_cached(receiver_storage: Storage) -> None:
     fill(receiver_storage)
-    counters = Counters(messages=5, stored=3, duplicates=1, quarantined=1, readings=170)
+    counters = Counters(messages=5, stored=3, duplicates=1, quarantined=1, readings=170,
+                        rate_limited=2, evicted=3)  # fmt: skip
     counters.by_reason["auth_failed"] = 1
     figures = CachedFigures(receiver_storage, RULE, refresh_s=3600, clock=lambda: NOW)
     server = MetricsServer(counters, figures, connected=lambda: True)
@@ -99,6 +100,9 @@ def test_endpoint_serves_the_database_figures_cached(receiver_storage: Storage) 
         assert got.get(f"{NS}_ingest_latency_seconds_count") == 1
         assert got.get(f"{NS}_ingest_latency_seconds_bucket", le="0.025") == 1
         assert got.get(f"{NS}_quarantine_messages") == 0
+        assert got.get(f"{NS}_quarantine_rate_limited_total") == 2
+        assert got.get(f"{NS}_quarantine_evicted_total") == 3
+        assert got.get(f"{NS}_reading_conflicts") == 0
         assert got.get(f"{NS}_archive_meters") == 4
         assert got.get(f"{NS}_archive_meters_silent") == 1
         assert got.labels(f"{NS}_collection_expected_readings", "concentrator") == {
@@ -115,9 +119,14 @@ def test_endpoint_serves_the_database_figures_cached(receiver_storage: Storage) 
             topic="mf/v1/dc-1/up", concentrator="dc-1", seq=None, reason="bad_magic",
             detail="x", payload=b"x", received_at=NOW,
         )  # fmt: skip
+        for seq, value in ((901, "1.00"), (902, "2.00")):  # a conflict
+            receiver_storage.ingest("dc-9", seq, 1, [Reading("m-x", "energy_fwd_total", 900,
+                                    value, "kWh", 901.0)], [], NOW)  # fmt: skip
         assert scrape(f"http://127.0.0.1:{port}/metrics").get(f"{NS}_quarantine_messages") == 0
         figures.refresh_s = 0
-        assert scrape(f"http://127.0.0.1:{port}/metrics").get(f"{NS}_quarantine_messages") == 1
+        again = scrape(f"http://127.0.0.1:{port}/metrics")
+        assert again.get(f"{NS}_quarantine_messages") == 1
+        assert again.get(f"{NS}_reading_conflicts") == 1
         assert figures.errors == 0
     finally:
         server.stop()

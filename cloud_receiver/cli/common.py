@@ -79,6 +79,17 @@ def duration(ctx: click.Context, param: click.Parameter, value: str) -> float:
     return seconds
 
 
+def size_arg(ctx: click.Context, param: click.Parameter, text: str) -> int:
+    """A size in bytes: ``4096``, ``512K``, ``64M``, ``1G`` (binary multiples)."""
+    units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+    t = text.strip().upper().removesuffix("B").removesuffix("I")
+    factor = units.get(t[-1:], 1)
+    digits = t[:-1] if t[-1:] in units else t
+    if not (digits.isascii() and digits.isdigit()) or int(digits) < 1:
+        raise click.BadParameter(f"{text!r}: expected a size such as 4096, 512K, 64M or 1G")
+    return int(digits) * factor
+
+
 def num(value: object, places: int = 2) -> str:
     """A table/CSV cell: empty for None, fixed decimals for numbers."""
     if value is None:

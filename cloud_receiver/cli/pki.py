@@ -15,7 +15,7 @@ from clitools.options import db_option, json_option, pki_dir_option
 from clitools.output import print_json
 from cloud_receiver.applications.fleet import broker, pki, revocation
 from cloud_receiver.cli.auth import session_option
-from cloud_receiver.cli.common import check_concentrator_id, duration
+from cloud_receiver.cli.common import check_concentrator_id, duration, size_arg
 from cloud_receiver.errors import ReceiverError
 from contract.timezone import iso_time
 
@@ -88,9 +88,14 @@ def provision(
     except OSError as exc:
         raise ReceiverError(f"{pki_dir}: {exc}") from exc
     files = [*result.files, pki_dir / pki.KEY_REGISTRY]
+    try:
+        rules = broker.refresh_rules(pki_dir)
+    except OSError as exc:
+        raise ReceiverError(f"cannot update the broker's subscription rules: {exc}") from exc
     if as_json:
         print_json({"concentrator": concentrator_id, "key_id": result.key_id,
-                    "new_key": result.new_key, "files": files})  # fmt: skip
+                    "new_key": result.new_key, "files": files,
+                    "subscription_rules": rules})  # fmt: skip
         return
     for path in files:
         click.echo(str(path))
@@ -101,6 +106,17 @@ def provision(
             f"{concentrator_id}: new certificate {renewal.new_serial:x}; the old one"
             f" ({renewal.old_serial:x}) enters the CRL at {_when(renewal.old_revoked_at)}"
             " (`cloud-receiver crl`)",
+            err=True,
+        )
+    if rules is None:
+        click.echo(
+            "no broker config for this PKI yet: `cloud-receiver broker-config` writes one",
+            err=True,
+        )
+    else:
+        click.echo(
+            f"{concentrator_id}: subscription rules updated in {rules}; restart the broker"
+            " to apply them (until then its subscriptions are not confined)",
             err=True,
         )
 
@@ -164,6 +180,40 @@ def _chown_for_broker(user: str, paths: list[Path]) -> None:
     default=None,
     help="Account Mosquitto switches to when started as root [Mosquitto: mosquitto].",
 )
+@click.option(
+    "--message-size-limit",
+    default="1M",
+    show_default=True,
+    callback=size_arg,
+    metavar="SIZE",
+    help="Largest PUBLISH payload the broker takes (at least 64K).",
+)
+@click.option(
+    "--max-queued-messages",
+    type=click.IntRange(min=1),
+    default=broker.MAX_QUEUED_MESSAGES,
+    show_default=True,
+    help="QoS 1 messages kept per offline persistent session.",
+)
+@click.option(
+    "--max-queued-bytes",
+    default="512M",
+    show_default=True,
+    callback=size_arg,
+    metavar="SIZE",
+    help="Bytes kept per offline persistent session.",
+)
+@click.option(
+    "--max-connections",
+    type=click.IntRange(min=1),
+    default=20_000,
+    show_default=True,
+    help="Clients connected at once on the listener.",
+)
+@click.option(
+    "--dynsec-plugin", type=click.Path(path_type=Path, dir_okay=False), default=None,
+    help="Mosquitto's mosquitto_dynamic_security.so [default: found on this machine].",
+)  # fmt: skip
 @json_option()
 def broker_config(
     pki_dir: Path,
@@ -175,9 +225,15 @@ def broker_config(
     ips: tuple[str, ...],
     receivers: tuple[str, ...],
     run_as: str | None,
+    message_size_limit: int,
+    max_queued_messages: int,
+    max_queued_bytes: int,
+    max_connections: int,
+    dynsec_plugin: Path | None,
     as_json: bool,
 ) -> None:
-    """Write a Mosquitto 2.x config and ACL; issue the broker and receiver certificates."""
+    """Write a Mosquitto 2.x config, its ACL and subscription rules; issue the broker
+    and receiver certificates."""
     receivers = receivers or (pki.RECEIVER_NAME,)
     data_dir = data_dir if data_dir is not None else out.parent / "mosquitto-data"
     if not hostnames and not ips:
@@ -208,12 +264,19 @@ def broker_config(
             data_dir=data_dir,
             receivers=receivers,
             run_as=run_as,
+            limits=broker.BrokerLimits(
+                message_size_limit=message_size_limit,
+                max_queued_messages=max_queued_messages,
+                max_queued_bytes=max_queued_bytes,
+                max_connections=max_connections,
+            ),
+            plugin=dynsec_plugin,
         )
         if os.geteuid() == 0 and (run_as or "mosquitto") != "root":
             _chown_for_broker(run_as or "mosquitto", [pki_dir / f"{pki.SERVER_NAME}.key", data_dir])
     except OSError as exc:
         raise ReceiverError(str(exc)) from exc
-    files = [conf, conf.with_suffix(".acl"), *written]
+    files = [conf, conf.with_suffix(".acl"), conf.with_suffix(".dynsec.json"), *written]
     if as_json:
         print_json({"files": files})
         return

@@ -14,7 +14,7 @@ from clitools.options import db_option, json_option, pki_dir_option
 from clitools.output import print_json, to_jsonable
 from clitools.timefmt import site_tz_text
 from cloud_receiver.applications.fleet import pki
-from cloud_receiver.cli.common import open_db
+from cloud_receiver.cli.common import open_db, size_arg
 from cloud_receiver.errors import ReceiverError
 
 log = logging.getLogger(__name__)
@@ -53,6 +53,36 @@ def _metrics_address(
     if not port.isdigit() or not 1 <= int(port) <= 65535:
         raise click.BadParameter(f"{text!r}: the port must be 1..65535")
     return host, int(port)
+
+
+def _quarantine_options(f: Callable[..., None]) -> Callable[..., None]:
+    """The quarantine's budget and rate limit (`cloud_receiver.storage.quarantine`)."""
+    for option in reversed(
+        [
+            click.option("--quarantine-bytes", default="64M", show_default=True,
+                         callback=size_arg, metavar="SIZE",
+                         help="Quarantine: at most this many bytes in all."),
+            click.option("--quarantine-rows", type=click.IntRange(min=1), default=10_000,
+                         show_default=True, help="Quarantine: at most this many messages."),
+            click.option("--quarantine-sender-bytes", default="8M", show_default=True,
+                         callback=size_arg, metavar="SIZE",
+                         help="Quarantine: at most this many bytes per sender."),
+            click.option("--quarantine-sender-rows", type=click.IntRange(min=1),
+                         default=1_000, show_default=True,
+                         help="Quarantine: at most this many messages per sender."),
+            click.option("--quarantine-prefix", default="4K", show_default=True,
+                         callback=size_arg, metavar="SIZE",
+                         help="Quarantine: keep this much of a payload, cut the rest."),
+            click.option("--quarantine-rate", type=click.FloatRange(min=0, min_open=True),
+                         default=60.0, show_default=True, metavar="PER_MINUTE",
+                         help="Quarantine: messages kept per sender per minute."),
+            click.option("--quarantine-burst", type=click.IntRange(min=1), default=60,
+                         show_default=True,
+                         help="Quarantine: messages a sender may have kept at once."),
+        ]
+    ):  # fmt: skip
+        f = option(f)
+    return f
 
 
 @click.command()
@@ -107,6 +137,7 @@ def _metrics_address(
     metavar="SECONDS",
     help="Reuse the database figures of the metrics this long (the counters are live).",
 )
+@_quarantine_options
 @click.option("-v", "--verbose", count=True, help="More logging (-vv for debug).")
 @json_option()
 def run(
@@ -120,6 +151,13 @@ def run(
     tz_text: str,
     metrics_at: tuple[str, int] | None,
     metrics_refresh: float,
+    quarantine_bytes: int,
+    quarantine_rows: int,
+    quarantine_sender_bytes: int,
+    quarantine_sender_rows: int,
+    quarantine_prefix: int,
+    quarantine_rate: float,
+    quarantine_burst: int,
     verbose: int,
     as_json: bool,
 ) -> None:
@@ -130,6 +168,19 @@ def run(
     one JSON object on stdout)."""
     import asyncio
     import signal
+
+    from cloud_receiver.ingest.ratelimit import SenderRate
+    from cloud_receiver.storage.quarantine import Budget
+
+    try:
+        budget = Budget(
+            total_bytes=quarantine_bytes, total_rows=quarantine_rows,
+            sender_bytes=quarantine_sender_bytes, sender_rows=quarantine_sender_rows,
+            prefix_bytes=quarantine_prefix,
+        )  # fmt: skip
+        rate = SenderRate(per_minute=quarantine_rate, burst=quarantine_burst)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
 
     from cloud_receiver.applications.reactions import Applications
     from cloud_receiver.ingest.ingestor import Ingestor
@@ -174,6 +225,8 @@ def run(
         KeyRegistry(pki_dir / pki.KEY_REGISTRY).lookup,
         reactions,
         revoked=Revocations(pki_dir / REVOCATIONS).is_revoked,
+        budget=budget,
+        rate=rate,
     )
     service = ReceiverService(
         ingestor,

@@ -16,7 +16,9 @@ from typing import Literal, get_args
 
 from cloud_receiver.ingest import ownership
 from cloud_receiver.ingest.hooks import Reactions
+from cloud_receiver.ingest.ratelimit import RateLimiter, SenderRate
 from cloud_receiver.storage import IngestResult, Storage
+from cloud_receiver.storage.quarantine import Budget
 from contract import topics, wire
 from contract.quantities import canonical_readings
 from contract.records import Event, Reading
@@ -28,7 +30,7 @@ log = logging.getLogger(__name__)
 class Outcome:
     """What became of one message; ``ack`` is the payload to publish, if any."""
 
-    status: str  # stored | duplicate | quarantined
+    status: str  # stored | duplicate | quarantined | dropped (over the rate limit)
     reason: str = ""
     concentrator: str | None = None
     seq: int | None = None
@@ -54,7 +56,9 @@ class Counters:
     messages: int = 0
     stored: int = 0
     duplicates: int = 0
-    quarantined: int = 0
+    quarantined: int = 0  # kept in the quarantine (perhaps evicted since)
+    rate_limited: int = 0  # refused beyond the sender's rate: counted, not kept
+    evicted: int = 0  # old quarantined messages this process evicted to make room
     readings: int = 0
     by_reason: dict[str, int] = field(default_factory=dict)
 
@@ -68,6 +72,9 @@ class Ingestor:
         keys: Callable[[str, int], bytes | None],
         reactions: Reactions | None = None,
         revoked: Callable[[str], bool] | None = None,
+        *,
+        budget: Budget | None = None,
+        rate: SenderRate | None = None,
     ) -> None:
         self.storage = storage
         self.keys = keys
@@ -75,6 +82,8 @@ class Ingestor:
         # refuses their new connections, this refuses what still comes by an open one.
         self.revoked = revoked
         self.reactions = reactions
+        self.budget = budget or Budget()
+        self.limiter = RateLimiter(rate or SenderRate())
         self.counters = Counters()
         self.owners = ownership.Owners(storage)  # who may deliver which meter
         self._software: dict[str, tuple[str | None, int]] = {}
@@ -228,10 +237,14 @@ class Ingestor:
         reason: str,
         detail: str,
     ) -> Outcome:
-        self.counters.quarantined += 1
         self.counters.by_reason[reason] = self.counters.by_reason.get(reason, 0) + 1
-        log.warning("quarantined a message on %s: %s (%s)", topic, reason, detail)
-        self.storage.quarantine(
+        if not self.limiter.allow(concentrator or "", now):
+            self.counters.rate_limited += 1
+            log.debug("dropped a message on %s over the rate limit: %s", topic, reason)
+            return Outcome("dropped", reason, concentrator, seq)
+        self.counters.quarantined += 1
+        log.warning("quarantined a message on %s: %s (%s)", topic[:256], reason, detail[:1024])
+        self.counters.evicted += self.storage.quarantine(
             topic=topic,
             concentrator=concentrator,
             seq=seq,
@@ -239,5 +252,6 @@ class Ingestor:
             detail=detail,
             payload=payload,
             received_at=now,
+            budget=self.budget,
         )
         return Outcome("quarantined", reason, concentrator, seq)

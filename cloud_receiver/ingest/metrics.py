@@ -72,6 +72,7 @@ class DatabaseFigures:
     archive_meters: int
     silent_meters: int
     collection: dict[str, Collection] = field(default_factory=dict)
+    conflicts: int = 0
 
 
 def _midnight(now: float, tz: dt.tzinfo) -> int:
@@ -160,6 +161,7 @@ class CachedFigures:
         )
         return DatabaseFigures(
             quarantined=self.storage.quarantine_size(),
+            conflicts=self.storage.conflict_count(),
             archive_meters=archive,
             silent_meters=silent,
             collection=per_concentrator,
@@ -210,6 +212,16 @@ class ReceiverCollector(Collector):
         for reason in sorted({*REASONS, *by_reason}):
             refusals.add_metric([reason], by_reason.get(reason, 0))
         yield refusals
+        yield CounterMetricFamily(
+            f"{NS}_quarantine_rate_limited",
+            "Refused messages beyond their sender's rate limit: counted, not kept.",
+            value=c.rate_limited,
+        )
+        yield CounterMetricFamily(
+            f"{NS}_quarantine_evicted",
+            "Quarantined messages this process evicted (oldest first) to stay in budget.",
+            value=c.evicted,
+        )
         yield GaugeMetricFamily(
             f"{NS}_broker_connected", "1 while the MQTT session is up.", value=self.connected()
         )
@@ -230,6 +242,11 @@ class ReceiverCollector(Collector):
             return
         yield GaugeMetricFamily(
             f"{NS}_quarantine_messages", "Messages held in quarantine.", value=f.quarantined
+        )
+        yield GaugeMetricFamily(
+            f"{NS}_reading_conflicts",
+            "Readings recorded as conflicts: a different value for a stored one (it stands).",
+            value=f.conflicts,
         )
         yield GaugeMetricFamily(f"{NS}_archive_meters", "Meters in the archive.", f.archive_meters)
         yield GaugeMetricFamily(

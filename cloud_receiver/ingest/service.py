@@ -175,7 +175,8 @@ class ReceiverService:
         c = self.ingestor.counters
         return (
             f"stopped: {c.messages} messages, {c.stored} batches stored ({c.readings} readings),"
-            f" {c.duplicates} duplicates, {c.quarantined} quarantined"
+            f" {c.duplicates} duplicates, {c.quarantined} quarantined,"
+            f" {c.rate_limited} over the rate limit, {c.evicted} evicted from the quarantine"
         )
 
     def stop(self) -> None:

@@ -18,6 +18,7 @@ from cloud_receiver.storage.local import local_postgres_url
 from cloud_receiver.storage.records import (
     CommandRecord,
     ConcentratorInfo,
+    Conflict,
     IngestResult,
     MeterRecord,
     Quarantined,
@@ -28,6 +29,7 @@ __all__ = [
     "REPLAY_WINDOW",
     "CommandRecord",
     "ConcentratorInfo",
+    "Conflict",
     "IngestResult",
     "MeterRecord",
     "PostgresStorage",

@@ -29,7 +29,8 @@ from sqlalchemy import Connection, Table, bindparam, case, delete, exc, func, in
 from sqlalchemy.sql import ColumnElement
 
 from cloud_receiver.errors import StorageError
-from cloud_receiver.storage import migrate
+from cloud_receiver.storage import conflicts, migrate
+from cloud_receiver.storage import quarantine as quarantine_budget
 from cloud_receiver.storage.backends import (
     Backend,
     PostgresBackend,
@@ -40,6 +41,7 @@ from cloud_receiver.storage.backends import (
 from cloud_receiver.storage.records import (
     CommandRecord,
     ConcentratorInfo,
+    Conflict,
     IngestResult,
     MeterRecord,
     Quarantined,
@@ -54,6 +56,7 @@ from cloud_receiver.storage.schema import (
     events,
     meters,
     quarantine,
+    reading_conflicts,
     readings,
 )
 from contract.records import Event, Reading
@@ -61,6 +64,7 @@ from contract.records import Event, Reading
 SETUP_TIMEOUT_S = 30.0
 REPLAY_WINDOW = 100_000  # batches older than max_seq - window that we never saw: refused
 IN_CHUNK = 500  # meters per IN (...) list: under SQLite's 999 host parameters
+DEFAULT_BUDGET = quarantine_budget.Budget()
 FINAL_STATUSES = ("done", "failed", "refused", "expired", "unanswered")
 
 
@@ -182,6 +186,8 @@ class Storage:
         if max_seq is not None and seq <= int(max_seq) - REPLAY_WINDOW:
             raise _Refused(IngestResult.REPLAY)
         new = self._backend.add_readings(conn, concentrator, seq, batch)
+        if new < len(batch):  # some keys were stored already: duplicates or conflicts
+            conflicts.record(conn, concentrator, seq, batch, received_at)
         if batch_events:
             conn.execute(
                 insert(events),
@@ -206,19 +212,25 @@ class Storage:
         detail: str,
         payload: bytes,
         received_at: float,
-    ) -> None:
+        budget: quarantine_budget.Budget = DEFAULT_BUDGET,
+    ) -> int:
+        """Keep a refused message within ``budget`` (`.quarantine`); how many of the
+        oldest quarantined messages were evicted to make room."""
         with self.transaction() as conn:
-            conn.execute(
-                insert(quarantine).values(
-                    received_at=received_at,
-                    topic=topic,
-                    concentrator=concentrator,
-                    seq=seq,
-                    reason=reason,
-                    detail=detail,
-                    payload=payload,
-                )
-            )
+            return quarantine_budget.store(
+                conn, budget, topic=topic, concentrator=concentrator, seq=seq,
+                reason=reason, detail=detail, payload=payload, received_at=received_at,
+            )  # fmt: skip
+
+    def quarantine_senders(self) -> list[quarantine_budget.SenderStats]:
+        """Per sender: what the quarantine holds, and ever kept, truncated, evicted."""
+        with self._reading() as conn:
+            return quarantine_budget.senders(conn)
+
+    def quarantine_held(self) -> tuple[int, int]:
+        """(rows, bytes charged) the quarantine holds, counted from its rows."""
+        with self._reading() as conn:
+            return quarantine_budget.held(conn)
 
     # ---------------------------------------------------------- queries
     def readings(
@@ -256,6 +268,18 @@ class Storage:
         )
         return int(self._rows(query)[0][0])
 
+    def conflicts(
+        self,
+        *,
+        since: float | None = None,
+        until: float | None = None,
+        meter: str | None = None,
+        limit: int = 100,
+    ) -> list[Conflict]:
+        """Conflicting readings detected in ``since <= t < until``, newest first."""
+        with self._reading() as conn:
+            return conflicts.query(conn, since=since, until=until, meter=meter, limit=limit)
+
     def concentrators(self) -> list[ConcentratorInfo]:
         c, b = concentrators.c, batches.c
         query = (
@@ -279,12 +303,16 @@ class Storage:
         query = (
             select(
                 q.id, q.received_at, q.topic, q.concentrator, q.seq, q.reason, q.detail,
-                func.length(q.payload),
+                q.size, func.length(q.payload),
             )
             .order_by(q.id.desc())
             .limit(limit)
         )  # fmt: skip
         return [Quarantined(*r) for r in self._rows(query)]
+
+    def conflict_count(self) -> int:
+        """Conflicting readings recorded (for the metrics)."""
+        return int(self._rows(select(func.count()).select_from(reading_conflicts))[0][0])
 
     def quarantine_size(self) -> int:
         """Messages held in quarantine (for the metrics; counts rows, reads no payload)."""

@@ -48,7 +48,33 @@ class Quarantined:
     seq: int | None
     reason: str
     detail: str
-    size: int
+    size: int  # the payload's length as it arrived
+    kept: int  # bytes of it kept (a prefix beyond the budget's prefix_bytes)
+
+
+@dataclass(frozen=True)
+class Conflict:
+    """A second, different value for a stored (meter, quantity, slot) (`.conflicts`):
+    the stored one (which stands) and the one that arrived later, each with its source
+    (concentrator, batch) and times."""
+
+    id: int
+    meter: str
+    quantity: str
+    slot: int
+    stored_value: str
+    stored_unit: str
+    stored_read_at: float
+    stored_concentrator: str
+    stored_seq: int
+    stored_received_at: float
+    value: str
+    unit: str
+    read_at: float
+    source: str
+    concentrator: str
+    seq: int
+    received_at: float
 
 
 @dataclass(frozen=True)

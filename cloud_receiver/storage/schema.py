@@ -94,8 +94,60 @@ quarantine = Table(
     Column("seq", BigInteger),
     Column("reason", Text, nullable=False),
     Column("detail", Text, nullable=False),
-    Column("payload", LargeBinary, nullable=False),
+    Column("payload", LargeBinary, nullable=False),  # at most the budget's prefix
+    Column("size", BigInteger, nullable=False),  # the payload's length as it arrived
+    Column("charged", BigInteger, nullable=False),  # bytes counted against the budget
 )
+Index("quarantine_by_sender", quarantine.c.concentrator, quarantine.c.id)
+
+# The quarantine's budget (`.quarantine`): the totals (one row, id 1, locked by every
+# quarantined message) and, per sender ("" when the topic named none), what it holds
+# now and what it ever had kept, truncated and evicted.
+quarantine_totals = Table(
+    "quarantine_totals",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("rows", BigInteger, nullable=False),
+    Column("bytes", BigInteger, nullable=False),
+)
+
+quarantine_senders = Table(
+    "quarantine_senders",
+    metadata,
+    Column("sender", Text, primary_key=True),
+    Column("rows", BigInteger, nullable=False),
+    Column("bytes", BigInteger, nullable=False),
+    Column("kept", BigInteger, nullable=False),
+    Column("truncated", BigInteger, nullable=False),
+    Column("evicted", BigInteger, nullable=False),
+    Column("evicted_bytes", BigInteger, nullable=False),
+)
+
+# A second, different value for a stored (meter, quantity, slot): both values, both
+# sources and both times (`.conflicts`). The stored reading stays as it is.
+reading_conflicts = Table(
+    "reading_conflicts",
+    metadata,
+    _id(),
+    Column("meter", Text, nullable=False),
+    Column("quantity", Text, nullable=False),
+    Column("slot", BigInteger, nullable=False),
+    Column("stored_value", Text, nullable=False),
+    Column("stored_unit", Text, nullable=False),
+    Column("stored_read_at", Double, nullable=False),
+    Column("stored_concentrator", Text, nullable=False),
+    Column("stored_seq", BigInteger, nullable=False),
+    Column("stored_received_at", Double, nullable=False),
+    Column("value", Text, nullable=False),
+    Column("unit", Text, nullable=False),
+    Column("read_at", Double, nullable=False),
+    Column("source", Text, nullable=False),
+    Column("concentrator", Text, nullable=False),
+    Column("seq", BigInteger, nullable=False),
+    Column("received_at", Double, nullable=False),
+)
+Index("reading_conflicts_by_time", reading_conflicts.c.received_at)
+Index("reading_conflicts_by_meter", reading_conflicts.c.meter, reading_conflicts.c.slot)
 
 concentrators = Table(
     "concentrators",

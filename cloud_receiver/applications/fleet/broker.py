@@ -18,17 +18,40 @@ its own ``user`` block in the ACL, see ``receivers``).
 Checked against Mosquitto 2.0.11 (tests/test_pki_broker.py):
 - ``allow_anonymous false`` works together with ``use_identity_as_username``: the CN
   counts as the username, a client without a certificate fails the TLS handshake.
-- A denied QoS 1 publish gets PUBACK reason 0x87 (Not authorized) under MQTT v5, a
-  denied subscription SUBACK 0x87; a ``$share/<group>/`` subscription is checked
-  against the ACL without its prefix.
+- A denied QoS 1 publish gets PUBACK reason 0x87 (Not authorized) under MQTT v5.
 - ``crlfile``: a certificate in the CRL fails the TLS handshake; SIGHUP makes the
   broker re-read the CRL (`revocation` says more).
+- The ACL file never refuses a SUBSCRIBE: Mosquitto 2.0's ``acl_file`` check returns
+  success for every subscription ("FIXME - implement ACL subscription strings" in its
+  ``mosquitto_acl_check_default``) and filters only at delivery. So any certificate
+  could join the receivers' shared subscription ``$share/<group>/mf/v1/+/up``, and
+  Mosquitto, which hands each message of a share to one member, then dropped the
+  intruder's share at its read ACL: batches lost to the receivers (issue 19).
+
+Subscriptions are therefore checked by Mosquitto's own dynamic-security plugin
+(``mosquitto_dynamic_security.so``, shipped with Mosquitto 2.0), for the concentrators
+it knows: each provisioned concentrator (``<pki>/concentrators/<id>/``) gets a role that
+allows subscribing to exactly ``mf/v1/<id>/ack``, ``cmd`` and ``pkg`` and denies every
+other filter (``#``: any ``$share/...`` group, ``mf/v1/+/up``, ``pkgreq``, ``$SYS``);
+SUBACK 0x87. Publishing and delivery stay with the ACL file: the plugin defers on them
+(``defaultACLAccess`` all false), and on everything for identities it does not know
+(receivers, and a concentrator provisioned after Mosquitto started: ``provision``
+rewrites the rules, `refresh_rules`, and Mosquitto reads them when restarted). Checked with
+Mosquitto 2.0.11 (tests/test_broker_hardening.py).
+
+Bounded resources (`BrokerLimits`): ``message_size_limit`` (a larger PUBLISH is
+dropped; MQTT v5 clients are told the limit in CONNACK), ``max_queued_messages`` and
+``max_queued_bytes`` per offline persistent session (beyond them new messages are
+dropped), and ``max_connections`` on the listener.
 """
 
 from __future__ import annotations
 
+import glob
+import json
 import socket
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from cloud_receiver.applications.fleet.pki import CA_NAME, RECEIVER_NAME, SERVER_NAME, PkiError
@@ -38,6 +61,102 @@ from contract import topics
 # Offline persistent sessions keep their backlog up to this many QoS 1 messages each
 # (Mosquitto's default is 1,000: a receiver down for an hour would lose batches).
 MAX_QUEUED_MESSAGES = 100_000
+MiB = 1 << 20
+# The smallest message size limit we write: release chunks (16 KiB by default,
+# `contract.package.DEFAULT_CHUNK_BYTES`) and batches must pass with room to spare.
+MIN_MESSAGE_SIZE_LIMIT = 64 * 1024
+DYNSEC_PLUGIN = "mosquitto_dynamic_security.so"
+RULES_POINTER = "broker-rules.path"  # in the PKI: where broker-config wrote the rules
+DYNSEC_DIRS = ("/usr/lib/*/", "/usr/lib/", "/usr/local/lib/", "/usr/lib64/", "/opt/homebrew/lib/")
+
+
+@dataclass(frozen=True)
+class BrokerLimits:
+    """What one client may cost the broker (written into the config)."""
+
+    # Largest PUBLISH payload: a release chunk is at most 256 KiB, a batch far less.
+    message_size_limit: int = 1 * MiB
+    max_queued_messages: int = MAX_QUEUED_MESSAGES
+    # 100,000 batches of a few KiB each: a receiver away for a day or two.
+    max_queued_bytes: int = 512 * MiB
+    max_connections: int = 20_000  # on the listener: concentrators plus receivers
+
+    def __post_init__(self) -> None:
+        for name, value in vars(self).items():
+            if value < 1:
+                raise PkiError(f"{name} {value} must be at least 1")
+        if self.message_size_limit < MIN_MESSAGE_SIZE_LIMIT:
+            raise PkiError(
+                f"message_size_limit {self.message_size_limit} is below"
+                f" {MIN_MESSAGE_SIZE_LIMIT}: release chunks and batches would not pass"
+            )
+
+
+def dynsec_plugin() -> Path:
+    """Where Mosquitto's dynamic-security plugin is installed on this machine."""
+    for pattern in DYNSEC_DIRS:
+        found = sorted(glob.glob(pattern + DYNSEC_PLUGIN))
+        if found:
+            return Path(found[0])
+    raise PkiError(
+        f"{DYNSEC_PLUGIN} not found (searched {', '.join(DYNSEC_DIRS)}): install Mosquitto"
+        " 2.x with its plugins, or pass the plugin's path (--dynsec-plugin)"
+    )
+
+
+def provisioned(pki_dir: Path | str) -> list[str]:
+    """The concentrator ids provisioned in ``pki_dir`` (those with a certificate)."""
+    root = Path(pki_dir) / "concentrators"
+    if not root.is_dir():
+        return []
+    return sorted(d.name for d in root.iterdir() if (d / f"{d.name}.crt").is_file())
+
+
+def refresh_rules(pki_dir: Path | str) -> Path | None:
+    """Rewrite the subscription rules that ``broker-config`` wrote for this PKI with
+    every concentrator provisioned now (`provision` calls it); their path, or None when
+    no config was written yet. Mosquitto reads them when it starts: restart it."""
+    pointer = Path(pki_dir) / RULES_POINTER
+    if not pointer.is_file():
+        return None
+    rules = Path(pointer.read_text().strip())
+    if not rules.parent.is_dir():
+        return None
+    rules.write_text(dynsec_text(provisioned(pki_dir)))
+    return rules
+
+
+def dynsec_text(concentrators: Sequence[str]) -> str:
+    """The dynamic-security plugin's configuration: the subscription rules (see the
+    module). No admin client: nothing can change the rules over ``$CONTROL``."""
+    roles = [
+        {
+            "rolename": f"concentrator-{cid}",
+            "acls": [
+                *({"acltype": "subscribeLiteral", "topic": topic, "priority": 1, "allow": True}
+                  for topic in (topics.ack(cid), topics.cmd(cid), topics.pkg(cid))),
+                {"acltype": "subscribePattern", "topic": "#", "priority": 0, "allow": False},
+            ],
+        }
+        for cid in concentrators
+    ]  # fmt: skip
+    doc = {
+        "defaultACLAccess": {
+            "publishClientSend": False,
+            "publishClientReceive": False,
+            "subscribe": False,
+            "unsubscribe": False,
+        },
+        "clients": [
+            {"username": cid, "roles": [{"rolename": f"concentrator-{cid}"}]}
+            for cid in concentrators
+        ],
+        "groups": [],
+        "roles": roles,
+    }
+    return json.dumps(doc, indent=1) + "\n"
+
+
 # Seconds between writes of the persistence file; a clean shutdown (SIGTERM) writes it
 # too, this bounds what a crash of the broker can lose.
 AUTOSAVE_INTERVAL_S = 60
@@ -83,12 +202,18 @@ def write_mosquitto_config(
     data_dir: Path | str,
     receivers: Sequence[str] = (RECEIVER_NAME,),
     run_as: str | None = None,
+    limits: BrokerLimits | None = None,
+    plugin: Path | None = None,
 ) -> Path:
-    """Write ``path`` and its ACL file (``path`` with suffix ``.acl``); return ``path``.
+    """Write ``path``, its ACL file (``path`` with suffix ``.acl``) and the subscription
+    rules of the concentrators provisioned in ``pki_dir`` (suffix ``.dynsec.json``);
+    return ``path``.
 
     ``run_as`` is Mosquitto's ``user``: the account it switches to when started as root
-    (default "mosquitto"); it must be able to write ``data_dir``.
+    (default "mosquitto"); it must be able to write ``data_dir``. ``plugin``: the
+    dynamic-security plugin's path (default: found on this machine).
     """
+    limits = limits or BrokerLimits()
     path = Path(path).absolute()
     pki_dir = Path(pki_dir).absolute()
     data_dir = Path(data_dir).absolute()
@@ -100,7 +225,13 @@ def write_mosquitto_config(
     missing = [str(p) for p in needed if not p.exists()]
     if missing:
         raise PkiError(f"PKI in {pki_dir} is incomplete, missing: {', '.join(missing)}")
-    for value, what in ((str(pki_dir), "PKI directory"), (str(data_dir), "data directory")):
+    plugin = Path(plugin).absolute() if plugin is not None else dynsec_plugin()
+    for value, what in (
+        (str(pki_dir), "PKI directory"),
+        (str(data_dir), "data directory"),
+        (str(path), "config path"),
+        (str(plugin), "plugin path"),
+    ):
         # Mosquitto's config format has no quoting: a newline would inject directives.
         if "\n" in value or "\r" in value:
             raise PkiError(f"{what} {value!r} contains a line break")
@@ -111,21 +242,28 @@ def write_mosquitto_config(
     path.parent.mkdir(parents=True, exist_ok=True)
     acl_path = path.with_suffix(".acl")
     acl_path.write_text(acl_text(receivers))
+    dynsec_path = path.with_suffix(".dynsec.json")
+    dynsec_path.write_text(dynsec_text(provisioned(pki_dir)))
+    (pki_dir / RULES_POINTER).write_text(f"{dynsec_path}\n")
 
     lines = [
         "# Written by `cloud-receiver broker-config` for Mosquitto 2.x.",
         # Authentication and ACL apply to every listener alike.
         "per_listener_settings false",
         "allow_anonymous false",
+        # Subscriptions: the dynamic-security plugin (the ACL file cannot refuse them).
+        f"plugin {plugin}",
+        f"plugin_opt_config_file {dynsec_path}",
         f"acl_file {acl_path}",
         "",
+        f"message_size_limit {limits.message_size_limit}",
         "persistence true",
         # Mosquitto 1.x appends the file name verbatim (the slash matters there); 2.x
         # adds its own, and the resulting double slash is harmless.
         f"persistence_location {data_dir}/",
         f"autosave_interval {AUTOSAVE_INTERVAL_S}",
-        f"max_queued_messages {MAX_QUEUED_MESSAGES}",
-        "max_queued_bytes 0",
+        f"max_queued_messages {limits.max_queued_messages}",
+        f"max_queued_bytes {limits.max_queued_bytes}",
         "",
         "log_dest stderr",
         "log_type error",
@@ -140,6 +278,7 @@ def write_mosquitto_config(
         "",
         f"listener {port} {bind}",
         "protocol mqtt",
+        f"max_connections {limits.max_connections}",
         f"cafile {pki_dir / f'{CA_NAME}.crt'}",
         f"certfile {pki_dir / f'{SERVER_NAME}.crt'}",
         f"keyfile {pki_dir / f'{SERVER_NAME}.key'}",

@@ -28,7 +28,11 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from cloud_receiver.applications.fleet import pki
-from cloud_receiver.applications.fleet.broker import free_port, write_mosquitto_config
+from cloud_receiver.applications.fleet.broker import (
+    BrokerLimits,
+    free_port,
+    write_mosquitto_config,
+)
 
 PROBE_NAME = "local-broker-probe"
 START_TIMEOUT_S = 30.0
@@ -52,13 +56,20 @@ class LocalBroker:
     write its persistence file, then SIGKILL after ``STOP_TIMEOUT_S``).
     """
 
-    def __init__(self, root: Path, *, receivers: Sequence[str] = (pki.RECEIVER_NAME,)) -> None:
+    def __init__(
+        self,
+        root: Path,
+        *,
+        receivers: Sequence[str] = (pki.RECEIVER_NAME,),
+        limits: BrokerLimits | None = None,
+    ) -> None:
         self.root = root
         self.pki_dir = root / "pki"
         self.data_dir = root / "mosquitto-data"
         self.conf = root / "mosquitto.conf"
         self.log = root / "mosquitto.log"
         self.receivers = tuple(receivers)
+        self.limits = limits
         self.port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
         root.mkdir(parents=True, exist_ok=True)
@@ -66,6 +77,9 @@ class LocalBroker:
         pki.ensure_server_cert(self.pki_dir, ("localhost",), ("127.0.0.1",))
         for name in (*self.receivers, PROBE_NAME):
             pki.ensure_client_cert(self.pki_dir, name)
+        self._write_config()
+
+    def _write_config(self) -> None:
         write_mosquitto_config(
             self.conf,
             pki_dir=self.pki_dir,
@@ -73,7 +87,17 @@ class LocalBroker:
             data_dir=self.data_dir,
             receivers=self.receivers,
             run_as=getpass.getuser(),
+            limits=self.limits,
         )
+
+    def reconfigure(self, limits: BrokerLimits | None = None) -> None:
+        """Write the config again (the concentrators provisioned since then get their
+        subscription rules; ``limits`` if given) and restart a running broker."""
+        if limits is not None:
+            self.limits = limits
+        self._write_config()
+        if self.proc is not None:
+            self.restart()
 
     @property
     def address(self) -> str:
