@@ -25,6 +25,7 @@ from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
 
+from clitools.files import GROUP_READ, write_file
 from concentrator import __version__
 from concentrator.clock import Clock, ScaledClock, SystemClock, scaled_start
 from concentrator.config import Config, ConfigError, MetricsConfig, load_config
@@ -520,10 +521,9 @@ class Daemon:
         return reason is None
 
     def _write_status(self) -> None:
-        tmp = self.status_path.with_suffix(".tmp")
         try:
-            tmp.write_text(json.dumps(self.status(), indent=1))
-            tmp.replace(self.status_path)
+            status = json.dumps(self.status(), indent=1)
+            write_file(self.status_path, status, GROUP_READ, sync=False)
         except OSError as exc:  # a full disk must not stop polling
             log.warning("cannot write status file %s: %s", self.status_path, exc)
 

@@ -8,6 +8,7 @@ from typing import Any
 
 import click
 
+from clitools.files import GROUP_READ, write_file
 from clitools.options import db_option, json_option, pki_dir_option
 from cloud_receiver.access.policy import Action
 from cloud_receiver.applications.fleet import pki
@@ -140,7 +141,7 @@ def release_build(
         )
     except (package.PackageError, ValueError) as exc:
         raise ReceiverError(str(exc)) from exc
-    out_path.write_bytes(pkg.to_bytes())
+    write_file(out_path, pkg.to_bytes(), GROUP_READ)
     m = package.Manifest.from_bytes(pkg.manifest)
     click.echo(
         f"{out_path}: release {m.version}, {len(m.files)} file(s), {m.payload_size} bytes "

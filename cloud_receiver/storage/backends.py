@@ -34,6 +34,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
 from sqlalchemy.schema import CreateTable
 
+from clitools.files import private_database
 from cloud_receiver.storage.schema import readings
 from contract.records import Reading
 
@@ -77,6 +78,7 @@ class SqliteBackend:
 
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
+        private_database(path)
         self.engine = create_engine(
             f"sqlite:///{path}",
             poolclass=NullPool,

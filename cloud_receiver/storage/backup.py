@@ -41,6 +41,7 @@ from typing import Any, BinaryIO
 from sqlalchemy import Connection, create_engine, func, inspect, select, table, text
 from sqlalchemy.pool import NullPool
 
+from clitools.files import write_file
 from cloud_receiver.errors import EXIT_INTEGRITY, ReceiverError
 from cloud_receiver.storage import audit
 from cloud_receiver.storage.schema import metadata
@@ -410,7 +411,7 @@ def _restore_postgres(manifest: Manifest, payload: Path, url: str, info: str) ->
             if not (" SCHEMA - " in line or " COMMENT - SCHEMA " in line)
         ]
         toc = payload.with_name("toc.list")
-        toc.write_text("\n".join(keep) + "\n")
+        write_file(toc, "\n".join(keep) + "\n")
         args.append(f"--use-list={toc}")
     _run([*args, str(payload)], "pg_restore")
     with _connect(url, info) as conn, conn.begin():

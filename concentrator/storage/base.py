@@ -8,6 +8,7 @@ puts them together.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import logging
 import os
@@ -19,6 +20,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Literal, Self, cast
 
+from clitools.files import private_database
 from concentrator.storage.errors import StoreCorruptError, StoreError, StoreFullError
 from concentrator.storage.schema import (
     MIGRATIONS,
@@ -147,7 +149,11 @@ class StoreBase:
             raise ValueError(f"quota_bytes must be positive, not {quota_bytes}")
         path = Path(path)
         try:
+            private_database(path)
             conn = _connect(path, busy_timeout_s)
+        except OSError as exc:
+            kind = StoreFullError if exc.errno == errno.ENOSPC else StoreError
+            raise kind(f"{path}: cannot create database: {exc}") from exc
         except sqlite3.Error as exc:
             raise StoreError(f"{path}: cannot open database: {exc}") from exc
         moved_to: Path | None = None
@@ -161,6 +167,7 @@ class StoreBase:
                     conn.close()
                 moved_to = _move_aside(path)
                 log.critical("store %s is damaged (%s); moved aside to %s", path, damage, moved_to)
+                private_database(path)
                 conn = _connect(path, busy_timeout_s)
             store = cls(
                 conn,

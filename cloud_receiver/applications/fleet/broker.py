@@ -29,6 +29,7 @@ import socket
 from collections.abc import Sequence
 from pathlib import Path
 
+from clitools.files import GROUP_READ, write_file
 from cloud_receiver.applications.fleet.pki import CA_NAME, RECEIVER_NAME, SERVER_NAME, PkiError
 from contract import topics
 
@@ -105,7 +106,7 @@ def write_mosquitto_config(
     data_dir.mkdir(parents=True, exist_ok=True)
     path.parent.mkdir(parents=True, exist_ok=True)
     acl_path = path.with_suffix(".acl")
-    acl_path.write_text(acl_text(receivers))
+    write_file(acl_path, acl_text(receivers), GROUP_READ)
 
     lines = [
         "# Written by `cloud-receiver broker-config` for Mosquitto 2.x.",
@@ -143,5 +144,5 @@ def write_mosquitto_config(
         "use_identity_as_username true",
         "use_username_as_clientid true",
     ]
-    path.write_text("\n".join(lines) + "\n")
+    write_file(path, "\n".join(lines) + "\n", GROUP_READ)
     return path
