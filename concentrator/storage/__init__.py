@@ -6,6 +6,7 @@ module is its interface: other packages import from here.
 """
 
 from concentrator.storage.errors import StoreCorruptError, StoreError, StoreFullError
+from concentrator.storage.held import HeldJournal, HeldJournalError
 from concentrator.storage.records import (
     Backlog,
     Batch,
@@ -17,13 +18,16 @@ from concentrator.storage.records import (
 )
 from concentrator.storage.schema import SCHEMA_VERSION, STORE_MIN_READER
 from concentrator.storage.store import Store
-from concentrator.storage.writer import StoreWriter
+from concentrator.storage.writer import MAX_PENDING, StoreWriter
 
 __all__ = [
+    "MAX_PENDING",
     "SCHEMA_VERSION",
     "STORE_MIN_READER",
     "Backlog",
     "Batch",
+    "HeldJournal",
+    "HeldJournalError",
     "Missing",
     "ReadSuccess",
     "Stats",
