@@ -84,10 +84,12 @@ def private_database(path: Path) -> None:
             restrict(Path(f"{path}{suffix}"), PRIVATE)
 
 
-def open_text(path: Path, mode: int = PRIVATE) -> TextIO:
-    """Open ``path`` for writing text (created or truncated) with exactly ``mode``:
-    for files written as a stream (CSV exports, ground-truth logs)."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode & 0o600)
+def open_text(path: Path, mode: int = PRIVATE, *, append: bool = False) -> TextIO:
+    """Open ``path`` for writing text (created, then truncated or, with ``append``,
+    appended to) with exactly ``mode``: for files written as a stream (CSV exports,
+    ground-truth logs)."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC | (os.O_APPEND if append else os.O_TRUNC)
+    fd = os.open(path, flags, mode & 0o600)
     try:
         os.fchmod(fd, mode)
     except BaseException:

@@ -44,6 +44,7 @@ from concentrator.storage import (
     StoreError,
     StoreFullError,
     StoreWriter,
+    open_store,
 )
 from concentrator.update.releases import EXIT_SWITCH, Releases
 from concentrator.update.updater import Updater
@@ -169,13 +170,7 @@ class Daemon:
         cfg = self._file_config
         for warning in cfg.warnings:
             log.warning("config: %s", warning)
-        quota = cfg.storage.quota_mb * 1024 * 1024 if cfg.storage.quota_mb else None
-        self.store = store = Store.open(
-            cfg.storage.path,
-            synchronous=cfg.storage.synchronous,
-            quota_bytes=quota,
-            retention_s=cfg.storage.retention_days * 86400,
-        )
+        self.store = store = open_store(cfg.storage)
         journal = HeldJournal(cfg.storage.path, MAX_PENDING)
         self.writer = writer = StoreWriter(
             store, max_pending=MAX_PENDING, now=self.clock.wall, journal=journal

@@ -5,7 +5,12 @@ events and missing slots, retention and the quota) and the group-commit writer. 
 module is its interface: other packages import from here.
 """
 
-from concentrator.storage.errors import StoreCorruptError, StoreError, StoreFullError
+from concentrator.storage.errors import (
+    StoreCorruptError,
+    StoreError,
+    StoreFullError,
+    StoreKeyError,
+)
 from concentrator.storage.held import HeldJournal, HeldJournalError
 from concentrator.storage.records import (
     Backlog,
@@ -17,7 +22,7 @@ from concentrator.storage.records import (
     StoredReading,
 )
 from concentrator.storage.schema import SCHEMA_VERSION, STORE_MIN_READER
-from concentrator.storage.store import Store
+from concentrator.storage.store import Store, open_store
 from concentrator.storage.writer import MAX_PENDING, StoreWriter
 
 __all__ = [
@@ -35,7 +40,9 @@ __all__ = [
     "StoreCorruptError",
     "StoreError",
     "StoreFullError",
+    "StoreKeyError",
     "StoreWriter",
     "StoredEvent",
     "StoredReading",
+    "open_store",
 ]

@@ -12,7 +12,6 @@ import errno
 import json
 import logging
 import os
-import sqlite3
 import threading
 import time
 from collections.abc import Iterator
@@ -21,7 +20,13 @@ from types import TracebackType
 from typing import Literal, Self, cast
 
 from clitools.files import private_database
-from concentrator.storage.errors import StoreCorruptError, StoreError, StoreFullError
+from concentrator.storage.engine import apply_key, encrypt_in_place, is_plaintext, sqlite3
+from concentrator.storage.errors import (
+    StoreCorruptError,
+    StoreError,
+    StoreFullError,
+    StoreKeyError,
+)
 from concentrator.storage.schema import (
     MIGRATIONS,
     MIN_READER_KEY,
@@ -45,14 +50,36 @@ def _error_code(exc: sqlite3.Error) -> int | None:
     return code & 0xFF if isinstance(code, int) else None  # primary code of extended codes
 
 
-def _connect(path: Path, busy_timeout_s: float) -> sqlite3.Connection:
+def _connect(path: Path, busy_timeout_s: float, key: bytes | None) -> sqlite3.Connection:
     # isolation_level=None: the store issues BEGIN/COMMIT itself. With Python's own
     # implicit transactions, a PRAGMA or DDL statement could commit half a change.
     # check_same_thread=False: asyncio.to_thread may use any worker thread. The
     # store's lock serialises them.
-    return sqlite3.connect(
+    conn = sqlite3.connect(
         str(path), timeout=busy_timeout_s, isolation_level=None, check_same_thread=False
     )
+    try:
+        apply_key(conn, key)
+        if key is not None and size_or_zero(path) > 0:
+            _check_key(conn, path)
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def _check_key(conn: sqlite3.Connection, path: Path) -> None:
+    """An encrypted store that the key does not open is refused as it is: with a wrong
+    key every page looks damaged, and moving it aside as damaged would lose the store."""
+    try:
+        conn.execute("SELECT count(*) FROM sqlite_schema").fetchone()
+    except sqlite3.DatabaseError as exc:
+        if _error_code(exc) != sqlite3.SQLITE_NOTADB:
+            raise
+        raise StoreKeyError(
+            f"{path}: the key does not open this store (a wrong [storage] key_file, or "
+            "the store's page 1 is damaged); the store was left as it is"
+        ) from None
 
 
 def _damage(conn: sqlite3.Connection) -> str | None:
@@ -136,6 +163,7 @@ class StoreBase:
         quota_bytes: int | None = None,
         retention_s: float = 7 * 86400,
         busy_timeout_s: float = 5.0,
+        key: bytes | None = None,
     ) -> Self:
         """Open or create the store. A damaged file is moved aside, never silently replaced.
 
@@ -148,9 +176,13 @@ class StoreBase:
         if quota_bytes is not None and quota_bytes <= 0:
             raise ValueError(f"quota_bytes must be positive, not {quota_bytes}")
         path = Path(path)
+        encrypted_now = False
         try:
             private_database(path)
-            conn = _connect(path, busy_timeout_s)
+            if key is not None and is_plaintext(path):
+                encrypt_in_place(path, key, busy_timeout_s=busy_timeout_s)
+                encrypted_now = True
+            conn = _connect(path, busy_timeout_s, key)
         except OSError as exc:
             kind = StoreFullError if exc.errno == errno.ENOSPC else StoreError
             raise kind(f"{path}: cannot create database: {exc}") from exc
@@ -159,6 +191,9 @@ class StoreBase:
         moved_to: Path | None = None
         try:
             damage = _damage(conn)
+            if damage is not None and key is None and not is_plaintext(path):
+                # Kept, not lost: moved aside, and opened again once the key is given.
+                damage += "; no SQLite header: if the store is encrypted, give its key_file"
             if damage is not None:
                 # Closing lets SQLite checkpoint a leftover WAL into the damaged file
                 # (or leave it, and we move it too). Either way the last commits stay
@@ -168,7 +203,7 @@ class StoreBase:
                 moved_to = _move_aside(path)
                 log.critical("store %s is damaged (%s); moved aside to %s", path, damage, moved_to)
                 private_database(path)
-                conn = _connect(path, busy_timeout_s)
+                conn = _connect(path, busy_timeout_s, key)
             store = cls(
                 conn,
                 path,
@@ -185,6 +220,11 @@ class StoreBase:
         except BaseException:
             conn.close()
             raise
+        if encrypted_now:
+            log.warning("store %s was plaintext; now encrypted with its key", path)
+            store.add_event(
+                Event("store_encrypted", "info", None, {"path": str(path)}, time.time())
+            )
         if moved_to is not None:
             store.add_event(
                 Event(

@@ -6,12 +6,12 @@ from __future__ import annotations
 import json
 import logging
 import math
-import sqlite3
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
 from concentrator.storage.base import size_or_zero
+from concentrator.storage.engine import sqlite3
 from concentrator.storage.errors import StoreError
 from concentrator.storage.readings import Readings
 from concentrator.storage.records import Stats
