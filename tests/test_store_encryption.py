@@ -184,3 +184,81 @@ def test_config_check_names_the_key_file_line(
     assert issue.line == line_of(text, "key_file") and issue.field == "storage.key_file"
     assert message in issue.message
     assert str(issue).startswith(f"{path}:{issue.line}: storage.key_file: ")
+
+
+def test_the_daemon_encrypts_a_plaintext_store_and_refuses_a_wrong_key(tmp_path: Path) -> None:
+    """End to end: a daemon polls into a plaintext store; started again with a key it
+    encrypts the store in place (no reading lost) and polls on; `stats` reads it with
+    the key; with another key the daemon refuses to start, the store untouched."""
+    from helpers import DaemonProcess, wait_for
+
+    from hil_sim.process import SimProcess
+
+    links, cfg, db = tmp_path / "links", tmp_path / "c.toml", tmp_path / "store.db"
+    links.mkdir()
+    sim = SimProcess(
+        ["fleet", "--link-dir", str(links), "--write-config", str(cfg), "--store", str(db),
+         "--buses", "1", "--meters-per-bus", "4", "--baud", "0", "--cadence", "1s"]
+    )  # fmt: skip
+    sim.start()
+    ctl = ("--control-socket", str(tmp_path / "ctl.sock"))
+
+    def count_plain() -> int:
+        try:
+            con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
+            try:
+                return int(con.execute("SELECT count(*) FROM readings").fetchone()[0])
+            finally:
+                con.close()
+        except sqlite3.Error:
+            return 0
+
+    def count_encrypted() -> int:
+        if db.read_bytes()[:15] == b"SQLite format 3":
+            return 0  # the daemon has not encrypted it yet: opening it with a key would
+        with Store.open(db, key=KEY) as store:
+            return len(store.get_readings())
+
+    def rows(store: Store) -> set[tuple[str, int, str]]:
+        return {(r.reading.meter, r.reading.slot, r.reading.value) for r in store.get_readings()}
+
+    try:
+        daemon = DaemonProcess(cfg, *ctl)
+        try:
+            wait_for(lambda: count_plain() >= 12, 120, "plaintext readings")
+        finally:
+            assert daemon.stop() == 0
+        with Store.open(db) as store:
+            plain = {
+                (r.reading.meter, r.reading.slot, r.reading.value) for r in store.get_readings()
+            }
+        key_file = tmp_path / "store.key"
+        key_file.write_text(KEY.hex() + "\n")
+        key_file.chmod(0o600)
+        text = cfg.read_text()
+        cfg.write_text(text.replace("[storage]\n", '[storage]\nkey_file = "store.key"\n', 1))
+        daemon = DaemonProcess(cfg, *ctl)
+        try:
+            wait_for(lambda: count_encrypted() >= len(plain) + 8, 120, "encrypted readings")
+        finally:
+            assert daemon.stop() == 0
+        assert not db.read_bytes().startswith(b"SQLite format 3")
+        with Store.open(db, key=KEY) as store:
+            now = rows(store)
+            assert store.events(kind="store_encrypted")
+        assert plain <= now  # not a reading lost
+        stats = CliRunner().invoke(main, ["stats", "--config", str(cfg), "--json"])
+        assert stats.exit_code == 0, stats.output
+        sums = {p.name: digest(p) for p in tmp_path.iterdir() if p.name.startswith("store.db")}
+        key_file.write_text(OTHER.hex() + "\n")
+        done = subprocess.run(
+            [sys.executable, "-m", "concentrator", "run", "--config", str(cfg), *ctl],
+            capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert done.returncode != 0
+        assert "the key does not open this store" in done.stderr
+        assert "Traceback" not in done.stderr
+        after = {p.name: digest(p) for p in tmp_path.iterdir() if p.name.startswith("store.db")}
+        assert after == sums  # untouched: not moved aside, not rewritten
+    finally:
+        sim.stop()

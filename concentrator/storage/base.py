@@ -12,6 +12,7 @@ import errno
 import json
 import logging
 import os
+import sqlite3
 import threading
 import time
 from collections.abc import Iterator
@@ -20,7 +21,13 @@ from types import TracebackType
 from typing import Literal, Self, cast
 
 from clitools.files import private_database
-from concentrator.storage.engine import apply_key, encrypt_in_place, is_plaintext, sqlite3
+from concentrator.storage.engine import (
+    connect,
+    database_errors,
+    encrypt_in_place,
+    errors,
+    is_plaintext,
+)
 from concentrator.storage.errors import (
     StoreCorruptError,
     StoreError,
@@ -39,6 +46,7 @@ log = logging.getLogger(__name__)
 
 Synchronous = Literal["FULL", "NORMAL"]
 
+CACHE_KIB = 2000  # SQLite's default page cache
 _WAL_LIMIT_BYTES = 4 * 1024 * 1024  # about SQLite's default autocheckpoint of 1,000 pages
 
 _CORRUPT_CODES = frozenset({sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB})
@@ -55,11 +63,8 @@ def _connect(path: Path, busy_timeout_s: float, key: bytes | None) -> sqlite3.Co
     # implicit transactions, a PRAGMA or DDL statement could commit half a change.
     # check_same_thread=False: asyncio.to_thread may use any worker thread. The
     # store's lock serialises them.
-    conn = sqlite3.connect(
-        str(path), timeout=busy_timeout_s, isolation_level=None, check_same_thread=False
-    )
+    conn = connect(path, key, timeout=busy_timeout_s, isolation_level=None, check_same_thread=False)
     try:
-        apply_key(conn, key)
         if key is not None and size_or_zero(path) > 0:
             _check_key(conn, path)
     except BaseException:
@@ -73,7 +78,7 @@ def _check_key(conn: sqlite3.Connection, path: Path) -> None:
     key every page looks damaged, and moving it aside as damaged would lose the store."""
     try:
         conn.execute("SELECT count(*) FROM sqlite_schema").fetchone()
-    except sqlite3.DatabaseError as exc:
+    except database_errors() as exc:
         if _error_code(exc) != sqlite3.SQLITE_NOTADB:
             raise
         raise StoreKeyError(
@@ -86,7 +91,7 @@ def _damage(conn: sqlite3.Connection) -> str | None:
     """Return why the file is not a usable database, or None if it is."""
     try:
         rows = [str(r[0]) for r in conn.execute("PRAGMA quick_check")]
-    except sqlite3.DatabaseError as exc:
+    except database_errors() as exc:
         if _error_code(exc) in _CORRUPT_CODES:
             return str(exc)
         raise
@@ -186,7 +191,7 @@ class StoreBase:
         except OSError as exc:
             kind = StoreFullError if exc.errno == errno.ENOSPC else StoreError
             raise kind(f"{path}: cannot create database: {exc}") from exc
-        except sqlite3.Error as exc:
+        except errors() as exc:
             raise StoreError(f"{path}: cannot open database: {exc}") from exc
         moved_to: Path | None = None
         try:
@@ -198,7 +203,7 @@ class StoreBase:
                 # Closing lets SQLite checkpoint a leftover WAL into the damaged file
                 # (or leave it, and we move it too). Either way the last commits stay
                 # with the evidence.
-                with contextlib.suppress(sqlite3.Error):
+                with contextlib.suppress(*errors()):
                     conn.close()
                 moved_to = _move_aside(path)
                 log.critical("store %s is damaged (%s); moved aside to %s", path, damage, moved_to)
@@ -212,7 +217,7 @@ class StoreBase:
                 retention_s=retention_s,
             )
             store._configure()
-        except sqlite3.Error as exc:
+        except errors() as exc:
             conn.close()
             code = _error_code(exc)
             kind = StoreFullError if code in _FULL_CODES else StoreError
@@ -249,6 +254,11 @@ class StoreBase:
             raise StoreError(f"{self.path}: cannot switch to WAL mode (got {mode!r})")
         conn.execute(f"PRAGMA synchronous = {self._synchronous}")
         conn.execute("PRAGMA foreign_keys = ON")
+        # Our memory, not the build's: SQLCipher's wheel defaults to an 8 MiB page cache
+        # and in-memory temp tables, where the daemon's RSS budget (bench/daemon.py)
+        # was set with SQLite's own 2 MiB and temp files.
+        conn.execute(f"PRAGMA cache_size = -{CACHE_KIB}")
+        conn.execute("PRAGMA temp_store = FILE")
         # After a checkpoint SQLite cuts the WAL file back to this size. Otherwise one
         # large transaction would leave a large -wal file on disk for good.
         wal_budget = _WAL_LIMIT_BYTES
@@ -306,7 +316,7 @@ class StoreBase:
             if self._conn is None:
                 return
             conn, self._conn = self._conn, None
-            with contextlib.suppress(sqlite3.Error):  # a planner hint; closing matters more
+            with contextlib.suppress(*errors()):  # a planner hint; closing matters more
                 conn.execute("PRAGMA optimize")
             conn.close()
 
@@ -366,11 +376,11 @@ class StoreBase:
                 except BaseException:
                     self._rollback(conn)
                     raise
-            except sqlite3.Error as exc:
+            except errors() as exc:
                 raise self._error(exc) from exc
             finally:
                 if force_full:
-                    with contextlib.suppress(sqlite3.Error):
+                    with contextlib.suppress(*errors()):
                         conn.execute(f"PRAGMA synchronous = {self._synchronous}")
 
     def _rollback(self, conn: sqlite3.Connection) -> None:
@@ -379,7 +389,7 @@ class StoreBase:
         # SQLite may already have rolled back by itself (it does for some SQLITE_FULL
         # and IOERR cases). A failing ROLLBACK must not hide the original error.
         if conn.in_transaction:
-            with contextlib.suppress(sqlite3.Error):
+            with contextlib.suppress(*errors()):
                 conn.execute("ROLLBACK")
 
     # -------------------------------------------------------------- dictionaries

@@ -1,11 +1,15 @@
-"""The SQLite build the store runs on: SQLCipher's, so the store can be encrypted at
-rest (issue 19, item 5), and the one in-place migration of a plaintext store.
+"""The SQLite the store runs on: the standard library's for a plaintext store,
+SQLCipher's for an encrypted one (issue 19, item 5), and the one in-place migration
+from the first to the second.
 
-``sqlite3`` here is ``sqlcipher3.dbapi2``, SQLCipher 4 behind the standard library's
-DB-API: the same SQLite, the same API, its own exception classes — which is why every
-module of the store imports ``sqlite3`` from here and never the standard library's.
-Without a key it reads and writes plain SQLite files, byte for byte. (For the type
-checker it *is* the standard module: sqlcipher3 ships no type information.)
+SQLCipher 4 comes from the ``sqlcipher3`` wheel (``sqlcipher3.dbapi2``: the standard
+library's DB-API over SQLCipher, with its own OpenSSL). It is imported only when a store
+has a key: it costs the process about 10 MB of RSS (bench/daemon.py), which a
+concentrator without ``key_file`` does not pay. Its connections behave like the
+standard module's but raise its own exception classes, so the store catches
+``errors()`` — the ``Error`` classes of every driver loaded — never ``sqlite3.Error``
+alone. (For the type checker its connections *are* ``sqlite3`` ones: the wheel ships
+no type information.)
 
 The key is SQLCipher's raw key form, ``x'<64 hex digits>'``: 32 random bytes used as
 the AES-256 key as they are, so no PBKDF2 runs on every open (SQLCipher's "Raw Key
@@ -15,32 +19,60 @@ Data", https://www.zetetic.net/sqlcipher/sqlcipher-api/#key).
 from __future__ import annotations
 
 import contextlib
+import importlib
 import os
+import sqlite3
+import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from types import ModuleType
+from typing import Any, cast
 
 from clitools.files import create_file
 
-if TYPE_CHECKING:
-    import sqlite3
-else:
-    from sqlcipher3 import dbapi2 as sqlite3
+__all__ = ["connect", "database_errors", "encrypt_in_place", "errors", "is_plaintext"]
 
-__all__ = ["apply_key", "encrypt_in_place", "is_plaintext", "raw_key", "sqlite3"]
-
-SQLITE_HEADER = b"SQLite format 3\x00"  # the first 16 bytes of a plaintext database file
+_SQLCIPHER = "sqlcipher3.dbapi2"
 
 
-def raw_key(key: bytes) -> str:
+def _sqlcipher() -> ModuleType:
+    return importlib.import_module(_SQLCIPHER)
+
+
+def _loaded() -> list[Any]:
+    cipher = sys.modules.get(_SQLCIPHER)
+    return [sqlite3] if cipher is None else [sqlite3, cipher]
+
+
+def errors() -> tuple[type[sqlite3.Error], ...]:
+    """``sqlite3.Error`` of every SQLite driver loaded: ``except errors() as exc``."""
+    return tuple(cast(type[sqlite3.Error], m.Error) for m in _loaded())
+
+
+def database_errors() -> tuple[type[sqlite3.DatabaseError], ...]:
+    return tuple(cast(type[sqlite3.DatabaseError], m.DatabaseError) for m in _loaded())
+
+
+def _raw_key(key: bytes) -> str:
     return f"x'{key.hex()}'"
 
 
-def apply_key(conn: sqlite3.Connection, key: bytes | None) -> None:
-    """Quiet SQLCipher's own stderr logging (a wrong key is our error to report), and
-    key the connection before its first read."""
-    conn.execute("PRAGMA cipher_log_level = NONE")
-    if key is not None:
-        conn.execute(f'PRAGMA key = "{raw_key(key)}"')
+def connect(path: Path, key: bytes | None, **kwargs: Any) -> sqlite3.Connection:
+    """A connection to ``path``: plain SQLite without a key; SQLCipher, keyed before
+    its first read and with its own stderr logging off (a wrong key is ours to
+    report), with one."""
+    if key is None:
+        return cast(sqlite3.Connection, sqlite3.connect(str(path), **kwargs))
+    conn = cast(sqlite3.Connection, _sqlcipher().connect(str(path), **kwargs))
+    try:
+        conn.execute("PRAGMA cipher_log_level = NONE")
+        conn.execute(f'PRAGMA key = "{_raw_key(key)}"')
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+SQLITE_HEADER = b"SQLite format 3\x00"  # the first 16 bytes of a plaintext database file
 
 
 def is_plaintext(path: Path) -> bool:
@@ -73,15 +105,19 @@ def encrypt_in_place(path: Path, key: bytes, *, busy_timeout_s: float) -> None:
     for suffix in ("", "-wal", "-shm", "-journal"):  # an attempt a kill cut short
         Path(f"{tmp}{suffix}").unlink(missing_ok=True)
     create_file(tmp)
-    conn = sqlite3.connect(str(path), timeout=busy_timeout_s, isolation_level=None)
+    # SQLCipher's build even for the plaintext side: only it can ATTACH with a KEY.
+    conn = cast(
+        sqlite3.Connection,
+        _sqlcipher().connect(str(path), timeout=busy_timeout_s, isolation_level=None),
+    )
     try:
-        apply_key(conn, None)
+        conn.execute("PRAGMA cipher_log_level = NONE")
         busy, _, _ = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
         if busy:
-            raise sqlite3.OperationalError("another process holds the store open")
+            raise OSError(f"{path}: another process holds the store open; not encrypted")
         version = int(conn.execute("PRAGMA user_version").fetchone()[0])
         vacuum = int(conn.execute("PRAGMA auto_vacuum").fetchone()[0])
-        conn.execute("ATTACH DATABASE ? AS enc KEY ?", (str(tmp), raw_key(key)))
+        conn.execute("ATTACH DATABASE ? AS enc KEY ?", (str(tmp), _raw_key(key)))
         try:
             # Set before the first table exists, like Store does on a fresh file.
             conn.execute(f"PRAGMA enc.auto_vacuum = {vacuum}")

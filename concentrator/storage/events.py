@@ -4,13 +4,13 @@ figures they make together."""
 from __future__ import annotations
 
 import json
+import sqlite3
 import time
 from collections.abc import Iterable, Sequence
 from typing import Literal
 
 from concentrator.storage.base import StoreBase
 from concentrator.storage.codec import EVENT_SELECT, stored_event
-from concentrator.storage.engine import sqlite3
 from concentrator.storage.held import RECOVERED_KEY, Held
 from concentrator.storage.records import Missing, ReadSuccess, StoredEvent
 

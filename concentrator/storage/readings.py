@@ -3,6 +3,7 @@ batches for the uplink until the receiver acks each batch."""
 
 from __future__ import annotations
 
+import sqlite3
 import time
 from collections.abc import Sequence
 
@@ -15,7 +16,6 @@ from concentrator.storage.codec import (
     stored_event,
     stored_reading,
 )
-from concentrator.storage.engine import sqlite3
 from concentrator.storage.records import Backlog, Batch, StoredReading
 from contract.records import Reading
 

@@ -30,9 +30,8 @@ The state table (schema version 2) keeps small named values across restarts.
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Callable
-
-from concentrator.storage.engine import sqlite3
 
 
 def _schema_v1(conn: sqlite3.Connection) -> None:
