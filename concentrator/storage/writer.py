@@ -186,10 +186,11 @@ class StoreWriter:
             if self.disk_full:
                 log.warning("store accepts writes again")
                 self.disk_full = False
+            if self.journal is not None and self.journal.dirty:
+                # Everything the journal names was queued before this round: committed.
+                await self.call(self.journal.clear)
+                self._episode = None
             if not (self._pending or self._events or self._missing or self._states):
-                if self.journal is not None and self.journal.dirty:
-                    await self.call(self.journal.clear)  # all of it is committed now
-                    self._episode = None
                 self._idle.set()
 
     async def _wait_for_space(self) -> None:
