@@ -5,16 +5,22 @@ by the next start — never called "daemon down"."""
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 import struct
+import tempfile
 import time
+import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from concentrator.config.model import read_store_key
 from concentrator.storage import HeldJournal, HeldJournalError, Store, StoreWriter
-from concentrator.storage.held import HELD_REASON, OVERFLOW_REASON, Held
+from concentrator.storage.held import HELD_REASON, MAGIC, OVERFLOW_REASON, Held
 from contract.records import Event, Reading
 from hil_sim.chaos_rig import SmallDisk
 
@@ -157,3 +163,65 @@ async def test_writer_journals_what_it_holds_and_commits_as_soon_as_space_return
             task.cancel()
             writer.close()
         assert len(store.get_readings()) == 1 + len(batch)
+
+
+# --- parsers: whatever bytes are on disk, a clear answer ----------------------------
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=200))
+def test_any_journal_bytes_read_as_nothing_held_or_a_clear_error(raw: bytes) -> None:
+    with tempfile.TemporaryDirectory() as d:
+        journal = HeldJournal(Path(d) / "s.db", max_pending=0)
+        for blob in (raw, MAGIC + raw, _framed(raw), _framed(zlib.compress(raw))):
+            journal.path.write_bytes(blob)
+            try:
+                got = journal.read()
+            except HeldJournalError as exc:
+                assert str(journal.path) in str(exc)
+            else:
+                assert got is None or isinstance(got, Held)
+
+
+def _framed(body: bytes) -> bytes:
+    return struct.pack(">8sII", MAGIC, len(body), zlib.crc32(body)) + body
+
+
+_scalars = st.none() | st.integers() | st.text(max_size=5)
+_json = st.recursive(
+    _scalars,
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(st.sampled_from(["episode", "reason", "readings", "missing", "events",
+                                        "states", "dropped"]), _json))  # fmt: skip
+def test_a_well_framed_body_of_the_wrong_shape_is_a_clear_error(doc: dict[str, object]) -> None:
+    with tempfile.TemporaryDirectory() as d:
+        journal = HeldJournal(Path(d) / "s.db", max_pending=0)
+        journal.path.write_bytes(_framed(zlib.compress(json.dumps(doc).encode())))
+        try:
+            got = journal.read()
+        except HeldJournalError as exc:
+            assert "does not decode" in str(exc)
+        else:
+            assert isinstance(got, Held)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(max_size=80), st.sampled_from([0o600, 0o400, 0o640, 0o604]))
+def test_any_store_key_file_is_a_key_or_says_what_is_wrong(text: str, mode: int) -> None:
+    with tempfile.TemporaryDirectory() as d:
+        path = Path(d) / "store.key"
+        path.write_bytes(text.encode("utf-8"))
+        path.chmod(mode)
+        try:
+            key = read_store_key(path)
+        except ValueError as exc:
+            assert str(path) in str(exc)
+        else:
+            assert len(key) == 32 and mode & 0o077 == 0

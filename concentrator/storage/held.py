@@ -234,7 +234,7 @@ class HeldJournal:
             )
         try:
             return Held.from_json(zlib.decompress(body))
-        except (ValueError, KeyError, TypeError, zlib.error) as exc:
+        except (ValueError, KeyError, TypeError, AttributeError, zlib.error) as exc:
             raise HeldJournalError(f"{self.path}: body does not decode: {exc}") from exc
 
 
