@@ -22,6 +22,7 @@ from typing import Literal, Self, cast
 
 from clitools.files import private_database
 from concentrator.storage.engine import (
+    CACHE_KIB,
     connect,
     database_errors,
     encrypt_in_place,
@@ -46,7 +47,6 @@ log = logging.getLogger(__name__)
 
 Synchronous = Literal["FULL", "NORMAL"]
 
-CACHE_KIB = 2000  # SQLite's default page cache
 _WAL_LIMIT_BYTES = 4 * 1024 * 1024  # about SQLite's default autocheckpoint of 1,000 pages
 
 _CORRUPT_CODES = frozenset({sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB})
@@ -65,8 +65,15 @@ def _connect(path: Path, busy_timeout_s: float, key: bytes | None) -> sqlite3.Co
     # store's lock serialises them.
     conn = connect(path, key, timeout=busy_timeout_s, isolation_level=None, check_same_thread=False)
     try:
+        # Our memory, not the build's, from the first read on (the quick_check at open
+        # reads every page): SQLCipher's wheel defaults to an 8 MiB page cache and
+        # in-memory temp tables, where the daemon's RSS budget (bench/daemon.py) was set
+        # with SQLite's own 2 MiB and temp files.
         if key is not None and size_or_zero(path) > 0:
             _check_key(conn, path)
+        with contextlib.suppress(*database_errors()):  # a damaged file: _damage judges it
+            conn.execute(f"PRAGMA cache_size = -{CACHE_KIB}")
+            conn.execute("PRAGMA temp_store = FILE")
     except BaseException:
         conn.close()
         raise
@@ -254,11 +261,6 @@ class StoreBase:
             raise StoreError(f"{self.path}: cannot switch to WAL mode (got {mode!r})")
         conn.execute(f"PRAGMA synchronous = {self._synchronous}")
         conn.execute("PRAGMA foreign_keys = ON")
-        # Our memory, not the build's: SQLCipher's wheel defaults to an 8 MiB page cache
-        # and in-memory temp tables, where the daemon's RSS budget (bench/daemon.py)
-        # was set with SQLite's own 2 MiB and temp files.
-        conn.execute(f"PRAGMA cache_size = -{CACHE_KIB}")
-        conn.execute("PRAGMA temp_store = FILE")
         # After a checkpoint SQLite cuts the WAL file back to this size. Otherwise one
         # large transaction would leave a large -wal file on disk for good.
         wal_budget = _WAL_LIMIT_BYTES

@@ -29,9 +29,10 @@ from typing import Any, cast
 
 from clitools.files import create_file
 
-__all__ = ["connect", "database_errors", "encrypt_in_place", "errors", "is_plaintext"]
+__all__ = ["CACHE_KIB", "connect", "database_errors", "encrypt_in_place", "errors", "is_plaintext"]
 
 _SQLCIPHER = "sqlcipher3.dbapi2"
+CACHE_KIB = 2000  # the store's page cache: SQLite's default, whatever the build's
 
 
 def _sqlcipher() -> ModuleType:
@@ -112,6 +113,7 @@ def encrypt_in_place(path: Path, key: bytes, *, busy_timeout_s: float) -> None:
     )
     try:
         conn.execute("PRAGMA cipher_log_level = NONE")
+        conn.execute(f"PRAGMA cache_size = -{CACHE_KIB}")
         busy, _, _ = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
         if busy:
             raise OSError(f"{path}: another process holds the store open; not encrypted")
