@@ -119,3 +119,38 @@ def test_helpers_give_the_exact_mode_whatever_the_umask(tmp_path: Path, umask: i
     os.chmod(tmp_path / "a", 0o666)
     restrict(tmp_path / "a", PRIVATE)
     assert stat.S_IMODE((tmp_path / "a").stat().st_mode) == PRIVATE
+
+
+@pytest.mark.slow
+def test_a_daemon_and_simulator_started_under_umask_000_leave_nothing_readable(
+    tmp_path: Path,
+) -> None:
+    from helpers import DaemonProcess, read_status, wait_for
+
+    from hil_sim.process import SimProcess
+
+    links, cfg, db = tmp_path / "links", tmp_path / "c.toml", tmp_path / "store.db"
+    links.mkdir()
+    old = os.umask(0)  # inherited by both processes
+    try:
+        sim = SimProcess(
+            ["fleet", "--link-dir", str(links), "--write-config", str(cfg), "--store", str(db),
+             "--buses", "1", "--meters-per-bus", "2", "--baud", "0", "--cadence", "1s"]
+        )  # fmt: skip
+        sim.start()
+        daemon = DaemonProcess(cfg, "--control-socket", str(tmp_path / "ctl.sock"))
+    finally:
+        os.umask(old)
+    try:
+        status = db.with_suffix(".status.json")
+        wait_for(lambda: (read_status(status) or {}).get("buses"), 120, "the status file")
+        found = modes(tmp_path)
+    finally:
+        assert daemon.stop() == 0
+        sim.stop()
+    assert found["c.toml"] == PRIVATE
+    assert found["store.db"] == PRIVATE and found["store.db-wal"] == PRIVATE
+    assert found["store.db.held"] == PRIVATE
+    assert found["store.status.json"] == GROUP_READ
+    truth = [name for name in found if name.endswith(".jsonl")]
+    assert truth and all(found[name] == PRIVATE for name in truth)
