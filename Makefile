@@ -10,9 +10,9 @@ STAMP := $(VENV)/.meterflow-installed
 # systemd (for systemd-analyze verify of our units),
 # and postgresql when no PostgreSQL server is reachable (see the postgres target).
 
-.PHONY: setup system-packages postgres demo test lint typecheck unit bench bench-compare chaos clean
+.PHONY: docs setup completion system-packages postgres demo test lint typecheck unit bench bench-compare chaos clean
 
-setup: system-packages postgres $(STAMP)
+setup: system-packages postgres $(STAMP) completion
 
 # Installs only what is missing, with apt-get (needs root, as on a concentrator or CI).
 system-packages:
@@ -62,6 +62,24 @@ $(STAMP): setup.cfg pyproject.toml
 	$(PY) -m pip install -q -e '.[dev]'
 	@touch $(STAMP)
 
+# Tab completion for the three CLIs (click's own), written into the venv and sourced by
+# its activate script in bash; see README "Shell completion" for a system-wide install.
+COMPLETIONS := $(VENV)/share/bash-completion/completions
+completion: $(STAMP)
+	@mkdir -p $(COMPLETIONS)
+	@for cmd in concentrator cloud-receiver hil-sim; do \
+	  var=_$$(echo $$cmd | tr 'a-z-' 'A-Z_')_COMPLETE; \
+	  env $$var=bash_source $(VENV)/bin/$$cmd > $(COMPLETIONS)/$$cmd.tmp && \
+	  mv $(COMPLETIONS)/$$cmd.tmp $(COMPLETIONS)/$$cmd; \
+	done
+	@grep -q 'meterflow-completion' $(VENV)/bin/activate || \
+	  echo 'if [ -n "$${BASH_VERSION:-}" ]; then for f in "$$VIRTUAL_ENV"/share/bash-completion/completions/*; do . "$$f"; done; fi  # meterflow-completion' >> $(VENV)/bin/activate
+
+# The manual (docs/, mkdocs.yml) as a site in site/, warnings as errors; the command
+# reference in it is generated from the click definitions.
+docs: setup
+	$(VENV)/bin/mkdocs build --strict -q
+
 lint: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
@@ -73,7 +91,7 @@ typecheck: setup
 unit: setup
 	$(VENV)/bin/pytest -q -n 2 --dist loadfile --durations=15  # two workers (most tests wait on real processes); keep `make test` under 15 minutes
 
-test: lint typecheck unit
+test: lint typecheck docs unit
 
 demo: setup
 	$(PY) -m hil_sim.demo
@@ -104,4 +122,4 @@ chaos: setup
 	$(PY) -m hil_sim.chaos --minutes $(CHAOS_MINUTES) $(if $(CHAOS_DB),--db $(CHAOS_DB))
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis demo-run bench-out
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis demo-run bench-out site

@@ -91,6 +91,7 @@ async def _naive(link: Path, addresses: list[str], slots: int) -> float:
     settings = PlcSettings(port=str(link), monitor_timeout=MONITOR_TIMEOUT_S / SCALE)
     got = 0
     async with PlcBus(settings) as plc:
+        await plc.identify()  # the module's master node address and mode
         reader = plc_reader(plc)
         first = math.ceil(clock.wall() / PERIOD) * PERIOD
         for k in range(slots):

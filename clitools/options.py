@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 
 import click
 
+from contract import quantities
 from drivers.serial_bus import baud_problem
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -150,3 +151,27 @@ def day_option(
         metavar=metavar,
         help=help,
     )
+
+
+def _canonical_quantities(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+    for name in value or ():
+        if name not in quantities.BY_NAME:
+            raise click.BadParameter(quantities.unknown_message(name))
+    return value
+
+
+def quantity_option(help: str, *, multiple: bool = True) -> Decorator[Any]:
+    """``--quantity NAME`` (repeatable): a canonical quantity name (docs/quantities.md);
+    an unknown one is refused with the valid names listed."""
+    return click.option(
+        "--quantity",
+        "quantities" if multiple else "quantity",
+        multiple=multiple,
+        metavar="NAME",
+        callback=_canonical_quantities if multiple else _one_quantity,
+        help=f"{help} A canonical name (docs/quantities.md).",
+    )
+
+
+def _one_quantity(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+    return value if value is None else _canonical_quantities(ctx, param, (value,))[0]

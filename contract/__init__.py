@@ -11,7 +11,8 @@ software talking:
 - `contract.package`: a signed release package and its chunk messages;
 - `contract.topics`: every MQTT topic name, one function each;
 - `contract.mqtt_session`: how both ends open their MQTT session;
-- `contract.timezone`: how a site's UTC offset is written.
+- `contract.timezone`: how a site's UTC offset is written;
+- `contract.quantities`: the canonical names of what meters measure (docs/quantities.md).
 
 It may import `drivers` at most (an import-linter contract keeps it so).
 """

@@ -31,7 +31,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
     Ed25519PublicKey,
 )
 
-from drivers.meter_ids import dlt645_address_problem
+from drivers.meter_ids import any_meter_problem, dlt645_address_problem
 
 FORMAT_VERSION = 1
 DOMAIN = b"meterflow command v1\x00"
@@ -46,6 +46,9 @@ ACTIONS = (
     "upgrade",
 )
 NO_METERS = ("time_sync", "upgrade")
+# Actions a Modbus meter (no relay, no clock: docs/quantities.md) can take; the others
+# are DL/T 645's.
+ANY_METER = ("read",)
 # A command is a short-lived order: a window longer than this is refused, so a command
 # lost in a queue cannot take effect days later.
 MAX_VALIDITY_S = 7 * 86400
@@ -129,7 +132,12 @@ def check(cmd: Command) -> None:
     if len(cmd.meters) > MAX_METERS:
         raise CommandError(f"{len(cmd.meters)} meters: at most {MAX_METERS} per command")
     for m in cmd.meters:
-        if dlt645_address_problem(m) is not None:
+        if cmd.action in ANY_METER:
+            if any_meter_problem(m) is not None:
+                raise CommandError(
+                    f"meter {m!r}: expected a 12-digit address or a Modbus slave id 1..247"
+                )
+        elif dlt645_address_problem(m) is not None:
             raise CommandError(f"meter {m!r}: expected a 12-digit address")
     if cmd.action == "add_meter":
         if len(cmd.meters) != 1:

@@ -48,6 +48,7 @@ from drivers.dlt645 import (
     from_bcd,
 )
 from drivers.errors import EncodeError, FrameError, MeterError
+from drivers.quantity_map import Mapped
 
 __all__ = [
     "BROADCAST",
@@ -219,6 +220,16 @@ DATA_IDS: dict[int, DataId] = {
     ]
 }
 DATA_IDS_BY_NAME: dict[str, DataId] = {d.name: d for d in DATA_IDS.values()}
+
+# The DIs in the canonical vocabulary (contract.quantities, docs/quantities.md), the one
+# table that says what each is stored as: the same names as the 2007 edition's, but the
+# total power factor is "power_factor". Blocks (9X1F) are read as their parts; the
+# meter's constant, numbers and device code are not measurements.
+CANONICAL: dict[int, Mapped] = {
+    d.di: Mapped("power_factor" if d.name == "power_factor_total" else d.name, d.unit)
+    for d in DATA_IDS.values()
+    if d.kind != "block" and d.di not in (0xC030, 0xC032, 0xC033, 0xC034)
+}
 
 DEFAULT_QUANTITIES: tuple[str, ...] = (
     "energy_fwd_total",

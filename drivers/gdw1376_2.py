@@ -59,6 +59,15 @@ MAX_FN = 2048  # DT2 is one byte: groups 0..255 of eight Fn each
 MAX_RELAYS = 15  # R1.D4-D7
 ZERO_ADDRESS = "000000000000"
 
+# A deny (AFN 00 F2) is the module's own answer and has no address field: the standard's
+# frame table lists none for it, and every captured deny has R1 D2 = 0 (docs/protocols.md
+# §3.2, Q/GDW 1376.2 §5.5.1 [M]). A confirm may carry one (captured, §3.7).
+DENY_ID = (0x00, 2)
+DENY_ADDRESSED = (
+    "AFN 00 F2 (deny) carries no address field, but R1 D2 (comm-module flag) is 1 "
+    "(docs/protocols.md §3.2)"
+)
+
 DIR_UP = 0x80
 PRM = 0x40
 MODE_MASK = 0x3F
@@ -407,6 +416,8 @@ def encode_frame(frame: Frame) -> bytes:
     body = bytearray([frame.control])
     body += frame.info.encode()
     addressed = frame.source is not None or frame.destination is not None
+    if frame.info.slave_node and (frame.afn, frame.fn) == DENY_ID:
+        raise EncodeError(DENY_ADDRESSED)
     if addressed != frame.info.slave_node:
         raise EncodeError(
             "source and destination addresses go with R1.D2 (comm-module flag) = 1 only"
@@ -546,6 +557,8 @@ def _parse_body(candidate: bytes) -> Frame:
         fn = dt_to_fn(candidate[pos + 1], candidate[pos + 2])
     except FrameError as exc:
         raise FrameError(exc.reason, offset=pos + 1) from None
+    if info.slave_node and (afn, fn) == DENY_ID:
+        raise FrameError(DENY_ADDRESSED, offset=4)
     return Frame(
         afn=afn,
         fn=fn,
@@ -648,6 +661,7 @@ HARDWARE_INIT = Command(AFN.INIT, 1)  # 硬件初始化: the module restarts
 PARAMETER_INIT = Command(AFN.INIT, 2)  # 参数区初始化: clears the node table
 DATA_INIT = Command(AFN.INIT, 3)  # 数据区初始化
 QUERY_VENDOR = Command(AFN.QUERY, 1)
+QUERY_MASTER_ADDRESS = Command(AFN.QUERY, 4)  # 查询主节点地址
 QUERY_RUN_MODE = Command(AFN.QUERY, 10)
 QUERY_NODE_COUNT = Command(AFN.ROUTE_QUERY, 1)
 ROUTE_RESTART = Command(AFN.ROUTE_CONTROL, 1)
@@ -759,6 +773,33 @@ class VendorInfo:
 
 
 @dataclass(frozen=True)
+class MasterAddress:
+    """AFN 03 F4 reply: the master node's (the module's own) address, 6 bytes, low byte
+    first (docs/protocols.md §3.4). A1 of every downlink address field is this address."""
+
+    AFN: ClassVar[int] = AFN.QUERY
+    FN: ClassVar[int] = 4
+
+    address: str
+
+    def encode(self, edition: Edition = Edition.Q2013) -> bytes:
+        return encode_node_address(self.address)
+
+    @classmethod
+    def parse(cls, data: bytes, edition: Edition = Edition.Q2013) -> Self:
+        c = _Cursor(data, "AFN 03 F4 master node address")
+        out = cls(c.address("master node address"))
+        c.end()
+        return out
+
+
+# Q/GDW 10376.2-2019, the edition that lets a module run several reads at once (its deny
+# 109 "more than the concurrent maximum"); a module tells the edition it implements by
+# the protocol publication date of its 03 F10 (docs/protocols.md §3.6) [U].
+CONCURRENT_EDITION = dt.date(2019, 1, 1)
+
+
+@dataclass(frozen=True)
 class RunMode:
     """AFN 03 F10 reply, 本地通信模块运行模式信息 (Q/GDW 10376.2-2019 parser field list,
     matched byte for byte by SPLCKQ-11's captured reply; mode-word bits from a module's
@@ -802,6 +843,25 @@ class RunMode:
     @property
     def channel_count(self) -> int:
         return self.mode_word[2] & 0x1F
+
+    @property
+    def control_mode(self) -> int | None:
+        """The communication mode for the control byte C (docs/protocols.md §3.1): broadband
+        -> 3 (HPLC), narrowband -> 1 if the module routes itself (centralised routing)
+        else 2, micro-power wireless -> 10; None for a reserved communication type."""
+        if self.comm_type == 2:
+            return CommMode.HPLC
+        if self.comm_type == 1:
+            return CommMode.CENTRAL_NARROWBAND if self.routing else CommMode.DISTRIBUTED_NARROWBAND
+        if self.comm_type == 3:
+            return CommMode.MICRO_POWER_WIRELESS
+        return None
+
+    @property
+    def concurrent(self) -> bool:
+        """The module implements an edition that runs several 13 F1 reads at once; a
+        1376.2-2013 module finishes one before it takes the next (docs/protocols.md §3.6)."""
+        return self.protocol_date >= CONCURRENT_EDITION
 
     def encode(self, edition: Edition = Edition.Q2013) -> bytes:
         if len(self.mode_word) != 6:
@@ -1257,6 +1317,7 @@ Unit = (
     | Confirm
     | Deny
     | VendorInfo
+    | MasterAddress
     | RunMode
     | NodeCount
     | NodePageRequest
@@ -1279,6 +1340,7 @@ _PARSERS: dict[tuple[int, int, Direction], _Parser] = {
     (AFN.CONFIRM, 2, Direction.UP): Deny.parse,
     (AFN.CONFIRM, 2, Direction.DOWN): Deny.parse,
     (AFN.QUERY, 1, Direction.UP): VendorInfo.parse,
+    (AFN.QUERY, 4, Direction.UP): MasterAddress.parse,
     (AFN.QUERY, 10, Direction.UP): RunMode.parse,
     (AFN.ROUTE_QUERY, 1, Direction.UP): NodeCount.parse,
     (AFN.ROUTE_QUERY, 2, Direction.DOWN): NodePageRequest.parse,
@@ -1299,6 +1361,7 @@ _EMPTY_DOWN = {
         PARAMETER_INIT,
         DATA_INIT,
         QUERY_VENDOR,
+        QUERY_MASTER_ADDRESS,
         QUERY_RUN_MODE,
         QUERY_NODE_COUNT,
         ROUTE_RESTART,
@@ -1375,9 +1438,10 @@ def reply_to(
 
     SPLCKQ-11's simulated module answers this way (Creat376_2UpFrameFormDownFrame), and
     its captured replies show the meter as source and the master node as destination.
+    A deny carries no address field whatever the request had (``DENY_ID``).
     """
     afn, fn = unit_id(unit)
-    slave = request.info.slave_node
+    slave = request.info.slave_node and (afn, fn) != DENY_ID  # a deny is never addressed
     info = replace(info or UpInfo(), seq=request.seq, slave_node=slave)
     return Frame(
         afn=afn,

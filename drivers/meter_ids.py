@@ -61,3 +61,17 @@ def address_problem(protocol: str, text: str, *, wildcards: bool = False) -> str
     if protocol == "modbus":
         return modbus_slave_problem(text)
     return dlt645_address_problem(text, wildcards=wildcards)
+
+
+def any_meter_problem(text: str) -> str | None:
+    """Why ``text`` is the address of no meter a concentrator reads: the receiver sees
+    DL/T 645 meters by address and Modbus meters by slave id (`docs/quantities.md`)."""
+    if dlt645_address_problem(text) is None or modbus_slave_problem(text) is None:
+        return None
+    return f"{_shown(text)} is neither a 12-digit DL/T 645 address nor a Modbus slave id 1..247"
+
+
+def has_relay(meter: str) -> bool:
+    """A DL/T 645 meter has a load switch (0x1C relay control); the Eastron SDM Modbus
+    meters do not, so nothing can cut or restore their supply."""
+    return dlt645_address_problem(meter) is None

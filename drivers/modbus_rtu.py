@@ -42,9 +42,11 @@ from typing import Literal, TypeAlias
 
 from drivers.errors import EncodeError, FrameError, MeterError
 from drivers.framing import Consumed, StreamDecoder
+from drivers.quantity_map import Mapped
 
 __all__ = [
     "BROADCAST",
+    "CANONICAL",
     "MAX_ADU_SIZE",
     "MAX_READ_COUNT",
     "MAX_SLAVE",
@@ -65,6 +67,7 @@ __all__ = [
     "WriteMultipleRequest",
     "WriteMultipleResponse",
     "WriteSingle",
+    "canonical_registers",
     "char_time",
     "check_response",
     "crc16",
@@ -805,7 +808,7 @@ def float32_to_registers(value: float) -> tuple[int, int]:
 
 @dataclass(frozen=True, slots=True)
 class Register:
-    name: str  # quantity key used across the codebase (readings, store, uplink)
+    name: str  # the register map's own name; stored under CANONICAL[name]
     address: int  # input-register address on the wire (the manual's 3xxxx number - 30001)
     unit: str
     description: str
@@ -851,6 +854,33 @@ SDM120: dict[str, Register] = {
 }
 
 METER_MODELS: dict[str, dict[str, Register]] = {"sdm630": SDM630, "sdm120": SDM120}
+
+# The SDM registers in the canonical vocabulary (contract.quantities, docs/quantities.md):
+# the one table that says what each register is stored as. Powers come in W and are
+# stored in kW like every other meter's; "total active energy" is import + export, the
+# combination DL/T 645 meters call combined active energy by default.
+CANONICAL: dict[str, Mapped] = {
+    "voltage_l1": Mapped("voltage_a", "V"),
+    "voltage_l2": Mapped("voltage_b", "V"),
+    "voltage_l3": Mapped("voltage_c", "V"),
+    "current_l1": Mapped("current_a", "A"),
+    "current_l2": Mapped("current_b", "A"),
+    "current_l3": Mapped("current_c", "A"),
+    "power_l1": Mapped("power_a", "kW", -3),
+    "power_l2": Mapped("power_b", "kW", -3),
+    "power_l3": Mapped("power_c", "kW", -3),
+    "power_total": Mapped("power_total", "kW", -3),
+    "frequency": Mapped("frequency", "Hz"),
+    "energy_import": Mapped("energy_fwd_total", "kWh"),
+    "energy_export": Mapped("energy_rev_total", "kWh"),
+    "energy_total": Mapped("energy_combined_total", "kWh"),
+    "reactive_energy_total": Mapped("reactive_energy_total", "kvarh"),
+}
+
+
+def canonical_registers(model: str) -> dict[str, Register]:
+    """The registers of a meter family by canonical name, in register-map order."""
+    return {CANONICAL[r.name].name: r for r in METER_MODELS[model].values()}
 
 
 def plan_reads(

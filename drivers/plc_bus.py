@@ -27,7 +27,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TypeVar
 
 from drivers import dlt645
@@ -65,9 +65,13 @@ class PlcSettings:
     takes seconds and, on narrowband, up to the 60-90 s modules report as their
     "slave monitoring max timeout" (AFN 03 F7, and 03 F10 ``monitor_timeout_s``;
     docs/protocols.md §3.6).
-    ``max_in_flight``: requests sent before the first answer. No field of the standard
-    reports how many the module runs at once, so this is configured; a module that
-    denies with "too many concurrent requests" (reason 109) shrinks it.
+    ``max_in_flight``: requests sent before the first answer, used only when the module
+    reports an edition that runs several reads at once (``identify``); a 1376.2-2013
+    module finishes one 13 F1 before it takes the next (docs/protocols.md §3.6). A deny
+    "master busy" (9) or "too many concurrent requests" (109) shrinks the window.
+    ``mode`` (the control byte's communication mode) and ``master_address`` (A1 of
+    every addressed downlink frame): None to use what the module reports (03 F10, 03
+    F4; docs/protocols.md §3.1, §3.4); a configured value wins over the report.
     """
 
     port: str
@@ -78,8 +82,8 @@ class PlcSettings:
     response_timeout: float = 5.0
     monitor_timeout: float = 60.0
     max_in_flight: int = 1
-    mode: int = gdw.CommMode.HPLC
-    master_address: str = gdw.ZERO_ADDRESS
+    mode: int | None = None
+    master_address: str | None = None
     edition: gdw.Edition = gdw.Edition.Q2013
     report_queue: int = 256  # spontaneous reports kept for ``reports()``
 
@@ -100,6 +104,19 @@ class PlcStats:
 
 
 @dataclass(frozen=True)
+class ModuleIdentity:
+    """What ``identify`` learnt, and what the transport uses from now on."""
+
+    master_address: str  # in use: the configured one, else the reported one
+    mode: int  # in use, likewise
+    reported_address: str
+    reported_mode: int | None  # None: no 03 F10 (2009 edition) or a reserved type
+    concurrent: bool  # the module runs several 13 F1 at once
+    window: int
+    run_mode: gdw.RunMode | None
+
+
+@dataclass(frozen=True)
 class ModuleRestarted:
     """The module announced itself again (spontaneous AFN 03 F10): it has restarted."""
 
@@ -115,6 +132,7 @@ _NO_REPLY = {
     gdw.DenyReason.NODE_NO_REPLY,
     gdw.DenyReason.NODE_NOT_IN_NETWORK,
 }
+_SHRINK = {gdw.DenyReason.MASTER_BUSY, gdw.DenyReason.TOO_MANY_CONCURRENT}
 _BUSY = {
     gdw.DenyReason.MASTER_BUSY,
     gdw.DenyReason.TOO_MANY_CONCURRENT,
@@ -161,9 +179,17 @@ class PlcBus:
     def __init__(self, settings: PlcSettings) -> None:
         if settings.max_in_flight < 1:
             raise EncodeError(f"max_in_flight {settings.max_in_flight}: expected 1 or more")
+        if settings.master_address is not None:  # 12 hex digits (or EncodeError), as sent
+            address = gdw.decode_node_address(gdw.encode_node_address(settings.master_address))
+            settings = replace(settings, master_address=address)
         self.settings = settings
         self.stats = PlcStats()
-        self.window = settings.max_in_flight  # may shrink when the module says so
+        # One request at a time until the module says it runs more (``identify``).
+        self.window = 1
+        # Until ``identify``: the configured mode, else HPLC for the identity queries
+        # (a module answers those in any mode, docs/protocols.md §3.1).
+        self.mode = settings.mode if settings.mode is not None else gdw.CommMode.HPLC
+        self.master_address = settings.master_address
         self._in_flight = 0
         self._window_changed = asyncio.Condition()
         self._pending: dict[int, _Pending] = {}
@@ -238,6 +264,34 @@ class PlcBus:
         """Clears the module's node table (参数区初始化)."""
         await self._confirmed(gdw.PARAMETER_INIT)
 
+    async def identify(self) -> ModuleIdentity:
+        """Learn the master node address (03 F4), the communication mode and edition (03
+        F10, 2013 modules) and set mode, A1 and window from them (configured values win)."""
+        run_mode = None
+        if self.settings.edition is gdw.Edition.Q2013:
+            run_mode = await self.run_mode()
+        frame = await self.request(gdw.QUERY_MASTER_ADDRESS)
+        reported = self._expect(frame, gdw.MasterAddress).address
+        reported_mode = run_mode.control_mode if run_mode is not None else None
+        if self.settings.mode is not None:
+            self.mode = self.settings.mode
+        elif reported_mode is not None:
+            self.mode = reported_mode
+        self.master_address = self.settings.master_address or reported
+        concurrent = run_mode is not None and run_mode.concurrent
+        async with self._window_changed:
+            self.window = self.settings.max_in_flight if concurrent else 1
+            self._window_changed.notify_all()
+        return ModuleIdentity(
+            self.master_address,
+            self.mode,
+            reported,
+            reported_mode,
+            concurrent,
+            self.window,
+            run_mode,
+        )
+
     async def vendor_info(self) -> gdw.VendorInfo:
         return self._expect(await self.request(gdw.QUERY_VENDOR), gdw.VendorInfo)
 
@@ -295,14 +349,19 @@ class PlcBus:
         """Send one command and return the module's answer; a deny is raised."""
         timeout = response_timeout or self.settings.response_timeout
         afn, fn = gdw.unit_id(unit)
+        if node is not None and self.master_address is None:
+            raise BusError(
+                "master node address unknown: identify() the module first, or configure "
+                "master_address (docs/protocols.md §3.4)"
+            )
         async with self._slot():
             seq = self._next_seq()
             frame = gdw.command(
                 unit,
                 seq=seq,
                 destination=node,
-                source=self.settings.master_address,
-                mode=self.settings.mode,
+                source=self.master_address or gdw.ZERO_ADDRESS,  # only with a node
+                mode=self.mode,
                 edition=self.settings.edition,
             )
             future: asyncio.Future[gdw.Frame] = asyncio.get_running_loop().create_future()
@@ -328,7 +387,7 @@ class PlcBus:
     async def _denied(self, reply: gdw.Frame, node: str | None) -> None:
         self.stats.denies += 1
         code = gdw.Deny.parse(reply.data).reason
-        if code == gdw.DenyReason.TOO_MANY_CONCURRENT:
+        if code in _SHRINK:
             # The module runs fewer requests at once than we sent: stay below that.
             async with self._window_changed:
                 self.window = max(1, self._in_flight - 1)

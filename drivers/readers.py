@@ -190,13 +190,14 @@ class ModbusReader:
 
     @staticmethod
     def quantities_of(model: str, names: Sequence[str] = ()) -> list[modbus_rtu.Register]:
-        """Resolve quantity names for a meter family (KeyError: not in its map), before
-        any bus is opened; no names means every register of the map."""
+        """Resolve canonical quantity names for a meter family (KeyError naming the valid
+        ones: not in its map), before any bus is opened; no names means every register
+        of the map."""
         if model not in modbus_rtu.METER_MODELS:
             raise EncodeError(
                 f"Modbus meter model {model!r}: expected one of {sorted(modbus_rtu.METER_MODELS)}"
             )
-        registers = modbus_rtu.METER_MODELS[model]
+        registers = modbus_rtu.canonical_registers(model)
         if not names:
             return list(registers.values())
         out = []
@@ -239,17 +240,18 @@ class ModbusReader:
                 if reg is None:
                     continue
                 value = modbus_rtu.registers_to_float32(regs[offset], regs[offset + 1])
+                mapped = modbus_rtu.CANONICAL[reg.name]
                 out.append(
                     QuantityValue(
                         meter=address,
-                        quantity=reg.name,
+                        quantity=mapped.name,
                         key=f"0x{reg.address:04X}",
-                        value=format_float32(value),
-                        unit=reg.unit,
+                        value=mapped.value(format_float32(value)),
+                        unit=mapped.unit,
                         read_at=now,
                     )
                 )
-        order = {r.name: i for i, r in enumerate(registers)}
+        order = {modbus_rtu.CANONICAL[r.name].name: i for i, r in enumerate(registers)}
         return sorted(out, key=lambda q: order[q.quantity])
 
 

@@ -253,7 +253,7 @@ def write_config(
         lines += [
             "[[task]]",
             'name = "interval-energy-modbus"',
-            'quantities = ["energy_import", "energy_export"]',
+            'quantities = ["energy_fwd_total", "energy_rev_total"]',
             f"every = {_toml_str(cadence)}",
             'groups = ["modbus"]',
             "",
@@ -302,8 +302,11 @@ def write_plc_config(
     cadence: str = "15m",
     max_in_flight: int = 1,
     retries: int = 6,
+    master_address: str | None = None,
+    comm_mode: int | None = None,
 ) -> None:
-    """A concentrator config reading DL/T 645 meters through one carrier module."""
+    """A concentrator config reading DL/T 645 meters through one carrier module; the
+    module's address and mode are learnt from it unless given here."""
     lines = [
         "# Written by hil-sim plc: meters behind one simulated carrier module.",
         "[concentrator]",
@@ -318,6 +321,8 @@ def write_plc_config(
         f"port = {_toml_str(config_path_text(link, path))}",
         f"max_in_flight = {max_in_flight}",
         f"retries = {retries}",
+        *([f"master_address = {_toml_str(master_address)}"] if master_address else []),
+        *([f"comm_mode = {comm_mode}"] if comm_mode is not None else []),
         "",
     ]
     for address in addresses:

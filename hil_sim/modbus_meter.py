@@ -80,15 +80,16 @@ class ModbusMeter:
             regs[reg.address - start] = hi
             regs[reg.address - start + 1] = lo
             told = format_float32(modbus_rtu.registers_to_float32(hi, lo))
+            mapped = modbus_rtu.CANONICAL[reg.name]  # truth in the store's terms
             truth.append(
                 TruthRecord(
                     t=t,
                     meter=self.address,
                     protocol=PROTOCOL,
-                    quantity=reg.name,
+                    quantity=mapped.name,
                     key=f"0x{reg.address:04X}",
-                    value=told,
-                    unit=reg.unit,
+                    value=mapped.value(told),
+                    unit=mapped.unit,
                 )
             )
         reply = modbus_rtu.read_response(self.slave, frame.function, regs)

@@ -20,8 +20,16 @@ What the module does, and what a test can make it do at run time:
   the network" (12) at once; meters present but not in the table are reported with AFN
   06 F1 when a search runs (route restart or resume, a node joining), followed by 06 F3
   "search finished"; reports are repeated until the concentrator confirms them;
-- at most ``max_concurrent`` meter reads at once, beyond that "too many concurrent
-  requests" (109);
+- strict where the standard is (docs/protocols.md §3.1-§3.6): it reports its master
+  node address (03 F4, 03 F10) and denies "format error" (5) any downlink frame whose
+  address field does not start with it (A1); it is a narrowband (mode 1) or HPLC
+  (mode 3) module and denies a frame in another communication mode, except the
+  identity queries (03 F1/F4/F10) a concentrator sends before it can know; its
+  answers never put an address field on a deny;
+- a serial module (``max_concurrent = 1``, reporting the 2013 edition) runs one meter
+  read at a time and denies an overlapping one "master node busy" (9); a concurrent one
+  (reporting the 2019 edition) runs ``max_concurrent`` at once, beyond that "too many
+  concurrent requests" (109);
 - faults: ``answering = False`` (silent module), ``deny_with = reason`` (denies every
   command), ``reset()`` (in-flight reads are lost, then the module announces itself
   with a spontaneous AFN 03 F10, as modules do after power-on [M]).
@@ -54,6 +62,14 @@ BITS_PER_CHAR = 11  # 9600 8E1 on the module's UART
 REPORT_BATCH = 8  # discovered nodes per AFN 06 F1 frame
 LATENCY_SPREAD = 0.25  # sigma of the lognormal jitter around a link's median latency
 VENDOR = gdw.VendorInfo("MF", "SM", dt.date(2026, 11, 25), 0x0100)  # meterflow, simulated
+MODES = (gdw.CommMode.CENTRAL_NARROWBAND, gdw.CommMode.HPLC)
+# The protocol date a module reports in 03 F10: the edition it implements (§3.6).
+SERIAL_EDITION = dt.date(2013, 3, 1)  # Q/GDW 1376.2-2013
+CONCURRENT_EDITION = dt.date(2019, 6, 1)  # Q/GDW 10376.2-2019 [U]
+# Queries a concentrator sends before it knows the mode: answered in any mode.
+IDENTITY_QUERIES = {
+    gdw.unit_id(q) for q in (gdw.QUERY_VENDOR, gdw.QUERY_MASTER_ADDRESS, gdw.QUERY_RUN_MODE)
+}
 
 
 @dataclass(frozen=True)
@@ -82,6 +98,8 @@ class ModuleCounters:
     report_acks: int = 0
     reports_unconfirmed: int = 0
     ignored: int = 0  # frames swallowed while not answering
+    wrong_address: int = 0  # denied: A1 is not the master node's address
+    wrong_mode: int = 0  # denied: the control byte's mode is not the module's
     frame_errors: int = 0
     resets: int = 0
     max_parallel: int = 0  # most meter reads seen running at once
@@ -123,6 +141,9 @@ class PlcModule:
         report_tries: int = 3,
         edition: gdw.Edition = gdw.Edition.Q2013,
     ) -> None:
+        if mode not in MODES:
+            raise ValueError(f"communication mode {mode}: the simulator is 1 or 3")
+        gdw.encode_node_address(master_address)  # 12 hex digits, or EncodeError
         links = links or {}
         self._nodes = {m.address: _Node(m, links.get(m.address, default_link)) for m in meters}
         # The node table: address -> protocol, in the order the concentrator added them.
@@ -254,6 +275,16 @@ class PlcModule:
         if self.deny_with is not None:
             self._deny(frame, self.deny_with)
             return
+        if frame.source is not None and frame.source != self.master_address:
+            log.info("module: A1 %s is not our address %s", frame.source, self.master_address)
+            self.counters.wrong_address += 1
+            self._deny(frame, gdw.DenyReason.FORMAT_ERROR)
+            return
+        if frame.mode != self.mode and (frame.afn, frame.fn) not in IDENTITY_QUERIES:
+            log.info("module: communication mode %d, we are %d", frame.mode, self.mode)
+            self.counters.wrong_mode += 1
+            self._deny(frame, gdw.DenyReason.FORMAT_ERROR)
+            return
         try:
             unit = gdw.parse_unit(frame, self.edition)
         except FrameError as exc:
@@ -276,6 +307,8 @@ class PlcModule:
             self._confirm(frame)
         elif key == gdw.unit_id(gdw.QUERY_VENDOR):
             self._reply(frame, self.vendor)
+        elif key == gdw.unit_id(gdw.QUERY_MASTER_ADDRESS):
+            self._reply(frame, gdw.MasterAddress(self.master_address))
         elif key == gdw.unit_id(gdw.QUERY_RUN_MODE):
             self._reply(frame, self.run_mode())
         elif key == gdw.unit_id(gdw.QUERY_NODE_COUNT):
@@ -304,9 +337,11 @@ class PlcModule:
     # ------------------------------------------------------------------ commands
     def run_mode(self) -> gdw.RunMode:
         # Mode word (a module's Data03HF10 source): comm type 2 (broadband) or 1, own
-        # routing, node table from the concentrator, concentrator-led reading (13 F1);
-        # 13 F1 carries delay parameters; one channel; one rate.
+        # routing (so narrowband is mode 1, centralised routing), node table from the
+        # concentrator, concentrator-led reading (13 F1); 13 F1 carries delay
+        # parameters; one channel; one rate. The protocol date tells the edition.
         comm_type = 2 if self.mode == gdw.CommMode.HPLC else 1
+        edition = CONCURRENT_EDITION if self.max_concurrent > 1 else SERIAL_EDITION
         return gdw.RunMode(
             mode_word=bytes([0x70 | comm_type, 0x02, 0x01, 0x01, 0x00, 0x00]),
             monitor_timeout_s=self.monitor_timeout_s,
@@ -317,7 +352,7 @@ class PlcModule:
             master_address=self.master_address,
             max_nodes=self.capacity,
             node_count=len(self.route),
-            protocol_date=dt.date(2013, 3, 1),
+            protocol_date=edition,
             protocol_filed_date=dt.date(2013, 3, 1),
             vendor=self.vendor,
             rates=(0,),
@@ -373,7 +408,10 @@ class PlcModule:
             self._deny(frame, gdw.DenyReason.NODE_NOT_IN_NETWORK)
             return
         if len(self._reads) >= self.max_concurrent:
-            self._deny(frame, gdw.DenyReason.TOO_MANY_CONCURRENT)
+            # A 2013 module takes one read at a time: it is simply busy (§3.5, §3.6).
+            serial = self.max_concurrent == 1
+            busy = gdw.DenyReason.MASTER_BUSY if serial else gdw.DenyReason.TOO_MANY_CONCURRENT
+            self._deny(frame, busy)
             return
         self.counters.reads += 1
         task = asyncio.create_task(self._read_meter(frame, unit, node))
@@ -408,7 +446,9 @@ class PlcModule:
             command_quality=link.quality,
             reply_quality=link.quality,
         )
-        answer = gdw.MonitorReply(reply, unit.protocol, max(1, round(elapsed)))
+        # The uplink duration is a 2013 field (docs/protocols.md §3.4).
+        uplink_s = max(1, round(elapsed)) if self.edition is gdw.Edition.Q2013 else 0
+        answer = gdw.MonitorReply(reply, unit.protocol, uplink_s)
         self._reply(frame, answer, info)
 
     def _ask_meter(self, meter: Dlt645Meter, payload: bytes) -> bytes | None:

@@ -58,7 +58,10 @@ def test_read_named_quantities_in_order(sim) -> None:
 def test_read_every_modbus_quantity_matches_ground_truth(sim) -> None:
     s = sim("--meters", "3", "--protocol", "modbus", "--baud", "9600")
     doc = read_json("--port", str(s.links[0]), "--protocol", "modbus", "--address", "3")
-    assert [r["name"] for r in doc["readings"]] == list(modbus_rtu.SDM630)
+    # canonical names (docs/quantities.md), powers in kW like a DL/T 645 meter's
+    assert [r["name"] for r in doc["readings"]] == list(modbus_rtu.canonical_registers("sdm630"))
+    assert "energy_fwd_total" in [r["name"] for r in doc["readings"]]
+    assert {r["unit"] for r in doc["readings"] if r["name"].startswith("power_")} == {"kW"}
     assert all(r["di"].startswith("0x") for r in doc["readings"])
     s.stop()
     _assert_matches_truth(doc, truth_of(s.truth), "3")
@@ -317,6 +320,13 @@ def test_bad_arguments_are_named(sim) -> None:
     )
     assert bad_quantity.returncode == 2
     assert "no_such_thing" in bad_quantity.stderr
+    assert "one of: energy_combined_total, energy_fwd_total" in bad_quantity.stderr
+    # a Modbus meter is read by canonical names too; its register map's names are refused
+    modbus = run_cli("read", "--port", str(s.links[0]), "--protocol", "modbus", "--address",
+                     "3", "energy_import")  # fmt: skip
+    assert modbus.returncode == 2
+    assert "unknown quantity 'energy_import' for this Modbus meter" in modbus.stderr
+    assert "energy_fwd_total, energy_rev_total" in modbus.stderr
     no_port = run_cli("read", "--port", "/nonexistent/tty", "--address", s.meters[0])
     assert no_port.returncode == 6
     assert "cannot open serial port /nonexistent/tty" in no_port.stderr

@@ -120,6 +120,16 @@ def test_malformed_commands_are_refused_when_signed(kw: dict[str, object], messa
         c.sign(command(**kw), KEY)
 
 
+def test_a_modbus_meter_may_be_read_but_not_switched_or_clock_checked() -> None:
+    # docs/quantities.md: an SDM meter has neither relay nor clock
+    assert accept(c.sign(command(action="read", meters=("7",)), KEY)).meters == ("7",)
+    for action in ("relay_open", "relay_close", "clock_check"):
+        with pytest.raises(c.CommandError, match="expected a 12-digit address"):
+            c.sign(command(action=action, meters=("7",)), KEY)
+    with pytest.raises(c.CommandError, match=r"or a Modbus slave id 1\.\.247"):
+        c.sign(command(action="read", meters=("248",)), KEY)
+
+
 def test_a_scheduled_command_is_taken_now_and_due_later() -> None:
     cmd = accept(c.sign(command(not_before=NOW + 3600, not_after=NOW + 7200), KEY))
     assert not c.is_due(cmd, NOW) and c.is_due(cmd, NOW + 3600)

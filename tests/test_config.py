@@ -77,7 +77,7 @@ groups = ["households"]
 
 [[task]]
 name = "pv"
-quantities = ["energy_import", "power_l1"]
+quantities = ["energy_fwd_total", "power_a"]
 every = "daily@00:05"
 groups = ["pv"]
 relay = false
@@ -275,11 +275,36 @@ def test_bad_address(tmp_path: Path, old: str, new: str, field: str, message: st
 
 
 def test_unknown_quantity_for_the_meters_of_the_task(tmp_path: Path) -> None:
-    # energy_fwd_total is DL/T 645; the "pv" task applies only to a Modbus SDM120
-    path, text = bad(tmp_path, '"energy_import", "power_l1"', '"energy_import", "energy_fwd_total"')
+    # power_b is a canonical name, but the "pv" task applies only to a single-phase SDM120
+    path, text = bad(tmp_path, '"energy_fwd_total", "power_a"', '"energy_fwd_total", "power_b"')
     issue = only_issue(path)
-    assert (issue.line, issue.field) == (line_of(text, "energy_import"), "task[1].quantities")
-    assert 'unknown quantity "energy_fwd_total" for Modbus sdm120 meters' in issue.message
+    assert (issue.line, issue.field) == (line_of(text, "power_b"), "task[1].quantities")
+    assert 'unknown quantity "power_b" for Modbus sdm120 meters' in issue.message
+    # the names it can be read for are listed
+    assert "expected one of: voltage_a, current_a, power_a, frequency, energy_fwd_total" in (
+        issue.message
+    )
+
+
+def test_a_quantity_name_of_the_previous_release_is_read_as_its_canonical_name(
+    tmp_path: Path,
+) -> None:
+    # A site's config of the previous release must not stop its daemon at the upgrade.
+    path, text = bad(tmp_path, '"energy_fwd_total", "power_a"', '"energy_import", "power_a"')
+    assert check_config(path) == []
+    [warning] = check_config(path, warnings=True)
+    assert (warning.line, warning.field) == (line_of(text, "energy_import"), "task[1].quantities")
+    assert '"energy_import" is the previous release\'s name of "energy_fwd_total"' in (
+        warning.message
+    )
+    assert load_config(path).tasks[1].quantities == ("energy_fwd_total", "power_a")
+
+
+def test_dlt645_tasks_take_canonical_names_or_their_di_codes(tmp_path: Path) -> None:
+    path, _ = bad(tmp_path, 'quantities = ["energy_fwd_total"]',
+                  'quantities = ["00010000", "frozen_daily_time_5"]')  # fmt: skip
+    issue = only_issue(path)
+    assert 'unknown quantity "frozen_daily_time_5" for DL/T 645 meters' in issue.message
 
 
 def test_bad_cadence(tmp_path: Path) -> None:
@@ -362,6 +387,53 @@ def test_plc_bus_takes_carrier_defaults(tmp_path: Path) -> None:
     settings = plc.plc_settings(time_scale=60)
     assert settings.monitor_timeout == 1.5 and settings.max_in_flight == 4
     assert config.meters[0].bus == "plc1"
+
+
+def _plc_text(*extra: str) -> str:
+    bus = PLC_BUS.lstrip() + "".join(f"{line}\n" for line in extra)
+    return VALID.replace("[[meter]]", bus + "\n[[meter]]", 1).replace(
+        'bus = "bus1"', 'bus = "plc1"'
+    )
+
+
+def test_plc_bus_master_address_and_mode(tmp_path: Path) -> None:
+    """docs/protocols.md §3.1, §3.4: both learnt from the module unless configured."""
+    plc = load_config(write(tmp_path, _plc_text())).buses[2]
+    assert (plc.master_address, plc.comm_mode) == (None, None)
+    settings = plc.plc_settings()
+    assert (settings.master_address, settings.mode) == (None, None)
+    text = _plc_text('master_address = "a1b2c3d4e5f6"', "comm_mode = 1")
+    plc = load_config(write(tmp_path, text)).buses[2]
+    assert (plc.master_address, plc.comm_mode) == ("A1B2C3D4E5F6", 1)
+    settings = plc.plc_settings()
+    assert (settings.master_address, settings.mode) == ("A1B2C3D4E5F6", 1)
+
+
+@pytest.mark.parametrize(
+    ("line", "field", "message"),
+    [
+        ('master_address = "12345"', "master_address", "12 hex digits"),
+        ('master_address = "12345678901G"', "master_address", "12 hex digits"),
+        ("master_address = 123456789012", "master_address", "expected a string"),
+        ("comm_mode = 4", "comm_mode", "4 is not a communication mode"),
+        ("comm_mode = 0", "comm_mode", "out of range 1..20"),
+        ('comm_mode = "hplc"', "comm_mode", "expected an integer"),
+    ],
+)
+def test_plc_bus_identity_keys_are_checked(
+    tmp_path: Path, line: str, field: str, message: str
+) -> None:
+    text = _plc_text(line)
+    issue = only_issue(write(tmp_path, text))
+    assert (issue.line, issue.field) == (line_of(text, line), f"bus[2].{field}")
+    assert message in issue.message
+
+
+@pytest.mark.parametrize("line", ['master_address = "A1B2C3D4E5F6"', "comm_mode = 3"])
+def test_carrier_identity_keys_on_an_rs485_bus_are_refused(tmp_path: Path, line: str) -> None:
+    path, text = bad(tmp_path, "response_timeout_ms = 800", line)
+    issue = only_issue(path)
+    assert issue.line == line_of(text, line) and 'type = "plc"' in issue.message
 
 
 def test_carrier_keys_on_an_rs485_bus_are_refused(tmp_path: Path) -> None:

@@ -154,3 +154,27 @@ def test_a_daemon_and_simulator_started_under_umask_000_leave_nothing_readable(
     assert found["store.status.json"] == GROUP_READ
     truth = [name for name in found if name.endswith(".jsonl")]
     assert truth and all(found[name] == PRIVATE for name in truth)
+
+
+def test_receiver_database_backup_and_restore_are_private_under_umask_000(
+    tmp_path: Path,
+) -> None:
+    from cloud_receiver.storage import backup as bk
+    from cloud_receiver.storage import open_storage
+
+    old = os.umask(0)
+    try:
+        url = f"sqlite:///{tmp_path / 'db' / 'receiver.db'}"
+        open_storage(url).close()
+        out = tmp_path / "backups" / "receiver.mfbak"
+        bk.backup(url, out)
+        restored = tmp_path / "restored" / "r.db"
+        _, comparison = bk.restore(out, f"sqlite:///{restored}")
+    finally:
+        os.umask(old)
+    assert comparison.same
+    found = modes(tmp_path)
+    for name in ("db/receiver.db", "backups/receiver.mfbak", "restored/r.db"):
+        assert found[name] == PRIVATE, (name, f"{found[name]:o}")
+    loose = {name: f"{mode:o}" for name, mode in found.items() if mode & 0o077}
+    assert not loose

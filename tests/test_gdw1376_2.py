@@ -33,6 +33,7 @@ from drivers.gdw1376_2 import (
     MAX_FN,
     MAX_FRAME_LEN,
     MIN_FRAME_LEN,
+    QUERY_MASTER_ADDRESS,
     QUERY_NODE_COUNT,
     QUERY_RUN_MODE,
     ROUTE_PAUSE,
@@ -50,6 +51,7 @@ from drivers.gdw1376_2 import (
     DownInfo,
     Edition,
     Frame,
+    MasterAddress,
     MonitorReply,
     MonitorRequest,
     NodeCount,
@@ -497,20 +499,27 @@ VECTORS = [
         Frame(AFN.REPORT, 2, h(f"03 00 02 02 00 14 {ENERGY_REPLY}"), UpInfo(seq=12)),
         ReadReport(3, h(ENERGY_REPLY), uplink_s=2),
     ),
-    # [HAND] deny 109 (6D, too many concurrent requests) for meter 123456789012
+    # [HAND] deny 109 (6D, too many concurrent requests) of a 13 F1 to meter 123456789012:
+    # no address field, R1 D2 = 0, as in the captured deny above (docs/protocols.md §3.2)
     Vector(
         "hand_deny_concurrent",
-        h("68 1C 00 83 04 00 00 00 00 0B 12 90 78 56 34 12 00 00 00 00 00 00 00 02 00 6D B7 16"),
-        Frame(
-            AFN.CONFIRM,
-            2,
-            h("6D"),
-            UpInfo(seq=11, slave_node=True),
-            prm=False,
-            source=METER,
-            destination="000000000000",
-        ),
+        h("68 10 00 83 00 00 00 00 00 0B 00 02 00 6D FD 16"),
+        Frame(AFN.CONFIRM, 2, h("6D"), UpInfo(seq=11), prm=False),
         Deny(DenyReason.TOO_MANY_CONCURRENT),
+    ),
+    # [HAND] 03 F4 query of the master node address (DT1 08 DT2 00), SEQ 15, and the
+    # module's answer: 100000000000, low byte first (docs/protocols.md §3.4)
+    Vector(
+        "hand_query_master_address",
+        h("68 0F 00 43 00 00 00 00 00 0F 03 08 00 5D 16"),
+        Frame(AFN.QUERY, 4, info=DownInfo(seq=15)),
+        QUERY_MASTER_ADDRESS,
+    ),
+    Vector(
+        "hand_master_address",
+        h("68 15 00 83 00 00 00 00 00 0F 03 08 00 00 00 00 00 00 10 AD 16"),
+        Frame(AFN.QUERY, 4, h("00 00 00 00 00 10"), UpInfo(seq=15), prm=False),
+        MasterAddress("100000000000"),
     ),
     # [HAND] 05 F3 broadcast of docs/protocols.md §1.7's 645 time sync (18 bytes)
     Vector(
@@ -767,6 +776,12 @@ def test_buffer_cap_under_noise() -> None:
             4,
         ),
         (Frame(AFN.QUERY, 1, h("4D 46 53 4D 2A 11 26 00 01"), UpInfo()), "not BCD", 4),
+        (
+            Frame(AFN.QUERY, 4, h("00 00 00 00 10"), UpInfo()),
+            "master node address needs 6 bytes, the data unit ends after 5",
+            0,
+        ),
+        (Frame(AFN.QUERY, 4, bytes(7), UpInfo()), "1 bytes after the last field", 6),
         (Frame(AFN.ROUTE_QUERY, 2, h("01 00 02") + bytes(8), UpInfo()), "node 2 address", 11),
         (
             Frame(AFN.ROUTE_FORWARD, 1, h("02 02 00 00"), DownInfo()),
@@ -848,6 +863,61 @@ def test_addresses() -> None:
     assert decode_node_address(h("16 68 00 00 00 00")) == "000000006816"
 
 
+# The deny the simulator used to send: the 13 F1's addresses swapped into a deny frame.
+ADDRESSED_DENY = h(
+    "68 1C 00 83 04 00 00 00 00 0B 12 90 78 56 34 12 00 00 00 00 00 00 00 02 00 6D B7 16"
+)
+
+
+def test_a_deny_with_an_address_field_is_refused() -> None:
+    """docs/protocols.md §3.2: a deny has no address field; a confirm may have one."""
+    with pytest.raises(FrameError, match=r"AFN 00 F2 \(deny\) carries no address field") as info:
+        decode_frame(ADDRESSED_DENY)
+    assert info.value.offset == 4 and info.value.raw == ADDRESSED_DENY
+    run = stream([ADDRESSED_DENY + BY_ID["hand_deny_concurrent"].wire])
+    assert run.frames == [BY_ID["hand_deny_concurrent"].frame] and len(run.errors) == 1
+    addressed = Frame(
+        AFN.CONFIRM, 2, h("6D"), UpInfo(slave_node=True), prm=False, source=METER, destination="1"
+    )
+    with pytest.raises(EncodeError, match="carries no address field"):
+        encode_frame(addressed)
+    # the captured addressed confirm stays valid
+    assert decode_frame(BY_ID["cap_confirm_uplink_relay_level"].wire).source == "CCCCCCCCCCCC"
+
+
+@FAST
+@given(st.binary(min_size=1, max_size=20), st.integers(0, 255), st.booleans())
+def test_no_deny_frame_with_r1_d2_decodes(data: bytes, r1: int, up: bool) -> None:
+    """Any deny with the comm-module flag set, whatever follows, is a FrameError at R1."""
+    control = 0x80 if up else 0x40
+    relays = 0 if up else r1 >> 4
+    body = bytes([control, r1 | 0x04, 0, 0, 0, 0, 1]) + bytes(6 * (2 + relays))
+    wire = _frame_with((body + h("00 02 00") + data).hex())
+    with pytest.raises(FrameError) as info:
+        decode_frame(wire)
+    assert info.value.offset == 4 and "deny" in info.value.reason
+
+
+def test_run_mode_tells_the_control_mode_and_concurrency() -> None:
+    """docs/protocols.md §3.1 and §3.6: the mode word's type and routing bit give C's
+    mode; the protocol date gives the edition, and with it concurrency."""
+    mode = BY_ID["cap_run_mode"].unit
+    assert isinstance(mode, RunMode)
+    assert (mode.control_mode, mode.concurrent) == (CommMode.HPLC, False)
+    cases = {
+        0x12: CommMode.HPLC,
+        0x11: CommMode.CENTRAL_NARROWBAND,
+        0x01: CommMode.DISTRIBUTED_NARROWBAND,
+        0x13: CommMode.MICRO_POWER_WIRELESS,
+        0x14: None,
+    }
+    for byte, expected in cases.items():
+        word = bytes([byte]) + mode.mode_word[1:]
+        assert replace(mode, mode_word=word).control_mode == expected, hex(byte)
+    assert replace(mode, protocol_date=dt.date(2019, 1, 1)).concurrent
+    assert not replace(mode, protocol_date=dt.date(2018, 12, 31)).concurrent
+
+
 def test_deny_descriptions_and_info() -> None:
     assert describe_deny(12) == "slave node not in the network"
     assert describe_deny(13) == "reserved reason code 13"
@@ -913,9 +983,12 @@ def frames(draw: st.DrawFn) -> Frame:
         source, destination = draw(addresses), draw(addresses)
         if isinstance(info, DownInfo):
             relays = tuple(draw(addresses) for _ in range(info.relay_level))
+    afn, fn = draw(st.integers(0, 255)), draw(st.integers(1, MAX_FN))
+    if info.slave_node and (afn, fn) == (AFN.CONFIRM, 2):
+        fn = 1  # a deny never has an address field (test_a_deny_with_...)
     return Frame(
-        afn=draw(st.integers(0, 255)),
-        fn=draw(st.integers(1, MAX_FN)),
+        afn=afn,
+        fn=fn,
         data=draw(st.binary(max_size=300)),
         info=info,
         prm=draw(st.booleans()),
@@ -986,6 +1059,7 @@ UP_UNITS = st.one_of(
     ),
     st.builds(Deny, st.integers(0, 255)),
     vendors,
+    st.builds(MasterAddress, addresses),
     run_modes(),
     st.builds(NodeCount, st.integers(0, 0xFFFF), st.integers(0, 0xFFFF)),
     st.builds(NodePage, st.integers(0, 0xFFFF), st.lists(node_infos, max_size=20).map(tuple)),
@@ -1013,7 +1087,9 @@ DOWN_UNITS = st.one_of(
         st.lists(addresses, max_size=5).map(tuple),
     ),
     st.builds(BroadcastRequest, payloads, protocols),
-    st.sampled_from([HARDWARE_INIT, QUERY_RUN_MODE, QUERY_NODE_COUNT, ROUTE_PAUSE]),
+    st.sampled_from(
+        [HARDWARE_INIT, QUERY_MASTER_ADDRESS, QUERY_RUN_MODE, QUERY_NODE_COUNT, ROUTE_PAUSE]
+    ),
 )
 
 
@@ -1024,7 +1100,8 @@ def test_unit_round_trip(down: Unit, up: Unit, seq: int, node: str | None) -> No
     assert parse_unit(decode_frame(encode_frame(request))) == down
     answer = reply_to(request, up)
     got = decode_frame(encode_frame(answer))
-    assert got.seq == seq and got.source == node and got.direction == Direction.UP
+    addressed = node if not isinstance(up, Deny) else None  # a deny never is
+    assert got.seq == seq and got.source == addressed and got.direction == Direction.UP
     assert parse_unit(got) == up
 
 

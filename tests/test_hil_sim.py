@@ -240,6 +240,8 @@ def test_options_are_checked_by_the_configs_rules_and_never_a_traceback(tmp_path
          '"12ab" is not a 12-digit DL/T 645 address'),
         (["plc", "--link", link, "--address-base", "1"], "--address-base",
          "expected 12 digits, got 1"),
+        (["plc", "--link", link, "--master-address", "12G"], "--master-address",
+         "expected 12 hex digits"),
         # `concentrator config check` refuses "7m" (it does not divide a day): so does hil-sim.
         (["bus", "--link", link, "--cadence", "7m"], "--cadence",
          '"7m" does not divide a day into equal slots'),

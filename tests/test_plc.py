@@ -68,6 +68,7 @@ async def rig(tmp_path: Path) -> AsyncIterator[Start]:
         *,
         routed: int | None = None,
         settings: dict[str, Any] | None = None,
+        identify: bool = True,
         **module_kw: Any,
     ) -> Rig:
         clock = SimClock(scale=SCALE)
@@ -92,6 +93,8 @@ async def rig(tmp_path: Path) -> AsyncIterator[Start]:
         r = Rig(module, plc, meters, clock, truth)
         started.append(r)
         await plc.open()
+        if identify:  # as the daemon does: master address, mode, edition (03 F10, 03 F4)
+            await plc.identify()
         return r
 
     yield start
@@ -133,7 +136,7 @@ async def test_read_through_the_module_equals_ground_truth(rig: Start) -> None:
             read[meter.address, name] = value.value
     told = {(t.meter, t.quantity): t.value for t in read_truth(r.truth)}
     assert told == read
-    assert r.plc.stats.replies == r.plc.stats.requests == 3 + 9
+    assert r.plc.stats.replies == r.plc.stats.requests == 2 + 3 + 9  # identify: 2
     assert r.module.counters.reads == 9
 
 
@@ -145,7 +148,13 @@ async def test_node_not_in_route_is_its_own_error(rig: Start) -> None:
         await reader.read(second, ENERGY)
     assert info.value.code == gdw.DenyReason.NO_SUCH_METER and info.value.node == second
     deny = gdw.decode_frame(info.value.raw)
-    assert (deny.afn, deny.fn, deny.source) == (gdw.AFN.CONFIRM, 2, second)
+    # the module's own answer: no address field (docs/protocols.md §3.2)
+    assert (deny.afn, deny.fn, deny.info.slave_node, deny.source) == (
+        gdw.AFN.CONFIRM,
+        2,
+        False,
+        None,
+    )
     await r.plc.add_nodes([second])
     assert (await reader.read(second, ENERGY)).meter == second
     with pytest.raises(CarrierDenied, match="already in the node table") as dup:
@@ -304,7 +313,8 @@ async def test_broadcast_time_reaches_every_meter(rig: Start) -> None:
 
 
 async def test_wildcards_cannot_be_routed(rig: Start) -> None:
-    r = await rig(1)
+    r = await rig(1, identify=False)
+    r.plc.master_address = r.module.master_address
     with pytest.raises(EncodeError, match="one full address"):
         await plc_reader(r.plc).read_address()
     assert r.plc.stats.requests == 0
@@ -320,6 +330,7 @@ async def test_hil_sim_plc_command(tmp_path: Path) -> None:
         assert ready["buses"][0]["protocol"] == "gdw1376.2"
         assert ready["buses"][0]["routed"] == [first]
         async with PlcBus(PlcSettings(port=str(link))) as plc:
+            await plc.identify()
             assert [n.address for n in await plc.route_table()] == [first]
             value = await plc_reader(plc).read(first, ENERGY)
             with pytest.raises(NodeNotInRoute):
@@ -371,15 +382,40 @@ def raw_pty() -> Iterator[RawPty]:
     pty.close()
 
 
+def answer_identity(raw_pty: RawPty, run_mode: gdw.RunMode) -> Callable[[], Awaitable[None]]:
+    """Play a module's part in ``identify``: its 03 F10 and 03 F4 answers."""
+
+    async def play() -> None:
+        query = (await raw_pty.received(1))[-1]
+        raw_pty.send(gdw.reply_to(query, run_mode))
+        query = (await raw_pty.received(2))[-1]
+        raw_pty.send(gdw.reply_to(query, gdw.MasterAddress(run_mode.master_address)))
+        raw_pty.frames.clear()
+
+    return play
+
+
+async def identified(plc: PlcBus, raw_pty: RawPty, run_mode: gdw.RunMode) -> None:
+    await asyncio.gather(plc.identify(), answer_identity(raw_pty, run_mode)())
+
+
+def module_run_mode(**module_kw: Any) -> gdw.RunMode:
+    """The 03 F10 answer of a simulated module configured so."""
+    return PlcModule([], **module_kw).run_mode()
+
+
 async def test_replies_are_matched_by_seq_then_by_meter(raw_pty: RawPty) -> None:
     a, b = "000000000001", "000000000002"
     async with PlcBus(PlcSettings(port=raw_pty.port, max_in_flight=2)) as plc:
+        await identified(plc, raw_pty, module_run_mode(max_concurrent=2))
+        assert plc.window == 2
         reads = [
             asyncio.create_task(plc.exchange_645(m, dlt645.build_read(m, ENERGY.di)))
             for m in (a, b)
         ]
         to_a, to_b = await raw_pty.received(2)
         assert (to_a.destination, to_b.destination) == (a, b) and to_a.seq != to_b.seq
+        assert to_a.source == to_b.source == "100000000000"  # A1: the reported address
         late = gdw.reply_to(replace(to_a, info=replace(to_a.info, seq=0x77)), gdw.Confirm())
         raw_pty.send(
             late,  # a confirm nobody waits for (unknown SEQ, not a meter reply): dropped
@@ -390,7 +426,7 @@ async def test_replies_are_matched_by_seq_then_by_meter(raw_pty: RawPty) -> None
             ),
         )
         assert await asyncio.gather(*reads) == [b"reply-a", b"reply-b"]
-        assert (plc.stats.unmatched, plc.stats.replies) == (1, 2)
+        assert (plc.stats.unmatched, plc.stats.replies) == (1, 2 + 2)  # identify: 2
 
 
 async def test_repeated_reports_are_confirmed_but_handed_out_once(raw_pty: RawPty) -> None:

@@ -12,6 +12,7 @@ import tempfile
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from helpers import DaemonProcess, read_status, wait_for
@@ -92,7 +93,16 @@ async def until(predicate: Callable[[], object], within: float = 60.0) -> None:
 
 
 @contextlib.asynccontextmanager
-async def rig(tmp_path: Path, *, meters: int = 6, routed: int = 3) -> AsyncIterator[Rig]:
+async def rig(
+    tmp_path: Path,
+    *,
+    meters: int = 6,
+    routed: int = 3,
+    module_kw: dict[str, Any] | None = None,
+    config_kw: dict[str, Any] | None = None,
+) -> AsyncIterator[Rig]:
+    module_kw = {"max_concurrent": 2, **(module_kw or {})}
+    config_kw = {"max_in_flight": 2, **(config_kw or {})}
     clock = SimClock(scale=SCALE)
     sim_meters = [
         m
@@ -108,14 +118,14 @@ async def rig(tmp_path: Path, *, meters: int = 6, routed: int = 3) -> AsyncItera
         truth=TruthLog(tmp_path / "truth.jsonl"),
         link=link,
         baud=0,
-        max_concurrent=2,
+        **module_kw,
     )
     await module.start()
     known = sim_meters[:meters]  # the last meter is on the line but not in the config
     cfg = tmp_path / "c.toml"
     write_plc_config(
         cfg, link, [m.address for m in known], store_path=tmp_path / "s.db", cadence="1m",
-        max_in_flight=2,
+        **config_kw,
     )  # fmt: skip
     sock_dir = Path(tempfile.mkdtemp(prefix="mfp", dir="/tmp"))  # short: sun_path limit
     daemon = Daemon(cfg, clock=ScaledClock(scale=SCALE), control_socket=sock_dir / "ctl.sock")

@@ -64,7 +64,12 @@ def test_charges_follow_the_register_to_the_cent_and_never_twice(storage: Storag
     entries = prepay.ledger(storage, "A1")
     charges = [a for _, kind, _, a, _, _ in entries if kind == "charge"]
     assert len(charges) == 5 and sum(charges) == -33
-    assert [kind for _, kind, _, _, _, _ in entries][:3] == ["open", "topup", "baseline"]
+    assert [kind for _, kind, _, _, _, _ in entries][:4] == [
+        "open",
+        "opening_grace",
+        "topup",
+        "baseline",
+    ]
 
 
 def test_only_the_meters_own_concentrator_bills_it_with_its_ct_ratio(storage: Storage) -> None:
@@ -91,8 +96,9 @@ def test_low_balance_is_noted_once_per_dip(storage: Storage) -> None:
         storage, "A1", M1, flat("1.00"), concentrator="dc-1", low=Decimal("5"), now=0
     )
     prepay.topup(storage, "A1", Decimal("6"), now=0, by="t")
-    prepay.charge(storage, [energy(DAY, "0"), energy(DAY + 900, "2")], 1, "dc-1")
-    prepay.charge(storage, [energy(DAY + 1800, "3")], 2, "dc-1")
+    # (billed long after the opening grace period ended)
+    prepay.charge(storage, [energy(DAY, "0"), energy(DAY + 900, "2")], DAY + 901, "dc-1")
+    prepay.charge(storage, [energy(DAY + 1800, "3")], DAY + 1801, "dc-1")
     kinds = [k for _, k, _, _, _, _ in prepay.ledger(storage, "A1")]
     assert kinds.count("low_balance") == 1
 
@@ -149,14 +155,16 @@ def test_running_out_sends_relay_open_and_a_top_up_relay_close(storage: Storage)
         (["topup", "A1", "1.005"], "at most two decimals"),
         (["topup", "A1", "ten"], "expected an amount"),
         (["balance", "NOPE"], "unknown account 'NOPE'"),
-        (["account", "open", "A2", "--meter", "123", "--price", "flat=1",
-          "--concentrator", "dc-1"], "12-digit"),
+        (["account", "open", "A2", "--meter", "1234", "--price", "flat=1",
+          "--concentrator", "dc-1", "--opening", "grace=3d"], "12-digit"),
         (["account", "open", "A2", "--meter", M1, "--price", "flat=1",
-          "--concentrator", "dc-1"], "already has an account"),
+          "--concentrator", "dc-1", "--opening", "grace=3d"], "already has an account"),
         (["account", "open", "A3", "--meter", "000000000003", "--price", "flat=1",
-          "--concentrator", "dc-1", "--tou", "peak=8-25"], "tariff periods"),
+          "--concentrator", "dc-1", "--tou", "peak=8-25", "--opening", "grace=3d"],
+         "tariff periods"),
         (["account", "open", "A3", "--meter", "000000000003", "--price", "flat=1",
-          "--concentrator", "dc-1", "--multiplier", "-40"], "multiplier -40"),
+          "--concentrator", "dc-1", "--multiplier", "-40", "--opening", "grace=3d"],
+         "multiplier -40"),
     ],
 )  # fmt: skip
 def test_bad_input_is_named_and_leaves_the_ledger_unchanged(

@@ -83,8 +83,8 @@ def test_a_prepaid_meter_runs_out_is_cut_off_and_restored_on_top_up(
         wait_for(lambda: rdb.exists() and len(_energy(rdb, m1)) >= 1, 120, "first readings")
         bea = operators(url).login("bea", "billing-clerk")
         _ok(bea, "account", "open", "A1", "--meter", m1, "--concentrator", CID,
-            "--price", f"flat={PRICE}", "--low", "0.50", "--db", url)  # fmt: skip
-        _ok(bea, "topup", "A1", "1.00", "--db", url)
+            "--price", f"flat={PRICE}", "--low", "0.50", "--opening", "credit=1.00",
+            "--db", url)  # fmt: skip
 
         wait_for(lambda: _balance(rdb, bea)["state"] == "disconnected", 180, "the cut-off")
         cut = _balance(rdb, bea)
@@ -119,8 +119,8 @@ def test_a_prepaid_meter_runs_out_is_cut_off_and_restored_on_top_up(
     doc = _balance(rdb, bea)
     ledger = doc["ledger"]
     kinds = [e["kind"] for e in ledger]
-    for expected in ("open", "topup", "baseline", "charge", "low_balance", "command",
-                     "disconnected", "connected"):  # fmt: skip
+    for expected in ("open", "opening_credit", "topup", "baseline", "charge", "low_balance",
+                     "command", "disconnected", "connected"):  # fmt: skip
         assert expected in kinds, kinds
     # Ground truth: what the meter really reported, and what its relay really did.
     truth = [r for r in truth_of(sim.truth) if r.meter == m1 and r.fault is None]
@@ -133,7 +133,7 @@ def test_a_prepaid_meter_runs_out_is_cut_off_and_restored_on_top_up(
     energy = last - first
     cost = (energy * PRICE * 100).quantize(Decimal(1), rounding=ROUND_HALF_UP)
     charged = -sum(e["amount_cents"] for e in ledger if e["kind"] == "charge")
-    topped = sum(e["amount_cents"] for e in ledger if e["kind"] == "topup")
+    topped = sum(e["amount_cents"] for e in ledger if e["kind"] in ("topup", "opening_credit"))
     assert charged == int(cost)  # to the cent against the true energy
     assert doc["balance_cents"] == topped - charged
     # While the relay was open the meter's register did not move.

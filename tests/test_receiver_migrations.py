@@ -27,7 +27,7 @@ from cloud_receiver.storage.schema import metadata
 from contract import commands as wire_commands
 from contract.records import Event, Reading
 
-HEAD = "0002"  # the newest revision (operators, sessions, requests, audit log)
+HEAD = "0004"  # the newest revision (supply state)
 
 PREVIOUS_SQLITE_DDL = """
 CREATE TABLE "batches" (

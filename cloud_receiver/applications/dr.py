@@ -3,7 +3,9 @@
 An event limits a group's load to ``limit_kw`` between two times. The receiver estimates
 each enrolled meter's load in that window from its own baseline (below) and curtails the
 largest loads first — a signed ``relay_open`` due at the start, a ``relay_close`` due at
-the end, both sent ahead and held by the concentrator until due — until the group's
+the end, both sent ahead and held by the concentrator until due, through the meter's
+supply state (`applications.supply.state`: the reconnection never stands against
+another reason to keep the supply off) — until the group's
 remaining baseline load is within the limit (all enrolled meters when no baseline exists
 yet).
 
@@ -29,19 +31,20 @@ from decimal import Decimal
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from sqlalchemy import and_, delete, insert, or_, select
+from sqlalchemy import delete, insert, select
 
-from cloud_receiver.applications.fleet import commands
 from cloud_receiver.applications.prepay import parse_offset
+from cloud_receiver.applications.supply import state as supply
 from cloud_receiver.errors import EXIT_USAGE, NotFound, ReceiverError
 from cloud_receiver.storage import Storage
-from cloud_receiver.storage.schema import accounts, dr_enrolment, dr_events
+from cloud_receiver.storage.schema import dr_enrolment, dr_events, supply_reasons
+from contract import quantities
+from drivers.meter_ids import any_meter_problem, has_relay
 
-ENERGY = "energy_fwd_total"
+ENERGY = quantities.ENERGY_FWD_TOTAL  # any protocol: docs/quantities.md
 MAX_GAP_S = 3600  # readings further apart than this do not give a boundary value
 DEFAULT_BASELINE_DAYS = 5
 LOOKBACK_DAYS = 14
-CLOSE_VALID_S = 3600.0  # the reconnection may run up to an hour after the window
 
 
 class DrError(ReceiverError, ValueError):
@@ -113,8 +116,9 @@ def enrol(storage: Storage, group: str, meters: Sequence[str], concentrator: str
     if not concentrator:
         raise DrError("the concentrator the meters are wired to is needed")
     for m in meters:
-        if len(m) != 12 or not m.isdigit():
-            raise DrError(f"meter {m!r}: expected a 12-digit address")
+        problem = any_meter_problem(m)
+        if problem is not None:
+            raise DrError(f"meter: {problem}")
     with storage.transaction() as tx:
         for m in meters:
             tx.execute(delete(dr_enrolment).where(dr_enrolment.c.meter == m))
@@ -122,14 +126,15 @@ def enrol(storage: Storage, group: str, meters: Sequence[str], concentrator: str
 
 
 def enrolled(storage: Storage, group: str) -> dict[str, str]:
-    """{meter: concentrator} of the group, without prepaid meters whose supply is not on
-    (a curtailment's reconnection must never restore a supply prepayment cut off)."""
+    """{meter: concentrator} of the group, without meters another reason holds open
+    (prepayment, an operator's order, maintenance): a curtailment's reconnection must
+    never restore a supply something else keeps off (`applications.supply.state`)."""
     with storage.transaction() as tx:
-        e, a = dr_enrolment.c, accounts.c
+        e, r = dr_enrolment.c, supply_reasons.c
+        held = select(r.meter).where(r.meter == e.meter, r.reason != supply.DEMAND_RESPONSE)
         rows = tx.execute(
             select(e.meter, e.concentrator)
-            .select_from(dr_enrolment.outerjoin(accounts, a.meter == e.meter))
-            .where(and_(e.group == group, or_(a.state.is_(None), a.state == "connected")))
+            .where(e.group == group, ~held.exists())
             .order_by(e.meter)
         ).all()
     return {r[0]: r[1] for r in rows}
@@ -234,27 +239,31 @@ def create_event(
     known = all(kw is not None for kw, _ in loads)
     remaining = sum((kw or Decimal(0) for kw, _ in loads), Decimal(0))
     chosen: list[str] = []
+    # A meter without a relay (Modbus) counts in the load but cannot be curtailed.
     for kw, m in sorted(loads, key=lambda x: (-(x[0] or 0), x[1])):
         if known and remaining <= limit_kw:
             break
+        if not has_relay(m):
+            continue
         chosen.append(m)
         remaining -= kw or Decimal(0)
     event_id = event_id or new_event_id()
     sent: list[dict[str, str]] = []
+    held: list[str] = []
     for m in chosen:
-        concentrator = meters[m]
-        cut = commands.issue(storage, key, concentrator=concentrator, action="relay_open",
-                             meters=[m], not_before=start, valid_for_s=end - start,
-                             issued_by=f"dr:{event_id}", now=now)  # fmt: skip
-        back = commands.issue(storage, key, concentrator=concentrator, action="relay_close",
-                              meters=[m], not_before=end, valid_for_s=CLOSE_VALID_S,
-                              issued_by=f"dr:{event_id}", now=now)  # fmt: skip
-        sent.append({"meter": m, "open": cut.id, "close": back.id})
+        # Through the supply state: a meter some other reason took meanwhile is left.
+        got = supply.curtail(storage, key, meter=m, concentrator=meters[m], start=start,
+                             end=end, ref=event_id, by=f"dr:{event_id}", now=now)  # fmt: skip
+        if got is None:
+            held.append(m)
+            continue
+        sent.append({"meter": m, "open": got[0].id, "close": got[1].id})
     detail = {
         "tz": tz,
         "baseline_days": baseline_days,
         "baseline_kw": {m: _s(kw) for kw, m in loads},
-        "curtailed": chosen,
+        "curtailed": [c["meter"] for c in sent],
+        "held_open": held,
         "commands": sent,
     }
     with storage.transaction() as tx:

@@ -13,10 +13,13 @@ per reading. A reading at or before the billed slot (a redelivered or late batch
 ignored, and every charge has a unique reference (its slot), so nothing is billed twice
 even with two receivers.
 
-Disconnection: when the balance is below minus the grace amount, a signed ``relay_open``
-command goes to the meter's concentrator — only inside the allowed hours and never on a
-configured holiday (no cut-offs at night). A top-up that brings the balance back to
-zero or more sends ``relay_close`` at once, whatever the hour. A low balance is a
+Disconnection: when the balance is below minus the grace amount, the meter's supply
+gets the ``prepayment`` reason (`applications.supply.state`, which sends the signed
+``relay_open`` unless another reason holds the relay open already) — only inside the
+allowed hours and never on a configured holiday (no cut-offs at night). A top-up that
+brings the balance back to zero or more clears that reason at once, whatever the hour;
+the relay closes only when no other reason (an operator's order, a curtailment, field
+maintenance) remains. A low balance is a
 ``low_balance`` ledger entry (the notice to send the customer), once per dip.
 """
 
@@ -35,14 +38,17 @@ from sqlalchemy import Connection, insert, select, update
 
 from cloud_receiver.applications.analytics.usage import TouSchedule, parse_tou
 from cloud_receiver.applications.fleet import commands
+from cloud_receiver.applications.supply import state as supply
 from cloud_receiver.errors import EXIT_USAGE, NotFound, ReceiverError
 from cloud_receiver.storage import Storage
 from cloud_receiver.storage.schema import accounts as accounts_table
 from cloud_receiver.storage.schema import ledger as ledger_table
+from contract import quantities
 from contract.timezone import parse_utc_offset
+from drivers.meter_ids import any_meter_problem, has_relay
 
 QUARTER_S = 900
-ENERGY = "energy_fwd_total"
+ENERGY = quantities.ENERGY_FWD_TOTAL  # any protocol: docs/quantities.md
 COMMAND_RETRY_S = 600.0  # a failed or unanswered relay command is sent again after this
 CENTS = Decimal(100)
 IN_CHUNK = 500  # meters per IN (...) list: under SQLite's host-parameter limit
@@ -85,6 +91,61 @@ def parse_offset(text: str) -> dt.timezone:
     return zone
 
 
+MIN_OPENING_GRACE_S = 86400  # a whole day: it always holds hours to top up in
+MAX_OPENING_GRACE_S = 90 * 86400
+_UNITS = {"m": 60, "h": 3600, "d": 86400}
+
+
+@dataclass(frozen=True)
+class Opening:
+    """How a new account starts, so that no cut-off can come before its customer could
+    top up: with a credit (its first balance, above the low-balance warning, so the
+    first charge is no notice either), or a grace period (no cut-off and no low-balance
+    notice before it ends; the ``opening_grace`` ledger entry, with its end, is the
+    notice to send). Accounts of earlier releases have none (``none``)."""
+
+    credit_cents: int = 0
+    grace_s: int = 0
+
+    @property
+    def spec(self) -> str:
+        if self.credit_cents:
+            return f"credit={balance_text(self.credit_cents)}"
+        if self.grace_s:
+            unit = next(u for u in ("d", "h", "m") if self.grace_s % _UNITS[u] == 0)
+            return f"grace={self.grace_s // _UNITS[unit]}{unit}"
+        return "none"
+
+    @classmethod
+    def parse(cls, text: str) -> Opening:
+        """``credit=YUAN`` or ``grace=DURATION`` (``72h``, ``3d``, ``1440m``)."""
+        what, eq, value = text.strip().partition("=")
+        if what == "credit" and eq:
+            return cls(credit_cents=cents(money(value, "opening credit")))
+        if what == "grace" and eq:
+            count, unit = value[:-1], value[-1:]
+            if not count.isdigit() or unit not in _UNITS:
+                raise PrepayError(f"opening grace {value!r}: expected a duration such as 72h or 3d")
+            grace = int(count) * _UNITS[unit]
+            if not MIN_OPENING_GRACE_S <= grace <= MAX_OPENING_GRACE_S:
+                raise PrepayError(
+                    f"opening grace {value!r}: from 24h to 90d, so the customer can top up"
+                    " before any cut-off"
+                )
+            return cls(grace_s=grace)
+        raise PrepayError(
+            f"opening policy {text!r}: expected credit=YUAN or grace=DURATION"
+            " (e.g. credit=20 or grace=72h)"
+        )
+
+    @classmethod
+    def stored(cls, spec: str) -> Opening:
+        return cls() if spec == "none" else cls.parse(spec)
+
+
+DEFAULT_OPENING = "grace=3d"  # what callers that name none get (the CLI asks for one)
+
+
 @dataclass(frozen=True)
 class Tariff:
     """Yuan per kWh for each time-of-use period (a flat tariff has one: ``flat``)."""
@@ -92,11 +153,15 @@ class Tariff:
     prices: dict[str, Decimal]
     tou: TouSchedule
     tz: str = "+08:00"
+    opening: Opening = Opening()
 
     @classmethod
-    def parse(cls, prices: Sequence[str], tou: str = "", tz: str = "+08:00") -> Tariff:
+    def parse(
+        cls, prices: Sequence[str], tou: str = "", tz: str = "+08:00",
+        opening: str = DEFAULT_OPENING,
+    ) -> Tariff:  # fmt: skip
         """``prices``: ``PERIOD=YUAN`` items (``flat=0.55``); ``tou``: as in `parse_tou`
-        (empty: every quarter-hour is flat)."""
+        (empty: every quarter-hour is flat); ``opening``: as in `Opening.parse`."""
         try:
             schedule = parse_tou(tou)
         except ValueError as exc:
@@ -117,19 +182,19 @@ class Tariff:
         if missing:
             raise PrepayError(f"no price for period(s) {', '.join(missing)}")
         parse_offset(tz)
-        return cls(table, schedule, tz)
+        return cls(table, schedule, tz, Opening.parse(opening))
 
     def to_json(self) -> str:
         return json.dumps(
             {"prices": {k: str(v) for k, v in self.prices.items()}, "tou": self.tou.spec,
-             "tz": self.tz}
+             "tz": self.tz, "opening": self.opening.spec}
         )  # fmt: skip
 
     @classmethod
     def from_json(cls, text: str) -> Tariff:
         doc = json.loads(text)
         return cls({k: Decimal(v) for k, v in doc["prices"].items()}, parse_tou(doc["tou"]),
-                   doc["tz"])  # fmt: skip
+                   doc["tz"], Opening.stored(doc.get("opening", "none")))  # fmt: skip
 
     def cost(self, kwh: Decimal, start: int, end: int) -> Decimal:
         """The price of ``kwh`` used evenly between unix times ``start`` and ``end``."""
@@ -206,6 +271,10 @@ class Account:
     command_at: float | None
     created_at: float
 
+    def opening_grace(self, now: float) -> bool:
+        """Inside the opening grace period: no cut-off, no low-balance notice yet."""
+        return now < self.created_at + self.tariff.opening.grace_s
+
 
 _ACCOUNTS = select(accounts_table)  # every column, in the order `_account` reads them
 _A = accounts_table.c
@@ -244,14 +313,23 @@ def open_account(
 ) -> Account:
     if not account or len(account) > 64:
         raise PrepayError(f"account {account!r}: expected 1-64 characters")
-    if len(meter) != 12 or not meter.isdigit():
-        raise PrepayError(f"meter {meter!r}: expected a 12-digit address")
+    problem = any_meter_problem(meter)
+    if problem is not None:
+        raise PrepayError(f"meter: {problem}")
     if grace < 0 or low < 0:
         raise PrepayError("grace and low-balance amounts cannot be negative")
     if not concentrator:
         raise PrepayError("the account needs the concentrator its meter is wired to")
     if not multiplier.is_finite() or multiplier <= 0:
         raise PrepayError(f"multiplier {multiplier}: must be more than zero")
+    opening = tariff.opening
+    if opening.spec == "none":
+        raise PrepayError("a new account needs an opening policy: credit=YUAN or grace=DURATION")
+    if opening.credit_cents and opening.credit_cents <= cents(low):
+        raise PrepayError(
+            f"opening credit {balance_text(opening.credit_cents)} is not above the low-balance"
+            f" warning {balance_text(cents(low))}: the first charge would be a low-balance notice"
+        )
     with storage.transaction() as tx:
         taken = tx.execute(select(_A.account).where((_A.account == account) | (_A.meter == meter)))
         if taken.first() is not None:
@@ -263,7 +341,7 @@ def open_account(
                 concentrator=concentrator,
                 multiplier=str(multiplier),
                 tariff=tariff.to_json(),
-                balance_cents=0,
+                balance_cents=opening.credit_cents,
                 grace_cents=cents(grace),
                 low_cents=cents(low),
                 billed_slot=None,
@@ -279,6 +357,12 @@ def open_account(
         _ledger(tx, account, now, "open", "open", 0, 0, {"meter": meter,
                 "concentrator": concentrator, "multiplier": str(multiplier),
                 "tariff": json.loads(tariff.to_json())})  # fmt: skip
+        if opening.credit_cents:
+            _ledger(tx, account, now, "opening_credit", "opening", opening.credit_cents,
+                    opening.credit_cents, {"policy": opening.spec})  # fmt: skip
+        else:
+            _ledger(tx, account, now, "opening_grace", "opening", 0, 0,
+                    {"policy": opening.spec, "until": now + opening.grace_s})  # fmt: skip
     return get_account(storage, account)
 
 
@@ -392,7 +476,7 @@ def _bill(tx: Connection, acc: Account, series: list[tuple[int, Decimal]], now: 
                          "register": str(value)})  # fmt: skip
                 written += 1
         slot, kwh = s, value
-    if balance < acc.low_cents and not low_warned:
+    if balance < acc.low_cents and not low_warned and not acc.opening_grace(now):
         low_warned = True
         _ledger(tx, acc.account, now, "low_balance", f"low:{slot}", 0, balance,
                 {"threshold_cents": acc.low_cents})  # fmt: skip
@@ -412,16 +496,25 @@ def enforce(storage: Storage, key: Ed25519PrivateKey, policy: Policy, now: float
     """Send the relay commands the balances call for and follow their outcome; return
     what was done, for the log."""
     done: list[str] = []
+    held = supply.meters_with(storage, supply.PREPAYMENT)
     for acc in accounts(storage):
         try:
             if acc.command_id is not None:
                 done += _follow(storage, acc, now)
                 continue
             owed = acc.balance_cents < -acc.grace_cents
-            if acc.state == "connected" and owed and policy.may_disconnect(now):
+            if not has_relay(acc.meter):
+                continue  # a Modbus meter is billed and warned; it has no relay to switch
+            may_cut = policy.may_disconnect(now) and not acc.opening_grace(now)
+            if acc.state == "connected" and owed and may_cut:
                 done += _send(storage, key, acc, "relay_open", "disconnecting", now)
             elif acc.state == "disconnected" and acc.balance_cents >= 0:
                 done += _send(storage, key, acc, "relay_close", "reconnecting", now)
+            elif acc.state == "connected" and acc.balance_cents >= 0 and acc.meter in held:
+                # A cut-off whose command failed, then a top-up: the reason goes too.
+                supply.clear_reason(storage, key, meter=acc.meter, reason=supply.PREPAYMENT,
+                                    by=f"prepay:{acc.account}", now=now)  # fmt: skip
+                done.append(f"{acc.account}: prepayment reason cleared (cut-off never ran)")
         except Exception as exc:  # one account's trouble must not stop the others
             done.append(f"{acc.account}: {exc!r}")
     return done
@@ -432,7 +525,6 @@ def _send(
 ) -> list[str]:
     if acc.command_at is not None and now - acc.command_at < COMMAND_RETRY_S:
         return []  # the last attempt failed a moment ago: not again yet
-    concentrator = acc.concentrator
     # Claim the account first (a second receiver finds it claimed and sends nothing);
     # a crash before the command exists leaves "pending", closed as unanswered.
     with storage.transaction() as tx:
@@ -444,16 +536,33 @@ def _send(
         ).first()
     if claimed is None:
         return []
-    record = commands.issue(
-        storage, key, concentrator=concentrator, action=action, meters=[acc.meter],
-        issued_by=f"prepay:{acc.account}", now=now, valid_for_s=COMMAND_RETRY_S,
-    )  # fmt: skip
+    # The supply state decides whether a relay command is needed (another reason may
+    # hold the relay open already, or still): `applications.supply.state`.
+    by, again = f"prepay:{acc.account}", acc.command_at is not None
+    if action == "relay_open":
+        change = supply.set_reason(storage, key, meter=acc.meter, concentrator=acc.concentrator,
+                                   reason=supply.PREPAYMENT, by=by, now=now, ref=acc.account,
+                                   resend=again)  # fmt: skip
+    else:
+        change = supply.clear_reason(storage, key, meter=acc.meter, reason=supply.PREPAYMENT,
+                                     by=by, now=now, resend=again)  # fmt: skip
+    record = change.command
+    if record is None:  # the relay stays where other reasons hold it: nothing to follow
+        settled = {"disconnecting": "disconnected", "reconnecting": "connected"}[state]
+        others = [r for r in change.holding(now) if r != supply.PREPAYMENT]
+        with storage.transaction() as tx:
+            tx.execute(update(accounts_table).where(_A.account == acc.account)
+                       .values(state=settled, command_id=None, command_at=None))  # fmt: skip
+            _ledger(tx, acc.account, now, settled, f"supply:{uuid.uuid4().hex}", 0,
+                    acc.balance_cents, {"action": action, "held_open_by": others})  # fmt: skip
+        return [f"{acc.account}: {settled} (supply held open by {', '.join(others)})"]
     with storage.transaction() as tx:
         tx.execute(
             update(accounts_table).where(_A.account == acc.account).values(command_id=record.id)
         )
         _ledger(tx, acc.account, now, "command", f"cmd:{record.id}", 0, acc.balance_cents,
-                {"action": action, "command": record.id, "concentrator": concentrator})  # fmt: skip
+                {"action": action, "command": record.id,
+                 "concentrator": acc.concentrator})  # fmt: skip
     return [f"{acc.account}: {action} sent ({record.id})"]
 
 

@@ -22,6 +22,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cloud_receiver.access.policy import Principal
 from cloud_receiver.applications import prepay, requests
 from cloud_receiver.applications.fleet import commands, rollout
+from cloud_receiver.applications.supply import state as supply
 from cloud_receiver.storage import Storage
 from cloud_receiver.storage import audit as audit_chain
 from contract.records import Event, Reading
@@ -88,6 +89,7 @@ class Applications:
             for line in requests.execute_ready(storage, self.request_keys, now, by=self.principal):
                 log.info("%s", line)
             self._log_audit_head(now)
+        supply.expire(storage, now)  # DR reasons whose window ended (their reconnection ran)
         if self.command_key is not None:
             for line in prepay.enforce(storage, self.command_key, self.prepay_policy, now):
                 log.info("prepayment: %s", line)

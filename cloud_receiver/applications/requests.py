@@ -1,6 +1,6 @@
 """What operators ask the service to do, and how the service does it.
 
-Four kinds of request (`KINDS`), each knowing its policy action, how to check its
+Five kinds of request (`KINDS`), each knowing its policy action, how to check its
 parameters before it is queued (so bad input is refused at once, naming the field),
 how many approvals it needs, and how it is carried out:
 
@@ -12,7 +12,11 @@ how many approvals it needs, and how it is carried out:
 - ``archive.import``: a change of the meter archive, always approved by a second
   operator;
 - ``rollout.start``: a staged software rollout (with its release package as the
-  request's attachment), always approved by a second operator.
+  request's attachment), always approved by a second operator;
+- ``supply``: an operator's ``manual`` or ``maintenance`` supply reason set or cleared
+  (`applications.supply.state` decides the relay command). A ``command`` relay-open
+  sets the ``manual`` reason and a relay-close clears it, refused while another reason
+  holds the supply off.
 
 `submit` is what a command line (or, later, an HTTP API) calls; `execute_ready` is
 what the running service calls each tick. A kind that needs a key only the service
@@ -25,6 +29,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
@@ -40,6 +45,7 @@ from cloud_receiver.access.requests import Request
 from cloud_receiver.access.sessions import get_session
 from cloud_receiver.applications import dr
 from cloud_receiver.applications.fleet import archive, commands, rollout
+from cloud_receiver.applications.supply import state as supply
 from cloud_receiver.errors import EXIT_USAGE, ReceiverError
 from cloud_receiver.storage import MeterRecord, Storage
 from contract import package
@@ -119,6 +125,7 @@ class CommandKind(Kind):
 
     def check(self, storage: Storage, params: dict[str, Any], attachment: bytes | None) -> None:
         self.action(params)
+        _no_close_against_a_reason(storage, params)
         try:
             commands.draft_command(
                 concentrator=params["concentrator"],
@@ -151,6 +158,8 @@ class CommandKind(Kind):
     ) -> dict[str, Any]:
         assert keys.command is not None
         p = req.params
+        by = f"operator:{req.requested_by} (request {req.id})"
+        _no_close_against_a_reason(storage, p)  # a reason may have come since it was asked
         record = commands.issue(
             storage,
             keys.command,
@@ -160,11 +169,86 @@ class CommandKind(Kind):
             params=p["params"],
             not_before=p["not_before"],
             valid_for_s=p["valid_for_s"],
-            issued_by=f"operator:{req.requested_by} (request {req.id})",
+            issued_by=by,
             now=now,
             command_id=p["id"],
         )
+        # A manual relay order is the ``manual`` supply reason (this command moves it).
+        ordered = supply.meters_with(storage, supply.MANUAL)
+        for m in p["meters"] if p["action"] in ("relay_open", "relay_close") else ():
+            if p["action"] == "relay_open":
+                supply.set_reason(storage, keys.command, meter=m, concentrator=p["concentrator"],
+                                  reason=supply.MANUAL, by=by, now=now, ref=f"request:{req.id}",
+                                  send=False)  # fmt: skip
+            elif m in ordered:
+                supply.clear_reason(storage, keys.command, meter=m, reason=supply.MANUAL, by=by,
+                                    now=now, send=False)  # fmt: skip
         return {"id": record.id, "counter": record.counter, "status": record.status}
+
+
+def _no_close_against_a_reason(storage: Storage, params: dict[str, Any]) -> None:
+    if params.get("action") == "relay_close":
+        start = params.get("not_before")
+        at = float(start) if isinstance(start, (int, float)) else time.time()
+        supply.check_close(storage, [str(m) for m in params.get("meters") or ()], at)
+
+
+# ------------------------------------------------------------------ supply orders
+ORDERS = (supply.MANUAL, supply.MAINTENANCE)
+
+
+class SupplyKind(Kind):
+    """params: meter, concentrator (None: the one its supply state names), reason
+    (``manual`` or ``maintenance``), set (True: set, False: clear)."""
+
+    name = "supply"
+    needs = frozenset({"command"})
+
+    def action(self, params: dict[str, Any]) -> Action:
+        return Action.COMMAND_RELAY
+
+    def _concentrator(self, storage: Storage, p: dict[str, Any]) -> str:
+        if p.get("concentrator"):
+            return str(p["concentrator"])
+        try:
+            return supply.get(storage, str(p["meter"])).concentrator
+        except supply.UnknownSupply:
+            raise RequestInvalid(
+                f"meter {p['meter']}: --concentrator is needed (no supply state names it yet)"
+            ) from None
+
+    def check(self, storage: Storage, params: dict[str, Any], attachment: bytes | None) -> None:
+        supply.check_meter(str(params.get("meter")))
+        if params.get("reason") not in ORDERS:
+            raise RequestInvalid(
+                f"reason {params.get('reason')!r}: expected {' or '.join(ORDERS)} (prepayment"
+                " and demand response set and clear their own)"
+            )
+        if params.get("set"):
+            self._concentrator(storage, params)
+        elif params["meter"] not in supply.meters_with(storage, params["reason"]):
+            raise RequestInvalid(f"meter {params['meter']} has no {params['reason']} reason")
+
+    def describe(self, params: dict[str, Any]) -> str:
+        how = "set" if params.get("set") else "clear"
+        return f"{how} the {params.get('reason')} supply reason of meter {params.get('meter')}"
+
+    def execute(
+        self, storage: Storage, keys: Keys, req: Request, attachment: bytes | None, now: float
+    ) -> dict[str, Any]:
+        assert keys.command is not None
+        p, by = req.params, f"operator:{req.requested_by} (request {req.id})"
+        if p["set"]:
+            change = supply.set_reason(storage, keys.command, meter=p["meter"],
+                                       concentrator=self._concentrator(storage, p),
+                                       reason=p["reason"], by=by, now=now,
+                                       ref=f"request:{req.id}")  # fmt: skip
+        else:
+            change = supply.clear_reason(storage, keys.command, meter=p["meter"],
+                                         reason=p["reason"], by=by, now=now)  # fmt: skip
+        holding = change.holding(now)
+        return {"meter": p["meter"], "reasons": holding, "relay": supply.relay_for(holding),
+                "command": None if change.command is None else change.command.id}  # fmt: skip
 
 
 # ------------------------------------------------------------------ demand response
@@ -370,7 +454,7 @@ class RolloutKind(Kind):
 
 
 KINDS: dict[str, Kind] = {
-    k.name: k for k in (CommandKind(), DrEventKind(), ArchiveKind(), RolloutKind())
+    k.name: k for k in (CommandKind(), DrEventKind(), ArchiveKind(), RolloutKind(), SupplyKind())
 }
 
 

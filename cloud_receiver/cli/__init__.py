@@ -32,6 +32,7 @@ from cloud_receiver.cli import (
     queries,
     releases,
     service,
+    supply,
 )
 from cloud_receiver.errors import ReceiverError
 
@@ -53,7 +54,7 @@ def main() -> None:
     """meterflow cloud receiver: ingest concentrator batches and answer queries."""
 
 
-for _module in (pki, service, queries, commands, prepay, dr, analytics, releases, access, audit,
-                backup):  # fmt: skip
+for _module in (pki, service, queries, commands, prepay, dr, supply, analytics, releases, access,
+                audit, backup):  # fmt: skip
     for _command in _module.COMMANDS:
         main.add_command(_command)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from clitools.options import db_option, json_option
+from clitools.options import db_option, json_option, quantity_option
 from cloud_receiver.access.policy import Action
 from cloud_receiver.cli.auth import acting, session_option, show_request, wait_done, wait_option
 from cloud_receiver.cli.common import check_concentrator_id, duration, time_arg
@@ -28,7 +28,7 @@ _ACTIONS = {
 @click.argument("action", type=click.Choice(sorted(_ACTIONS)))
 @click.option("--concentrator", "concentrator_id", required=True, callback=check_concentrator_id)
 @click.option("--meter", "meters", multiple=True, help="Target meter (repeat for several).")
-@click.option("--quantity", "quantities", multiple=True, help="read: quantities to read.")
+@quantity_option("read: a quantity to read (repeat for several).")
 @click.option(
     "--threshold", type=click.FloatRange(min=0), default=None, help="clock-check: seconds."
 )

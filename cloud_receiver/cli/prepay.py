@@ -39,6 +39,14 @@ def account() -> None:
     help="Price per kWh: flat=0.55, or one per period with --tou (peak=0.85 ...).",
 )
 @click.option("--tou", default="", help="Time-of-use periods, e.g. peak=08-11,18-23;valley=23-07.")
+@click.option(
+    "--opening",
+    required=True,
+    metavar="credit=YUAN|grace=DURATION",
+    help="How the account starts, so no cut-off comes before the customer could top up: "
+    "an initial credit (above --low), or a grace period of 24h to 90d without cut-off or "
+    "low-balance notice (e.g. credit=20, grace=72h).",
+)
 @click.option("--grace", default="0", show_default=True, help="Credit allowed below zero (yuan).")
 @click.option("--low", default="10", show_default=True, help="Low-balance warning below (yuan).")
 @click.option("--tz", "tz_text", default="+08:00", show_default=True, help="Tariff time zone.")
@@ -51,19 +59,20 @@ def account_open(
     multiplier: str,
     prices: tuple[str, ...],
     tou: str,
+    opening: str,
     grace: str,
     low: str,
     tz_text: str,
     db_url: str,
     session_file: Path | None,
 ) -> None:
-    """Open a prepaid account for a meter (balance 0: top it up)."""
+    """Open a prepaid account for a meter, with its opening credit or grace period."""
     import time
     from decimal import Decimal, InvalidOperation
 
     from cloud_receiver.applications import prepay
 
-    tariff = prepay.Tariff.parse(prices, tou, tz_text)
+    tariff = prepay.Tariff.parse(prices, tou, tz_text, opening)
     try:
         grace_d, low_d, ratio = Decimal(grace), Decimal(low), Decimal(multiplier)
     except InvalidOperation:
@@ -84,7 +93,10 @@ def account_open(
         )
         actor.record("change", str(Action.PREPAY_OPEN), f"account:{account_id}",
                      detail={"meter": meter, "concentrator": concentrator_id})  # fmt: skip
-    click.echo(f"account {acc.account} opened for meter {acc.meter}")
+    click.echo(
+        f"account {acc.account} opened for meter {acc.meter}: balance"
+        f" {prepay.balance_text(acc.balance_cents)}, opening {acc.tariff.opening.spec}"
+    )
 
 
 @click.command(context_settings={"ignore_unknown_options": True})  # "-5" is an amount
@@ -125,12 +137,18 @@ def balance(
 ) -> None:
     """A prepaid account's balance, supply state and (with --ledger) its ledger (audited)."""
     import json
+    import time
 
     from cloud_receiver.applications import prepay
+    from cloud_receiver.applications.supply import state as supply
 
     target = Resource("account", account_id)
     with acting(db_url, session_file, Action.PREPAY_READ, target) as actor:
         acc = prepay.get_account(actor.storage, account_id)
+        try:
+            held = supply.get(actor.storage, acc.meter).active(time.time())
+        except supply.UnknownSupply:
+            held = []  # nothing ever held this meter's supply off
         entries = prepay.ledger(actor.storage, account_id) if show_ledger or as_json else []
         actor.read("balance and ledger" if entries else "balance", str(target), customers=1,
                    export="json" if as_json else None)  # fmt: skip
@@ -143,6 +161,7 @@ def balance(
                     "balance": prepay.balance_text(acc.balance_cents),
                     "balance_cents": acc.balance_cents,
                     "state": acc.state,
+                    "supply_reasons": held,
                     "billed_slot": acc.billed_slot,
                     "billed_kwh": None if acc.billed_kwh is None else str(acc.billed_kwh),
                     "ledger": [
@@ -157,6 +176,7 @@ def balance(
     click.echo(
         f"account {acc.account} (meter {acc.meter}): balance "
         f"{prepay.balance_text(acc.balance_cents)}, supply {acc.state}"
+        + (f" (held off by {', '.join(held)})" if held else "")
     )
     for at, kind, _ref, amount, after, detail in entries:
         when = dt.datetime.fromtimestamp(at).isoformat(" ", "seconds")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from clitools.options import db_option, json_option
+from clitools.options import db_option, json_option, quantity_option
 from cloud_receiver.access.policy import Action, Resource
 from cloud_receiver.cli.auth import acting, session_option
 from cloud_receiver.cli.common import time_arg
@@ -19,6 +19,7 @@ from cloud_receiver.cli.common import time_arg
 @click.option("--meter", default=None, help="Meter address (all meters when omitted).")
 @click.option("--from", "since", default=None, help="First slot: unix seconds or ISO time.")
 @click.option("--to", "until", default=None, help="End slot (exclusive): unix or ISO time.")
+@quantity_option("Only this quantity (repeat for several; all when omitted).")
 @click.option("--csv", "as_csv", is_flag=True, help="CSV on stdout instead of a table.")
 def readings(
     db_url: str,
@@ -26,6 +27,7 @@ def readings(
     meter: str | None,
     since: str | None,
     until: str | None,
+    quantities: tuple[str, ...],
     as_csv: bool,
 ) -> None:
     """Readings the receiver stored, by meter and time range (audited)."""
@@ -37,7 +39,7 @@ def readings(
     first, end = time_arg(since), time_arg(until)
     scope = Resource("meter", meter) if meter is not None else Resource("all")
     with acting(db_url, session_file, Action.DATA_READ, scope) as actor:
-        rows = actor.storage.readings(meter=meter, since=first, until=end)
+        rows = actor.storage.readings(meter=meter, since=first, until=end, quantities=quantities)
         actor.read("readings", str(scope), customers=1 if meter else len({r.meter for r in rows}),
                    export="csv" if as_csv else None,
                    detail={"from": first, "to": end, "rows": len(rows)})  # fmt: skip

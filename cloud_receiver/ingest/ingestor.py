@@ -17,6 +17,7 @@ from typing import Literal, get_args
 from cloud_receiver.ingest.hooks import Reactions
 from cloud_receiver.storage import IngestResult, Storage
 from contract import topics, wire
+from contract.quantities import canonical_readings
 from contract.records import Event, Reading
 
 log = logging.getLogger(__name__)
@@ -115,8 +116,10 @@ class Ingestor:
             _, content = wire.open_batch(payload, self.keys)
         except wire.WireError as exc:
             return self._quarantine(topic, payload, now, topic_id, header.seq, exc.reason, str(exc))
+        # A concentrator of the previous release still sends Modbus register names.
+        readings = canonical_readings(content.readings)
         result, new = self.storage.ingest(
-            topic_id, header.seq, header.key_id, content.readings, content.events, now
+            topic_id, header.seq, header.key_id, readings, content.events, now
         )
         if result == IngestResult.REPLAY:
             return self._quarantine(
@@ -129,7 +132,7 @@ class Ingestor:
                 f"sequence {header.seq} is older than the replay window",
             )
         if result == IngestResult.STORED:
-            self._after_store(topic_id, content.readings, content.events, now)
+            self._after_store(topic_id, readings, content.events, now)
             self._note_software(topic_id, header, content.events, now)
         key = self.keys(topic_id, header.key_id)
         assert key is not None  # open_batch just used it

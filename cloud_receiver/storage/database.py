@@ -216,8 +216,14 @@ class Storage:
 
     # ---------------------------------------------------------- queries
     def readings(
-        self, meter: str | None = None, since: int | None = None, until: int | None = None
+        self,
+        meter: str | None = None,
+        since: int | None = None,
+        until: int | None = None,
+        quantities: Sequence[str] = (),
     ) -> list[StoredRow]:
+        """Stored readings by meter, quantity, slot; ``quantities`` (empty: all) keeps
+        only those canonical quantities."""
         r = readings.c
         query = select(
             r.meter, r.quantity, r.slot, r.value, r.unit, r.read_at, r.source, r.concentrator,
@@ -229,6 +235,8 @@ class Storage:
             query = query.where(r.slot >= since)
         if until is not None:
             query = query.where(r.slot < until)
+        if quantities:
+            query = query.where(r.quantity.in_(list(quantities)))
         return [StoredRow(*row) for row in self._rows(query)]
 
     def concentrators(self) -> list[ConcentratorInfo]:

@@ -264,6 +264,47 @@ dr_events = Table(
     Column("created_at", Double, nullable=False),
 )
 
+# ---------------------------------------------------------------- supply state
+# One row per meter whose supply an application has touched (`applications.supply`):
+# the relay position last commanded, and the reasons that keep it open (a DR reason has
+# a window: ``since``..``until``); every change is a row of ``supply_history``.
+supply = Table(
+    "supply",
+    metadata,
+    Column("meter", Text, primary_key=True),
+    Column("concentrator", Text, nullable=False),
+    Column("relay", Text, nullable=False),
+    Column("updated_at", Double, nullable=False),
+)
+
+supply_reasons = Table(
+    "supply_reasons",
+    metadata,
+    Column("meter", Text, nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("ref", Text, nullable=False),
+    Column("since", Double, nullable=False),
+    Column("until", Double),
+    Column("set_by", Text, nullable=False),
+    Column("set_at", Double, nullable=False),
+    Column("detail", Text, nullable=False),
+    PrimaryKeyConstraint("meter", "reason"),
+)
+
+supply_history = Table(
+    "supply_history",
+    metadata,
+    _id(),
+    Column("meter", Text, nullable=False),
+    Column("at", Double, nullable=False),
+    Column("change", Text, nullable=False),
+    Column("reason", Text),
+    Column("by", Text, nullable=False),
+    Column("reasons_after", Text, nullable=False),
+    Column("detail", Text, nullable=False),
+)
+Index("supply_history_by_meter", supply_history.c.meter, supply_history.c.id)
+
 # ---------------------------------------------------------------- operators and audit
 # Who may use the receiver (`cloud_receiver.access`): operators with a role, their
 # login sessions (each with its own Ed25519 public key), the requests they sign for the

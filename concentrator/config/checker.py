@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar, cast
 
 from concentrator.config import services
+from concentrator.config.carrier import carrier_identity
 from concentrator.config.issues import ConfigError, ConfigIssue
 from concentrator.config.lines import LineIndex, TableId
 from concentrator.config.model import (
@@ -31,6 +32,7 @@ from concentrator.config.model import (
     TaskConfig,
     parse_cadence,
 )
+from concentrator.config.quantities import quantity_problem, renamed
 from concentrator.config.table import (
     REQUIRED,
     Report,
@@ -42,7 +44,6 @@ from concentrator.config.table import (
     type_name,
 )
 from contract.timezone import parse_utc_offset
-from drivers import dlt645
 from drivers.meter_ids import address_problem
 from drivers.modbus_rtu import METER_MODELS
 from drivers.serial_bus import Parity, baud_problem
@@ -84,8 +85,11 @@ _BUS_KEYS = (
     "monitor_timeout_ms",
     "max_in_flight",
     "retries",
+    "master_address",
+    "comm_mode",
 )
-_PLC_ONLY_KEYS = ("monitor_timeout_ms", "max_in_flight", "retries")
+_PLC_ONLY_KEYS = ("monitor_timeout_ms", "max_in_flight", "retries", "master_address", "comm_mode")
+
 _METER_KEYS = (
     "address",
     "protocol",
@@ -326,6 +330,7 @@ class _Checker:
         monitor = optional(lambda: t.integer("monitor_timeout_ms", 1000, 600_000, 90_000), failed)
         in_flight = optional(lambda: t.integer("max_in_flight", 1, 16, 1), failed)
         retries = optional(lambda: t.integer("retries", 0, 100, 6), failed)
+        master, comm_mode = carrier_identity(t, failed)
         if failed or None in (name, port, baud, parity, timeout, gap, rs485, monitor):
             return None
         port = resolve_port(self.base, cast(str, port))
@@ -342,6 +347,8 @@ class _Checker:
             monitor_timeout_ms=cast(int, monitor),
             max_in_flight=cast(int, in_flight),
             retries=cast(int, retries),
+            master_address=master,
+            comm_mode=comm_mode,
         )
 
     def check_ports(self, buses: list[tuple[Table, BusConfig | None]]) -> None:
@@ -483,6 +490,10 @@ class _Checker:
         if quantities == ():
             t.issue("quantities", "must name at least one quantity")
             failed.append(True)
+        elif quantities is not None:
+            quantities, warnings = renamed(quantities)
+            for warning in warnings:
+                t.warn("quantities", warning)
         every_text = optional(lambda: t.string("every"), failed)
         every: Cadence | None = None
         if every_text is not None:
@@ -539,11 +550,12 @@ class _Checker:
         for (protocol, model), tables in kinds.items():
             kind = "DL/T 645" if protocol == "dlt645" else f"Modbus {model}"
             for quantity in quantities:
-                if not _resolves(quantity, protocol, model):
+                problem = quantity_problem(quantity, protocol, model)
+                if problem is not None:
                     t.issue(
                         "quantities",
                         f'unknown quantity "{quantity}" for {kind} meters '
-                        f"(e.g. {_at(tables[0], None)}, {len(tables)} meter(s))",
+                        f"(e.g. {_at(tables[0], None)}, {len(tables)} meter(s)){problem}",
                     )
         if relay:
             for mt, m in applied:
@@ -568,16 +580,6 @@ def _at(t: Table, key: str | None) -> str:
 
 def _address_problem(address: str, protocol: str | None) -> str | None:
     return None if protocol is None else address_problem(protocol, address)
-
-
-def _resolves(quantity: str, protocol: str, model: str | None) -> bool:
-    if protocol == "dlt645":
-        try:
-            dlt645.lookup(quantity)
-        except (KeyError, ValueError):
-            return False
-        return True
-    return quantity in METER_MODELS.get(model or "sdm630", {})
 
 
 _TOML_AT = re.compile(r"\(at line (\d+), column (\d+)\)$")

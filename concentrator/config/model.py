@@ -128,6 +128,8 @@ class BusConfig:
     # Power-line carrier only (a Q/GDW 1376.2 module on this port):
     monitor_timeout_ms: int = 90_000  # one meter read through the carrier network
     max_in_flight: int = 1  # reads sent to the module before the first answer
+    master_address: str | None = None  # A1; None: the module's own report (03 F4)
+    comm_mode: int | None = None  # control byte's mode; None: the module's report (03 F10)
     retries: int = 6  # per read and slot: a failed node is tried again later in the slot
 
     def plc_settings(self, time_scale: float = 1.0) -> PlcSettings:
@@ -140,6 +142,8 @@ class BusConfig:
             response_timeout=self.response_timeout_ms / 1000 / time_scale,
             monitor_timeout=self.monitor_timeout_ms / 1000 / time_scale,
             max_in_flight=self.max_in_flight,
+            mode=self.comm_mode,
+            master_address=self.master_address,
         )
 
     def settings(self) -> SerialSettings:

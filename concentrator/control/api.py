@@ -44,7 +44,7 @@ from concentrator.storage import ReadSuccess, Store, StoreWriter
 from contract.records import Event
 from drivers import dlt645
 from drivers.errors import DriverError
-from drivers.modbus_rtu import METER_MODELS
+from drivers.modbus_rtu import canonical_registers
 from drivers.readers import QuantityValue
 
 T = TypeVar("T")
@@ -516,10 +516,12 @@ def _resolve_quantities(meter: MeterConfig, names: list[str]) -> list[str]:
                 out.append(dlt645.lookup(name).name)
             except (KeyError, ValueError):
                 raise ControlError(
-                    ErrorCode.BAD_ARGUMENT, f'unknown DL/T 645 quantity "{short(name)}"'
+                    ErrorCode.BAD_ARGUMENT,
+                    f'unknown DL/T 645 quantity "{short(name)}"; a DI code or one of: '
+                    + ", ".join(dlt645.DATA_IDS_BY_NAME),
                 ) from None
         return out
-    registers = METER_MODELS[meter.model or "sdm630"]
+    registers = canonical_registers(meter.model or "sdm630")  # docs/quantities.md
     unknown = [n for n in names if n not in registers]
     if unknown:
         raise ControlError(

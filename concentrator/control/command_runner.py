@@ -23,6 +23,7 @@ from typing import Any, Protocol
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from concentrator.config import MeterConfig
+from concentrator.config.quantities import quantity_problem
 from concentrator.polling.meter_actions import (
     ActionRefused,
     BusTurns,
@@ -280,6 +281,11 @@ class CommandRunner:
         if cmd.action == "read":
             names = [str(q) for q in cmd.params.get("quantities", ["energy_fwd_total"])]
             for name in names:
+                if meter.protocol != "dlt645":  # canonical names (docs/quantities.md)
+                    problem = quantity_problem(name, meter.protocol, meter.model)
+                    if problem is not None:
+                        raise ActionRefused(f"no quantity {name!r} for this meter{problem}")
+                    continue
                 try:
                     dlt645.lookup(name)
                 except KeyError:

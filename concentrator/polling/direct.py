@@ -39,7 +39,11 @@ async def read_direct(
         async with SerialBus(settings) as bus:
             reader = ModbusReader(bus, model=model)
             return await _retry(lambda: reader.read_many(address, registers), retries), failures
-    entries = Dlt645Reader.quantities(names)
+    try:
+        entries = Dlt645Reader.quantities(names)
+    except KeyError as exc:  # list the canonical names (docs/quantities.md)
+        valid = ", ".join(dlt645.DATA_IDS_BY_NAME)
+        raise KeyError(f"{exc.args[0]} (a DI code or one of: {valid})") from None
     async with SerialBus(settings) as bus:
         dreader = Dlt645Reader(bus)
         for entry in entries:

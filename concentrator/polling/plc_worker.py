@@ -3,9 +3,10 @@
 The job queue, priorities, deadlines and stored readings are the RS-485 worker's
 (``bus_worker.BusWorker``); what differs is what a carrier channel is like:
 
-- Slow and parallel. A read takes seconds (routing, relays), and a module can run
-  several at once: up to ``max_in_flight`` jobs are in the air, and the transport
-  shrinks that window when the module says it is busy.
+- Slow, and parallel only where the module says so. A read takes seconds (routing,
+  relays); a module that reports an edition running several reads at once gets up to
+  ``max_in_flight`` jobs in the air, a 1376.2-2013 module one (docs/protocols.md §3.6),
+  and the transport shrinks the window when the module says it is busy.
 - Lossy. A node that does not answer is tried again *later in the slot*, behind the
   nodes not tried yet, up to the bus's ``retries``: one bad link never holds up the rest.
 - Two kinds of failure. A meter that does not answer (deny "node did not reply") counts
@@ -46,7 +47,7 @@ from drivers.errors import (
     NodeNoReply,
     NodeNotInRoute,
 )
-from drivers.plc_bus import ModuleRestarted, PlcBus, plc_reader
+from drivers.plc_bus import ModuleIdentity, ModuleRestarted, PlcBus, plc_reader
 from drivers.readers import Dlt645Reader
 
 log = logging.getLogger(__name__)
@@ -83,6 +84,7 @@ class PlcWorker(BusWorker):
         self._probe: asyncio.Task[None] | None = None
         self._resync = asyncio.Event()
         self._unknown_reported: set[str] = set()
+        self._mismatches: set[tuple[str, object, object]] = set()
         self._busy_s = 0.0
         self._started_at: dict[object, float] = {}  # jobs in the air: monotonic start
 
@@ -129,7 +131,7 @@ class PlcWorker(BusWorker):
     async def _start_module(self) -> None:
         """Open the port, learn the module, and make its node table the config's."""
         await self._ensure_open()
-        mode = await self.plc.run_mode()
+        identity = await self.plc.identify()
         try:
             vendor = await self.plc.vendor_info()
             self.module_info = {
@@ -139,9 +141,43 @@ class PlcWorker(BusWorker):
             }
         except CarrierDenied:
             self.module_info = {}  # optional for a module; routing does not need it
-        self.module_info["monitor_timeout_s"] = mode.monitor_timeout_s
+        self._identified(identity)
         await self._sync_routes()
         self._module_answered()
+
+    def _identified(self, identity: ModuleIdentity) -> None:
+        """Record who the module is; a configured address or mode it contradicts is an
+        event (the configured one is used: docs/protocols.md §3.1, §3.4)."""
+        run_mode = identity.run_mode
+        self.module_info.update(
+            master_address=identity.master_address,
+            comm_mode=identity.mode,
+            concurrent=identity.concurrent,
+            window=identity.window,
+        )
+        if run_mode is not None:
+            self.module_info["monitor_timeout_s"] = run_mode.monitor_timeout_s
+        for key, configured, reported in (
+            ("master_address", self.config.master_address, identity.reported_address),
+            ("comm_mode", self.config.comm_mode, identity.reported_mode),
+        ):
+            told = (key, configured, reported)
+            if configured is not None and reported is not None and configured != reported:
+                if told in self._mismatches:
+                    continue  # once per worker, not at every probe
+                self._mismatches.add(told)
+                self._event(
+                    "plc_config_mismatch",
+                    "warning",
+                    {"key": key, "configured": configured, "module": reported},
+                )
+        if self.config.max_in_flight > identity.window:
+            log.warning(
+                "bus %s: the module reads one meter at a time (1376.2-2013): max_in_flight "
+                "%d not used",
+                self.config.name,
+                self.config.max_in_flight,
+            )
 
     async def _sync_routes(self) -> None:
         table = {n.address for n in await self.plc.route_table()}
@@ -201,7 +237,7 @@ class PlcWorker(BusWorker):
     def utilisation(self) -> float:
         """Share of the in-flight window in use since start."""
         elapsed = self.clock.monotonic() - self._started
-        window = max(self.config.max_in_flight, 1)
+        window = max(self.plc.window, 1)
         return self._busy_s / (elapsed * window) if elapsed > 0 else 0.0
 
     async def run(self) -> None:

@@ -21,6 +21,7 @@ SOURCES: tuple[str, ...] = ("poll", "backfill", "ondemand")
 
 _SCALE_BITS = 4
 _SCALE_MASK = (1 << _SCALE_BITS) - 1
+SCALE_MASK = _SCALE_MASK  # the most fraction digits a packed value holds (15)
 _MANTISSA_LIMIT = 1 << (63 - _SCALE_BITS - 1)
 # The spellings `unpack_value` reproduces exactly. Other decimals are stored verbatim.
 _CANONICAL_DECIMAL = re.compile(r"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?")

@@ -25,13 +25,18 @@ meters x 4 quantities). Three choices keep it there:
   The two outbox indexes are partial, so they only hold rows that are not yet taken or
   are still in flight.
 
-The state table (schema version 2) keeps small named values across restarts.
+The state table (schema version 2) keeps small named values across restarts. Schema
+version 3 renames the previous release's Modbus quantity names to the canonical ones.
 """
 
 from __future__ import annotations
 
 import sqlite3
 from collections.abc import Callable
+
+from concentrator.storage.codec import SCALE_MASK, pack_value, unpack_value
+from contract.quantities import LEGACY_RENAMES
+from drivers.quantity_map import shift_decimal
 
 
 def _schema_v1(conn: sqlite3.Connection) -> None:
@@ -99,7 +104,68 @@ def _schema_v2(conn: sqlite3.Connection) -> None:
     conn.execute("CREATE TABLE state (key TEXT PRIMARY KEY, value TEXT NOT NULL) STRICT")
 
 
-MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_schema_v1, _schema_v2)
+def _schema_v3(conn: sqlite3.Connection) -> None:
+    """Canonical quantity names (`contract.quantities`, docs/quantities.md): readings of
+    Modbus meters stored under the register map's names (``energy_import``, ``power_l1``
+    in W, ...) are renamed and rescaled in place by `LEGACY_RENAMES`, so the receiver's
+    applications see them. No reading is dropped: one whose slot the meter already has
+    under the new name (only if a meter changed protocol) keeps its old name."""
+
+    def ident(table: str, name: str, create: bool) -> int | None:
+        if create:
+            conn.execute(f"INSERT OR IGNORE INTO {table} (name) VALUES (?)", (name,))
+        row = conn.execute(f"SELECT id FROM {table} WHERE name = ?", (name,)).fetchone()
+        return None if row is None else int(row[0])
+
+    for r in LEGACY_RENAMES:
+        old_q, old_u = ident("quantities", r.old, False), ident("units", r.old_unit, False)
+        if old_q is None or old_u is None:
+            continue
+        new_q, new_u = ident("quantities", r.new, True), ident("units", r.new_unit, True)
+        series = conn.execute(
+            "SELECT id, meter_id FROM series WHERE quantity_id = ?", (old_q,)
+        ).fetchall()
+        for series_id, meter_id in series:
+            target = series_id
+            if new_q != old_q:
+                row = conn.execute(
+                    "SELECT id FROM series WHERE meter_id = ? AND quantity_id = ?",
+                    (meter_id, new_q),
+                ).fetchone()
+                if row is None:
+                    conn.execute("UPDATE series SET quantity_id = ? WHERE id = ?", (new_q, target))
+                else:
+                    target = int(row[0])
+                    for table in ("readings", "missing"):  # a taken slot stays where it is
+                        conn.execute(
+                            f"UPDATE OR IGNORE {table} SET series_id = ? WHERE series_id = ?",
+                            (target, series_id),
+                        )
+        if old_u == new_u and r.shift == 0:
+            continue
+        # One pass over the readings per rename, whatever the number of meters.
+        where = "series_id IN (SELECT id FROM series WHERE quantity_id = ?) AND unit_id = ?"
+        if r.shift < 0:
+            # A packed value is mantissa * 16 + decimals (codec.py): times 10**shift is
+            # the same digits with -shift more decimals, while they fit in 4 bits.
+            conn.execute(
+                f"UPDATE readings SET value = value - ?, unit_id = ? WHERE {where}"
+                " AND typeof(value) = 'integer' AND (value & ?) <= ?",
+                (r.shift, new_u, new_q, old_u, SCALE_MASK, SCALE_MASK + r.shift),
+            )
+        # What is left (text values, too many decimals): decoded, shifted, packed again.
+        rest = conn.execute(f"SELECT id, value FROM readings WHERE {where}", (new_q, old_u))
+        conn.executemany(
+            "UPDATE readings SET value = ?, unit_id = ? WHERE id = ?",
+            [(pack_value(shift_decimal(unpack_value(v), r.shift)), new_u, i) for i, v in rest],
+        )
+
+
+MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (
+    _schema_v1,
+    _schema_v2,
+    _schema_v3,
+)
 SCHEMA_VERSION = len(MIGRATIONS)
 # The oldest software schema that can still use a store at SCHEMA_VERSION. Additive
 # migrations (a new table or index) keep it; one that older code would misread raises

@@ -65,6 +65,7 @@ from drivers.dlt698.link import (
     encode_frame,
 )
 from drivers.errors import EncodeError, FrameError, MeterError
+from drivers.quantity_map import Mapped
 
 
 class Unit(IntEnum):
@@ -254,6 +255,20 @@ QUANTITIES: tuple[Quantity, ...] = (
 
 QUANTITIES_BY_NAME: dict[str, Quantity] = {q.name: q for q in QUANTITIES}
 QUANTITIES_BY_OAD: dict[OAD, Quantity] = {q.oad: q for q in QUANTITIES}
+
+# The OADs in the canonical vocabulary (contract.quantities, docs/quantities.md), the one
+# table that says what each element is stored as. Whole arrays (index 0) are read as
+# their elements; powers come in W (scaler -1) and are stored in kW; the total power
+# factor is "power_factor"; the clock and address are not measurements.
+CANONICAL: dict[OAD, Mapped] = {
+    q.oad: Mapped(
+        "power_factor" if q.name == "power_factor_total" else q.name,
+        "kW" if q.unit == Unit.WATT else q.symbol,
+        -3 if q.unit == Unit.WATT else 0,
+    )
+    for q in QUANTITIES
+    if not q.array and q.oad.oi < 0x4000 and q.oad.oi not in (0x2021, 0x2023)
+}
 
 # Records (class 9, freeze objects): attribute 2 is the record table, read with GET-Record.
 MINUTE_FREEZE = OAD(0x5002, 2, 0)  # the 15-minute curve on most meters

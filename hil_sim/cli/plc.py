@@ -11,6 +11,8 @@ from typing import Any
 import click
 
 from clitools.options import Decorator, baud_option, link_option, seed_option, time_scale_option
+from drivers.errors import EncodeError
+from drivers.gdw1376_2 import encode_node_address
 from hil_sim.cli import options as simopt
 from hil_sim.cli.edge import SimCommand
 from hil_sim.cli.serving import serve_until_signalled
@@ -20,6 +22,14 @@ from hil_sim.fleet import FleetOptions, build_meters, write_plc_config
 from hil_sim.plc_module import PROTOCOL as PLC_PROTOCOL
 from hil_sim.plc_module import Link, PlcModule
 from hil_sim.truth import TruthLog
+
+
+def _master_address(text: str) -> str:
+    try:
+        encode_node_address(text)
+    except EncodeError as exc:
+        raise click.BadParameter(str(exc)) from None
+    return text.upper()
 
 
 def _carrier_option(
@@ -75,7 +85,25 @@ def _carrier_option(
     "--max-concurrent",
     click.IntRange(1, 255),
     1,
-    "Meter reads the module runs at once; more are denied (reason 109).",
+    "Meter reads the module runs at once. 1: a serial 1376.2-2013 module, an overlapping "
+    "read is denied master busy (9); more: it reports the 2019 edition, and denies "
+    "beyond that (109).",
+)
+@click.option(
+    "--comm-mode",
+    type=click.Choice(["1", "3"]),
+    default="3",
+    show_default=True,
+    help="The module's communication mode: 1 narrowband (centralised routing), 3 HPLC. "
+    "Frames in another mode are denied.",
+)
+@click.option(
+    "--master-address",
+    default="100000000000",
+    show_default=True,
+    callback=lambda _ctx, _param, value: _master_address(value),
+    help="The module's master node address (12 hex digits), reported by AFN 03 F4; "
+    "a downlink frame with another A1 is denied.",
 )
 @simopt.profile_option()
 @simopt.phases_option()
@@ -136,6 +164,8 @@ def plc(n_meters: int, link: Path, truth: Path | None, **kw: Any) -> None:
         truth=TruthLog(truth_path),
         link=link,
         seed=kw["seed"],
+        master_address=kw["master_address"],
+        mode=int(kw["comm_mode"]),
     )
     if kw["config_path"] is not None:
         write_plc_config(

@@ -40,11 +40,13 @@ from typing import Literal
 
 from cloud_receiver.errors import EXIT_NO_DATA, ReceiverError
 from cloud_receiver.storage import MeterRecord, Storage
+from contract import quantities
 
-ENERGY_FWD = "energy_fwd_total"
-ENERGY_REV = "energy_rev_total"
-FREEZE_FWD = "frozen_daily_energy_fwd_total"
-CURRENTS = ("current_a", "current_b", "current_c")
+# Canonical names (docs/quantities.md): every protocol's meters are stored under them.
+ENERGY_FWD = quantities.ENERGY_FWD_TOTAL
+ENERGY_REV = quantities.ENERGY_REV_TOTAL
+FREEZE_FWD = quantities.FROZEN_ENERGY_FWD_TOTAL
+CURRENTS = quantities.PHASE_CURRENTS
 
 SLOT_S = 900  # 15-minute slots
 SLOTS_PER_DAY = 96

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from contract import quantities
+
 
 @dataclass(frozen=True)
 class TamperKind:
@@ -38,5 +40,5 @@ TAMPER_EVENTS: dict[str, TamperKind] = {
     "power_down_loaded": TamperKind(25, "meter powered down while the load was drawing"),
 }
 
-COVER_OPEN_COUNT = "cover_open_count"  # DL/T 645 DI 03300D00, the register counterpart
+COVER_OPEN_COUNT = quantities.COVER_OPEN_COUNT  # DL/T 645 DI 03300D00, the register counterpart
 REPEAT_POINTS = 5.0  # per further event of a kind already counted, up to the kind's points
