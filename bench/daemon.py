@@ -8,6 +8,12 @@ in the same run:
 - daemon_peak_rss_mb: peak RSS (VmHWM) with 2,048 meters on 8 buses and a store holding
   a 1,000,000-reading backlog.
 - store_commit_rps, store_bytes_per_reading: group commits of 1,000 readings, FULL sync.
+- store_encrypted_commit_rps: the same commits into a SQLCipher-encrypted store, in the
+  same run (target: at least 0.5 of store_commit_rps); store_encrypted_ratio is that
+  share.
+
+The daemon figures are taken with the store encrypted (``[storage] key_file``), as a
+concentrator runs it; ``--plain`` takes them with a plaintext store for comparison.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from clitools.files import write_file
 from concentrator.public import Store
 from contract.records import Reading
 from drivers import dlt645
@@ -82,6 +89,23 @@ def _hwm_mb(pid: int) -> float:
     raise RuntimeError("no VmHWM")
 
 
+KEY = bytes(range(32))  # a fixed key: the benchmark measures cost, not secrecy
+ENCRYPT = "--plain" not in sys.argv
+
+
+def _key() -> bytes | None:
+    return KEY if ENCRYPT else None
+
+
+def _encrypt(cfg: Path) -> None:
+    """Give the config written by hil-sim a store key (``[storage] key_file``)."""
+    if not ENCRYPT:
+        return
+    write_file(cfg.parent / "store.key", KEY.hex() + "\n")
+    text = cfg.read_text()
+    cfg.write_text(text.replace("[storage]\n", '[storage]\nkey_file = "store.key"\n', 1))
+
+
 def _fleet(tmp: Path, *args: str) -> tuple[SimProcess, Path, Path]:
     cfg, db = tmp / "c.toml", tmp / "s.db"
     (tmp / "links").mkdir(exist_ok=True)
@@ -98,6 +122,7 @@ def _fleet(tmp: Path, *args: str) -> tuple[SimProcess, Path, Path]:
         ]
     )
     sim.start()
+    _encrypt(cfg)
     return sim, cfg, db
 
 
@@ -160,7 +185,7 @@ def bench_rss(backlog: int, window: float) -> float:
         tmp = Path(t)
         sim, cfg, db = _fleet(tmp, "--buses", "8", "--meters-per-bus", "256", "--baud", "0")
         _set_tasks(cfg, ["energy_fwd_total"], "1m")
-        with Store.open(db) as store:
+        with Store.open(db, key=_key()) as store:
             slot0 = 1_700_000_000
             batch = []
             for i in range(backlog):
@@ -190,8 +215,8 @@ def bench_rss(backlog: int, window: float) -> float:
     return peak
 
 
-def bench_store(n: int) -> tuple[float, float]:
-    with tempfile.TemporaryDirectory() as t, Store.open(Path(t) / "s.db") as store:
+def bench_store(n: int, key: bytes | None = None) -> tuple[float, float]:
+    with tempfile.TemporaryDirectory() as t, Store.open(Path(t) / "s.db", key=key) as store:
         readings = [
             Reading(
                 f"{m:012d}",
@@ -220,15 +245,21 @@ def main() -> int:
     print(f"BENCH daemon_reads_per_s_core {cpu:.0f} reads/s")
     rss = bench_rss(20_000 if quick else 1_000_000, 3 if quick else 20)
     print(f"BENCH daemon_peak_rss_mb {rss:.1f} MB")
-    rps, bpr = bench_store(5_000 if quick else 200_000)
+    n = 5_000 if quick else 200_000
+    rps, bpr = bench_store(n)
     print(f"BENCH store_commit_rps {rps:.0f} readings/s")
     print(f"BENCH store_bytes_per_reading {bpr:.1f} B")
+    enc_rps, _ = bench_store(n, KEY)
+    print(f"BENCH store_encrypted_commit_rps {enc_rps:.0f} readings/s")
+    ratio = enc_rps / rps
+    print(f"BENCH store_encrypted_ratio {ratio:.3f} ratio")
     missed = [
         f"{name} {value:g} (target {target})"
         for name, value, target, ok in (
             ("daemon_bus_efficiency_2400", eff, ">= 0.9", eff >= 0.9),
             ("daemon_reads_per_s_core", cpu, ">= 3000", cpu >= 3000),
             ("daemon_peak_rss_mb", rss, "<= 60", rss <= 60),
+            ("store_encrypted_ratio", ratio, ">= 0.5", ratio >= 0.5),
         )
         if not ok
     ]

@@ -25,6 +25,7 @@ from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
 
+from clitools.files import GROUP_READ, write_file
 from concentrator import __version__
 from concentrator.clock import Clock, ScaledClock, SystemClock, scaled_start
 from concentrator.config import Config, ConfigError, MetricsConfig, load_config
@@ -35,7 +36,16 @@ from concentrator.control.logring import LogRing
 from concentrator.control.server import ControlServer
 from concentrator.polling.scheduler import Polling
 from concentrator.sdnotify import SdNotifier
-from concentrator.storage import Store, StoreError, StoreFullError, StoreWriter
+from concentrator.storage import (
+    MAX_PENDING,
+    HeldJournal,
+    HeldJournalError,
+    Store,
+    StoreError,
+    StoreFullError,
+    StoreWriter,
+    open_store,
+)
 from concentrator.update.releases import EXIT_SWITCH, Releases
 from concentrator.update.updater import Updater
 from concentrator.uplink.modem import ModemSupervisor
@@ -160,14 +170,14 @@ class Daemon:
         cfg = self._file_config
         for warning in cfg.warnings:
             log.warning("config: %s", warning)
-        quota = cfg.storage.quota_mb * 1024 * 1024 if cfg.storage.quota_mb else None
-        self.store = store = Store.open(
-            cfg.storage.path,
-            synchronous=cfg.storage.synchronous,
-            quota_bytes=quota,
-            retention_s=cfg.storage.retention_days * 86400,
+        self.store = store = open_store(cfg.storage)
+        journal = HeldJournal(cfg.storage.path, MAX_PENDING)
+        self.writer = writer = StoreWriter(
+            store, max_pending=MAX_PENDING, now=self.clock.wall, journal=journal
         )
-        self.writer = writer = StoreWriter(store, now=self.clock.wall)
+        # Before any scheduler reads its last slot: what a killed daemon held on a full
+        # disk is accounted for first, so no slot it polled is called "daemon down".
+        await self._account_for_held(store, writer, journal)
         self.polling = polling = Polling(cfg, clock=self.clock, writer=writer)
         await polling.apply(cfg)
         problems = await writer.call(store.integrity_check)
@@ -519,11 +529,49 @@ class Daemon:
             log.error("not feeding the systemd watchdog: %s", reason)
         return reason is None
 
-    def _write_status(self) -> None:
-        tmp = self.status_path.with_suffix(".tmp")
+    async def _account_for_held(
+        self, store: Store, writer: StoreWriter, journal: HeldJournal
+    ) -> None:
+        """Turn the held journal of a daemon killed on a full disk into missing records
+        and a loss event with the true reason (issue 19, item 10), then clear it."""
         try:
-            tmp.write_text(json.dumps(self.status(), indent=1))
-            tmp.replace(self.status_path)
+            held = journal.read()
+        except HeldJournalError as exc:
+            log.critical("held journal unreadable, its readings are unaccounted: %s", exc)
+            writer.event(Event("held_journal_damaged", "critical", None, {"error": str(exc)},
+                               self.clock.wall()))  # fmt: skip
+            held = None
+        if held is not None:
+            try:
+                lost = await writer.call(store.record_held, held, self.clock.wall())
+            except StoreFullError:
+                # Still full: the writer holds it (and journals it again) until it fits.
+                log.error("store still full: the held journal waits for space")
+                keys = held.slot_keys()
+                stored = await writer.query(lambda s: s.stored_keys(keys))
+                missing, events, _ = held.account(stored, self.clock.wall())
+                for event in events:
+                    writer.event(event)
+                for row in missing:
+                    writer.missing(*row)
+                for key, value in held.states.items():
+                    writer.set_state(key, value)
+                journal.dirty = True  # cleared once the writer has committed it all
+            else:
+                if lost:
+                    log.error("%d readings taken on a full disk were never committed: "
+                              "recorded lost", lost)  # fmt: skip
+        try:
+            journal.allocate()
+            if not journal.dirty:
+                journal.clear()
+        except OSError as exc:  # a full disk at start: the journal may be missing
+            log.error("cannot allocate the held journal %s: %s", journal.path, exc)
+
+    def _write_status(self) -> None:
+        try:
+            status = json.dumps(self.status(), indent=1)
+            write_file(self.status_path, status, GROUP_READ, sync=False)
         except OSError as exc:  # a full disk must not stop polling
             log.warning("cannot write status file %s: %s", self.status_path, exc)
 

@@ -48,6 +48,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal, cast
 
+from clitools.files import open_text
 from cloud_receiver.public import TAMPER_EVENTS, MeterRecord, Storage
 from contract.records import Event, Reading
 from hil_sim.errors import SpecError
@@ -459,7 +460,7 @@ def ingest(storage: Storage, sim: AreaSim) -> int:
 
 
 def write_truth(path: Path, records: Sequence[dict[str, Any]]) -> None:
-    with path.open("w", encoding="utf-8") as fh:
+    with open_text(path) as fh:
         for record in records:
             fh.write(json.dumps(record, separators=(",", ":"), ensure_ascii=False) + "\n")
 

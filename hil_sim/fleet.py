@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from clitools.files import write_file
 from drivers import dlt645
 from hil_sim.bus import ProtocolAdapter, SimBus, SimMeter
 from hil_sim.clock import SimClock
@@ -289,7 +290,7 @@ def write_config(
             'groups = ["modbus"]',
             "",
         ]
-    path.write_text("\n".join(lines), encoding="utf-8")
+    write_file(path, "\n".join(lines))
 
 
 def add_uplink(
@@ -320,7 +321,7 @@ def add_uplink(
         raise SpecError(f"{config}: no [concentrator] id written by hil-sim")
     rest = rest.split("\n", 1)[1]
     text = f"{head}[concentrator]\nid = {_toml_str(concentrator_id)}\n{rest}"
-    config.write_text(text.rstrip("\n") + "\n" + "\n".join(lines) + "\n", encoding="utf-8")
+    write_file(config, text.rstrip("\n") + "\n" + "\n".join(lines) + "\n")
 
 
 def write_plc_config(
@@ -400,4 +401,4 @@ def write_plc_config(
             f"groups = [{_toml_str('plc-' + protocol)}]",
             "",
         ]
-    path.write_text("\n".join(lines), encoding="utf-8")
+    write_file(path, "\n".join(lines))

@@ -13,6 +13,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import IO
 
+from clitools.files import open_text
+
 
 @dataclass(frozen=True)
 class TruthRecord:
@@ -29,7 +31,7 @@ class TruthRecord:
 class TruthLog:
     def __init__(self, path: Path | None) -> None:
         self.path = path
-        self._fh: IO[str] | None = path.open("a", encoding="utf-8") if path else None
+        self._fh: IO[str] | None = open_text(path, append=True) if path else None
 
     def write(self, record: TruthRecord) -> None:
         if self._fh is not None:

@@ -61,6 +61,8 @@ def test_daemon_benchmark_prints_its_figures() -> None:
         "daemon_peak_rss_mb",
         "store_commit_rps",
         "store_bytes_per_reading",
+        "store_encrypted_commit_rps",
+        "store_encrypted_ratio",
     }
 
 

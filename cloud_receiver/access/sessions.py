@@ -31,6 +31,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import Connection, insert, select, update
 
+from clitools.files import PRIVATE, write_file
 from cloud_receiver.access import audit
 from cloud_receiver.access import operators as ops
 from cloud_receiver.access import settings as access_settings
@@ -97,15 +98,7 @@ class SessionFile:
             "expires_at": self.expires_at,
             "private_key": base64.b64encode(raw).decode(),
         }
-        tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            with os.fdopen(fd, "w") as fh:
-                json.dump(doc, fh)
-            os.replace(tmp, path)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
+        write_file(path, json.dumps(doc), PRIVATE)
 
     @classmethod
     def read(cls, path: Path) -> SessionFile:

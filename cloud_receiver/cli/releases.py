@@ -8,6 +8,7 @@ from typing import Any
 
 import click
 
+from clitools.files import GROUP_READ, write_file
 from clitools.options import db_option, json_option, pki_dir_option
 from clitools.output import result
 from clitools.table import Column, print_table
@@ -144,7 +145,7 @@ def release_build(
         )
     except (package.PackageError, ValueError) as exc:
         raise ReceiverError(str(exc)) from exc
-    out_path.write_bytes(pkg.to_bytes())
+    write_file(out_path, pkg.to_bytes(), GROUP_READ)
     m = package.Manifest.from_bytes(pkg.manifest)
     result(
         as_json,

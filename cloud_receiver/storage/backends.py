@@ -35,6 +35,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
 from sqlalchemy.schema import CreateTable
 
+from clitools.files import private_database
 from cloud_receiver.storage.schema import readings
 from contract.records import Reading
 
@@ -87,6 +88,7 @@ class SqliteBackend:
             raise StorageError(
                 f"database {path} {what} (only `cloud-receiver run` and `restore` create one)"
             )
+        private_database(path)
         self.engine = create_engine(
             f"sqlite:///{path}"
             if create

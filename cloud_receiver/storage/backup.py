@@ -41,6 +41,7 @@ from typing import Any, BinaryIO
 from sqlalchemy import Connection, create_engine, func, inspect, select, table, text
 from sqlalchemy.pool import NullPool
 
+from clitools.files import private_database, write_file
 from cloud_receiver.errors import EXIT_INTEGRITY, ReceiverError
 from cloud_receiver.storage import audit
 from cloud_receiver.storage.schema import metadata
@@ -362,6 +363,7 @@ def _restore_sqlite(manifest: Manifest, payload: Path, target: Path) -> Comparis
         with _connect(f"sqlite:///{target}") as conn:
             _empty_or_missing(conn, str(target))
     target.parent.mkdir(parents=True, exist_ok=True)
+    private_database(target)  # a restored database is as private as the one backed up
     src, dst = sqlite3.connect(payload), sqlite3.connect(target)
     try:
         src.backup(dst)
@@ -410,7 +412,7 @@ def _restore_postgres(manifest: Manifest, payload: Path, url: str, info: str) ->
             if not (" SCHEMA - " in line or " COMMENT - SCHEMA " in line)
         ]
         toc = payload.with_name("toc.list")
-        toc.write_text("\n".join(keep) + "\n")
+        write_file(toc, "\n".join(keep) + "\n")
         args.append(f"--use-list={toc}")
     _run([*args, str(payload)], "pg_restore")
     with _connect(url, info) as conn, conn.begin():

@@ -1,19 +1,22 @@
-"""The commands that read the site's files without a daemon or a bus: ``config check``
-and ``stats`` (the store, opened read-only)."""
+"""The commands that read the site's files without a daemon or a bus: ``config check``,
+``config keygen`` (the store's key) and ``stats`` (the store)."""
 
 from __future__ import annotations
 
 import json
+import secrets
 import sys
 from pathlib import Path
 
 import click
 from rich.console import Console
 
+from clitools.files import PRIVATE, create_file, write_file
 from clitools.options import json_option
 from clitools.table import Column, print_table
 from concentrator.cli.exitcodes import Exit
 from concentrator.config import ConfigError, load_config
+from concentrator.config.model import STORE_KEY_BYTES
 
 
 @click.group("config")
@@ -54,6 +57,18 @@ def config_check(file: Path, as_json: bool) -> None:
             )
     if not ok:
         sys.exit(Exit.CONFIG)
+
+
+@config_group.command("keygen")
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+def config_keygen(file: Path) -> None:
+    """Write a new random key for the store to FILE (64 hex digits, mode 0600), for
+    ``[storage] key_file``. An existing FILE is never overwritten: the store it
+    encrypts would be lost with it."""
+    if not create_file(file, PRIVATE):
+        raise click.ClickException(f"{file} exists; a store key is never overwritten")
+    write_file(file, secrets.token_hex(STORE_KEY_BYTES) + "\n", PRIVATE)
+    click.echo(f"{file}: new {8 * STORE_KEY_BYTES}-bit store key, mode 0600")
 
 
 @click.command()

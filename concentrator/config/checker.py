@@ -75,7 +75,7 @@ _TOP_KEYS = (
 # by a concentrator whose file is older.
 CONFIG_FORMAT = 1
 _CONCENTRATOR_KEYS = ("id", "timezone", "control_socket", "commissioning")
-_STORAGE_KEYS = ("path", "quota_mb", "synchronous", "retention_days")
+_STORAGE_KEYS = ("path", "quota_mb", "synchronous", "retention_days", "key_file")
 _BUS_KEYS = (
     "name",
     "type",
@@ -281,6 +281,7 @@ class _Checker:
         quota = optional(lambda: t.integer("quota_mb", 1, None, None), failed)
         sync = optional(lambda: t.choice("synchronous", ("FULL", "NORMAL"), "FULL"), failed)
         retention = optional(lambda: t.number("retention_days", positive=True, default=7.0), failed)
+        key_file = services.store_key_file(t, failed)
         if failed or path is None or sync is None or retention is None:
             return None
         store = resolve(self.base, path)
@@ -298,6 +299,7 @@ class _Checker:
             quota_mb=quota,
             synchronous=cast(Literal["FULL", "NORMAL"], sync),
             retention_days=retention,
+            key_file=key_file,
         )
 
     def bus(self, t: Table) -> BusConfig | None:

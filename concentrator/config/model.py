@@ -79,6 +79,43 @@ class StorageSection:
     quota_mb: int | None = None
     synchronous: Literal["FULL", "NORMAL"] = "FULL"
     retention_days: float = 7.0
+    # The store's SQLCipher key (issue 19, item 5); None: the store is not encrypted.
+    key_file: Path | None = None
+
+    def key(self) -> bytes | None:
+        """The store's key, read now (every opener of the store calls this)."""
+        return None if self.key_file is None else read_store_key(self.key_file)
+
+
+STORE_KEY_BYTES = 32  # SQLCipher 4's raw key: AES-256, used as is (no PBKDF2 on open)
+
+
+def read_store_key(path: Path) -> bytes:
+    """The store's key: 64 hex digits (a newline may follow) in a file of mode 0600
+    owned by whoever runs the daemon. ValueError or OSError says what is wrong.
+
+    A key another user may read is refused, not merely warned about: the point of
+    encrypting the store is that only the daemon's account can read it. A hardware key
+    store (a TPM or secure element) would hand the same 32 bytes to this function's
+    callers; see README "Files at rest".
+    """
+    mode = path.stat().st_mode & 0o777
+    if mode & 0o077:
+        raise ValueError(
+            f"{path}: mode {mode:04o}; the store key must be readable by its owner only "
+            f"(chmod 600 {path})"
+        )
+    raw = path.read_bytes()
+    text = raw.decode("ascii", errors="replace").rstrip("\n")
+    if len(text) != 2 * STORE_KEY_BYTES:
+        raise ValueError(
+            f"{path}: {len(text)} characters; expected {2 * STORE_KEY_BYTES} hex digits "
+            f"(a {8 * STORE_KEY_BYTES}-bit key: `concentrator config keygen`)"
+        )
+    for i, ch in enumerate(text):
+        if ch not in "0123456789abcdefABCDEF":
+            raise ValueError(f"{path}: byte {i} is {ch!r}, expected a hex digit")
+    return bytes.fromhex(text)
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,7 @@ from concentrator.config.model import (
     UpdateConfig,
     UplinkConfig,
     read_payload_key,
+    read_store_key,
 )
 from concentrator.config.table import Table, optional, resolve_port, show
 from contract import wire
@@ -253,3 +254,21 @@ def _given(value: T | None) -> T:
     """A value the checks above have made sure of (only None when something failed)."""
     assert value is not None
     return value
+
+
+def store_key_file(t: Table, failed: list[bool]) -> Path | None:
+    """``[storage] key_file``: checked as every opener of the store will read it
+    (there, mode 0600, 64 hex digits), whatever the command: even ``stats`` reads the
+    store, so it needs the key."""
+    key_file = optional(lambda: t.path("key_file", None), failed)
+    if key_file is None:
+        return None
+    if not t.existing_file("key_file", key_file):
+        failed.append(True)
+        return None
+    try:
+        read_store_key(key_file)
+    except (ValueError, OSError) as exc:
+        t.issue("key_file", str(exc))
+        failed.append(True)
+    return key_file

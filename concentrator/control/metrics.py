@@ -12,7 +12,7 @@ import json
 from typing import Any
 
 from concentrator.config import Config
-from concentrator.storage import Store
+from concentrator.storage import open_store_read_only
 
 
 def _rate(read: int, missing: int) -> float | None:
@@ -30,7 +30,7 @@ def collect_metrics(cfg: Config, *, days: int = 1, now: float | None = None) -> 
     per_day: dict[str, dict[str, Any]] = {}
     per_bus: dict[str, list[int]] = {b.name: [0, 0] for b in cfg.buses}
     per_meter: dict[str, list[int]] = {}
-    with Store.open_read_only(cfg.storage.path) as store:
+    with open_store_read_only(cfg.storage) as store:
         for back in range(days - 1, -1, -1):
             start = today - dt.timedelta(days=back)
             end = start + dt.timedelta(days=1)

@@ -5,7 +5,13 @@ events and missing slots, retention and the quota) and the group-commit writer. 
 module is its interface: other packages import from here.
 """
 
-from concentrator.storage.errors import StoreCorruptError, StoreError, StoreFullError
+from concentrator.storage.errors import (
+    StoreCorruptError,
+    StoreError,
+    StoreFullError,
+    StoreKeyError,
+)
+from concentrator.storage.held import HeldJournal, HeldJournalError
 from concentrator.storage.records import (
     Backlog,
     Batch,
@@ -16,14 +22,17 @@ from concentrator.storage.records import (
     StoredReading,
 )
 from concentrator.storage.schema import SCHEMA_VERSION, STORE_MIN_READER
-from concentrator.storage.store import Store
-from concentrator.storage.writer import StoreWriter
+from concentrator.storage.store import Store, open_store, open_store_read_only
+from concentrator.storage.writer import MAX_PENDING, StoreWriter
 
 __all__ = [
+    "MAX_PENDING",
     "SCHEMA_VERSION",
     "STORE_MIN_READER",
     "Backlog",
     "Batch",
+    "HeldJournal",
+    "HeldJournalError",
     "Missing",
     "ReadSuccess",
     "Stats",
@@ -31,7 +40,10 @@ __all__ = [
     "StoreCorruptError",
     "StoreError",
     "StoreFullError",
+    "StoreKeyError",
     "StoreWriter",
     "StoredEvent",
     "StoredReading",
+    "open_store",
+    "open_store_read_only",
 ]

@@ -8,6 +8,7 @@ puts them together.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import logging
 import os
@@ -19,7 +20,21 @@ from pathlib import Path
 from types import TracebackType
 from typing import Literal, Self, cast
 
-from concentrator.storage.errors import StoreCorruptError, StoreError, StoreFullError
+from clitools.files import private_database
+from concentrator.storage.engine import (
+    CACHE_KIB,
+    connect,
+    database_errors,
+    encrypt_in_place,
+    errors,
+    is_plaintext,
+)
+from concentrator.storage.errors import (
+    StoreCorruptError,
+    StoreError,
+    StoreFullError,
+    StoreKeyError,
+)
 from concentrator.storage.schema import (
     MIGRATIONS,
     MIN_READER_KEY,
@@ -43,21 +58,47 @@ def _error_code(exc: sqlite3.Error) -> int | None:
     return code & 0xFF if isinstance(code, int) else None  # primary code of extended codes
 
 
-def _connect(path: Path, busy_timeout_s: float) -> sqlite3.Connection:
+def _connect(path: Path, busy_timeout_s: float, key: bytes | None) -> sqlite3.Connection:
     # isolation_level=None: the store issues BEGIN/COMMIT itself. With Python's own
     # implicit transactions, a PRAGMA or DDL statement could commit half a change.
     # check_same_thread=False: asyncio.to_thread may use any worker thread. The
     # store's lock serialises them.
-    return sqlite3.connect(
-        str(path), timeout=busy_timeout_s, isolation_level=None, check_same_thread=False
-    )
+    conn = connect(path, key, timeout=busy_timeout_s, isolation_level=None, check_same_thread=False)
+    try:
+        # Our memory, not the build's, from the first read on (the quick_check at open
+        # reads every page): SQLCipher's wheel defaults to an 8 MiB page cache and
+        # in-memory temp tables, where the daemon's RSS budget (bench/daemon.py) was set
+        # with SQLite's own 2 MiB and temp files.
+        if key is not None and size_or_zero(path) > 0:
+            _check_key(conn, path)
+        with contextlib.suppress(*database_errors()):  # a damaged file: _damage judges it
+            conn.execute(f"PRAGMA cache_size = -{CACHE_KIB}")
+            conn.execute("PRAGMA temp_store = FILE")
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def _check_key(conn: sqlite3.Connection, path: Path) -> None:
+    """An encrypted store that the key does not open is refused as it is: with a wrong
+    key every page looks damaged, and moving it aside as damaged would lose the store."""
+    try:
+        conn.execute("SELECT count(*) FROM sqlite_schema").fetchone()
+    except database_errors() as exc:
+        if _error_code(exc) != sqlite3.SQLITE_NOTADB:
+            raise
+        raise StoreKeyError(
+            f"{path}: the key does not open this store (a wrong [storage] key_file, or "
+            "the store's page 1 is damaged); the store was left as it is"
+        ) from None
 
 
 def _damage(conn: sqlite3.Connection) -> str | None:
     """Return why the file is not a usable database, or None if it is."""
     try:
         rows = [str(r[0]) for r in conn.execute("PRAGMA quick_check")]
-    except sqlite3.DatabaseError as exc:
+    except database_errors() as exc:
         if _error_code(exc) in _CORRUPT_CODES:
             return str(exc)
         raise
@@ -134,6 +175,7 @@ class StoreBase:
         quota_bytes: int | None = None,
         retention_s: float = 7 * 86400,
         busy_timeout_s: float = 5.0,
+        key: bytes | None = None,
     ) -> Self:
         """Open or create the store. A damaged file is moved aside, never silently replaced.
 
@@ -146,22 +188,34 @@ class StoreBase:
         if quota_bytes is not None and quota_bytes <= 0:
             raise ValueError(f"quota_bytes must be positive, not {quota_bytes}")
         path = Path(path)
+        encrypted_now = False
         try:
-            conn = _connect(path, busy_timeout_s)
-        except sqlite3.Error as exc:
+            private_database(path)
+            if key is not None and is_plaintext(path):
+                encrypt_in_place(path, key, busy_timeout_s=busy_timeout_s)
+                encrypted_now = True
+            conn = _connect(path, busy_timeout_s, key)
+        except OSError as exc:
+            kind = StoreFullError if exc.errno == errno.ENOSPC else StoreError
+            raise kind(f"{path}: cannot create database: {exc}") from exc
+        except errors() as exc:
             raise StoreError(f"{path}: cannot open database: {exc}") from exc
         moved_to: Path | None = None
         try:
             damage = _damage(conn)
+            if damage is not None and key is None and not is_plaintext(path):
+                # Kept, not lost: moved aside, and opened again once the key is given.
+                damage += "; no SQLite header: if the store is encrypted, give its key_file"
             if damage is not None:
                 # Closing lets SQLite checkpoint a leftover WAL into the damaged file
                 # (or leave it, and we move it too). Either way the last commits stay
                 # with the evidence.
-                with contextlib.suppress(sqlite3.Error):
+                with contextlib.suppress(*errors()):
                     conn.close()
                 moved_to = _move_aside(path)
                 log.critical("store %s is damaged (%s); moved aside to %s", path, damage, moved_to)
-                conn = _connect(path, busy_timeout_s)
+                private_database(path)
+                conn = _connect(path, busy_timeout_s, key)
             store = cls(
                 conn,
                 path,
@@ -170,7 +224,7 @@ class StoreBase:
                 retention_s=retention_s,
             )
             store._configure()
-        except sqlite3.Error as exc:
+        except errors() as exc:
             conn.close()
             code = _error_code(exc)
             kind = StoreFullError if code in _FULL_CODES else StoreError
@@ -178,6 +232,11 @@ class StoreBase:
         except BaseException:
             conn.close()
             raise
+        if encrypted_now:
+            log.warning("store %s was plaintext; now encrypted with its key", path)
+            store.add_event(
+                Event("store_encrypted", "info", None, {"path": str(path)}, time.time())
+            )
         if moved_to is not None:
             store.add_event(
                 Event(
@@ -191,7 +250,9 @@ class StoreBase:
         return store
 
     @classmethod
-    def open_read_only(cls, path: Path, *, busy_timeout_s: float = 5.0) -> Self:
+    def open_read_only(
+        cls, path: Path, *, busy_timeout_s: float = 5.0, key: bytes | None = None
+    ) -> Self:
         """Open an existing store for queries (``concentrator stats``): nothing is created,
         migrated, moved aside or written (``mode=ro``, ``PRAGMA query_only``), whatever
         the daemon does with it meanwhile (issue 18: a query never creates a database).
@@ -203,8 +264,9 @@ class StoreBase:
                 f"{path}: the store {what}: nothing stored yet (`concentrator run` creates it)"
             )
         try:
-            conn = sqlite3.connect(
+            conn = connect(
                 f"{path.absolute().as_uri()}?mode=ro",
+                key,
                 uri=True,
                 timeout=busy_timeout_s,
                 isolation_level=None,
@@ -212,7 +274,7 @@ class StoreBase:
             )
             conn.execute("PRAGMA query_only = ON")
             version = int(conn.execute("PRAGMA user_version").fetchone()[0])
-        except sqlite3.Error as exc:
+        except errors() as exc:
             raise StoreError(f"{path}: cannot open database read-only: {exc}") from exc
         store = cls(conn, path, synchronous="FULL", quota_bytes=None, retention_s=7 * 86400)
         if version != SCHEMA_VERSION:
@@ -297,7 +359,7 @@ class StoreBase:
             if self._conn is None:
                 return
             conn, self._conn = self._conn, None
-            with contextlib.suppress(sqlite3.Error):  # a planner hint; closing matters more
+            with contextlib.suppress(*errors()):  # a planner hint; closing matters more
                 conn.execute("PRAGMA optimize")
             conn.close()
 
@@ -357,11 +419,11 @@ class StoreBase:
                 except BaseException:
                     self._rollback(conn)
                     raise
-            except sqlite3.Error as exc:
+            except errors() as exc:
                 raise self._error(exc) from exc
             finally:
                 if force_full:
-                    with contextlib.suppress(sqlite3.Error):
+                    with contextlib.suppress(*errors()):
                         conn.execute(f"PRAGMA synchronous = {self._synchronous}")
 
     def _rollback(self, conn: sqlite3.Connection) -> None:
@@ -370,7 +432,7 @@ class StoreBase:
         # SQLite may already have rolled back by itself (it does for some SQLITE_FULL
         # and IOERR cases). A failing ROLLBACK must not hide the original error.
         if conn.in_transaction:
-            with contextlib.suppress(sqlite3.Error):
+            with contextlib.suppress(*errors()):
                 conn.execute("ROLLBACK")
 
     # -------------------------------------------------------------- dictionaries

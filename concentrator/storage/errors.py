@@ -24,3 +24,11 @@ class StoreCorruptError(StoreError):
     Close the store and open it again. ``Store.open`` moves the damaged file aside and
     records a critical event.
     """
+
+
+class StoreKeyError(StoreError):
+    """The store is encrypted and the key given does not open it.
+
+    Nothing was changed: the store is neither moved aside nor rewritten. Give the
+    right ``[storage] key_file``.
+    """

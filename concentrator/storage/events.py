@@ -3,15 +3,27 @@ figures they make together."""
 
 from __future__ import annotations
 
+import json
+import sqlite3
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Literal
 
 from concentrator.storage.base import StoreBase
 from concentrator.storage.codec import EVENT_SELECT, stored_event
+from concentrator.storage.held import RECOVERED_KEY, Held
 from concentrator.storage.records import Missing, ReadSuccess, StoredEvent
 
 _DAY_S = 86_400
+
+
+def _not_older(stored: str, held: str) -> bool:
+    """Whether the stored state value is at least as new as the held one: numbers
+    (a task's last slot) compare as numbers; any other stored value is kept."""
+    try:
+        return int(stored) >= int(held)
+    except ValueError:
+        return True
 
 
 class Events(StoreBase):
@@ -47,6 +59,75 @@ class Events(StoreBase):
                 )
                 recorded += 1
         return recorded
+
+    def record_held(self, held: Held, at: float) -> int:
+        """Account, in one transaction, for what a killed daemon held on a full disk
+        (`concentrator.storage.held`): each held reading not stored becomes a missing
+        record and part of one ``loss`` event, both with the true reason; held missing
+        records, events and states are written as the writer would have. A state is not
+        moved back (a newer value may be on disk). Once per episode: a second call
+        for the same journal (killed before it was cleared) changes nothing. Returns
+        the number of readings recorded lost."""
+        with self._transaction() as conn:
+            done = conn.execute("SELECT value FROM state WHERE key = ?", (RECOVERED_KEY,))
+            if (row := done.fetchone()) is not None and row[0] == held.episode:
+                return 0
+            stored = {
+                (m, q, s)
+                for m, q, s in held.slot_keys()
+                if self._stored(conn, s, self._series_id(conn, m, q))
+            }
+            missing, events, lost = held.account(stored, at)
+            for meter, quantity, slot, reason in missing:
+                conn.execute(
+                    "INSERT INTO missing(slot, series_id, reason) VALUES (?, ?, ?)"
+                    " ON CONFLICT (slot, series_id) DO UPDATE SET reason = excluded.reason",
+                    (slot, self._series_id(conn, meter, quantity), reason),
+                )
+            for event in events:
+                detail = json.dumps(event.detail, sort_keys=True, separators=(",", ":"))
+                # Committed just before the kill, the journal not yet cleared: once only.
+                # (The overflow's loss event got its time when it was committed.)
+                same_at = "" if event.kind == "loss" else " AND at = ?"
+                args: tuple[object, ...] = (event.kind, detail)
+                if same_at:
+                    args += (event.at,)
+                sql = f"SELECT 1 FROM events WHERE kind = ? AND detail = ?{same_at}"
+                if conn.execute(sql, args).fetchone() is None:
+                    self._insert_event(conn, event, detail)
+            for key, value in held.states.items():
+                row = conn.execute("SELECT value FROM state WHERE key = ?", (key,)).fetchone()
+                if row is not None and _not_older(str(row[0]), value):
+                    continue
+                conn.execute(
+                    "INSERT INTO state(key, value) VALUES (?, ?)"
+                    " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                    (key, value),
+                )
+            conn.execute(
+                "INSERT INTO state(key, value) VALUES (?, ?)"
+                " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                (RECOVERED_KEY, held.episode),
+            )
+            return lost
+
+    def stored_keys(self, keys: Iterable[tuple[str, str, int]]) -> set[tuple[str, str, int]]:
+        """Those of the (meter, quantity, slot) keys that have a stored reading (a read:
+        it works on a full disk)."""
+        sql = (
+            "SELECT 1 FROM readings r JOIN series s ON s.id = r.series_id"
+            " JOIN meters m ON m.id = s.meter_id JOIN quantities q ON q.id = s.quantity_id"
+            " WHERE m.name = ? AND q.name = ? AND r.slot = ?"
+        )
+        with self._transaction(write=False) as conn:
+            return {k for k in keys if conn.execute(sql, k).fetchone() is not None}
+
+    @staticmethod
+    def _stored(conn: sqlite3.Connection, slot: int, series_id: int) -> bool:
+        row = conn.execute(
+            "SELECT 1 FROM readings WHERE slot = ? AND series_id = ?", (slot, series_id)
+        ).fetchone()
+        return row is not None
 
     def missing(
         self,

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from concentrator.storage.base import size_or_zero
+from concentrator.storage.engine import errors
 from concentrator.storage.errors import StoreError
 from concentrator.storage.readings import Readings
 from concentrator.storage.records import Stats
@@ -119,7 +120,7 @@ class Quota(Readings):
                         quota,
                     )
                 return deleted
-            except sqlite3.Error as exc:  # from the PRAGMAs run outside a transaction
+            except errors() as exc:  # from the PRAGMAs run outside a transaction
                 raise self._error(exc) from exc
 
     def _chunk_size(self, target: int) -> int:

@@ -10,6 +10,8 @@ The schema, and what keeps a reading near 51 bytes, is in `concentrator.storage.
 
 from __future__ import annotations
 
+from concentrator.config.model import StorageSection
+from concentrator.storage.errors import StoreKeyError
 from concentrator.storage.events import Events
 from concentrator.storage.quota import Quota
 
@@ -21,3 +23,29 @@ class Store(Quota, Events):
     several ``asyncio.to_thread`` workers are serialised instead of interleaving
     transactions on one connection.
     """
+
+
+def open_store(section: StorageSection) -> Store:
+    """Open the store a config's ``[storage]`` names, with its key when it has one: the
+    one way every reader of a configured store (the daemon, ``stats``) opens it."""
+    try:
+        key = section.key()
+    except (ValueError, OSError) as exc:
+        raise StoreKeyError(f"[storage] key_file: {exc}") from exc
+    return Store.open(
+        section.path,
+        synchronous=section.synchronous,
+        quota_bytes=section.quota_mb * 1024 * 1024 if section.quota_mb else None,
+        retention_s=section.retention_days * 86400,
+        key=key,
+    )
+
+
+def open_store_read_only(section: StorageSection) -> Store:
+    """Open the store a config's ``[storage]`` names for queries only (``concentrator
+    stats``), with its key when it has one: nothing created, migrated or written."""
+    try:
+        key = section.key()
+    except (ValueError, OSError) as exc:
+        raise StoreKeyError(f"[storage] key_file: {exc}") from exc
+    return Store.open_read_only(section.path, key=key)

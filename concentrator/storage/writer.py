@@ -7,13 +7,19 @@ event loop. A reading counts as collected only once it is in the store, because 
 
 When the disk is full the readings wait in memory, bounded: past ``max_pending`` the
 oldest are dropped and counted, and the count is written as an explicit loss event as
-soon as the store accepts writes again. Nothing is lost silently.
+soon as the store accepts writes again. Nothing is lost silently. The writer tries again
+as soon as space returns — it watches the free space of the store's filesystem every
+50 ms and backs off from 50 ms to ``retry_s`` for a full quota or an I/O error that
+free space does not show — and meanwhile keeps a summary of what it holds in the held
+journal (`concentrator.storage.held`), so that a kill -9 before the commit is
+accounted for by the next start with its true reason (issue 19, item 10).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Sequence
@@ -21,6 +27,13 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
 from concentrator.storage.errors import StoreError, StoreFullError
+from concentrator.storage.held import (
+    HELD_REASON,
+    OVERFLOW_REASON,
+    Held,
+    HeldJournal,
+    new_episode,
+)
 from concentrator.storage.store import Store
 from contract.records import Event, Reading
 
@@ -29,6 +42,8 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 MAX_GROUP = 5000
+MAX_PENDING = 50_000  # readings held in memory while the disk is full
+WATCH_S = 0.05  # how often a full store's free space is looked at, and the first retry
 
 
 class StoreWriter:
@@ -36,14 +51,21 @@ class StoreWriter:
         self,
         store: Store,
         *,
-        max_pending: int = 50_000,
-        retry_s: float = 5.0,
+        max_pending: int = MAX_PENDING,
+        retry_s: float = 1.0,
         gather_s: float = 0.05,
         now: Callable[[], float],
+        journal: HeldJournal | None = None,
     ) -> None:
         self.store = store
         self.max_pending = max_pending
+        # The longest wait between two tries on a full store (the first is WATCH_S).
         self.retry_s = retry_s
+        self.journal = journal
+        self._backoff = WATCH_S
+        self._changed = False  # something handed over since the journal was written
+        self._episode: str | None = None
+        self._full_reason = ""
         # Wait this long after the first new reading so one commit (one fsync) carries
         # everything the buses read meanwhile, instead of one fsync per reading.
         self.gather_s = gather_s
@@ -128,6 +150,7 @@ class StoreWriter:
         return len(self._pending)
 
     def _kick(self) -> None:
+        self._changed = True
         self._idle.clear()
         self._wake.set()
 
@@ -147,9 +170,10 @@ class StoreWriter:
             except StoreFullError as exc:
                 if not self.disk_full:
                     log.error("store full, holding %d readings in memory: %s", self.pending, exc)
+                    self._full_reason = str(exc)
                 self.disk_full = True
                 self._idle.set()  # held, not lost: flush() must not hang on a full disk
-                await asyncio.sleep(self.retry_s)
+                await self._wait_for_space()
                 self._wake.set()
                 continue
             except StoreError:
@@ -158,11 +182,58 @@ class StoreWriter:
                 await asyncio.sleep(self.retry_s)
                 self._wake.set()
                 continue
+            self._backoff = WATCH_S
             if self.disk_full:
                 log.warning("store accepts writes again")
                 self.disk_full = False
+            if self.journal is not None and self.journal.dirty:
+                # Everything the journal names was queued before this round: committed.
+                await self.call(self.journal.clear)
+                self._episode = None
             if not (self._pending or self._events or self._missing or self._states):
                 self._idle.set()
+
+    async def _wait_for_space(self) -> None:
+        """Wait for the next try on a full store: at most the current backoff (doubling
+        from WATCH_S to ``retry_s``), and no longer than the moment the filesystem shows
+        more free space than now. Keeps the held journal up to date meanwhile."""
+        start_free = self._free_bytes()
+        deadline = time.monotonic() + self._backoff
+        self._backoff = min(self._backoff * 2, self.retry_s)
+        while True:
+            if self._changed:
+                await self._write_journal()
+            if time.monotonic() >= deadline:
+                return
+            await asyncio.sleep(WATCH_S)
+            free = self._free_bytes()
+            if free is not None and start_free is not None and free > start_free:
+                return
+
+    def _free_bytes(self) -> int | None:
+        try:
+            st = os.statvfs(self.store.path.parent)
+        except OSError:
+            return None
+        return st.f_bavail * st.f_frsize
+
+    async def _write_journal(self) -> None:
+        """Overwrite the held journal with what is held now (in the store's thread)."""
+        self._changed = False
+        if self.journal is None:
+            return
+        if self._episode is None:
+            self._episode = new_episode()
+        held = Held.of(
+            self._episode,
+            HELD_REASON,
+            self._pending,
+            self._missing,
+            self._events,
+            self._states,
+            self._dropped_losses(),
+        )
+        await self.call(self.journal.write, held)
 
     async def _commit_all(self) -> None:
         while self._events:
@@ -221,8 +292,8 @@ class StoreWriter:
                     ),
                 )
 
-    def _loss_event(self) -> Event:
-        losses = [
+    def _dropped_losses(self) -> list[dict[str, object]]:
+        return [
             {
                 "meter": meter,
                 "quantity": quantity,
@@ -232,11 +303,13 @@ class StoreWriter:
             }
             for (meter, quantity), count in sorted(self._dropped.items())
         ]
+
+    def _loss_event(self) -> Event:
         return Event(
             kind="loss",
             severity="critical",
             meter=None,
-            detail={"reason": "disk full: memory buffer overflowed", "losses": losses},
+            detail={"reason": OVERFLOW_REASON, "losses": self._dropped_losses()},
             at=self._now(),
         )
 

@@ -23,6 +23,8 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from clitools.files import write_file
+
 SUPERVISOR_ENV = "MF_SUPERVISOR"  # set by the guard for its child: the releases root
 EXIT_SWITCH = 75  # the daemon's exit code for "switch to the release in switch.json"
 
@@ -76,12 +78,7 @@ class Releases:
 
     def write(self, name: str, doc: dict[str, Any]) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
-        tmp = self.root / f".{name}.tmp"
-        with tmp.open("w") as fh:
-            json.dump(doc, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, self.root / name)
+        write_file(self.root / name, json.dumps(doc))
 
     def remove(self, name: str) -> None:
         with contextlib.suppress(FileNotFoundError):

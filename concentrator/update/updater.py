@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+from clitools.files import create_file, write_file
 from concentrator import __version__
 from concentrator.clock import Clock
 from concentrator.config import UpdateConfig
@@ -229,7 +230,8 @@ class Updater:
         index = min(have // m.chunk_size, len(m.chunks))
         if have >= m.payload_size:
             index = len(m.chunks)
-        with part.open("r+b" if part.exists() else "wb") as fh:
+        create_file(part)
+        with part.open("r+b") as fh:
             fh.truncate(min(index * m.chunk_size, m.payload_size))
         self.stats.resumed_at = index
         if index:
@@ -299,8 +301,8 @@ class Updater:
                 tail = " | ".join((proc.stderr or proc.stdout).strip().splitlines()[-3:])
                 raise RuntimeError(f"pip could not install {m.version}: {tail}")
             shutil.rmtree(staging / "files")
-            (staging / "manifest.cbor").write_bytes(manifest)
-            (staging / "manifest.sig").write_bytes(signature)
+            write_file(staging / "manifest.cbor", manifest)
+            write_file(staging / "manifest.sig", signature)
             target = self.releases.release_dir(m.version)
             if target.exists():
                 shutil.rmtree(target)

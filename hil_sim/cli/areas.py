@@ -9,6 +9,7 @@ from pathlib import Path
 
 import click
 
+from clitools.files import open_text, write_file
 from clitools.options import day_option, db_option, existing_parent, json_option, seed_option
 from clitools.output import result
 from hil_sim.cli.edge import SimCommand
@@ -109,7 +110,7 @@ def areas(
     )
     sim = sim_areas.AreaSim(options)
     out_dir.mkdir(exist_ok=True)  # its folder exists (checked): one level, never more
-    (out_dir / "archive.csv").write_text(format_archive_csv(sim.archive()), encoding="utf-8")
+    write_file(out_dir / "archive.csv", format_archive_csv(sim.archive()))
     if db_url is not None:
         from cloud_receiver.public import open_storage
 
@@ -125,8 +126,8 @@ def areas(
     else:
         n = 0
         with (
-            (out_dir / "readings.csv").open("w", newline="", encoding="utf-8") as rf,
-            (out_dir / "events.csv").open("w", newline="", encoding="utf-8") as ef,
+            open_text(out_dir / "readings.csv") as rf,
+            open_text(out_dir / "events.csv") as ef,
         ):
             readings, events = csv.writer(rf), csv.writer(ef)
             readings.writerow(READING_COLUMNS)

@@ -54,6 +54,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from clitools.files import GROUP_READ, write_file
 from cloud_receiver.applications.fleet.pki import CA_NAME, RECEIVER_NAME, SERVER_NAME, PkiError
 from cloud_receiver.applications.fleet.revocation import write_crl
 from contract import topics
@@ -122,7 +123,7 @@ def refresh_rules(pki_dir: Path | str) -> Path | None:
     rules = Path(pointer.read_text().strip())
     if not rules.parent.is_dir():
         return None
-    rules.write_text(dynsec_text(provisioned(pki_dir)))
+    write_file(rules, dynsec_text(provisioned(pki_dir)), GROUP_READ)
     return rules
 
 
@@ -241,10 +242,10 @@ def write_mosquitto_config(
     crl = write_crl(pki_dir)
     path.parent.mkdir(parents=True, exist_ok=True)
     acl_path = path.with_suffix(".acl")
-    acl_path.write_text(acl_text(receivers))
+    write_file(acl_path, acl_text(receivers), GROUP_READ)
     dynsec_path = path.with_suffix(".dynsec.json")
-    dynsec_path.write_text(dynsec_text(provisioned(pki_dir)))
-    (pki_dir / RULES_POINTER).write_text(f"{dynsec_path}\n")
+    write_file(dynsec_path, dynsec_text(provisioned(pki_dir)), GROUP_READ)
+    write_file(pki_dir / RULES_POINTER, f"{dynsec_path}\n", GROUP_READ)
 
     lines = [
         "# Written by `cloud-receiver broker-config` for Mosquitto 2.x.",
@@ -290,5 +291,5 @@ def write_mosquitto_config(
         "use_identity_as_username true",
         "use_username_as_clientid true",
     ]
-    path.write_text("\n".join(lines) + "\n")
+    write_file(path, "\n".join(lines) + "\n", GROUP_READ)
     return path

@@ -47,6 +47,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from clitools.files import GROUP_READ, PRIVATE, PUBLIC, private_dir, write_file
 from cloud_receiver.errors import ReceiverError
 
 CA_NAME = "ca"
@@ -129,24 +130,11 @@ def new_payload_key() -> bytes:
 
 def _write_private(path: Path, data: bytes) -> None:
     """Write a secret atomically; the file never exists with a wider mode than 0600."""
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    write_file(path, data, PRIVATE)
 
 
 def _write_public(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    tmp.write_bytes(data)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
+    write_file(path, data, PUBLIC)
 
 
 def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
@@ -179,7 +167,7 @@ def ca_paths(pki_dir: Path) -> tuple[Path, Path]:
 def init_pki(pki_dir: Path | str) -> Path:
     """Create the CA in ``pki_dir`` unless it exists; return the CA certificate's path."""
     pki_dir = Path(pki_dir)
-    pki_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(pki_dir)
     crt_path, key_path = ca_paths(pki_dir)
     if crt_path.exists() and key_path.exists():
         _load_ca(pki_dir)  # fail now, not at the first issue, if the pair is unusable
@@ -559,7 +547,7 @@ def provision_details(
             _write_private(payload_key_file, (keys[current_id].hex() + "\n").encode())
 
     uplink_file = out / UPLINK_FRAGMENT
-    _write_public(
+    write_file(
         uplink_file,
         _uplink_toml(
             broker_host=broker_host,
@@ -572,6 +560,7 @@ def provision_details(
             key_id=current_id,
             keepalive_s=keepalive_s,
         ).encode(),
+        GROUP_READ,
     )
     return Provisioned(
         concentrator_id=concentrator_id,
