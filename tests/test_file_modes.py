@@ -43,8 +43,9 @@ def test_receiver_tools_write_keys_configs_and_databases_private_under_umask_000
     (tmp_path / "db").mkdir()
     run(hs, *common, "--out-dir", "db", "--db", f"sqlite:///{tmp_path}/db/r.db", cwd=tmp_path)
     found = modes(tmp_path)
-    public = {name for name in found if name.endswith((".crt", ".pub"))}
-    group = {"b/m.conf", "b/m.acl", "pki/concentrators/C1/uplink.toml"}
+    # Certificates, public keys and the CRL the broker checks hold no secret.
+    public = {name for name in found if name.endswith((".crt", ".pub", "crl.pem"))}
+    group = {"b/m.conf", "b/m.acl", "b/m.dynsec.json", "pki/concentrators/C1/uplink.toml"}
     assert group <= set(found)
     for name, mode in found.items():
         want = 0o644 if name in public else GROUP_READ if name in group else PRIVATE

@@ -61,13 +61,17 @@ def config_check(file: Path, as_json: bool) -> None:
 
 @config_group.command("keygen")
 @click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
-def config_keygen(file: Path) -> None:
+@json_option()
+def config_keygen(file: Path, as_json: bool) -> None:
     """Write a new random key for the store to FILE (64 hex digits, mode 0600), for
     ``[storage] key_file``. An existing FILE is never overwritten: the store it
     encrypts would be lost with it."""
     if not create_file(file, PRIVATE):
         raise click.ClickException(f"{file} exists; a store key is never overwritten")
     write_file(file, secrets.token_hex(STORE_KEY_BYTES) + "\n", PRIVATE)
+    if as_json:
+        click.echo(json.dumps({"key_file": str(file), "bits": 8 * STORE_KEY_BYTES}))
+        return
     click.echo(f"{file}: new {8 * STORE_KEY_BYTES}-bit store key, mode 0600")
 
 

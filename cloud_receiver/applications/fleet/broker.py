@@ -245,7 +245,7 @@ def write_mosquitto_config(
     write_file(acl_path, acl_text(receivers), GROUP_READ)
     dynsec_path = path.with_suffix(".dynsec.json")
     write_file(dynsec_path, dynsec_text(provisioned(pki_dir)), GROUP_READ)
-    write_file(pki_dir / RULES_POINTER, f"{dynsec_path}\n", GROUP_READ)
+    write_file(pki_dir / RULES_POINTER, f"{dynsec_path}\n")
 
     lines = [
         "# Written by `cloud-receiver broker-config` for Mosquitto 2.x.",
