@@ -526,7 +526,12 @@ def test_an_archive_change_is_carried_out_by_its_approval(storage: Storage, ops:
     ivan, ivan_key = _acting(storage, ops.login("ivan", OPER))
     queue.approve(storage, ivan, ivan_key, req.id, time.time())
     kinds.execute_ready(storage, kinds.Keys(), time.time(), only=req.id, by=Principal.system("cli"))
-    assert _status(storage, req.id).result == {"imported": 2, "areas": 1, "archive": 2}
+    assert _status(storage, req.id).result == {
+        "imported": 2,
+        "areas": 1,
+        "archive": 2,
+        "assigned": 0,
+    }
     assert [r.meter for r in storage.archive()] == ["T1", "C1"]
     # A bad archive is refused when asked for, naming line and column; nothing queued.
     bad = {"records": [["T9", "TA", "total", "", "", "1"]], "replace": False, "source": "b.csv"}

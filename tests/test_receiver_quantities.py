@@ -5,6 +5,7 @@ previous release is stored under canonical names too."""
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from cloud_receiver.storage import SqliteStorage, open_storage
 from cloud_receiver.storage.backends import backend_for
 from contract import wire
 from contract.records import Reading
+from contract.timezone import iso_time, parse_utc_offset
 from drivers.quantity_map import shift_decimal
 
 
@@ -178,7 +180,10 @@ def test_quantity_options_take_canonical_names_and_list_them_on_a_typo(
                         session=session)  # fmt: skip
     assert done.returncode == 0, done.stderr
     rows = [line.split(",")[:4] for line in done.stdout.splitlines()[1:]]
-    assert rows == [["7", "voltage_a", str(SLOT), "230.1"]]
+    # Slots in ISO 8601 in the site's zone (the default --tz, +08:00), as every table.
+    assert rows == [
+        ["7", "voltage_a", iso_time(SLOT, parse_utc_offset("+08:00") or dt.UTC), "230.1"]
+    ]
     for args in (["readings", "--db", url], ["command", "read", "--concentrator", "dc-1",
                                               "--meter", "7", "--db", url]):  # fmt: skip
         bad = receiver_cli(*args, "--quantity", "energy_import", session=session)
