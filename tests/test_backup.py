@@ -17,7 +17,7 @@ from urllib.parse import urlencode
 import psycopg
 import pytest
 from click.testing import CliRunner
-from helpers import Operators
+from helpers import Operators, wait_for
 from psycopg.conninfo import conninfo_to_dict
 
 from cloud_receiver.access import audit
@@ -117,6 +117,7 @@ def test_a_backup_taken_while_the_database_changes_is_one_snapshot(
 ) -> None:
     s = open_storage(source)
     stop = threading.Event()
+    done = [0]  # batches the writer has committed
 
     def writer() -> None:
         i = 0
@@ -127,13 +128,16 @@ def test_a_backup_taken_while_the_database_changes_is_one_snapshot(
                              target=f"meter:{i}", at=float(i), detail={"customers": 1})  # fmt: skip
             s.ingest("dc-1", i, 1, [Reading("000000000001", "voltage_a", i * 900, "220.1", "V",
                                             1.0)], [], 1.0)  # fmt: skip
+            done[0] = i
 
     thread = threading.Thread(target=writer)
     thread.start()
     try:
-        time.sleep(0.3)
+        # Counted, not timed: some batches before the backup, some more while and after.
+        wait_for(lambda: done[0] >= 20, 60, "the writer's first batches")
         manifest = bk.backup(source, tmp_path / "live.mfbak")
-        time.sleep(0.2)
+        taken = manifest.tables["batches"]
+        wait_for(lambda: done[0] >= taken + 20, 60, "the writer going on after the backup")
     finally:
         stop.set()
         thread.join()
