@@ -19,6 +19,7 @@ for _command in (
     direct.scan_command,
     files.config_group,
     files.stats,
+    files.backup,
     service.run,
     service.supervise,
     control.status,
