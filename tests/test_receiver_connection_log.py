@@ -68,7 +68,8 @@ def test_connection_failures_reasons_delays_and_counters_at_the_default_level(
     assert proc.returncode == 0, _text(err)
     # The counters, without -v: a line on stderr, and (--json) one object on stdout.
     assert re.search(
-        r"^stopped: 0 messages, 0 batches stored \(0 readings\), 0 duplicates, 0 quarantined$",
+        r"^stopped: 0 messages, 0 batches stored \(0 readings\), 0 duplicates, 0 quarantined,"
+        r" 0 over the rate limit, 0 evicted from the quarantine$",
         _text(err),
         re.MULTILINE,
     ), _text(err)

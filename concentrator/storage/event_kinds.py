@@ -8,7 +8,7 @@ EVENT_KINDS: tuple[str, ...] = (
     # the daemon and its store
     "daemon_start", "daemon_stop", "config_reloaded", "config_reload_failed",
     "config_reload_refused", "store_integrity", "store_corrupt", "loss", "reading_rejected",
-    "metrics_unavailable", "upgrade",
+    "metrics_unavailable", "upgrade", "store_encrypted", "held_journal_damaged",
     # meters and buses
     "meter_state", "bus_port_down", "bus_port_back", "relay", "time_sync", "clock_drift",
     "command",
