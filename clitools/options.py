@@ -175,3 +175,10 @@ def quantity_option(help: str, *, multiple: bool = True) -> Decorator[Any]:
 
 def _one_quantity(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
     return value if value is None else _canonical_quantities(ctx, param, (value,))[0]
+
+
+def config_option(help: str) -> Decorator[Any]:
+    """``--config FILE``: a configuration file (TOML), into the parameter ``config_path``."""
+    return click.option(
+        "--config", "config_path", required=True, type=click.Path(path_type=Path), help=help
+    )

@@ -12,7 +12,7 @@ import click
 from rich.console import Console
 
 from clitools.files import PRIVATE, create_file, write_file
-from clitools.options import json_option
+from clitools.options import config_option, json_option
 from clitools.table import Column, print_table
 from concentrator.cli.exitcodes import Exit
 from concentrator.config import ConfigError, load_config
@@ -76,13 +76,7 @@ def config_keygen(file: Path, as_json: bool) -> None:
 
 
 @click.command()
-@click.option(
-    "--config",
-    "config_path",
-    required=True,
-    type=click.Path(path_type=Path),
-    help="Concentrator configuration (TOML); its store is opened read-only.",
-)
+@config_option("Concentrator configuration (TOML); its store is opened read-only.")
 @click.option(
     "--days",
     type=click.IntRange(1, 62),
@@ -119,13 +113,7 @@ def stats(config_path: Path, days: int, as_json: bool) -> None:
 
 
 @click.command()
-@click.option(
-    "--config",
-    "config_path",
-    required=True,
-    type=click.Path(path_type=Path),
-    help="Concentrator configuration (TOML): the store and its key_file.",
-)
+@config_option("Concentrator configuration (TOML): the store and its key_file.")
 @click.option(
     "--out",
     required=True,

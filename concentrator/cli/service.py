@@ -7,19 +7,13 @@ from pathlib import Path
 
 import click
 
-from clitools.options import time_origin_option, time_scale_option
+from clitools.options import config_option, time_origin_option, time_scale_option
 from concentrator.cli.edge import ServiceCommand
 from concentrator.config import DEFAULT_CONTROL_SOCKET
 
 
 @click.command(cls=ServiceCommand)
-@click.option(
-    "--config",
-    "config_path",
-    required=True,
-    type=click.Path(path_type=Path),
-    help="Concentrator configuration (TOML).",
-)
+@config_option("Concentrator configuration (TOML).")
 @time_scale_option("Wall-clock seconds per real second (tests and demos only).")
 @click.option(
     "--control-socket",
@@ -92,13 +86,7 @@ def run(
 
 
 @click.command(cls=ServiceCommand, context_settings={"ignore_unknown_options": True})
-@click.option(
-    "--config",
-    "config_path",
-    required=True,
-    type=click.Path(path_type=Path),
-    help="Concentrator configuration (TOML), passed on to `concentrator run`.",
-)
+@config_option("Concentrator configuration (TOML), passed on to `concentrator run`.")
 @click.option(
     "--releases",
     "releases_dir",
