@@ -205,6 +205,7 @@ def test_commands_and_audit_take_limit_and_a_time_range(
     listed = run(receiver_main, "commands", "--db", db, "--json", "--limit", "2", session=olga)
     assert listed.exit_code == 0, listed.output
     assert [c["issued_at"] for c in json.loads(listed.stdout)] == [DAY0, DAY0 + 3600]
+    assert json.loads(listed.stdout)[1]["issued_at_iso"] == "2026-01-05T01:00:00+08:00"
     assert listed.stderr.strip() == "1 more row; use --limit/--since"
     later = run(receiver_main, "commands", "--db", db, "--json", "--since", "2026-01-05T01:00",
                 "--until", "2026-01-05T02:00", session=olga)  # fmt: skip
