@@ -298,7 +298,8 @@ def test_a_meter_moves_by_archive_import_with_an_effective_time(
     assert [o["concentrator"] for o in json.loads(cut.stdout)] == ["dc-a"]
     assert cut.stderr.strip() == "1 more row; use --limit/--since"
     later = _cli("archive", "owners", "--db", db, "--since", str(T0 + 1), "--json", session=olga)
-    assert [o["concentrator"] for o in json.loads(later.stdout)] == ["dc-b"]
+    [moved] = json.loads(later.stdout)
+    assert moved["concentrator"] == "dc-b" and moved["effective_from_iso"].endswith("+08:00")
     earlier = _cli("archive", "owners", "--db", db, "--until", str(T0 + 3600), "--csv",
                    session=olga)  # fmt: skip
     assert [r.split(",")[2] for r in earlier.stdout.splitlines()[1:]] == ["dc-a"]

@@ -50,7 +50,6 @@ def archive_owners(
     from cloud_receiver.storage import ownership
 
     first, end = time_range(since, until)
-
     how = (Action.FLEET_READ, Resource("all"))
     with acting(db_url, session_file, *how) as actor, actor.storage.read() as conn:
         names = ownership.unassigned(conn) if unassigned else []
@@ -73,7 +72,9 @@ def archive_owners(
     rows, more = window(every, lambda a: a.effective_from, first, end, limit, newest=False)
     more_note(more)
     if as_json:
-        click.echo(json.dumps([a.__dict__ for a in rows]))
+        click.echo(json.dumps([a.__dict__ | {"effective_from_iso": iso(a.effective_from),
+                                             "assigned_at_iso": iso(a.assigned_at)}
+                               for a in rows]))  # fmt: skip
         return
     emit(
         ["meter", "from", "concentrator", "assigned", "by"],
