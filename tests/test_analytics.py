@@ -355,6 +355,36 @@ def test_suspects_cli_json(db_url: str, analyst: Path) -> None:
     assert table.exit_code == 0 and "ALARM" in table.stdout and "2 alarm(s)" in table.stdout
 
 
+def test_reports_take_limit_within_their_own_day_range(db_url: str, analyst: Path) -> None:
+    days = ["--from", str(START), "--to", str(START + 5 * D)]
+    whole = _cli("report", "loss", "--db", db_url, "--area", TA1, *days, "--json",
+                 session=analyst)  # fmt: skip
+    assert whole.exit_code == 0, whole.output
+    every = json.loads(whole.stdout)
+    assert len(every["rows"]) == 5 and every["more"] == 0 and whole.stderr == ""
+    cut = _cli("report", "loss", "--db", db_url, "--area", TA1, *days, "--limit", "2", "--json",
+               session=analyst)  # fmt: skip
+    doc = json.loads(cut.stdout)
+    assert doc["rows"] == every["rows"][:2] and doc["more"] == 3
+    assert doc["days"] == every["days"]  # the summary still counts every day
+    assert cut.stderr.strip() == "3 more rows; use --limit (0: all) or a shorter --from/--to"
+    table = _cli("report", "loss", "--db", db_url, "--area", TA1, *days, "--limit", "1",
+                 session=analyst)  # fmt: skip
+    assert str(START) in table.stdout and str(START + D) not in table.stdout
+    assert "first 1 of 5 rows" in table.stdout and "4 more rows" in table.stderr
+    usage = _cli("report", "usage", "--db", db_url, "--meter", meter_address(1, 1), *days,
+                 "--by", "slot", "--limit", "96", "--csv", session=analyst)  # fmt: skip
+    assert len(usage.stdout.splitlines()) == 1 + 96 and "384 more rows" in usage.stderr
+    ranked = _cli("report", "suspects", "--db", db_url, "--area", TA1, "--day", str(LAST),
+                  "--limit", "1", "--json", session=analyst)  # fmt: skip
+    top = json.loads(ranked.stdout)
+    assert [s["meter"] for s in top["suspects"]] == [meter_address(1, 3)] and top["more"] >= 1
+    assert f"{top['more']} more row" in ranked.stderr
+    listed = _cli("report", "suspects", "--db", db_url, "--area", TA1, "--day", str(LAST),
+                  "--limit", "1", session=analyst)  # fmt: skip
+    assert meter_address(1, 3) in listed.stdout and meter_address(1, 7) not in listed.stdout
+
+
 # ------------------------------------------------------------------------ usage
 
 

@@ -205,6 +205,7 @@ def test_commands_and_audit_take_limit_and_a_time_range(
     listed = run(receiver_main, "commands", "--db", db, "--json", "--limit", "2", session=olga)
     assert listed.exit_code == 0, listed.output
     assert [c["issued_at"] for c in json.loads(listed.stdout)] == [DAY0, DAY0 + 3600]
+    assert json.loads(listed.stdout)[1]["issued_at_iso"] == "2026-01-05T01:00:00+08:00"
     assert listed.stderr.strip() == "1 more row; use --limit/--since"
     later = run(receiver_main, "commands", "--db", db, "--json", "--since", "2026-01-05T01:00",
                 "--until", "2026-01-05T02:00", session=olga)  # fmt: skip
@@ -221,6 +222,52 @@ def test_commands_and_audit_take_limit_and_a_time_range(
     backwards = run(receiver_main, "audit", "list", "--db", db, "--since", "2026-01-02",
                     "--until", "2026-01-01", session=ada)  # fmt: skip
     assert backwards.exit_code == 2 and "is after --until" in backwards.stderr
+
+
+def test_concentrators_and_operators_take_limit_and_a_time_range(
+    filled: tuple[str, Path], operators: Callable[[str], Operators]
+) -> None:
+    db, session = filled  # CONC-LONG-IDENTIFIER-0001, last seen DAY0 + 1 day
+    storage = open_storage(db)
+    try:
+        for n, cid in ((1, "dc-a"), (2, "dc-b")):  # last seen 01:00 and 02:00 on DAY0
+            one = Reading(ADDRESSES[0], "energy_fwd_total", DAY0, "1", "kWh", DAY0 + 7)
+            storage.ingest(cid, 1, 1, [one], [], DAY0 + 3600 * n)
+    finally:
+        storage.close()
+    first = run(receiver_main, "concentrators", "--db", db, "--limit", "2", "--json",
+                session=session)  # fmt: skip
+    assert first.exit_code == 0, first.output
+    assert [c["concentrator"] for c in json.loads(first.stdout)] == [
+        "CONC-LONG-IDENTIFIER-0001", "dc-a"
+    ]  # fmt: skip
+    assert first.stderr.strip() == "1 more row; use --limit/--since"
+    ranged = run(receiver_main, "concentrators", "--db", db, "--since", "2026-01-05T01:30",
+                 "--until", "2026-01-05T03:00+08:00", "--json", session=session)  # fmt: skip
+    [only] = json.loads(ranged.stdout)
+    assert only["concentrator"] == "dc-b" and only["last_seen"] == "2026-01-05T02:00:00+08:00"
+    assert ranged.stderr == ""
+    table = run(receiver_main, "concentrators", "--db", db, "--limit", "1", session=session)
+    assert "CONC-LONG-IDENTIFIER-0001" in table.stdout and "dc-a" not in table.stdout
+    assert "2 more rows; use --limit/--since" in table.stderr
+    backwards = run(receiver_main, "concentrators", "--db", db, "--since", "2026-01-06",
+                    "--until", "2026-01-05", session=session)  # fmt: skip
+    assert backwards.exit_code == 2 and "is after --until" in backwards.stderr
+    # operator list: the first --limit by name.
+    ops = operators(db)
+    ada = ops.login("ada", "administrator")
+    ops.add("zed", "viewer")
+    every = json.loads(run(receiver_main, "operator", "list", "--db", db, "--json",
+                           session=ada).stdout)  # fmt: skip
+    names = [o["name"] for o in every]
+    assert names == sorted(names) and {"ada", "vera", "zed"} <= set(names)
+    cut = run(receiver_main, "operator", "list", "--db", db, "--limit", "1", "--json",
+              session=ada)  # fmt: skip
+    assert [o["name"] for o in json.loads(cut.stdout)] == names[:1]
+    more = len(names) - 1
+    assert cut.stderr.strip() == f"{more} more row{'s' if more != 1 else ''}; use --limit (0: all)"
+    cut_table = run(receiver_main, "operator", "list", "--db", db, "--limit", "1", session=ada)
+    assert "zed" not in cut_table.stdout and "use --limit (0: all)" in cut_table.stderr
 
 
 def test_window_keeps_the_range_and_the_newest_or_oldest_and_counts_the_rest() -> None:

@@ -833,6 +833,19 @@ def test_logs_recent_and_followed(site: Site) -> None:
     as_json = site.cli("logs", "-n", "3", "--json")
     lines = [json.loads(x) for x in as_json.stdout.splitlines()]
     assert len(lines) == 3 and all({"at", "level", "logger", "text"} <= set(x) for x in lines)
+    # --since/--until on the lines' times (unix seconds, ISO or an age), -n the newest.
+    first_at = lines[0]["at"]
+    ranged = site.cli("logs", "-n", "2", "--since", str(int(first_at)), "--json")
+    got = [json.loads(x) for x in ranged.stdout.splitlines()]
+    assert len(got) == 2 and all(x["at"] >= int(first_at) for x in got)
+    assert site.cli("logs", "--since", "1d").stdout.strip() != ""
+    future = site.cli("logs", "--since", str(int(time.time()) + 3600))
+    assert future.returncode == 0 and future.stdout == ""
+    assert site.cli("logs", "--until", "1").stdout == ""
+    backwards = site.cli("logs", "--since", "2h", "--until", "3h")
+    assert backwards.returncode == Exit.USAGE and "since is after until" in backwards.stderr
+    endless = site.cli("logs", "--follow", "--until", "1h")
+    assert endless.returncode == Exit.USAGE and "--until with --follow" in endless.stderr
     follower = site.popen("logs", "--follow", "-n", "1")
     try:
         read_until(follower, lambda line: bool(line), 60)  # following now

@@ -293,8 +293,25 @@ def test_a_meter_moves_by_archive_import_with_an_effective_time(
     assert [(o["effective_from"], o["concentrator"]) for o in json.loads(listed.stdout)] == [
         (T0, "dc-a"), (T0 + 3600, "dc-b")
     ]  # fmt: skip
+    # --limit keeps the first assignments, --since/--until their effective time.
+    cut = _cli("archive", "owners", "--db", db, "--limit", "1", "--json", session=olga)
+    assert [o["concentrator"] for o in json.loads(cut.stdout)] == ["dc-a"]
+    assert cut.stderr.strip() == "1 more row; use --limit/--since"
+    later = _cli("archive", "owners", "--db", db, "--since", str(T0 + 1), "--json", session=olga)
+    [moved] = json.loads(later.stdout)
+    assert moved["concentrator"] == "dc-b" and moved["effective_from_iso"].endswith("+08:00")
+    earlier = _cli("archive", "owners", "--db", db, "--until", str(T0 + 3600), "--csv",
+                   session=olga)  # fmt: skip
+    assert [r.split(",")[2] for r in earlier.stdout.splitlines()[1:]] == ["dc-a"]
+    assert "+08:00" in earlier.stdout  # the site's zone, with its offset
+    backwards = _cli("archive", "owners", "--db", db, "--since", str(T0 + 1), "--until", str(T0),
+                     session=olga)  # fmt: skip
+    assert backwards.exit_code == 2 and "is after --until" in backwards.stderr
+    none_loose = _cli("archive", "owners", "--unassigned", "--limit", "1", "--db", db,
+                      session=olga)  # fmt: skip
+    assert OTHER in none_loose.stdout and none_loose.stderr == ""
     loose = _cli("archive", "owners", "--unassigned", "--db", db, "--json", session=olga)
-    assert json.loads(loose.stdout) == {"unassigned": [OTHER]}
+    assert json.loads(loose.stdout) == {"unassigned": [OTHER], "more": 0}
     table = _cli("archive", "owners", "--meter", METER, "--db", db, "--csv", session=olga)
     assert table.stdout.splitlines()[1].startswith(f"{METER},")
     # The ingest follows the move.

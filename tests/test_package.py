@@ -266,3 +266,38 @@ def test_rollout_cli_refuses_what_it_cannot_do(
     done = receiver_cli("release", "build", "--wheel", str(wheel), "--pki-dir",
                         str(tmp_path / "pki"), "--out", str(tmp_path / "p.mfpkg"))  # fmt: skip
     assert done.returncode == 1 and "must be the meterflow wheel" in done.stderr
+
+
+def test_rollout_status_lists_the_newest_limit_rollouts(
+    tmp_path: Path, operators: Callable[[str], Operators]
+) -> None:
+    from click.testing import CliRunner, Result
+
+    from cloud_receiver.cli import main as receiver_main
+    from cloud_receiver.storage import open_storage
+
+    db = f"sqlite:///{tmp_path / 'r.db'}"
+    s = open_storage(db)
+    try:
+        s.ingest("dc-1", 1, 1, [], [], 100.0)
+        ro.add_release(s, build(tmp_path), KEY.public_key(), 150.0)
+        ids = []
+        for n in range(3):
+            ids.append(ro.start(s, "0.2.0", [ro.Stage.parse("all:ALL")], 60.0, 160.0 + n))
+            ro.abort(s, 161.0 + n)
+    finally:
+        s.close()
+    env = {"MF_SESSION": str(operators(db).login("vera", "viewer"))}
+
+    def status(*args: str) -> Result:
+        return CliRunner().invoke(receiver_main, ["rollout", "status", "--db", db, *args], env=env)
+
+    newest = status("--limit", "2", "--json")
+    assert newest.exit_code == 0, newest.output
+    assert [d["id"] for d in json.loads(newest.stdout)] == [ids[2], ids[1]]
+    assert newest.stderr.strip() == "1 more row; older rollouts: use --limit (0: all) or --id"
+    table = status("--limit", "1")
+    assert f"rollout {ids[2]}:" in table.stdout and f"rollout {ids[1]}:" not in table.stdout
+    assert "2 more rows" in table.stderr
+    every = status("--limit", "0", "--json")
+    assert len(json.loads(every.stdout)) == 3 and every.stderr == ""

@@ -69,6 +69,22 @@ def test_show_set_and_clear_through_the_request_path(
     assert [(h["change"], h["reason"]) for h in doc["history"]] == [
         ("set", "prepayment"), ("command", None), ("set", "maintenance")
     ]  # fmt: skip
+    assert doc["more"] == 0 and doc["history"][0]["at_iso"].endswith("+08:00")
+    newest = cli("supply", "show", M1, "--db", db, "--limit", "1", "--json", session=olga)
+    assert [h["reason"] for h in json.loads(newest.stdout)["history"]] == ["maintenance"]
+    assert json.loads(newest.stdout)["more"] == 2
+    assert newest.stderr.strip() == "2 more rows; older changes: use --limit/--since"
+    at = [h["at"] for h in doc["history"]]
+    later = cli("supply", "show", M1, "--db", db, "--since", str(int(at[-1]) + 1), "--json",
+                session=olga)  # fmt: skip
+    assert json.loads(later.stdout)["history"] == [] and later.stderr == ""
+    since = cli("supply", "show", M1, "--db", db, "--history", "--since", str(int(at[0])),
+                "--limit", "0", session=olga)  # fmt: skip
+    assert since.exit_code == 0, since.output
+    assert "set prepayment" in since.stdout and "set maintenance" in since.stdout
+    backwards = cli("supply", "show", M1, "--db", db, "--since", "2026-01-02", "--until",
+                    "2026-01-01", session=olga)  # fmt: skip
+    assert backwards.exit_code == 2 and "is after --until" in backwards.stderr
     text = cli("supply", "show", M1, "--db", db, session=olga).stdout
     assert f"meter {M1} on dc-1: supply off (relay open), cause prepayment" in text
     assert "maintenance" in text and "by operator:olga (request " in text

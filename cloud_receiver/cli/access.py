@@ -388,16 +388,20 @@ def _manage(
 @operator.command("list")
 @db_option()
 @session_option()
+@limit_option()
 @json_option()
-def operator_list(db_url: str, session_file: Path | None, as_json: bool) -> None:
-    """Every operator: role, second factor, disabled, failed logins, lockout."""
+def operator_list(db_url: str, session_file: Path | None, limit: int, as_json: bool) -> None:
+    """Every operator: role, second factor, disabled, failed logins, lockout (the first
+    --limit by name)."""
     import json
 
     from cloud_receiver.access import operators as ops
     from cloud_receiver.cli.common import emit
 
     with acting(db_url, session_file, Action.OPERATOR_READ) as a, a.storage.transaction() as tx:
-        found = ops.all_operators(tx)
+        every = ops.all_operators(tx)
+    found, more = window(every, lambda o: 0.0, None, None, limit, newest=False)
+    more_note(more, "use --limit (0: all)")
     if as_json:
         click.echo(json.dumps([o.as_dict() for o in found]))
         return

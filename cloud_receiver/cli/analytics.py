@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
 
 from clitools.options import day_option, db_option, json_option
-from clitools.table import limit_option, more_note
+from clitools.table import limit_option, more_note, window
 from clitools.timefmt import site_tz_text
 from cloud_receiver.access.policy import Action, Resource
 from cloud_receiver.cli.auth import Actor, acting, session_option, show_request
@@ -170,6 +170,24 @@ def archive_list(
     more_note(len(records) - len(shown), "use --limit (0: all) or --area")
 
 
+def _emit_first(
+    columns: Sequence[str],
+    rows: Sequence[Sequence[str]],
+    title: str,
+    as_csv: bool,
+    as_json: bool,
+    summary: dict[str, object],
+    limit: int,
+) -> None:
+    """A report's first ``limit`` rows (0: all) by `emit`, ``more`` in its JSON and the
+    note on stderr: a report's own day range is its time window (docs/output.md)."""
+    shown, more = window(rows, lambda _: 0.0, None, None, limit, newest=False)
+    if more:
+        title = f"{title} (first {len(shown)} of {len(rows)} rows)"
+    emit(columns, shown, title, as_csv, as_json, {**summary, "more": more})
+    more_note(more, "use --limit (0: all) or a shorter --from/--to")
+
+
 @click.group()
 def report() -> None:
     """Utility analytics on the stored readings: usage, line loss, suspects, forecast."""
@@ -202,6 +220,7 @@ def report() -> None:
     default=None,
     help="Also write the load curve as a PNG.",
 )
+@limit_option()
 @json_option()
 @_analytics_options
 def usage(
@@ -214,6 +233,7 @@ def usage(
     tou_spec: str | None,
     as_csv: bool,
     png: Path | None,
+    limit: int,
     as_json: bool,
     db_url: str,
     session_file: Path | None,
@@ -221,7 +241,8 @@ def usage(
     max_gap_min: int,
 ) -> None:
     """Energy per day, month or slot, time-of-use split, peak hour and load curve; a
-    meter's or account's usage is one customer's data (audited)."""
+    meter's or account's usage is one customer's data (audited). The days --from/--to
+    are its time window; --limit keeps the first rows (the totals count them all)."""
     from cloud_receiver.applications.analytics.usage import (
         DEFAULT_TOU,
         Scope,
@@ -257,7 +278,7 @@ def usage(
 
         plots.save_png(plots.load_curve(result, tz), png)
     total, peak = result.total_kwh, result.peak_hour
-    summary = {"total_kwh": total, "peak_hour": peak, "png": png}
+    summary: dict[str, object] = {"total_kwh": total, "peak_hour": peak, "png": png}
     periods = list(tou.periods)
     title = f"{scope} {name}: {first} to {end - dt.timedelta(days=1)}, time of use {tou.spec}"
     if by == "slot":
@@ -269,7 +290,7 @@ def usage(
             ]
             for i, s in enumerate(result.curve)
         ]
-        emit(("slot", "kw", "kwh"), rows, title, as_csv, as_json, summary)
+        _emit_first(("slot", "kw", "kwh"), rows, title, as_csv, as_json, summary, limit)
     elif by == "month":
         rows = [
             [
@@ -282,7 +303,7 @@ def usage(
             for m in result.months
         ]
         cols = ("month", "kwh", *(f"{p}_kwh" for p in periods), "days", "missing_days")
-        emit(cols, rows, title, as_csv, as_json, summary)
+        _emit_first(cols, rows, title, as_csv, as_json, summary, limit)
     else:
         rows = [
             [
@@ -305,7 +326,7 @@ def usage(
             "status",
             "note",
         )
-        emit(cols, rows, title, as_csv, as_json, summary)
+        _emit_first(cols, rows, title, as_csv, as_json, summary, limit)
     if not (as_csv or as_json):
         click.echo(
             f"total {num(total) or 'incomplete'} kWh;"
@@ -325,6 +346,7 @@ def usage(
     default=None,
     help="Also write the loss over time as a PNG.",
 )
+@limit_option()
 @json_option()
 @_analytics_options
 def loss(
@@ -333,13 +355,16 @@ def loss(
     end: dt.date,
     as_csv: bool,
     png: Path | None,
+    limit: int,
     as_json: bool,
     db_url: str,
     session_file: Path | None,
     tz: dt.tzinfo,
     max_gap_min: int,
 ) -> None:
-    """Line loss per day: total meter against the sum of the customer meters."""
+    """Line loss per day: total meter against the sum of the customer meters. The days
+    --from/--to are its time window; --limit keeps the first days (the summary counts
+    them all)."""
     from cloud_receiver.applications.analytics.lineloss import line_loss, summarise
 
     _date_range(first, end)
@@ -380,11 +405,11 @@ def loss(
         "missing",
     )
     s = summarise(days)
-    summary = {
+    summary: dict[str, object] = {
         "days": s.days, "complete_days": s.complete_days, "supply_kwh": s.supply_kwh,
         "loss_kwh": s.loss_kwh, "loss_rate": s.loss_rate, "png": png,
     }  # fmt: skip
-    emit(cols, rows, f"line loss, area {area}", as_csv, as_json, summary)
+    _emit_first(cols, rows, f"line loss, area {area}", as_csv, as_json, summary, limit)
     if not (as_csv or as_json):
         rate = "-" if s.loss_rate is None else f"{100 * s.loss_rate:.2f} %"
         click.echo(
@@ -398,11 +423,13 @@ def loss(
 @report.command()
 @click.option("--area", required=True, help="Transformer area.")
 @day_option("--day", "day", required=True, help="Analysis day, YYYY-MM-DD.")
+@limit_option()
 @json_option()
 @_analytics_options
 def suspects(
     area: str,
     day: dt.date,
+    limit: int,
     as_json: bool,
     db_url: str,
     session_file: Path | None,
@@ -410,7 +437,7 @@ def suspects(
     max_gap_min: int,
 ) -> None:
     """Theft and tamper suspects of an area, ranked, each with its evidence (audited: it
-    names customers)."""
+    names customers). --day is its time window; --limit keeps the highest ranked."""
     import dataclasses
     import json
 
@@ -422,9 +449,13 @@ def suspects(
         actor.read("suspects", str(target), customers=len(result.suspects),
                    export=_export(False, as_json), detail={"day": str(day)})  # fmt: skip
     t = result.trend
+    ranked, more = window(result.suspects, lambda _: 0.0, None, None, limit, newest=False)
+    more_note(more, "use --limit (0: all)")
     if as_json:
         doc = dataclasses.asdict(result)
         doc["day"] = result.day.isoformat()
+        doc["suspects"] = doc["suspects"][: len(ranked)]
+        doc["more"] = more
         click.echo(json.dumps(doc, ensure_ascii=False))
         return
     if t.excess_points is None or t.excess_kwh is None or t.z is None:
@@ -444,7 +475,7 @@ def suspects(
             "ALARM" if s.alarm else "",
             "\n".join(s.reasons),
         ]
-        for i, s in enumerate(result.suspects, start=1)
+        for i, s in enumerate(ranked, start=1)
     ]
     emit(
         ("rank", "meter", "account", "score", "alarm", "evidence"),

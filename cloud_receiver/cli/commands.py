@@ -4,6 +4,7 @@ them) and their audit log."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -132,9 +133,10 @@ def commands_list(
     if command_id is not None and not rows:
         raise NotFound(f"no command {command_id}")
     if as_json:
-        docs = [{k: v for k, v in dataclasses.asdict(r).items() if k != "blob"} for r in rows]
+        docs = [_command_doc(dataclasses.asdict(r)) for r in rows]
         if command_id is not None:
-            docs[0]["log"] = [{"at": at, "status": st, "detail": d} for at, st, d in log]
+            docs[0]["log"] = [{"at": at, "at_iso": iso(at), "status": st, "detail": d}
+                              for at, st, d in log]  # fmt: skip
         click.echo(json.dumps(docs))
         more_note(total - len(rows))
         return
@@ -154,6 +156,16 @@ def commands_list(
     for at, st, detail in log:
         when = iso(at)
         click.echo(f"{when}  {st}  {json.dumps(detail)}")
+
+
+_TIMES = ("not_before", "not_after", "issued_at", "updated_at")
+
+
+def _command_doc(record: dict[str, Any]) -> dict[str, Any]:
+    """A command for ``--json``: its unix times kept for scripts, each with an ISO twin
+    (``issued_at_iso``) in the site's zone for people (docs/output.md); no blob."""
+    doc = {k: v for k, v in record.items() if k != "blob"}
+    return doc | {f"{k}_iso": iso(doc[k]) for k in _TIMES}
 
 
 COMMANDS = [command, commands_list]

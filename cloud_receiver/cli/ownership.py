@@ -6,7 +6,6 @@ Added to the ``archive`` group of `.analytics`; the assignments themselves come 
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import time
 from pathlib import Path
@@ -14,14 +13,12 @@ from pathlib import Path
 import click
 
 from clitools.options import db_option, json_option
+from clitools.table import limit_option, more_note, window
+from clitools.timefmt import iso, since_option, time_range, until_option
 from cloud_receiver.access.policy import Action, Resource
 from cloud_receiver.cli.analytics import archive
 from cloud_receiver.cli.auth import acting, session_option, show_request, wait_done, wait_option
 from cloud_receiver.cli.common import check_concentrator_id, duration, emit, time_arg
-
-
-def _when(t: float) -> str:
-    return dt.datetime.fromtimestamp(t, dt.UTC).isoformat(" ", "seconds")
 
 
 @archive.command("owners")
@@ -31,6 +28,9 @@ def _when(t: float) -> str:
 @click.option(
     "--unassigned", is_flag=True, help="Only archive meters no concentrator owns (not guarded)."
 )
+@since_option("Only assignments effective from this time on (ISO 8601, or unix seconds).")
+@until_option("Only assignments effective before this time (ISO 8601, or unix seconds).")
+@limit_option()
 @click.option("--csv", "as_csv", is_flag=True, help="CSV on stdout.")
 @json_option()
 def archive_owners(
@@ -38,12 +38,18 @@ def archive_owners(
     session_file: Path | None,
     meter: str | None,
     unassigned: bool,
+    since: str | None,
+    until: str | None,
+    limit: int,
     as_csv: bool,
     as_json: bool,
 ) -> None:
-    """Each meter's owners over time: from when it sits behind which concentrator."""
+    """Each meter's owners over time: from when it sits behind which concentrator; the
+    first --limit assignments (by meter, then time) effective in the --since/--until
+    range, or the first --limit unassigned meters."""
     from cloud_receiver.storage import ownership
 
+    first, end = time_range(since, until)
     how = (Action.FLEET_READ, Resource("all"))
     with acting(db_url, session_file, *how) as actor, actor.storage.read() as conn:
         names = ownership.unassigned(conn) if unassigned else []
@@ -55,22 +61,28 @@ def archive_owners(
             else ownership.all_histories(conn)
         )
     if unassigned:
+        shown, more = window(names, lambda n: 0.0, None, None, limit, newest=False)
+        more_note(more, "use --limit (0: all)")
         if as_json:
-            click.echo(json.dumps({"unassigned": names}))
+            click.echo(json.dumps({"unassigned": shown, "more": more}))
         else:
-            emit(["meter"], [[n] for n in names], f"{len(names)} unassigned meters", as_csv)
+            emit(["meter"], [[n] for n in shown], f"{len(names)} unassigned meters", as_csv)
         return
-    rows = [a for h in history.values() for a in h]
+    every = [a for h in history.values() for a in h]
+    rows, more = window(every, lambda a: a.effective_from, first, end, limit, newest=False)
+    more_note(more)
     if as_json:
-        click.echo(json.dumps([a.__dict__ for a in rows]))
+        click.echo(json.dumps([a.__dict__ | {"effective_from_iso": iso(a.effective_from),
+                                             "assigned_at_iso": iso(a.assigned_at)}
+                               for a in rows]))  # fmt: skip
         return
     emit(
-        ["meter", "from (UTC)", "concentrator", "assigned (UTC)", "by"],
+        ["meter", "from", "concentrator", "assigned", "by"],
         [
-            [a.meter, _when(a.effective_from), a.concentrator, _when(a.assigned_at), a.assigned_by]
+            [a.meter, iso(a.effective_from), a.concentrator, iso(a.assigned_at), a.assigned_by]
             for a in rows
         ],
-        f"{len(history)} meters, {len(rows)} assignments",
+        f"{len({a.meter for a in rows})} meters, {len(rows)} assignments",
         as_csv,
     )
 

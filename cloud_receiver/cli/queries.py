@@ -9,7 +9,7 @@ import click
 
 from clitools.options import db_option, json_option, quantity_option
 from clitools.output import print_json, to_jsonable
-from clitools.table import Column, limit_option, more_note, print_table
+from clitools.table import Column, limit_option, more_note, print_table, window
 from clitools.timefmt import iso, since_option, time_range, until_option
 from cloud_receiver.access.policy import Action, Resource
 from cloud_receiver.cli.auth import acting, session_option
@@ -90,11 +90,25 @@ def readings(
 @click.command()
 @db_option()
 @session_option()
+@since_option("Only concentrators last seen from this time on (ISO 8601, or unix seconds).")
+@until_option("Only concentrators last seen before this time (ISO 8601, or unix seconds).")
+@limit_option()
 @json_option()
-def concentrators(db_url: str, session_file: Path | None, as_json: bool) -> None:
-    """Every concentrator heard from: last seen, batches and readings acked, sequence gaps."""
+def concentrators(
+    db_url: str,
+    session_file: Path | None,
+    since: str | None,
+    until: str | None,
+    limit: int,
+    as_json: bool,
+) -> None:
+    """Every concentrator heard from: last seen, batches and readings acked, sequence gaps;
+    the first --limit by identifier of those last seen in the --since/--until range."""
+    first, end = time_range(since, until)
     with acting(db_url, session_file, Action.FLEET_READ) as actor:
-        infos = actor.storage.concentrators()
+        every = actor.storage.concentrators()
+    infos, more = window(every, lambda i: i.last_seen, first, end, limit, newest=False)
+    more_note(more)
     if as_json:
         print_json([{**to_jsonable(i), "last_seen": iso(i.last_seen)} for i in infos])
         return

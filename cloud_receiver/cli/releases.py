@@ -11,7 +11,7 @@ import click
 from clitools.files import GROUP_READ, write_file
 from clitools.options import db_option, json_option, pki_dir_option
 from clitools.output import result
-from clitools.table import Column, print_table
+from clitools.table import Column, limit_option, more_note, print_table, window
 from cloud_receiver.access.policy import Action
 from cloud_receiver.applications.fleet import pki
 from cloud_receiver.cli.auth import acting, session_option, show_request, wait_done, wait_option
@@ -233,11 +233,13 @@ def rollout_start(
 @click.option("--id", "rollout_id", type=int, default=None, help="One rollout (default: all).")
 @db_option()
 @session_option()
+@limit_option()
 @json_option()
 def rollout_status(
-    rollout_id: int | None, db_url: str, session_file: Path | None, as_json: bool
+    rollout_id: int | None, db_url: str, session_file: Path | None, limit: int, as_json: bool
 ) -> None:
-    """Rollouts, their stages and each concentrator's state and running release."""
+    """Rollouts, their stages and each concentrator's state and running release: the
+    newest --limit rollouts."""
     import json
 
     from rich.console import Console
@@ -245,7 +247,9 @@ def rollout_status(
     from cloud_receiver.applications.fleet import rollout as ro
 
     with acting(db_url, session_file, Action.FLEET_READ) as actor:
-        docs = ro.status(actor.storage, rollout_id)
+        every = ro.status(actor.storage, rollout_id)  # newest first
+    docs, more = window(every, lambda d: 0.0, None, None, limit, newest=False)
+    more_note(more, "older rollouts: use --limit (0: all) or --id")
     if as_json:
         click.echo(json.dumps(docs, indent=1))
         return

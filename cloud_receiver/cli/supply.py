@@ -9,7 +9,8 @@ from typing import Any
 import click
 
 from clitools.options import db_option, json_option
-from clitools.timefmt import iso
+from clitools.table import limit_option, more_note, window
+from clitools.timefmt import iso, since_option, time_range, until_option
 from cloud_receiver.access.policy import Action, Resource
 from cloud_receiver.cli.auth import acting, session_option, show_request, wait_done, wait_option
 from cloud_receiver.cli.common import check_concentrator_id
@@ -31,37 +32,52 @@ def _when(t: float) -> str:
 @supply.command("show")
 @click.argument("meter")
 @click.option("--history", "with_history", is_flag=True, help="Every change too.")
+@since_option("History from this time on (ISO 8601, or unix seconds).")
+@until_option("History before this time (ISO 8601, or unix seconds).")
+@limit_option()
 @json_option()
 @db_option()
 @session_option()
 def supply_show(
-    meter: str, with_history: bool, as_json: bool, db_url: str, session_file: Path | None
+    meter: str,
+    with_history: bool,
+    since: str | None,
+    until: str | None,
+    limit: int,
+    as_json: bool,
+    db_url: str,
+    session_file: Path | None,
 ) -> None:
-    """METER's supply: on or off, the cause, every reason (audited)."""
+    """METER's supply: on or off, the cause, every reason, and (with --history) its
+    changes, the newest --limit in the --since/--until range (audited)."""
     import json
     import time
 
     from cloud_receiver.applications.supply import state
 
+    first, end = time_range(since, until)
     state.check_meter(meter)
     target = Resource("meter", meter)
     with acting(db_url, session_file, Action.FLEET_READ, target) as actor:
         sup = state.get(actor.storage, meter)
-        changes = state.history(actor.storage, meter) if with_history or as_json else []
+        every = state.history(actor.storage, meter) if with_history or as_json else []
+        changes, more = window(every, lambda h: float(h["at"]), first, end, limit)
         actor.read("supply state", str(target), customers=1,
                    export="json" if as_json else None)  # fmt: skip
     now = time.time()
     doc: dict[str, Any] = sup.as_dict(now)
+    more_note(more, "older changes: use --limit/--since")
     if as_json:
-        click.echo(json.dumps(doc | {"history": changes}))
+        history = [h | {"at_iso": iso(h["at"])} for h in changes]
+        click.echo(json.dumps(doc | {"history": history, "more": more}))
         return
     on = "on (relay closed)" if doc["relay"] == "closed" else "off (relay open)"
     cause = f", cause {doc['cause']}" if doc["cause"] else ""
     click.echo(f"meter {meter} on {sup.concentrator}: supply {on}{cause}")
     for r in sup.reasons:
-        window = f" until {_when(r.until)}" if r.until is not None else ""
+        lasts = f" until {_when(r.until)}" if r.until is not None else ""
         status = "" if r.active(now) else " (not active now)"
-        click.echo(f"  {r.reason:<16} since {_when(r.since)}{window} by {r.by}"
+        click.echo(f"  {r.reason:<16} since {_when(r.since)}{lasts} by {r.by}"
                    f"{' (' + r.ref + ')' if r.ref else ''}{status}")  # fmt: skip
     for h in changes:
         after = ", ".join(h["reasons_after"]) or "none"

@@ -468,17 +468,40 @@ def backfill(meter: str, first: dt.date, last: dt.date, socket_path: Path, as_js
     type=click.IntRange(0, LOG_RING_LINES),
     default=50,
     show_default=True,
-    help="How many recent lines first.",
+    help="How many recent lines first (the newest, of those in --since/--until).",
+)
+@click.option(
+    "--since",
+    default=None,
+    help="Only lines from this time on: unix seconds, an ISO date or time (concentrator "
+    "time), or an age: 30m, 2h, 1d.",
+)
+@click.option(
+    "--until",
+    default=None,
+    help="Only lines before this time (the same forms as --since; not with --follow).",
 )
 @socket_option
 @json_option()
-def logs(follow: bool, lines: int, socket_path: Path, as_json: bool) -> None:
-    """The daemon's recent log lines (INFO and up, or DEBUG with run -vv), from memory."""
+def logs(
+    follow: bool,
+    lines: int,
+    since: str | None,
+    until: str | None,
+    socket_path: Path,
+    as_json: bool,
+) -> None:
+    """The daemon's recent log lines (INFO and up, or DEBUG with run -vv), from memory:
+    the newest -n of those logged in the --since/--until range."""
+    if follow and until is not None:
+        raise click.UsageError("--until with --follow: nothing later would be printed")
+    args: dict[str, Any] = {"lines": lines, "follow": follow}
+    for name, value in (("since", since), ("until", until)):
+        if value is not None:  # only when given: a daemon of the previous release lacks them
+            args[name] = value
     final: dict[str, Any] = {}
     try:
-        for doc in stream(
-            socket_path, "logs", {"lines": lines, "follow": follow}, timeout=None if follow else 300
-        ):
+        for doc in stream(socket_path, "logs", args, timeout=None if follow else 300):
             if "log" in doc:
                 click.echo(json.dumps(doc["log"]) if as_json else doc["log"]["text"])
                 sys.stdout.flush()

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -464,12 +465,31 @@ class ControlApi:
 
     async def logs(self, call: Call, args: Args) -> dict[str, Any]:
         lines = args.integer("lines", 50, 0, LOG_RING_LINES)
+        now = time.time()  # a log line's time is the host's, not the polling clock's
+        since, until = args.time("since", now, self.tz), args.time("until", now, self.tz)
+        if since is not None and until is not None and since > until:
+            raise ControlError(ErrorCode.BAD_ARGUMENT, "since is after until: nothing can match")
+        ranged = since is not None or until is not None
+
+        def in_range(line: dict[str, object]) -> bool:
+            """A line's time in [since, until); a line without one (a note) always is."""
+            at = line.get("at")
+            if not isinstance(at, int | float):
+                return True
+            return (since is None or at >= since) and (until is None or at < until)
+
         if not args.boolean("follow"):
-            recent = self.log_ring.recent(lines)
+            recent = [x for x in self.log_ring.recent(LOG_RING_LINES if ranged else lines)
+                      if in_range(x)]  # fmt: skip
+            recent = recent[-lines:] if lines > 0 else []
             for line in recent:
                 await call.send("log", line)
             return {"lines": len(recent)}
-        recent, follower = self.log_ring.follow(lines)
+        if until is not None:
+            raise ControlError(ErrorCode.BAD_ARGUMENT, "until with follow: nothing would follow")
+        recent, follower = self.log_ring.follow(LOG_RING_LINES if ranged else lines)
+        recent = [x for x in recent if in_range(x)]
+        recent = recent[-lines:] if lines > 0 else []
         sent = 0
         # A follower sends nothing more; any byte or EOF from it means it is gone.
         gone = asyncio.ensure_future(call.reader.read(1))

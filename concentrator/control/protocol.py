@@ -102,7 +102,7 @@ COMMANDS: dict[str, tuple[str, ...]] = {
     "buffer": (),
     "flush": (),
     "backfill": ("meter", "from", "to"),
-    "logs": ("lines", "follow"),
+    "logs": ("lines", "follow", "since", "until"),
     "commissioning": ("mode",),
 }
 _ENVELOPE = ("v", "id", "cmd", "args")
