@@ -19,8 +19,9 @@ from pathlib import Path
 
 from clitools.files import private_database
 from concentrator.config.model import StorageSection
-from concentrator.storage.engine import connect, errors, is_plaintext
+from concentrator.storage.engine import connect, errors, fsync_path, is_plaintext
 from concentrator.storage.errors import StoreError, StoreKeyError
+from concentrator.storage.store import store_key
 
 # Pages copied per step: small steps let the daemon's writer in between them (SQLite
 # restarts a step's copy only if the source changed through another connection).
@@ -52,20 +53,9 @@ def _counts(conn: sqlite3.Connection) -> tuple[int, int, int, int, int]:
     )
 
 
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def backup_store(section: StorageSection, out: Path) -> StoreBackup:
     """Copy the store ``section`` names to ``out`` (which must not exist), live."""
-    try:
-        key = section.key()
-    except (ValueError, OSError) as exc:
-        raise StoreKeyError(f"[storage] key_file: {exc}") from exc
+    key = store_key(section)
     src_path, out = Path(section.path), Path(out)
     if not src_path.is_file():
         raise StoreError(f"{src_path}: the store does not exist: nothing to back up")
@@ -111,14 +101,14 @@ def backup_store(section: StorageSection, out: Path) -> StoreBackup:
         raise
     finally:
         source.close()
-    _fsync(part)
+    fsync_path(part)
     try:
         os.link(part, out)  # fails, never replaces, if ``out`` appeared meanwhile
     except FileExistsError as exc:
         raise StoreError(f"{out} exists already: a backup never overwrites") from exc
     finally:
         part.unlink()
-    _fsync(out.parent)
+    fsync_path(out.parent)
     return StoreBackup(
         path=out,
         encrypted=key is not None,

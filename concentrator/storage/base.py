@@ -27,6 +27,7 @@ from concentrator.storage.engine import (
     database_errors,
     encrypt_in_place,
     errors,
+    fsync_path,
     is_plaintext,
 )
 from concentrator.storage.errors import (
@@ -122,16 +123,8 @@ def _move_aside(path: Path) -> Path:
         source = Path(f"{path}{suffix}")
         if source.exists():
             os.replace(source, f"{target}{suffix}")
-    _fsync_dir(path.parent)
+    fsync_path(path.parent)
     return target
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def size_or_zero(path: Path) -> int:

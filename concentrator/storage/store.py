@@ -25,13 +25,19 @@ class Store(Quota, Events):
     """
 
 
+def store_key(section: StorageSection) -> bytes | None:
+    """The store's key from ``[storage] key_file`` (None: not encrypted); a key file that
+    cannot be read or is malformed is a `StoreKeyError` naming the key."""
+    try:
+        return section.key()
+    except (ValueError, OSError) as exc:
+        raise StoreKeyError(f"[storage] key_file: {exc}") from exc
+
+
 def open_store(section: StorageSection) -> Store:
     """Open the store a config's ``[storage]`` names, with its key when it has one: the
     one way every reader of a configured store (the daemon, ``stats``) opens it."""
-    try:
-        key = section.key()
-    except (ValueError, OSError) as exc:
-        raise StoreKeyError(f"[storage] key_file: {exc}") from exc
+    key = store_key(section)
     return Store.open(
         section.path,
         synchronous=section.synchronous,
@@ -44,8 +50,4 @@ def open_store(section: StorageSection) -> Store:
 def open_store_read_only(section: StorageSection) -> Store:
     """Open the store a config's ``[storage]`` names for queries only (``concentrator
     stats``), with its key when it has one: nothing created, migrated or written."""
-    try:
-        key = section.key()
-    except (ValueError, OSError) as exc:
-        raise StoreKeyError(f"[storage] key_file: {exc}") from exc
-    return Store.open_read_only(section.path, key=key)
+    return Store.open_read_only(section.path, key=store_key(section))
