@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import tempfile
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
@@ -51,7 +52,8 @@ async def running(
     write_config(cfg, [("bus1", link, opts, sim.meters)], store_path=tmp_path / "s.db")
     if prepare is not None:
         prepare(cfg, tmp_path / "s.db")
-    daemon = Daemon(cfg, clock=ScaledClock(scale=SCALE))
+    sock = Path(tempfile.mkdtemp(prefix="mflp", dir="/tmp")) / "ctl.sock"  # sun_path limit
+    daemon = Daemon(cfg, clock=ScaledClock(scale=SCALE), control_socket=sock)
     task = asyncio.create_task(daemon.run(install_signals=False))
     try:
         await until(lambda: daemon.store is not None or task.done())
@@ -178,3 +180,56 @@ def test_protocols_without_a_load_curve_are_not_backfilled(tmp_path: Path) -> No
         "dlt698": {"energy_fwd_total"},
         "dlt645-1997": frozenset(),
     }
+
+
+async def test_slots_missed_while_the_carrier_network_was_down_are_recovered(
+    tmp_path: Path,
+) -> None:
+    # A carrier module with a 645-2007 and a 698.45 meter behind it; the carrier network
+    # carries nothing for an hour (the module itself answers): those slots are recovered
+    # through the module once the network is back.
+    from hil_sim.fleet import build_meters, write_plc_config
+    from hil_sim.plc_module import Link, PlcModule
+
+    clock = SimClock(scale=SCALE)
+    meters = build_meters(FleetOptions(meters=2, protocols=("dlt645", "dlt698")), clock)
+    link = tmp_path / "plc"
+    module = PlcModule(
+        meters,
+        default_link=Link(success=1.0, latency=1.0),
+        clock=clock,
+        truth=TruthLog(tmp_path / "truth.jsonl"),
+        link=link,
+        baud=0,
+    )
+    module.network_down = [(900.0, 900.0 + 3600)]
+    await module.start()
+    cfg = tmp_path / "c.toml"
+    write_plc_config(
+        cfg, link, [m.address for m in meters], protocols=["dlt645", "dlt698"],
+        store_path=tmp_path / "s.db",
+    )  # fmt: skip
+    sock = Path(tempfile.mkdtemp(prefix="mflp", dir="/tmp")) / "ctl.sock"
+    daemon = Daemon(cfg, clock=ScaledClock(scale=SCALE), control_socket=sock)
+    task = asyncio.create_task(daemon.run(install_signals=False))
+    try:
+        await until(lambda: daemon.store is not None or task.done())
+        assert daemon.store is not None
+        store = daemon.store
+        first = (int(clock.start) // SLOT + 2) * SLOT
+        last = (int(clock.start + 900 + 3600) // SLOT - 1) * SLOT
+
+        def recovered(meter: str) -> bool:
+            rows = {r.reading.slot: r.reading.source for r in energy(store, meter)}
+            return all(rows.get(s) == "backfill" for s in range(first, last + SLOT, SLOT))
+
+        await until(lambda: all(recovered(m.address) for m in meters), 120)
+        for m in meters:
+            rows = energy(store, m.address)
+            assert len({r.reading.slot for r in rows}) == len(rows)
+            check_against_truth(rows, tmp_path / "truth.jsonl")
+    finally:
+        daemon.stop()
+        async with asyncio.timeout(60):
+            await task
+        await module.stop()

@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 
 HOLD_S = 10 * 86400  # slots older than this are not asked for (meters keep days)
 SWEEP_EVERY_REAL_S = 30.0  # a sweep with nothing new noted, at most this often
-FAILED_PAUSE_REAL_S = 30.0  # a meter whose recovery read failed waits this long
+FAILED_PAUSE_S = 300.0  # a meter whose recovery read failed waits (wall seconds)
 
 
 class Polls(Protocol):
@@ -119,9 +119,9 @@ class LoadBackfill:
             worker = p.workers.get(meter.bus)
             if worker is None or not worker.usable():
                 continue
-            if p.health.get(address).state == Health.OFFLINE:
+            if p.health.get(address).state != Health.ONLINE:
                 continue  # back online, the health change sweeps it (`Polling`)
-            if self._paused.get(address, 0.0) > mono:
+            if only is None and self._paused.get(address, 0.0) > mono:
                 continue
             for run in _runs(sorted(slots), BLOCKS[meter.protocol]):
                 self._submit(worker, meter, {s: frozenset(slots[s]) for s in run})
@@ -171,7 +171,8 @@ class LoadBackfill:
             for slot, names in sorted(load.items()):
                 for name in sorted(names):
                     self.polls.writer.missing(address, name, slot, f"{NOT_HELD}: {exc.description}")
-        self._paused[address] = self.polls.clock.monotonic() + FAILED_PAUSE_REAL_S
+        clock = self.polls.clock
+        self._paused[address] = clock.monotonic() + FAILED_PAUSE_S / clock.scale
         log.info("meter %s: load-profile recovery failed: %s", address, exc)
 
 

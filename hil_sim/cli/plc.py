@@ -32,6 +32,16 @@ def _master_address(text: str) -> str:
     return text.upper()
 
 
+def _window(text: str) -> tuple[float, float]:
+    try:
+        lo, hi = (float(x) for x in text.split("-", 1))
+    except ValueError:
+        raise click.BadParameter(f"{text!r}: expected START-END in seconds") from None
+    if hi <= lo:
+        raise click.BadParameter(f"{text!r}: END must be after START")
+    return lo, hi
+
+
 def _carrier_option(
     flag: str, kind: click.IntRange | click.FloatRange, default: float, help: str
 ) -> Decorator[Any]:
@@ -122,6 +132,16 @@ def _carrier_option(
 @simopt.store_option(files_only=True)
 @simopt.cadence_option()
 @click.option(
+    "--network-down",
+    "network_down",
+    multiple=True,
+    metavar="START-END",
+    callback=lambda _ctx, _param, value: tuple(_window(v) for v in value),
+    help="The carrier network carries nothing between START and END simulated seconds "
+    'after start (every meter read denied "slave node did not answer"; the module '
+    "itself answers); repeatable.",
+)
+@click.option(
     "--max-in-flight",
     type=click.IntRange(1, 16),
     default=None,
@@ -174,6 +194,7 @@ def plc(n_meters: int, link: Path, truth: Path | None, **kw: Any) -> None:
         master_address=kw["master_address"],
         mode=int(kw["comm_mode"]),
     )
+    module.network_down = list(kw["network_down"])
     if kw["config_path"] is not None:
         write_plc_config(
             kw["config_path"],
