@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import tempfile
 from collections.abc import AsyncIterator, Callable
+from dataclasses import replace
 from pathlib import Path
 
 from concentrator.clock import ScaledClock
@@ -233,3 +234,26 @@ async def test_slots_missed_while_the_carrier_network_was_down_are_recovered(
         async with asyncio.timeout(60):
             await task
         await module.stop()
+
+
+def test_a_live_read_and_a_recovery_of_one_slot_are_stored_once(tmp_path: Path) -> None:
+    """The race the recovery can lose: whichever lands first is kept, the other ignored
+    (the store's unique slot key), so the outbox carries the slot once."""
+    from contract.records import Reading
+
+    with Store.open(tmp_path / "s.db") as store:
+        live = Reading("000000000001", "energy_fwd_total", 900 * 4, "1.00", "kWh", 3601.0)
+        late = Reading("000000000001", "energy_fwd_total", 900 * 4, "1.00", "kWh", 9000.0,
+                       source="backfill")  # fmt: skip
+        store.record_missing("000000000001", "energy_fwd_total", 900 * 5, "meter silent")
+        assert store.add_readings([live]) == 1
+        assert store.add_readings([late]) == 0
+        recovered = replace(late, slot=900 * 5)
+        assert store.add_readings([recovered, recovered]) == 1
+        rows = store.get_readings(quantity="energy_fwd_total")
+        assert [(r.reading.slot, r.reading.source) for r in rows] == [
+            (3600, "poll"),
+            (4500, "backfill"),
+        ]
+        assert not store.missing()  # the recovered slot is no longer missing
+        assert store.backlog().readings == 2

@@ -12,13 +12,14 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import DaemonProcess, wait_for
+from helpers import DaemonProcess, read_status, wait_for
 from mqtt_harness import Broker
 from test_daemon_e2e import _assert_values_are_true
 from test_uplink_e2e import Receiver, _backlog, _configure
 
 from cloud_receiver.storage import SqliteStorage
 from concentrator.config import load_config
+from concentrator.storage import Store
 from hil_sim.process import SimProcess
 from hil_sim.truth import read_truth
 
@@ -77,21 +78,31 @@ def test_every_interval_arrives_once_after_daemon_and_bus_outages(tmp_path: Path
         receiver.start()
         args = ("--time-scale", str(SCALE), "--time-origin", repr(origin))
         daemon = DaemonProcess(cfg, *args)
+        status = store_db.with_suffix(".status.json")
         try:
+            began = wait_for(lambda: read_status(status), 120, "the daemon's status file")
+            # The first whole slot after the daemon's first start: earlier ones it never
+            # knew of (a slow start on a busy machine takes more than a slot).
+            first = (int(began["started"]) // SLOT + 1) * SLOT
             wait_for(lambda: sim_now() >= start + DAEMON_DOWN[0], 120, "the first live hour")
             assert daemon.stop() == 0
             wait_for(lambda: sim_now() >= start + DAEMON_DOWN[1], 120, "two hours down")
             daemon = DaemonProcess(cfg, *args)
             wait_for(lambda: sim_now() >= start + END, 120, "the bus outage and after")
-            # Every slot from the first whole one the meters recorded to the last ended.
-            first = (int(start) // SLOT + 1) * SLOT
+            # Every slot from the first whole one polled to the last ended.
             last = (int(sim_now()) // SLOT - 1) * SLOT
             wanted = {(m, s) for m in meters for s in range(first, last + SLOT, SLOT)}
 
             def complete() -> bool:
                 return wanted <= {(m, s) for m, s, _, _ in _arrived(rdb)}
 
-            wait_for(complete, 240, "every interval at the receiver")
+            try:
+                wait_for(complete, 240, "every interval at the receiver")
+            except AssertionError:
+                lacking = sorted(wanted - {(m, s) for m, s, _, _ in _arrived(rdb)})
+                with Store.open_read_only(store_db) as store:
+                    why = {(x.meter, x.slot): x.reason for x in store.missing(quantity=QUANTITY)}
+                raise AssertionError([(k, why.get(k)) for k in lacking[:20]]) from None
             wait_for(lambda: _backlog(store_db) == (0, 0), 180, "the backlog to drain")
         finally:
             assert daemon.stop() == 0
