@@ -57,7 +57,8 @@ class Priority(IntEnum):
     ONDEMAND = 0
     POLL = 1
     # A scheduled daily freeze stays in the meter for 62 days and can be backfilled; an
-    # interval reading cannot. So a freeze yields to every interval read, even one whose
+    # interval reading only from a meter that keeps a load curve (`loadprofile`), and
+    # only for days. So a freeze yields to every interval read, even one whose
     # deadline is later (a freeze left over from yesterday near midnight otherwise took
     # the bus in the first minutes of the new day's first slot).
     FREEZE = 2
