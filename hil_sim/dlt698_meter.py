@@ -17,7 +17,7 @@ from drivers.errors import DriverError
 from drivers.meter_quantities import array_elements
 from drivers.readers import dlt698_reading
 from hil_sim.dlt645_meter import _quantize
-from hil_sim.load_records import dlt698_rows
+from hil_sim.load_records import dlt698_daily_rows, dlt698_rows
 from hil_sim.model import Interval, MeterModel
 from hil_sim.truth import TruthRecord
 
@@ -91,12 +91,13 @@ class Dlt698Meter:
         return Answer(self.error_reply(frame))
 
     def _record(self, service: dlt698.GetRequestRecord, frame: dlt698.Frame) -> Answer:
-        """The minute freeze 5002 by freeze time (Selector 2 on 2021 0200), from the
-        model's load-curve memory; a range outside it is answered with no rows. Another
-        object or selector is refused (DAR 6 / 255)."""
+        """The minute freeze 5002 (from the model's load-curve memory) or the daily
+        freeze 5004 (its last 62 freezes) by freeze time, Selector 2 on 2021 0200; a
+        range outside memory is answered with no rows. Another object or selector is
+        refused (DAR 6 / 255)."""
         columns = service.columns
         rsd = service.rsd
-        if service.oad != dlt698.MINUTE_FREEZE:
+        if service.oad not in (dlt698.MINUTE_FREEZE, dlt698.DAILY_FREEZE):
             result = dlt698.ResultRecord(service.oad, columns, DAR.OBJECT_NOT_EXIST)
         elif (
             not isinstance(rsd, dlt698.Selector2)
@@ -106,7 +107,10 @@ class Dlt698Meter:
         ):
             result = dlt698.ResultRecord(service.oad, columns, DAR.OTHER)
         else:
-            rows, truth = dlt698_rows(self.model, rsd, columns, self._frozen)
+            if service.oad == dlt698.DAILY_FREEZE:
+                rows, truth = dlt698_daily_rows(self.model, rsd, columns)
+            else:
+                rows, truth = dlt698_rows(self.model, rsd, columns, self._frozen)
             result = dlt698.ResultRecord(service.oad, columns, rows)
             reply = dlt698.GetResponseRecord(service.piid, result)
             return Answer(self._reply(reply, frame), tuple(truth))

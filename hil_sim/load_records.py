@@ -124,3 +124,48 @@ def dlt698_rows(
                 )  # fmt: skip
         rows.append(tuple(row))
     return tuple(rows), truth
+
+
+def dlt698_daily_rows(
+    model: MeterModel, selector: dlt698.Selector2, columns: tuple[dlt698.CSD, ...]
+) -> tuple[tuple[tuple[dlt698.Data, ...], ...], list[TruthRecord]]:
+    """Daily-freeze (5004) rows whose freeze time lies in the selector's [start, end),
+    oldest first: the freeze time and the forward energy as frozen; any other column
+    NULL (the model freezes nothing else)."""
+    start, end = selector.start.value, selector.end.value
+    if not isinstance(start, dlt698.DateTimeS) or not isinstance(end, dlt698.DateTimeS):
+        return (), []
+    lo, hi = start.to_datetime(), end.to_datetime()
+    rows = []
+    truth: list[TruthRecord] = []
+    for freeze in reversed(model.freezes):
+        if not lo <= freeze.at < hi:
+            continue
+        t = freeze.at.replace(tzinfo=model.tz).timestamp()
+        row = []
+        for csd in columns:
+            assert isinstance(csd, dlt698.OAD)
+            q = QUANTITIES_BY_OAD[csd]
+            value: dlt698.Value = None
+            if csd == dlt698.FREEZE_TIME:
+                value = freeze.at
+            elif csd.oi == 0x0010:
+                value = freeze.energy_fwd if q.array else freeze.energy_fwd[max(csd.index - 1, 0)]
+            row.append(dlt698.from_value(q, value) if value is not None else dlt698.NULL)
+            told = dlt698.to_value(q, row[-1])
+            pairs = (
+                zip(array_elements(q), told, strict=False)
+                if isinstance(told, tuple)
+                else [(q, told)]
+            )
+            for e, v in pairs:
+                mapped = CANONICAL.get(e.oad)
+                if v is None or mapped is None or isinstance(v, dt.datetime | str):
+                    continue
+                text = mapped.value(str(v))
+                truth.append(
+                    TruthRecord(t, model.address, "dlt698", "frozen_daily_" + mapped.name,
+                                str(e.oad), text, mapped.unit)
+                )  # fmt: skip
+        rows.append(tuple(row))
+    return tuple(rows), truth

@@ -386,3 +386,25 @@ def test_698_simulator_answers_minute_freezes_and_no_rows_outside_memory() -> No
     answer = meter.answer(dlt698.decode_frame(wire[4:]), now)
     assert answer.reply is not None
     assert parse_freeze_records(dlt698.decode_frame(answer.reply)) == []
+
+
+def test_698_simulator_answers_daily_freezes_by_time_range() -> None:
+    from hil_sim.dlt698_meter import Dlt698Meter
+    from hil_sim.model import MeterModel
+
+    t0 = 1_780_000_200 // 900 * 900
+    model = MeterModel(SERVER, 5, start=t0)
+    meter = Dlt698Meter(model)
+    freezes = list(reversed(model.freezes))[-4:]  # the last four days, oldest first
+    lo, hi = freezes[0].at, freezes[-1].at + dt.timedelta(minutes=1)
+    columns = (dlt698.FREEZE_TIME, OAD(0x0010, 2, 0))
+    wire = build_freeze_read(SERVER, lo, hi, columns, record=dlt698.DAILY_FREEZE, interval=None)
+    answer = meter.answer(dlt698.decode_frame(wire[4:]), t0)
+    assert answer.reply is not None
+    got = parse_freeze_records(
+        dlt698.decode_frame(answer.reply), address=SERVER, record=dlt698.DAILY_FREEZE
+    )
+    assert [r.at for r in got] == [f.at for f in freezes]
+    assert [r.values["energy_fwd_total"][0] for r in got] == [str(f.energy_fwd[0]) for f in freezes]
+    told = {t.value for t in answer.truth if t.quantity == "frozen_daily_energy_fwd_total"}
+    assert told == {str(f.energy_fwd[0]) for f in freezes}
