@@ -14,7 +14,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
+from helpers import wait_for
 
 from cloud_receiver.ingest.ingestor import GROUP, Ingestor, Outcome
 from cloud_receiver.storage import REPLAY_WINDOW, Batch, IngestResult, Storage, open_storage
@@ -232,3 +234,48 @@ def test_the_group_path_gives_the_outcomes_of_one_message_at_a_time(
     assert ("not_owner", "dc-b", 1) in quarantined and ("replay", "dc-a", 9) in quarantined
     assert not any(r[0] == "A1" and r[3] == "dc-b" for r in rows)  # the spoof never stored
     assert len(conflicts) == 1 and ("dc-b", "ownership_refused") in events
+
+
+def test_a_postgresql_deadlock_is_broken_and_the_group_run_again(pg_url: str) -> None:
+    """Another writer holds one of the group's reading keys and then asks for another
+    the group holds: PostgreSQL aborts the group's transaction (its own deadlock check
+    fires first) and the group is run again, with the other writer's rows as duplicates."""
+    storage = open_storage(pg_url)
+    other = psycopg.connect(pg_url)
+    done: list[list[tuple[IngestResult, int]]] = []
+    try:
+        with storage.read() as conn:
+            pid = int(conn.exec_driver_sql("SELECT pg_backend_pid()").scalar_one())
+        other.execute("SET deadlock_timeout = '60s'")  # the group's check fires first
+        k1, k2, k3 = readings("m", range(3))
+
+        def insert(r: Reading) -> None:
+            other.execute(
+                "INSERT INTO readings VALUES (%s, %s, %s, %s, %s, %s, %s, 'dc-x', 1)",
+                (r.meter, r.quantity, r.slot, r.value, r.unit, r.read_at, r.source),
+            )
+
+        insert(k2)
+        group = threading.Thread(
+            target=lambda: done.append(storage.ingest_many([batch(1, [k1, k2, k3])]))
+        )
+        group.start()
+        wait_for(lambda: _waits_for_a_lock(other, pid), timeout=60, what="the group to wait")
+        insert(k1)  # waits for the group, which is aborted and waits for us in turn
+        other.commit()
+        group.join(60)
+        assert done == [[(STORED, 1)]]
+        rows = {r.slot: r.concentrator for r in storage.readings()}
+        assert rows == {k1.slot: "dc-x", k2.slot: "dc-x", k3.slot: "dc-1"}
+        assert storage.conflicts() == []
+    finally:
+        other.close()
+        storage.close()
+
+
+def _waits_for_a_lock(conn: psycopg.Connection[Any], pid: int) -> bool:
+    with psycopg.connect(conn.info.dsn) as probe:
+        row = probe.execute(
+            "SELECT wait_event_type FROM pg_stat_activity WHERE pid = %s", (pid,)
+        ).fetchone()
+    return row is not None and row[0] == "Lock"

@@ -153,8 +153,8 @@ class Storage:
             try:
                 with self.transaction() as conn:
                     return self._group.store(conn, group)
-            except exc.OperationalError as error:
-                code = getattr(error.orig, "sqlstate", None)
+            except Exception as error:  # SQLAlchemy's wrapper, or the driver's own (COPY)
+                code = getattr(getattr(error, "orig", error), "sqlstate", None)
                 if code not in RETRIED_SQLSTATES or attempt == DEADLOCK_RETRIES:
                     raise
         raise AssertionError("unreachable")
