@@ -143,21 +143,21 @@ class Ingestor:
         finally:
             if pending is not None:
                 pending.result()
-        done: list[Outcome] = []
-        for outcome in outcomes:
-            assert outcome is not None  # every message was opened or stored
-            if outcome.status == "stored":
-                self.counters.stored += 1
-                self.counters.readings += outcome.new_readings
-            elif outcome.status == "duplicate":
-                self.counters.duplicates += 1
-            done.append(outcome)
+        done = [o for o in outcomes if o is not None]
+        assert len(done) == len(messages)  # every message was refused or stored
+        with self._effects:  # a message is counted once all of it is
+            for outcome in done:
+                self.counters.messages += 1
+                if outcome.status == "stored":
+                    self.counters.stored += 1
+                    self.counters.readings += outcome.new_readings
+                elif outcome.status == "duplicate":
+                    self.counters.duplicates += 1
         return done
 
     def _open_one(self, topic: str, payload: bytes, received_at: float | None) -> Outcome | _Opened:
         now = time.time() if received_at is None else received_at
         with self._effects:
-            self.counters.messages += 1
             try:
                 return self._open(topic, payload, now)
             except Exception as exc:  # a storage failure or a bug: quarantine, never crash
