@@ -86,6 +86,23 @@ def test_a_group_is_stored_as_if_its_batches_came_one_after_another(storage: Sto
     assert (info["dc-2"].max_seq, info["dc-2"].readings) == (5, 3)
 
 
+def test_a_large_group_keeps_the_first_value_of_each_key(storage: Storage) -> None:
+    """More rows than one SQLite INSERT takes (`backends.ROWS_PER_INSERT`), with keys
+    stored before, keys given twice inside one statement, and conflicting values."""
+    assert storage.ingest_many([batch(1, readings("m", range(10)))]) == [(STORED, 10)]
+    group = [
+        batch(2, readings("m", range(5, 2500))),  # 5..9 stored already, same values
+        batch(3, readings("m", range(2400, 4100), value="{}.75")),  # 2400..2499 differ
+    ]
+    assert storage.ingest_many(group) == [(STORED, 2490), (STORED, 1600)]
+    stored = {r.slot: (r.value, r.seq) for r in storage.readings()}
+    assert len(stored) == 4100
+    assert stored[T0 + 900 * 2450] == ("2550.50", 2) and stored[T0 + 900 * 2550] == ("2650.75", 3)
+    found = storage.conflicts(limit=1000)
+    assert sorted(c.slot for c in found) == [T0 + 900 * i for i in range(2400, 2500)]
+    assert {(c.stored_seq, c.seq) for c in found} == {(2, 3)}
+
+
 def test_a_replay_counts_from_the_groups_own_batches(storage: Storage) -> None:
     top = REPLAY_WINDOW + 50
     group = [

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Callable, Sequence
+from itertools import chain
 from pathlib import Path
 from typing import Protocol
 from urllib.parse import quote
@@ -42,6 +43,7 @@ from contract.records import Reading
 Upsert = sqlite_dialect.Insert | postgresql.Insert  # the same on_conflict_* API
 
 SQLITE_BUSY_TIMEOUT_S = 30.0
+ROWS_PER_INSERT = 2000  # readings per SQLite INSERT (fewer if its parameter limit says so)
 SETUP_LOCK = 4242  # PostgreSQL advisory lock: two receivers starting at once
 
 
@@ -107,6 +109,9 @@ class SqliteBackend:
             .compile(dialect=self.engine.dialect, column_keys=[c.name for c in readings.c])
         )
 
+        self._many_sql = ""  # the same for `ROWS_PER_INSERT` rows, built at first use
+        self._per = 1
+
     def _on_begin(self, conn: Connection) -> None:
         conn.exec_driver_sql(f"PRAGMA query_only = {0 if self._write else 1}")
         conn.exec_driver_sql("BEGIN IMMEDIATE" if self._write else "BEGIN")
@@ -121,21 +126,42 @@ class SqliteBackend:
         pass  # BEGIN IMMEDIATE already holds the file's write lock
 
     def add_readings(self, conn: Connection, parts: Sequence[Part]) -> int:
-        cur = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+        """Many rows per ``INSERT OR IGNORE`` (`ROWS_PER_INSERT`, within SQLite's limit
+        of host parameters), the rest one per row: binding costs Python a little per
+        row, and each statement then runs as one long SQLite step without Python's
+        lock, beside the ingest's decoding of the next group (`.ingest`). Rows go in
+        arrival order, so of one key given twice the first is kept."""
+        dbapi = conn.connection.driver_connection
+        rows = [
+            (r.meter, r.quantity, r.slot, r.value, r.unit, r.read_at, r.source, concentrator, seq)
+            for concentrator, seq, batch in parts
+            for r in batch
+        ]
+        per = self._rows_per_insert(dbapi)  # type: ignore[arg-type]
+        bulk = len(rows) - len(rows) % per if per > 1 else 0
+        new = 0
+        cur = dbapi.cursor()  # type: ignore[union-attr]
         try:
-            cur.executemany(
-                self._readings_sql,
-                [
-                    (r.meter, r.quantity, r.slot, r.value, r.unit, r.read_at, r.source,
-                     concentrator, seq)
-                    for concentrator, seq, rows in parts
-                    for r in rows
-                ],
-            )  # fmt: skip
-            # executemany sums the rows each INSERT changed: the ignored ones add 0.
-            return int(cur.rowcount)
+            if bulk:
+                cur.executemany(
+                    self._many_sql,
+                    [tuple(chain.from_iterable(rows[i : i + per])) for i in range(0, bulk, per)],
+                )
+                new += cur.rowcount  # the rows each INSERT changed: the ignored ones add 0
+            if bulk < len(rows):
+                cur.executemany(self._readings_sql, rows[bulk:])
+                new += cur.rowcount
+            return int(new)
         finally:
             cur.close()
+
+    def _rows_per_insert(self, dbapi: sqlite3.Connection) -> int:
+        if not self._many_sql:
+            limit = dbapi.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
+            self._per = max(1, min(ROWS_PER_INSERT, limit // len(_ALL_COLUMNS)))
+            head, values = self._readings_sql.split(" VALUES ", 1)
+            self._many_sql = f"{head} VALUES {', '.join([values] * self._per)}"
+        return self._per
 
 
 def _sqlite_connect(dbapi_conn: sqlite3.Connection, record: object) -> None:
