@@ -29,7 +29,7 @@ from cloud_receiver.storage.schema import audit_log
 # Commands that need no session: offline tools with their own key files, the service
 # itself, a restore into an empty database; `operator add` needs none only for the
 # first administrator (tested below).
-EXEMPT = {"provision", "broker-config", "crl", "release build", "run", "restore", "web"}
+EXEMPT = {"provision", "broker-config", "crl", "release build", "run", "restore", "web", "web-cert"}
 M1, M2 = "000000000001", "000000000002"
 
 
