@@ -182,6 +182,12 @@ def test_without_a_session_or_token_nothing_answers_but_the_document(base: str) 
         assert bad.status_code == 401 and "unknown or wrong secret" in bad.json()["detail"]
         assert anon.get("/api/openapi.json").status_code == 200
         assert anon.get("/", follow_redirects=False).headers["location"] == "/login"
+        for answer in (anon.get("/login"), anon.get("/api/v1/me")):
+            policy = answer.headers["content-security-policy"]
+            assert "default-src 'self'" in policy and "frame-ancestors 'none'" in policy
+            assert answer.headers["x-content-type-options"] == "nosniff"
+            assert answer.headers["cache-control"] == "no-store"
+            assert "strict-transport-security" not in answer.headers  # plain HTTP here
 
 
 # ------------------------------------------------------------------ one customer, not another

@@ -69,6 +69,7 @@ def test_the_portal_serves_https_with_the_deployments_certificate(
             cookie = done.headers["set-cookie"].lower()
             assert "mf_session=" in cookie
             assert all(flag in cookie for flag in ("secure", "httponly", "samesite=strict"))
+            assert done.headers["strict-transport-security"].startswith("max-age=")
             assert client.get(f"/api/v1/meters/{M1}/readings").status_code == 200
         with pytest.raises(httpx.TransportError):  # no plain HTTP on the TLS port
             httpx.get(f"http://127.0.0.1:{port}/api/openapi.json", timeout=5).raise_for_status()

@@ -92,6 +92,12 @@ def owner_of_meter(conn: Connection, meter: str) -> str | None:
     return conn.execute(select(_M.customer).where(_M.meter == meter)).scalar()
 
 
+def owners_of(conn: Connection, meters: list[str]) -> dict[str, str]:
+    """meter → customer, for those of ``meters`` linked to one."""
+    found = conn.execute(select(_M.meter, _M.customer).where(_M.meter.in_(meters))).all()
+    return {r[0]: r[1] for r in found}
+
+
 def owner_of_account(conn: Connection, account: str) -> str | None:
     q = (
         select(_M.customer)

@@ -24,7 +24,7 @@ from cloud_receiver.access.policy import AccessError
 from cloud_receiver.errors import NotFound, ReceiverError
 from cloud_receiver.storage import Storage, open_storage
 from cloud_receiver.web import api, pages
-from cloud_receiver.web.security import RateLimiter, WebState
+from cloud_receiver.web.security import RateLimiter, WebState, security_headers
 from cloud_receiver.web.settings import WebSettings, derive, fernet_key, load_secret
 
 SESSION_COOKIE = "mf_session"
@@ -54,7 +54,7 @@ def create_app(settings: WebSettings, storage: Storage | None = None) -> FastAPI
         version="1",
         description=api.DESCRIPTION,
         openapi_url="/api/openapi.json",
-        docs_url="/api/docs",
+        docs_url=None,  # its page loads scripts from a CDN: nothing from elsewhere
         redoc_url=None,
         lifespan=lifespan,
     )
@@ -72,6 +72,8 @@ def create_app(settings: WebSettings, storage: Storage | None = None) -> FastAPI
         same_site="strict",
         https_only=settings.secure,
     )
+
+    app.middleware("http")(security_headers)
 
     @app.exception_handler(NotFound)
     async def not_found(request: Request, exc: NotFound) -> JSONResponse:
