@@ -107,6 +107,10 @@ def test_customers_and_tokens_are_managed_from_the_command_line(
     assert "linked to customer 'c1' already" in json.loads(taken.stdout)["error"]
     listed = receiver_json("customer", "list", "--db", db, "--json", session=clerk)
     assert {c["name"] for c in listed} == {"c1", "c2", "c9"}
+    new = tmp_path / "new-pw"
+    new.write_text("another long password\n")
+    receiver_json("customer", "password", "c2", "--password-file", str(new), "--db", db,
+                  "--json", session=clerk)  # fmt: skip
     receiver_json("customer", "disable", "c9", "--db", db, "--json", session=clerk)
     made = receiver_json("token", "create", "--system", "mdm", "--role", "viewer", "--note",
                          "meter-data management", "--db", db, "--json", session=admin)  # fmt: skip
@@ -125,3 +129,5 @@ def test_customers_and_tokens_are_managed_from_the_command_line(
     with serving(WebSettings(db, tmp_path / "k")) as url, httpx.Client(base_url=url) as c:
         assert c.get("/api/v1/me", headers=bearer(made["token"])).status_code == 401
         assert login(c, "c9", kind="customer").status_code == 401  # disabled
+        assert login(c, "c2", kind="customer").status_code == 401  # the old password
+        assert login(c, "c2", kind="customer", password="another long password").status_code == 303

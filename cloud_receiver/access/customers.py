@@ -200,6 +200,17 @@ def set_disabled(conn: Connection, name: str, disabled: bool, now: float) -> Non
     conn.execute(update(customers).where(_C.name == name).values(**values))
 
 
+def set_password(conn: Connection, name: str, password: str, now: float) -> None:
+    """A new password (given by a billing clerk or administrator); ends a lockout."""
+    password_hash = ops.hash_password(password)
+    get(conn, name)
+    conn.execute(
+        update(customers)
+        .where(_C.name == name)
+        .values(password_hash=password_hash, failures=0, locked_until=None, updated_at=now)
+    )
+
+
 def login(storage: Storage, name: str, password: str, *, where: str, now: float) -> Principal:
     """The customer's principal, or `CustomerLoginRefused` after the failure is counted
     (and, at ``lockout-failures`` in a row, the lockout) and audited."""
