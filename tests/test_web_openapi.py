@@ -127,9 +127,11 @@ def test_every_documented_endpoint_answers_as_documented(base: str, world: World
                                                         admin.get("/api/v1/requests/99999")],
             ("post", "/api/v1/requests/{request_id}/approve"): [
                 admin.post(f"/api/v1/requests/{waiting}/approve"),
+                admin.post(f"/api/v1/requests/{waiting}/approve"),  # approved already: 409
                 operator.post(f"/api/v1/requests/{other}/approve")],
             ("post", "/api/v1/requests/{request_id}/cancel"): [
-                admin.post(f"/api/v1/requests/{other}/cancel")],
+                admin.post(f"/api/v1/requests/{other}/cancel"),
+                admin.post(f"/api/v1/requests/{other}/cancel")],  # cancelled already: 409
         }  # fmt: skip
         documented = {(m, p) for p, ops in spec["paths"].items() for m in ops}
         assert documented == set(calls), documented ^ set(calls)

@@ -21,7 +21,7 @@ from starlette.middleware.sessions import SessionMiddleware
 
 from cloud_receiver.access import settings as access_settings
 from cloud_receiver.access.policy import AccessError
-from cloud_receiver.errors import NotFound, ReceiverError
+from cloud_receiver.errors import NotFound, ReceiverError, StorageError
 from cloud_receiver.storage import Storage, open_storage
 from cloud_receiver.web import api, pages
 from cloud_receiver.web.security import RateLimiter, WebState, security_headers
@@ -83,9 +83,14 @@ def create_app(settings: WebSettings, storage: Storage | None = None) -> FastAPI
     async def denied(request: Request, exc: AccessError) -> JSONResponse:
         return _error(403, str(exc))  # audited where it was decided
 
+    @app.exception_handler(StorageError)
+    async def unavailable(request: Request, exc: StorageError) -> JSONResponse:
+        return _error(503, str(exc))
+
     @app.exception_handler(ReceiverError)
     async def refused(request: Request, exc: ReceiverError) -> JSONResponse:
-        # Bad input the application refused, naming the field (as the CLI's exit 2).
+        # Bad input the application refused, naming the field (the CLI's exit 2), or
+        # what the resource's state does not allow (a request approved already).
         return _error(422 if isinstance(exc, ValueError) else 409, str(exc))
 
     @app.exception_handler(RequestValidationError)
