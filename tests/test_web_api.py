@@ -252,6 +252,8 @@ def test_readings_page_through_a_range_with_exact_values(
     assert bad.status_code == 422 and "since/until" in bad.json()["detail"]
     bad = viewer.get(f"/api/v1/meters/{M1}/readings", params={"after": "nonsense"})
     assert bad.status_code == 422 and "after 'nonsense'" in bad.json()["detail"]
+    bad = viewer.get(f"/api/v1/meters/{M1}/readings", params={"quantity": "kwh"})
+    assert bad.status_code == 422 and "unknown quantity 'kwh'" in bad.json()["detail"]
     bad = viewer.get(f"/api/v1/meters/{M1}/readings", params={"limit": 0})
     assert bad.status_code == 422 and "limit" in bad.json()["detail"]
 
