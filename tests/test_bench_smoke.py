@@ -100,3 +100,12 @@ def test_loadprofile_benchmark_prints_its_figures() -> None:
         "backfill_wire_limit_intervals_per_s_2400",
         "backfill_wire_ratio_2400",
     }
+
+
+def test_api_benchmark_prints_its_figures() -> None:
+    assert _bench("api.py") >= {
+        "api_readings_rps",
+        "api_page_p95_ms",
+        "api_direct_rps",
+        "api_readings_share",
+    }

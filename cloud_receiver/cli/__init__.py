@@ -32,11 +32,13 @@ from cloud_receiver.cli import (
     dr,
     ownership,
     pki,
+    portal,
     prepay,
     queries,
     releases,
     service,
     supply,
+    web,
 )
 from cloud_receiver.errors import ReceiverError
 
@@ -61,6 +63,6 @@ def main(site_tz: object) -> None:
 
 
 for _module in (pki, service, queries, conflicts, commands, prepay, dr, supply, analytics,
-                ownership, releases, access, audit, backup):  # fmt: skip
+                ownership, releases, access, audit, backup, portal, web):  # fmt: skip
     for _command in _module.COMMANDS:
         main.add_command(_command)
