@@ -7,11 +7,14 @@ is the separator alone). A concentrator reads them with a 0x11 read of data iden
 start time (DL/T 645-2007 appendix A, load-record table; docs/protocols.md §1.9)::
 
     request data:  DI 01 00 00 06 | NN | mm hh DD MM YY
-    one record:    A0 A0 | LL | mm hh DD MM YY | class 1 AA | ... | class 6 AA | CS | E5 E5
+    one record:    A0 A0 | LL | mm hh DD MM YY | class 1 AA | ... | class 6 AA | CS | E5
                    start   bytes  record time                                 sum   end
 
 ``LL`` counts the bytes from the record time to the last ``AA``; ``CS`` is the sum mod
-256 of every byte from the first ``A0`` to the last ``AA``. BCD data never holds the
+256 of every byte from the first ``A0`` to the last ``AA``; one ``E5`` ends the record.
+A record that starts ``E0 E0`` is one the meter itself marks as not correct: it has the
+same layout and is skipped. Every one of these facts was checked against independent
+implementations (docs/protocols.md §1.9). BCD data never holds the
 byte ``AA`` (its nibbles are not decimal), so the separators cannot be confused with
 values. Sans-I/O: bytes in, typed records out.
 """
@@ -40,12 +43,13 @@ DI_EARLIEST = 0x06000000
 DI_GIVEN_TIME = 0x06000001
 DI_LATEST = 0x06000002
 RECORD_START = b"\xa0\xa0"
-RECORD_END = b"\xe5\xe5"
+RECORD_BAD = b"\xe0\xe0"  # the meter marks this record as not correct
+RECORD_END = b"\xe5"
 SEPARATOR = 0xAA
 MAX_BLOCKS = 99  # NN is one BCD byte
 CLASSES = 6
-# Fixed bytes of a record around its classes: A0 A0, LL, time (5), CS, E5 E5.
-OVERHEAD = 2 + 1 + 5 + 1 + 2
+# Fixed bytes of a record around its classes: A0 A0, LL, time (5), CS, E5.
+OVERHEAD = 2 + 1 + 5 + 1 + 1
 
 
 @dataclass(frozen=True)
@@ -172,25 +176,32 @@ def encode_record(record: LoadRecord) -> bytes:
 
 
 def decode_records(raw: bytes) -> list[LoadRecord]:
-    """Every record in a reply's value bytes (follow-up frames already joined)."""
+    """Every valid record in a reply's value bytes (follow-up frames already joined);
+    records the meter marks ``E0 E0`` (not correct) are checked and left out."""
     out: list[LoadRecord] = []
     pos = 0
+    k = 0
     while pos < len(raw):
-        record, pos = _decode_one(raw, pos, len(out) + 1)
-        out.append(record)
+        k += 1
+        record, pos = _decode_one(raw, pos, k)
+        if record is not None:
+            out.append(record)
     return out
 
 
-def _decode_one(raw: bytes, pos: int, k: int) -> tuple[LoadRecord, int]:
+def _decode_one(raw: bytes, pos: int, k: int) -> tuple[LoadRecord | None, int]:
     at = pos
-    if raw[pos : pos + 2] != RECORD_START:
-        got = raw[pos : pos + 2].hex(" ").upper() or "nothing"
-        raise FrameError(f"load record {k}: starts with {got}, expected A0 A0", offset=at)
+    start = raw[pos : pos + 2]
+    if start not in (RECORD_START, RECORD_BAD):
+        got = start.hex(" ").upper() or "nothing"
+        raise FrameError(
+            f"load record {k}: starts with {got}, expected A0 A0 (or E0 E0)", offset=at
+        )
     if pos + 3 > len(raw):
         raise FrameError(f"load record {k}: cut off before its length byte", offset=at)
     length = raw[pos + 2]
     end = pos + 3 + length  # the checksum byte
-    if end + 3 > len(raw):
+    if end + 2 > len(raw):
         raise FrameError(
             f"load record {k}: length {length} runs past the {len(raw)} bytes received",
             offset=pos + 2,
@@ -202,11 +213,12 @@ def _decode_one(raw: bytes, pos: int, k: int) -> tuple[LoadRecord, int]:
             f"load record {k}: checksum 0x{raw[end]:02X}, computed 0x{cs:02X}",
             offset=end,
         )
-    if raw[end + 1 : end + 3] != RECORD_END:
+    if raw[end + 1 : end + 2] != RECORD_END:
         raise FrameError(
-            f"load record {k}: ends with {raw[end + 1 : end + 3].hex(' ').upper()}, expected E5 E5",
-            offset=end + 1,
+            f"load record {k}: ends with {raw[end + 1]:02X}, expected E5", offset=end + 1
         )
+    if start == RECORD_BAD:
+        return None, end + 2
     if len(body) < 5 + CLASSES:
         raise FrameError(
             f"load record {k}: {len(body)} bytes, expected at least {5 + CLASSES}",
@@ -234,19 +246,19 @@ def _decode_one(raw: bytes, pos: int, k: int) -> tuple[LoadRecord, int]:
                     f"load record {k}: class {n} is not {size} bytes then AA",
                     offset=pos + 3 + i,
                 )
-            k = 0
+            j = 0
             for f in CLASS_FIELDS[n - 1]:
-                value = decode_value(f.entry(), part[k : k + f.length])
+                value = decode_value(f.entry(), part[j : j + f.length])
                 assert isinstance(value, Decimal)
                 values[f.name] = value
-                k += f.length
+                j += f.length
             i += size
         i += 1
     if i != len(body):
         raise FrameError(
             f"load record {k}: {len(body) - i} bytes after class 6", offset=pos + 3 + i
         )
-    return LoadRecord(stamp, values), end + 3
+    return LoadRecord(stamp, values), end + 2
 
 
 def record_length(classes: Sequence[int]) -> int:

@@ -431,14 +431,19 @@ class Dlt698Reader:
         start: dt.datetime,
         end: dt.datetime,
         columns: Sequence[dlt698.OAD] = INTERVAL_COLUMNS,
+        *,
+        record: dlt698.OAD = dlt698.MINUTE_FREEZE,
     ) -> list[FreezeRecord]:
-        """Minute-freeze records with a freeze time in [start, end) (meter-local), every
-        record the meter holds there (no interval: its own stamps decide); none is []."""
+        """Freeze records (minute 5002, or daily 5004) with a freeze time in [start, end)
+        (meter-local), every record the meter holds there (no interval: its own stamps
+        decide); none is []."""
         piid = next(_PIIDS)
         server = dlt698.ServerAddress(address)
-        request = build_freeze_read(server, start, end, columns, interval=None, piid=piid)
+        request = build_freeze_read(
+            server, start, end, columns, record=record, interval=None, piid=piid
+        )
         reply = await self._exchange(request, server)
-        return parse_freeze_records(reply, address=server, piid=piid)
+        return parse_freeze_records(reply, address=server, piid=piid, record=record)
 
     async def read_address(self) -> str:
         """The address (4001) of the one meter on the line, asked by wildcard."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import tempfile
 from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
@@ -257,3 +258,68 @@ def test_a_live_read_and_a_recovery_of_one_slot_are_stored_once(tmp_path: Path) 
         ]
         assert not store.missing()  # the recovered slot is no longer missing
         assert store.backlog().readings == 2
+
+
+async def test_daily_freezes_missed_while_the_daemon_was_down_are_recovered_from_698_meters(
+    tmp_path: Path,
+) -> None:
+    """The daily freeze of a DL/T 698.45 meter takes the same backfill path as a DL/T
+    645 meter's: the daemon was down three days, so the freeze slots of those days are
+    noted missing at start and read back from record 5004 by day, at backfill priority,
+    stored once with source "backfill" under the DL/T 645 names, and equal to what the
+    meter froze (its ground truth)."""
+    down: list[int] = []
+
+    def freeze_task_for_698_down_three_days(cfg: Path, db: Path) -> None:
+        with cfg.open("a") as f:
+            f.write(
+                '\n[[task]]\nname = "daily-freeze-698"\n'
+                'quantities = ["frozen_daily_energy_fwd", "frozen_daily_time"]\n'
+                'every = "daily@00:05"\ngroups = ["dlt698"]\n'
+            )
+        config = load_config(cfg)
+        task = next(t for t in config.tasks if t.name == "daily-freeze-698")
+        slot = task.every.slot_start(
+            ScaledClock(scale=SCALE).wall() - 3 * 86400, config.concentrator.tzinfo
+        )
+        down.append(slot)
+        with Store.open(db) as store:
+            store.set_state(f"task:{task.name}:last_slot", str(slot))
+
+    async with running(tmp_path, FaultPlan(), freeze_task_for_698_down_three_days) as (_, daemon):
+        assert daemon.store is not None and daemon.polling is not None
+        store = daemon.store
+        config = daemon.polling.config
+        meters = [m.address for m in config.meters if m.protocol == "dlt698"]
+        assert meters
+        tz = config.concentrator.tzinfo
+        missed = [down[0] + d * 86400 for d in range(3)]  # three 00:05 slots
+
+        def stored(meter: str, quantity: str) -> list[StoredReading]:
+            return store.get_readings(meter=meter, quantity=quantity)
+
+        def recovered() -> bool:
+            return all(
+                {r.reading.slot for r in stored(m, "frozen_daily_energy_fwd_total")} >= set(missed)
+                for m in meters
+            )
+
+        await until(recovered, 120)
+        told = {
+            (t.meter, t.quantity, dt.datetime.fromtimestamp(t.t, tz).date()): t.value
+            for t in read_truth(tmp_path / "truth.jsonl")
+            if t.quantity.startswith("frozen_daily_")
+        }
+        for m in meters:
+            for q in ("frozen_daily_energy_fwd_total", "frozen_daily_energy_fwd_t1",
+                      "frozen_daily_time"):  # fmt: skip
+                rows = [r.reading for r in stored(m, q) if r.reading.slot in missed]
+                assert sorted(r.slot for r in rows) == missed, (m, q)  # once each
+                assert {r.source for r in rows} == {"backfill"}
+                for r in rows:
+                    day = dt.datetime.fromtimestamp(r.slot, tz).date()
+                    if q == "frozen_daily_time":
+                        assert r.value == f"{day:%Y%m%d}0000"
+                    else:
+                        assert told[(m, q, day)] == r.value, r
+                assert not store.missing(meter=m, quantity=q, since=missed[0], until=missed[-1] + 1)

@@ -40,11 +40,11 @@ AT = dt.datetime(2026, 11, 25, 10, 15)
 # One record with class 4 only (energy 12345.67 kWh forward, 0 reverse, 1.50 kvarh
 # combined reactive 1): A0 A0, LL = 27 bytes from the time to the last AA, the time
 # mm hh DD MM YY, three empty classes (AA each), class 4 and its AA, two empty classes,
-# CS = sum of A0 .. last AA mod 256 (recomputed below), E5 E5.
+# CS = sum of A0 .. last AA mod 256 (recomputed below), one E5 (docs/protocols.md §1.9).
 RECORD_BODY = bytes.fromhex(
     "A0 A0 1B 15 10 25 11 26 AA AA AA 67 45 23 01 00 00 00 00 50 01 00 00 00 00 00 00 AA AA AA"
 )
-RECORD = RECORD_BODY + bytes([sum(RECORD_BODY) & 0xFF]) + b"\xe5\xe5"
+RECORD = RECORD_BODY + bytes([sum(RECORD_BODY) & 0xFF]) + b"\xe5"
 RECORD_VALUE = LoadRecord(
     AT,
     {
@@ -61,7 +61,7 @@ def _frame_cs(frame: bytes) -> int:
 
 
 def test_worked_record_vector() -> None:
-    assert RECORD[-3] == 0xF9  # by hand: 0xA0 + 0xA0 + 0x1B + ... mod 256
+    assert RECORD[-2] == 0xF9  # by hand: 0xA0 + 0xA0 + 0x1B + ... mod 256
     assert decode_records(RECORD) == [RECORD_VALUE]
     assert encode_record(RECORD_VALUE) == RECORD
     assert RECORD_VALUE.classes == {4}
@@ -115,8 +115,9 @@ def test_reply_byte_by_byte_through_the_decoder() -> None:
         (lambda b: b"\xa0\xa1" + b[2:], "expected A0 A0"),
         (lambda b: b[:2], "length byte"),
         (lambda b: b[:20], "runs past"),
-        (lambda b: b[:-3] + bytes([b[-3] ^ 1]) + b[-2:], "checksum"),
-        (lambda b: b[:-1] + b"\xe4", "expected E5 E5"),
+        (lambda b: b[:-2] + bytes([b[-2] ^ 1]) + b[-1:], "checksum"),
+        (lambda b: b[:-1] + b"\xe4", "ends with E4, expected E5"),
+        (lambda b: b[:-1], "runs past"),
     ],
 )
 def test_bad_records_name_the_problem(mutate: object, message: str) -> None:
@@ -127,7 +128,50 @@ def test_bad_records_name_the_problem(mutate: object, message: str) -> None:
 
 def _with_body(body: bytes) -> bytes:
     head = b"\xa0\xa0" + bytes([len(body)])
-    return head + body + bytes([sum(head + body) & 0xFF]) + b"\xe5\xe5"
+    return head + body + bytes([sum(head + body) & 0xFF]) + b"\xe5"
+
+
+def test_public_request_layout() -> None:
+    """The request as an independent concentrator builds it (docs/protocols.md §1.9):
+    L = 0x0A, DI 06000001, block count 01, then the start time minute first; here
+    2013-06-17 08:45, one block."""
+    at = dt.datetime(2013, 6, 17, 8, 45)
+    data = bytes.fromhex("01 00 00 06 01 45 08 17 06 13")
+    body = bytes.fromhex("68 12 90 78 56 34 12 68 11 0A") + bytes((b + 0x33) & 0xFF for b in data)
+    assert dlt645.build_read(M, dlt645_load.DI_GIVEN_TIME, dlt645_load.request_data(at, 1)) == (
+        b"\xfe" * 4 + body + bytes([_frame_cs(body)]) + b"\x16"
+    )
+
+
+def test_public_class_1_record_vector() -> None:
+    """A class-1-only record laid out as an independent implementation answers 06010001
+    (docs/protocols.md §1.9): A0 A0, LL, time mm hh DD MM YY, 17 bytes of voltages,
+    currents and frequency, six AA (classes 2..6 empty), CS, E5. Values: 220.1/220.2/
+    220.3 V, 1.234/0/-0.500 A, 50.00 Hz at 2026-11-25 10:15; LL = 5 + 17 + 6 = 28 and
+    CS recomputed by hand."""
+    body = bytes.fromhex(
+        "15 10 25 11 26  01 22 02 22 03 22  34 12 00 00 00 00 00 05 80  00 50  AA AA AA AA AA AA"
+    )
+    raw = b"\xa0\xa0\x1c" + body + b"\x60\xe5"
+    assert (0xA0 + 0xA0 + 0x1C + sum(body)) & 0xFF == 0x60  # 0x760: 348 + 1540
+    (rec,) = decode_records(raw)
+    assert rec.at == AT and rec.classes == {1}
+    assert rec.values["voltage_a"] == Decimal("220.1")
+    assert rec.values["voltage_c"] == Decimal("220.3")
+    assert rec.values["current_a"] == Decimal("1.234")
+    assert rec.values["current_c"] == Decimal("-0.500")
+    assert rec.values["frequency"] == Decimal("50.00")
+    assert encode_record(rec) == raw
+
+
+def test_record_the_meter_marks_bad_is_skipped() -> None:
+    """E0 E0 in place of A0 A0: the meter says this record is not correct; it is checked
+    like any other and left out, and the records around it still decode."""
+    bad = b"\xe0\xe0" + RECORD[2:-2]
+    bad += bytes([sum(bad) & 0xFF]) + b"\xe5"
+    assert decode_records(RECORD + bad + RECORD) == [RECORD_VALUE, RECORD_VALUE]
+    with pytest.raises(FrameError, match="load record 2: checksum"):
+        decode_records(RECORD + bad[:-2] + bytes([bad[-2] ^ 1]) + b"\xe5")
 
 
 def test_class_layout_errors() -> None:

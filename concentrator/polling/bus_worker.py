@@ -23,7 +23,8 @@ from enum import IntEnum
 
 from concentrator.clock import Clock
 from concentrator.config import BusConfig, MeterConfig
-from concentrator.polling import load_read
+from concentrator.polling import freeze_read, load_read
+from concentrator.polling.freeze_read import FreezeNotTaken
 from concentrator.polling.health import Health, HealthTracker
 from concentrator.storage import StoreWriter
 from contract.records import Event, Reading
@@ -97,10 +98,6 @@ class Job:
     future: asyncio.Future[list[QuantityValue]] | None = field(compare=False, default=None)
     action: BusAction | None = field(compare=False, default=None)  # a command, not a read
     done: list[QuantityValue] = field(compare=False, default_factory=list)
-
-
-class FreezeNotTaken(DriverError):
-    """The meter's latest daily freeze is older than the day asked for (clock behind)."""
 
 
 @dataclass
@@ -557,10 +554,24 @@ class BusWorker:
         job.quantities = []
 
     async def _read_freeze(self, job: Job) -> None:
-        """Find the daily freeze of ``job.freeze_day`` among the meter's last 62."""
+        """Find the daily freeze of ``job.freeze_day`` among the meter's last 62 (a
+        698.45 meter is asked for the day: `freeze_read`)."""
         assert job.freeze_day is not None
-        d = self._dlt645()
         address = job.meter.address
+        if job.meter.protocol == "dlt698":
+            now = self.clock.wall()
+            today = dt.datetime.fromtimestamp(now, self.tz).date()
+            got = await freeze_read.read_daily(
+                self._channel("dlt698"), address, job.freeze_day, job.quantities, today, now
+            )
+            if got is None:
+                self._give_up(job, f"daily freeze of {job.freeze_day} no longer held by the meter")
+            else:
+                self.stats.reads_ok += 1
+                self._store(job, got)
+            job.quantities = []
+            return
+        d = self._dlt645()
         for n in range(1, dlt645.MAX_DAILY_FREEZES + 1):
             time_entry = dlt645.lookup(dlt645.daily_frozen_time_di(n))
             raw = await d.read_raw(address, time_entry.di)

@@ -31,7 +31,8 @@ from collections.abc import Callable, Sequence
 
 from concentrator.clock import Clock
 from concentrator.config import BusConfig, MeterConfig
-from concentrator.polling.bus_worker import BusWorker, FreezeNotTaken, Job
+from concentrator.polling.bus_worker import BusWorker, Job
+from concentrator.polling.freeze_read import FreezeNotTaken
 from concentrator.polling.health import HealthTracker
 from concentrator.storage import StoreWriter
 from contract.records import Event
