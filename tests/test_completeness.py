@@ -6,10 +6,16 @@ off the grid or outside the archive, and a site at +05:45."""
 from __future__ import annotations
 
 import datetime as dt
+import json
+from collections.abc import Callable
+from pathlib import Path
 
 import pytest
+from click.testing import CliRunner, Result
+from helpers import Operators
 
-from cloud_receiver.storage import MeterRecord, Storage
+from cloud_receiver.cli import main
+from cloud_receiver.storage import MeterRecord, Storage, open_storage
 from cloud_receiver.storage import ownership as rule
 from cloud_receiver.storage.completeness import MeterDay, Plan, Report, compute
 from cloud_receiver.storage.ownership import Assignment
@@ -175,3 +181,58 @@ def test_bad_plans_and_ranges_are_refused(receiver_storage: Storage) -> None:
         compute(conn, PLAN, DAY, DAY, NEXT)
     # An empty archive is an empty report, not an error.
     assert report(receiver_storage, NEXT).rows == []
+
+
+# ---------------------------------------------------------------------- the command
+def test_the_command_reports_as_json_and_as_a_table(
+    tmp_path: Path, operators: Callable[[str], Operators]
+) -> None:
+    db_url = f"sqlite:///{tmp_path / 'r.db'}"
+    s = open_storage(db_url)
+    try:
+        fill(s)
+    finally:
+        s.close()
+    env = {"MF_SESSION": str(operators(db_url).login("vera", "viewer")), "COLUMNS": "200"}
+
+    def run(*args: str) -> Result:
+        return CliRunner().invoke(main, ["completeness", "--db", db_url, *args], env=env)
+
+    done = run("--day", "2025-03-10", "--json")
+    assert done.exit_code == 0, done.output
+    doc = json.loads(done.stdout)
+    assert doc["plan"] == {"quantity": "energy_fwd_total", "interval_s": 900,
+                           "slots_per_day": 96, "late_after_s": 7200}  # fmt: skip
+    assert (
+        doc["since"] == "2025-03-10T00:00:00+08:00" and doc["until"] == "2025-03-11T00:00:00+08:00"
+    )
+    assert doc["overall"] == {
+        "meters": 5, "complete": 2, "success_rate": 0.4, "expected": 440, "live": 222,
+        "recovered": 16, "late": 8, "missing": 202, "ratio": 238 / 440,
+    }  # fmt: skip
+    assert set(doc["concentrators"]) == {"dc-1", "dc-2", ""}
+    assert doc["areas"]["TA-2"]["missing"] == 192
+    assert [(m["meter"], m["status"]) for m in doc["meters"]] == [
+        (A, "complete"), (B, "late"), (C, "partial"), (D, "never_answered"),
+        (E, "never_answered"),
+    ]  # fmt: skip
+    assert doc["meters"][4]["concentrator"] is None and doc["more"] == 0
+    # Only the meters that fell short, at most two of them: the rest counted on stderr.
+    short = run("--day", "2025-03-10", "--incomplete-only", "--limit", "2", "--json")
+    assert [m["meter"] for m in json.loads(short.stdout)["meters"]] == [B, C]
+    assert "2 more rows" in short.stderr
+    hourly = run("--since", "2025-03-10", "--until", "2025-03-11", "--area", "TA-1",
+                 "--interval", "1h", "--json")  # fmt: skip
+    assert json.loads(hourly.stdout)["overall"]["expected"] == 24 + 24 + 14
+    table = run("--day", "2025-03-10", "--concentrator", "dc-1")
+    assert table.exit_code == 0, table.output
+    assert "concentrator dc-1" in table.stdout and "recovered" in table.stdout
+    assert "partial" in table.stdout and D not in table.stdout
+    for args, message in (
+        (("--day", "2025-03-10", "--since", "2025-03-09"), "--day is one day"),
+        (("--since", "2025-03-10", "--until", "2025-03-10"), "empty range"),
+        (("--interval", "7m"), "expected an interval that divides a day"),
+        (("--day", "10.3.2025"), "expected a date YYYY-MM-DD"),
+    ):
+        bad = run(*args)
+        assert bad.exit_code == 2 and message in bad.output, (args, bad.output)
