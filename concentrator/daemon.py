@@ -492,12 +492,17 @@ class Daemon:
     async def _report_collection_day(self) -> None:
         """Once a day, after local midnight, the day's ``collection_day`` event
         (`concentrator.control.completeness`); the day sent is kept in the store's state,
-        so a restart neither repeats nor skips it."""
+        so a restart neither repeats nor skips it; a new store starts with the first day
+        the daemon sees (no event for the days before it ran)."""
         assert self.writer is not None
-        if self._collection_sent is None:
-            self._collection_sent = await self.writer.read_state(completeness.STATE_KEY) or ""
         cfg, now = self.config, self.clock.wall()
-        day = completeness.due_day(cfg, now, self._collection_sent or None)
+        if self._collection_sent is None:
+            sent = await self.writer.read_state(completeness.STATE_KEY)
+            if sent is None:  # a new store: from the first day this daemon sees on
+                sent = str(completeness.due_day(cfg, now, None))
+                self.writer.set_state(completeness.STATE_KEY, sent)
+            self._collection_sent = sent
+        day = completeness.due_day(cfg, now, self._collection_sent)
         if day is None:
             return
         event = await self.writer.query(lambda store: completeness.day_event(cfg, store, day, now))
