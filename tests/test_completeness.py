@@ -19,7 +19,7 @@ from cloud_receiver.storage import MeterRecord, Storage, open_storage
 from cloud_receiver.storage import ownership as rule
 from cloud_receiver.storage.completeness import MeterDay, Plan, Report, compute
 from cloud_receiver.storage.ownership import Assignment
-from contract.records import Reading
+from contract.records import Event, Reading
 
 CST = dt.timezone(dt.timedelta(hours=8))
 PLAN = Plan(CST)
@@ -79,6 +79,15 @@ def fill(storage: Storage) -> None:
          + energy(D, q(0, 95), quantity="voltage_a")),
         ("dc-2", NEXT, energy(STRAY, q(0, 95))),  # not in the archive
     ])  # fmt: skip
+    # dc-1's own view of the day (and of the day before, outside the window).
+    told = [
+        Event("collection_day", "warning", None, {"day": d, **TOLD, "incomplete": []}, at)
+        for d, at in (("2025-03-10", NEXT + 900), ("2025-03-09", MIDNIGHT + 900))
+    ]
+    storage.ingest("dc-1", 99, 1, [], told, NEXT + 900)  # fmt: skip
+
+
+TOLD = {"meters": 3, "complete": 1, "expected": 248, "live": 230, "recovered": 16}
 
 
 def row(r: Report, meter: str) -> MeterDay:
@@ -107,6 +116,7 @@ def test_a_closed_day_exact_figures(receiver_storage: Storage) -> None:
     assert by_area == {"TA-1": (3, 248, 238), "TA-2": (2, 192, 0)}
     assert [m.meter for m in r.incomplete()] == [B, C, D, E]
     assert r.archive == 5 and r.heard == {A, B, C}  # D only off the grid
+    assert r.reported == {("dc-1", "2025-03-10"): TOLD}
     # The filters narrow the rows; the figures of what is left do not change.
     assert [m.meter for m in report(receiver_storage, NEXT * 2, area="TA-2").rows] == [D, E]
     assert [m.meter for m in report(receiver_storage, NEXT * 2, concentrator="dc-2").rows] == [D]
@@ -217,6 +227,7 @@ def test_the_command_reports_as_json_and_as_a_table(
         (E, "never_answered"),
     ]  # fmt: skip
     assert doc["meters"][4]["concentrator"] is None and doc["more"] == 0
+    assert doc["reported"] == [{"concentrator": "dc-1", "day": "2025-03-10", **TOLD}]
     # Only the meters that fell short, at most two of them: the rest counted on stderr.
     short = run("--day", "2025-03-10", "--incomplete-only", "--limit", "2", "--json")
     assert [m["meter"] for m in json.loads(short.stdout)["meters"]] == [B, C]
@@ -228,6 +239,7 @@ def test_the_command_reports_as_json_and_as_a_table(
     assert table.exit_code == 0, table.output
     assert "concentrator dc-1" in table.stdout and "recovered" in table.stdout
     assert "partial" in table.stdout and D not in table.stdout
+    assert "their collection_day events" in table.stdout
     for args, message in (
         (("--day", "2025-03-10", "--since", "2025-03-09"), "--day is one day"),
         (("--since", "2025-03-10", "--until", "2025-03-10"), "empty range"),

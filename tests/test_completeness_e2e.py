@@ -120,3 +120,6 @@ def test_the_day_event_reaches_the_receiver_and_agrees_with_its_report(
     assert {m["meter"]: m["expected"] for m in report["meters"]} == dict.fromkeys(meters, 1440)
     assert report["overall"]["live"] == event["live"]
     assert report["overall"]["success_rate"] == 0.0
+    # ...and carries the concentrator's own figures beside its own.
+    told = {k: event[k] for k in ("meters", "complete", "expected", "live", "recovered")}
+    assert report["reported"] == [{"concentrator": CID, "day": day.isoformat(), **told}]

@@ -22,6 +22,7 @@ from cloud_receiver.access.policy import Action, Resource
 from cloud_receiver.cli.auth import acting, session_option
 from cloud_receiver.cli.common import collection_options
 from cloud_receiver.storage.completeness import (
+    REPORTED_FIELDS,
     Grouping,
     MeterDay,
     Plan,
@@ -35,6 +36,11 @@ _TOTAL_COLUMNS = (
     Column("success", "number"), Column("expected", "number"), Column("live", "number"),
     Column("recovered", "number"), Column("late", "number"), Column("missing", "number"),
     Column("ratio", "number"),
+)  # fmt: skip
+_REPORTED_COLUMNS = (
+    Column("concentrator", "id"), Column("day", "time"), Column("meters", "number"),
+    Column("complete", "number"), Column("task slots", "number"), Column("live", "number"),
+    Column("recovered", "number"),
 )  # fmt: skip
 _METER_COLUMNS = (
     Column("day", "time"), Column("meter", "id"), Column("area", "id"),
@@ -150,6 +156,8 @@ def _document(report: Report, rows: list[MeterDay], more: int) -> dict[str, Any]
         "concentrators": {t.key or "": _total(t) for t in report.totals("concentrator")},
         "areas": {t.key: _total(t) for t in report.totals("area")},
         "meters": [_meter(m) for m in rows],
+        "reported": [{"concentrator": c, "day": d, **figures}
+                     for (c, d), figures in sorted(report.reported.items())],
         "more": more,
     }  # fmt: skip
 
@@ -174,6 +182,13 @@ def _print(report: Report, rows: list[MeterDay], first: dt.date, end: dt.date) -
           m.recovered, m.late, m.missing, m.status.replace("_", " ")) for m in rows],
         title="meters",
     )  # fmt: skip
+    if report.reported:
+        print_table(
+            _REPORTED_COLUMNS,
+            [(c, d, *(f.get(k) for k in REPORTED_FIELDS))
+             for (c, d), f in sorted(report.reported.items())],
+            title="as the concentrators held it (their collection_day events)",
+        )  # fmt: skip
 
 
 COMMANDS = [completeness]

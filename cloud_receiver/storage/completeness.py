@@ -35,6 +35,11 @@ moved during the day counts whole for its new owner); an unassigned meter's for 
 concentrator that last delivered it (looking back one day before the window), else
 for none (``""``).
 
+**Reported**: beside its own count, the report carries each concentrator's
+``collection_day`` event of those days (`reported`): what the concentrator held by its
+own tasks. A slot held there but missing here was lost on the way; missing there too,
+the meter was never read.
+
 **Figures** per day, concentrator and area (`Totals`): meters, complete meters and
 their share (the utility's headline success rate), expected / live / recovered / late
 readings and the reading ratio received / expected.
@@ -46,12 +51,12 @@ import datetime as dt
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from sqlalchemy import Connection, and_, case, func, select
 
 from cloud_receiver.storage.ownership import Assignment, histories, owner_at
-from cloud_receiver.storage.schema import batches, meter_owners, meters, readings
+from cloud_receiver.storage.schema import batches, events, meter_owners, meters, readings
 from contract import quantities
 
 DAY_S = 86_400
@@ -195,6 +200,8 @@ class Report:
     rows: list[MeterDay]
     heard: set[str] = field(default_factory=set)  # meters delivering in or a day before
     archive: int = 0  # archive meters (before the filters)
+    # (concentrator, day) -> the detail of its collection_day event
+    reported: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
 
     def totals(self, by: Grouping) -> list[Totals]:
         groups: dict[str, Totals] = {}
@@ -251,7 +258,36 @@ def compute(
             )  # fmt: skip
         day += dt.timedelta(days=1)
     heard = {m for m, seen in last_heard.items() if seen}
-    return Report(plan, since, until, now, rows, heard, _archive_size(conn))
+    told = reported(conn, first, end, concentrator)
+    return Report(plan, since, until, now, rows, heard, _archive_size(conn), told)
+
+
+REPORTED_FIELDS = ("meters", "complete", "expected", "live", "recovered")
+
+
+def reported(
+    conn: Connection, first: dt.date, end: dt.date, concentrator: str | None = None
+) -> dict[tuple[str, str], dict[str, Any]]:
+    """The concentrators' own ``collection_day`` figures of the days ``first`` ≤ day <
+    ``end``, by (concentrator, day): the event's totals (its meter list left out). The
+    event is sent after the day, on the concentrator's clock: looked for up to two days
+    after the window."""
+    e = events.c
+    lo = dt.datetime.combine(first, dt.time(), dt.UTC).timestamp() - DAY_S
+    hi = dt.datetime.combine(end, dt.time(), dt.UTC).timestamp() + 2 * DAY_S
+    query = (
+        select(e.concentrator, e.detail)
+        .where(e.kind == "collection_day", e.at >= lo, e.at < hi)
+        .order_by(e.id)
+    )
+    if concentrator is not None:
+        query = query.where(e.concentrator == concentrator)
+    days = {(first + dt.timedelta(days=i)).isoformat() for i in range((end - first).days)}
+    out: dict[tuple[str, str], dict[str, Any]] = {}
+    for conc, detail in conn.execute(query):
+        if isinstance(detail, dict) and detail.get("day") in days:
+            out[(conc, detail["day"])] = {k: detail.get(k) for k in REPORTED_FIELDS}
+    return out
 
 
 @dataclass
