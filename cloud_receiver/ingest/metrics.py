@@ -67,12 +67,17 @@ class DatabaseFigures:
     conflicts: int = 0
 
 
-def collection(storage: Storage, rule: Plan, now: float) -> tuple[dict[str, Collection], int, int]:
+def collection(
+    storage: Storage, rule: Plan, now: float, look_back: completeness.LookBack | None = None
+) -> tuple[dict[str, Collection], int, int]:
     """Per concentrator `Collection` today at ``now``, the archive's size and its silent
-    meters (`cloud_receiver.storage.completeness` is the rule)."""
+    meters (`cloud_receiver.storage.completeness` is the rule); ``look_back`` keeps
+    yesterday's deliveries between calls."""
     day = rule.day_of(now)
     with storage.read() as conn:
-        report = completeness.compute(conn, rule, day, day + dt.timedelta(days=1), now)
+        report = completeness.compute(
+            conn, rule, day, day + dt.timedelta(days=1), now, look_back=look_back
+        )
     out = {
         t.key: Collection(t.meters, t.expected, t.received, t.recovered, t.complete)
         for t in report.totals("concentrator")
@@ -102,6 +107,7 @@ class CachedFigures:
         self._lock = threading.Lock()
         self._figures: DatabaseFigures | None = None
         self._at: float | None = None  # monotonic
+        self._look_back = completeness.LookBack()  # yesterday's deliveries, once a day
 
     def get(self) -> DatabaseFigures | None:
         """The figures (None until a first query succeeded); a failed query keeps the
@@ -120,7 +126,9 @@ class CachedFigures:
             return self._figures
 
     def _query(self) -> DatabaseFigures:
-        per_concentrator, archive, silent = collection(self.storage, self.rule, self.clock())
+        per_concentrator, archive, silent = collection(
+            self.storage, self.rule, self.clock(), self._look_back
+        )
         return DatabaseFigures(
             quarantined=self.storage.quarantine_size(),
             conflicts=self.storage.conflict_count(),

@@ -53,7 +53,17 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from sqlalchemy import Connection, and_, case, func, select
+from sqlalchemy import (
+    BigInteger,
+    ColumnElement,
+    Connection,
+    Select,
+    and_,
+    case,
+    func,
+    literal_column,
+    select,
+)
 
 from cloud_receiver.storage.ownership import Assignment, histories, owner_at
 from cloud_receiver.storage.schema import batches, events, meter_owners, meters, readings
@@ -228,16 +238,20 @@ def compute(
     meter: str | None = None,
     area: str | None = None,
     concentrator: str | None = None,
+    look_back: LookBack | None = None,
 ) -> Report:
     """Completeness of the local days ``first`` ≤ day < ``end`` as of ``now``: one
-    `MeterDay` per archive meter and day with something due, by day and meter."""
+    `MeterDay` per archive meter and day with something due, by day and meter.
+    ``look_back`` keeps the day before the window between calls (the metrics)."""
     if end <= first:
         raise ValueError(f"empty range: {end} is not after {first}")
     since, until = plan.day_start(first), plan.day_start(end)
     due_until = min(until, plan.grid_floor(now))  # slots before it are over
     archive = _archive(conn, meter, area)
     owners = histories(conn, archive) if archive else {}
-    counts, last_heard = _counts(conn, plan, since - DAY_S, due_until, meter, area)
+    counts, in_window = _counts(conn, plan, since, due_until, now, meter, area)
+    before = (look_back or LookBack()).get(conn, plan, since, meter, area)
+    last_heard: Heard = {m: [*before.get(m, []), *in_window.get(m, [])] for m in archive}
     rows: list[MeterDay] = []
     day = first
     while day < end:
@@ -257,7 +271,7 @@ def compute(
                          c.live, c.recovered, c.late)
             )  # fmt: skip
         day += dt.timedelta(days=1)
-    heard = {m for m, seen in last_heard.items() if seen}
+    heard = {m for m, seen in last_heard.items() if seen}  # (filtered meters only)
     told = reported(conn, first, end, concentrator)
     return Report(plan, since, until, now, rows, heard, _archive_size(conn), told)
 
@@ -322,75 +336,121 @@ def _archive_size(conn: Connection) -> int:
     return int(conn.execute(select(func.count()).select_from(meters)).scalar_one())
 
 
-def _counts(
-    conn: Connection,
-    plan: Plan,
-    since: int,
-    until: int,
-    meter: str | None,
-    area: str | None,
-) -> tuple[dict[tuple[str, dt.date], _Count], dict[str, list[tuple[int, str]]]]:
-    """Per (meter, day) the due grid readings of the plan's quantity from each meter's
-    commissioning on, live / recovered / late; and per meter, (latest slot, concentrator)
-    of each deliverer per day (``since`` reaches a day back for the last deliverer)."""
-    r, m, b, o = readings.c, meters.c, batches.c, meter_owners.c
-    off, interval = plan.offset_s, plan.interval_s
+Heard = dict[str, list[tuple[int, str]]]  # meter -> (latest slot, concentrator) per day
+
+
+def _int(n: int) -> ColumnElement[Any]:
+    """An integer written into the SQL (never a value from outside: our own constants)."""
+    return literal_column(str(int(n)), BigInteger())
+
+
+class LookBack:
+    """The look-back day's deliveries (who last delivered each meter), kept while the
+    window's first day stays the same: the metrics refresh today's figures every few
+    seconds, and yesterday no longer changes much."""
+
+    def __init__(self) -> None:
+        self._key: tuple[int, str | None, str | None] | None = None
+        self._heard: Heard = {}
+
+    def get(
+        self, conn: Connection, plan: Plan, since: int, meter: str | None, area: str | None
+    ) -> Heard:
+        key = (since, meter, area)
+        if self._key != key:
+            self._heard = _delivered(conn, plan, since - DAY_S, since, meter, area)
+            self._key = key
+        return self._heard
+
+
+def _grid_readings(
+    plan: Plan, since: int, until: int, meter: str | None, area: str | None
+) -> Select[Any]:
+    """The plan's readings of archive meters on its grid in ``[since, until)``, from each
+    meter's commissioning on (columns to be chosen by the caller)."""
+    r, m, o = readings.c, meters.c, meter_owners.c
     first_owned = (
         select(o.meter.label("meter"), func.min(o.effective_from).label("since"))
         .group_by(o.meter)
         .subquery()
     )
-    day_no = (r.slot + off) // DAY_S
-    cutoff = (day_no + 1) * DAY_S - off + plan.late_after_s
-    rows = (
-        select(
-            r.meter.label("meter"),
-            r.concentrator.label("concentrator"),
-            r.source.label("source"),
-            r.slot.label("slot"),
-            day_no.label("day_no"),
-            case((b.received_at > cutoff, 1), else_=0).label("late"),
-        )
+    query = (
+        select(r.meter)
         .select_from(
-            readings.join(meters, m.meter == r.meter)
-            .outerjoin(batches, and_(b.concentrator == r.concentrator, b.seq == r.seq))
-            .outerjoin(first_owned, first_owned.c.meter == r.meter)
+            readings.join(meters, m.meter == r.meter).outerjoin(
+                first_owned, first_owned.c.meter == r.meter
+            )
         )
         .where(
             r.quantity == plan.quantity,
             r.slot >= since,
             r.slot < until,
-            (r.slot + off) % interval == 0,
+            (r.slot + plan.offset_s) % plan.interval_s == 0,
             r.slot >= func.coalesce(first_owned.c.since, 0),
         )
     )
     if meter is not None:
-        rows = rows.where(r.meter == meter)
+        query = query.where(r.meter == meter)
     if area is not None:
-        rows = rows.where(m.area == area)
-    sub = rows.subquery()
-    s = sub.c
-    query = select(
-        s.meter, s.concentrator, s.source, s.day_no, s.late, func.count(), func.max(s.slot)
-    ).group_by(s.meter, s.concentrator, s.source, s.day_no, s.late)
+        query = query.where(m.area == area)
+    return query
+
+
+def _delivered(
+    conn: Connection, plan: Plan, since: int, until: int, meter: str | None, area: str | None
+) -> Heard:
+    r = readings.c
+    query = _grid_readings(plan, since, until, meter, area)
+    grouped: Select[Any] = query.with_only_columns(
+        r.meter, r.concentrator, func.max(r.slot)
+    ).group_by(r.meter, r.concentrator)
+    heard: Heard = defaultdict(list)
+    for row in conn.execute(grouped):
+        heard[row[0]].append((int(row[2]), row[1]))
+    return dict(heard)
+
+
+def _counts(
+    conn: Connection,
+    plan: Plan,
+    since: int,
+    until: int,
+    now: float,
+    meter: str | None,
+    area: str | None,
+) -> tuple[dict[tuple[str, dt.date], _Count], Heard]:
+    """Per (meter, day) the due grid readings of the plan's quantity from each meter's
+    commissioning on, live / recovered / late; and per meter, (latest slot, concentrator)
+    of each deliverer per day. Batches are looked up for their arrival only when a day
+    of the window is past its cut-off (nothing is late before)."""
+    r, b = readings.c, batches.c
+    # Constants inline (integers): grouped by, an expression must read the same.
+    day_no = (r.slot + _int(plan.offset_s)) // _int(DAY_S)
+    query = _grid_readings(plan, since, until, meter, area)
+    keys: list[ColumnElement[Any]] = [r.meter, r.concentrator, r.source, day_no]
+    late: ColumnElement[Any] = _int(0)  # selected, never grouped by ("GROUP BY 0": a position)
+    if plan.cutoff(plan.day_of(since)) < now:
+        cutoff = (day_no + _int(1)) * _int(DAY_S) - _int(plan.offset_s - plan.late_after_s)
+        late = case((b.received_at > cutoff, 1), else_=0)
+        keys.append(late)
+        query = query.outerjoin(batches, and_(b.concentrator == r.concentrator, b.seq == r.seq))
+    grouped = query.with_only_columns(
+        r.meter, r.concentrator, r.source, day_no, late, func.count(), func.max(r.slot)
+    ).group_by(*keys)
     counts: dict[tuple[str, dt.date], _Count] = defaultdict(_Count)
     latest: dict[tuple[str, str, int], int] = {}
-    first_day = plan.day_of(since + DAY_S)
-    for name, conc, source, day_no_, late, n, last in conn.execute(query):
+    for name, conc, source, day_no_, is_late, n, last in conn.execute(grouped).all():
         key = (name, conc, int(day_no_))
         latest[key] = max(latest.get(key, 0), int(last))
-        day = dt.date.fromordinal(int(day_no_) + _EPOCH)
-        if day < first_day:
-            continue  # the look-back day: who delivered, not counted
-        c = counts[(name, day)]
+        c = counts[(name, dt.date.fromordinal(int(day_no_) + _EPOCH))]
         if source == RECOVERED_SOURCE:
             c.recovered += int(n)
         elif source in LIVE_SOURCES:
             c.live += int(n)
         else:
             continue
-        c.late += int(n) if late else 0
-    heard: dict[str, list[tuple[int, str]]] = defaultdict(list)
+        c.late += int(n) if is_late else 0
+    heard: Heard = defaultdict(list)
     for (name, conc, _), last in latest.items():
         heard[name].append((last, conc))
     return dict(counts), dict(heard)
