@@ -7,12 +7,15 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner, Result
 from helpers import Operators
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from cloud_receiver.cli import main
 from cloud_receiver.storage import MeterRecord, Storage, open_storage
@@ -248,3 +251,96 @@ def test_the_command_reports_as_json_and_as_a_table(
     ):
         bad = run(*args)
         assert bad.exit_code == 2 and message in bad.output, (args, bad.output)
+
+
+# ---------------------------------------------------------------------- against a model
+GRIDS = (900, 3600)
+SOURCES = ("poll", "backfill", "ondemand")
+reading_st = st.tuples(
+    st.integers(0, 2),  # meter
+    st.integers(-86_400 // 300, 2 * 86_400 // 300),  # slot, in 5-minute steps from MIDNIGHT
+    st.sampled_from(SOURCES),
+    st.sampled_from(["dc-1", "dc-2"]),
+    st.integers(0, 3 * 86_400),  # arrival after the slot
+)
+Commissioned = list[tuple[int, str] | None]
+
+
+def model(
+    plan: Plan, commissioned: Commissioned, got: dict[tuple[int, int], tuple[str, str, int]],
+    now: int,
+) -> list[tuple[object, ...]]:  # fmt: skip
+    """The module docstring's rule, by brute force over every slot."""
+    rows = []
+    due_until = min(NEXT + 86_400, plan.grid_floor(now))
+    for day, start in ((DAY, MIDNIGHT), (DAY + dt.timedelta(days=1), NEXT)):
+        for i, name in enumerate((A, B, C)):
+            c = commissioned[i]
+            lo = max(start, plan.grid_ceil(c[0])) if c else start
+            hi = min(start + 86_400, due_until)
+            slots = range(lo, hi, plan.interval_s) if hi > lo else range(0)
+            if not slots:
+                continue
+            live = recovered = late = 0
+            for s in slots:
+                if (i, s) in got:
+                    source, _, arrived = got[(i, s)]
+                    live += source != "backfill"
+                    recovered += source == "backfill"
+                    late += arrived > plan.cutoff(day)
+            if c:
+                owner = c[1]
+            else:
+                heard = [(s, g[1]) for (j, s), g in got.items() if j == i
+                         and MIDNIGHT - 86_400 <= s < hi
+                         and (s + plan.offset_s) % plan.interval_s == 0]  # fmt: skip
+                owner = max(heard)[1] if heard else ""
+            rows.append((day, name, owner, len(slots), live, recovered, late))
+    return rows
+
+
+@settings(max_examples=60, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])  # fmt: skip
+@given(
+    interval=st.sampled_from(GRIDS),
+    commissioned=st.lists(
+        st.one_of(st.none(), st.tuples(st.integers(MIDNIGHT - 3600, NEXT + 86_400),
+                                       st.sampled_from(["dc-1", "dc-2"]))),
+        min_size=3, max_size=3,
+    ),
+    readings=st.lists(reading_st, max_size=40),
+    now_after=st.integers(0, 4 * 86_400),
+)  # fmt: skip
+def test_the_figures_match_the_rule_by_brute_force(
+    tmp_path: Path,
+    interval: int,
+    commissioned: Commissioned,
+    readings: list[tuple[int, int, str, str, int]],
+    now_after: int,
+) -> None:
+    """Random archives (commissioned or not, on or off the grid), readings (any source,
+    on or off the grid, before and in the window, arriving any time up to now) and
+    times: the figures are those of the rule, computed slot by slot."""
+    plan, now = Plan(CST, interval_s=interval), MIDNIGHT + now_after
+    s = open_storage(f"sqlite:///{tmp_path / f'm{uuid.uuid4().hex}.db'}")
+    try:
+        s.replace_archive([MeterRecord(m, "TA-1", "customer") for m in (A, B, C)])
+        assign(s, *[(m, c[0], c[1]) for m, c in zip((A, B, C), commissioned, strict=True) if c])
+        got: dict[tuple[int, int], tuple[str, str, int]] = {}
+        for seq, (i, step, source, conc, after) in enumerate(readings, start=1):
+            slot = MIDNIGHT + 300 * step
+            arrived = min(now, slot + after)
+            if (i, slot) in got or arrived < slot:
+                continue  # one reading per slot; none arrives before its slot
+            got[(i, slot)] = (source, conc, arrived)
+            s.ingest(conc, seq, 1, energy((A, B, C)[i], range(slot, slot + 1), source), [],
+                     arrived)  # fmt: skip
+        with s.read() as conn:
+            r = compute(conn, plan, DAY, DAY + dt.timedelta(days=2), now)
+    finally:
+        s.close()
+    got_rows = [(m.day, m.meter, m.concentrator, m.expected, m.live, m.recovered, m.late)
+                for m in r.rows]  # fmt: skip
+    assert got_rows == model(plan, commissioned, got, now)
+    for t in r.totals("day"):
+        assert t.received <= t.expected and t.complete <= t.meters
