@@ -16,6 +16,7 @@ from cloud_receiver.applications.fleet import pki
 from cloud_receiver.applications.fleet.archive import Archive, format_archive_csv
 from cloud_receiver.applications.fleet.local_broker import LocalBroker
 from cloud_receiver.applications.reactions import Applications
+from cloud_receiver.ingest.ingestor import TAKE as INGEST_TAKE
 from cloud_receiver.ingest.ingestor import Ingestor
 from cloud_receiver.ingest.metrics import CachedFigures, CollectionRule
 from cloud_receiver.storage import (
@@ -36,6 +37,7 @@ def receiver_ingestor(storage: Storage, keys: Callable[[str, int], bytes | None]
 
 __all__ = [
     "DEFAULT_TZ",
+    "INGEST_TAKE",
     "TAMPER_EVENTS",
     "Archive",
     "CachedFigures",

@@ -468,6 +468,8 @@ class Daemon:
             await asyncio.sleep(STATUS_EVERY_REAL_S)
             self._write_status()
             self.polling.backfill.sweep()
+            if self.polling.load.due():
+                await self.polling.load.sweep()
             if self.updater is not None:
                 try:
                     await self.updater.report()

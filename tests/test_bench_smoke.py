@@ -91,3 +91,12 @@ def test_metrics_benchmark_prints_its_figures() -> None:
         "concentrator_metrics_rss_mb",
         "concentrator_metrics_scrape_gzip_bytes",
     }
+
+
+def test_loadprofile_benchmark_prints_its_figures() -> None:
+    assert _bench("loadprofile.py") >= {
+        "collection_completeness_after_outage",
+        "backfill_intervals_per_s_2400",
+        "backfill_wire_limit_intervals_per_s_2400",
+        "backfill_wire_ratio_2400",
+    }

@@ -23,6 +23,7 @@ from enum import IntEnum
 
 from concentrator.clock import Clock
 from concentrator.config import BusConfig, MeterConfig
+from concentrator.polling import load_read
 from concentrator.polling.health import Health, HealthTracker
 from concentrator.storage import StoreWriter
 from contract.records import Event, Reading
@@ -56,7 +57,8 @@ class Priority(IntEnum):
     ONDEMAND = 0
     POLL = 1
     # A scheduled daily freeze stays in the meter for 62 days and can be backfilled; an
-    # interval reading cannot. So a freeze yields to every interval read, even one whose
+    # interval reading only from a meter that keeps a load curve (`loadprofile`), and
+    # only for days. So a freeze yields to every interval read, even one whose
     # deadline is later (a freeze left over from yesterday near midnight otherwise took
     # the bus in the first minutes of the new day's first slot).
     FREEZE = 2
@@ -90,6 +92,8 @@ class Job:
     source: str = field(compare=False, default="poll")
     freeze_day: dt.date | None = field(compare=False, default=None)
     backfill: bool = field(compare=False, default=False)
+    # Load-profile recovery: slot -> the names to recover from the meter's load memory.
+    load: dict[int, frozenset[str]] | None = field(compare=False, default=None)
     future: asyncio.Future[list[QuantityValue]] | None = field(compare=False, default=None)
     action: BusAction | None = field(compare=False, default=None)  # a command, not a read
     done: list[QuantityValue] = field(compare=False, default_factory=list)
@@ -156,6 +160,10 @@ class BusWorker:
     @property
     def queued(self) -> int:
         return len(self._ready) + len(self._delayed)
+
+    def usable(self) -> bool:
+        """Whether the channel works now (a carrier module says so itself)."""
+        return self.port_error is None
 
     def utilisation(self) -> float:
         elapsed = self.clock.monotonic() - self._started
@@ -248,6 +256,8 @@ class BusWorker:
             await self._prepare()
             if job.freeze_day is not None:
                 await self._read_freeze(job)
+            elif job.load is not None:
+                await self._read_load(job)
             else:
                 await self._read_quantities(job)
         except MeterError as exc:
@@ -521,6 +531,30 @@ class BusWorker:
             self.stats.reads_ok += 1
             self._store(job, values)
             job.quantities.pop(0)
+
+    async def _read_load(self, job: Job) -> None:
+        """Missed slots read back from the meter's load curve (`load_read`): stored with
+        the job's source ("backfill") under each record's own slot."""
+        assert job.load is not None
+        got = await load_read.recover(
+            self._channel(job.meter.protocol), job.meter, job.load, self.tz
+        )
+        now = self.clock.wall()
+        readings = [
+            Reading(job.meter.address, name, slot, text, unit, now, job.source)
+            for slot, values in got.values.items()
+            for name, (text, unit) in sorted(values.items())
+        ]
+        self.stats.reads_ok += 1
+        self.stats.readings += len(readings)
+        self.writer.add(readings)
+        job.done.extend(
+            QuantityValue(r.meter, r.quantity, str(r.slot), r.value, r.unit, now) for r in readings
+        )
+        for slot, names in got.not_held.items():  # not tried again (`LoadBackfill.sweep`)
+            for name in sorted(names):
+                self.writer.missing(job.meter.address, name, slot, load_read.NOT_HELD)
+        job.quantities = []
 
     async def _read_freeze(self, job: Job) -> None:
         """Find the daily freeze of ``job.freeze_day`` among the meter's last 62."""

@@ -309,6 +309,9 @@ class PlcWorker(BusWorker):
         )
         return doc
 
+    def usable(self) -> bool:
+        return self.module_up.is_set()
+
     def stuck_s(self) -> float:
         """Real seconds the oldest job in the air has been running (0 when none)."""
         if not self._started_at:
