@@ -78,6 +78,7 @@ def _invocations(db: str, tmp: Path, request_of: dict[str, int]) -> list[tuple[s
         ("data.read", ["archive", "list"]),
         ("data.read", ["dr", "report", "no-such-event"]),
         ("fleet.read", ["concentrators"]),
+        ("fleet.read", ["completeness", "--day", "2026-01-05", "--area", "TA-1"]),
         ("fleet.read", ["commands"]),
         ("fleet.read", ["rollout", "status"]),
         ("fleet.read", ["supply", "show", M1]),

@@ -83,6 +83,7 @@ events = Table(
     Column("detail", JSON().with_variant(JSONB(), "postgresql"), nullable=False),
     Column("at", Double, nullable=False),
 )
+Index("events_by_kind", events.c.kind, events.c.at)  # the collection_day events of a day
 
 quarantine = Table(
     "quarantine",

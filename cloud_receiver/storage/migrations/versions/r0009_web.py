@@ -8,7 +8,7 @@
   call credits once.
 
 Revision ID: 0009
-Revises: 0006 (the lead re-chains at merge)
+Revises: 0008
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0009"
-down_revision: str | None = "0006"
+down_revision: str | None = "0008"
 branch_labels: str | None = None
 depends_on: str | None = None
 
