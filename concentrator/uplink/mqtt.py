@@ -8,6 +8,17 @@ or a restart is sealed again from the same rows and gives the same bytes. At mos
 ``window`` batches are in flight. Events go first in every batch (the store orders
 them), then the backlog oldest first.
 
+Live batches (wire version 3) are coded against what the receiver committed: the
+`wire.ReferenceBook` learns, from each ack, the newest value of every series the batch
+carried, and the next batches code each series' first reading as a delta against it.
+The book lives in memory only, so a batch coded against it could not be sealed again
+identically after a restart; two rules keep a nonce from ever carrying two plaintexts:
+a batch with events is never coded, and at start-up a pending batch without events is
+put back into the outbox (its readings go again under a new ``seq``; the receiver
+stores a reading it already holds once). When the receiver cannot resolve a reference
+it stores nothing and answers "resync": the book is cleared and the batch's rows go
+back into the outbox, to leave again as a key batch under a new ``seq``.
+
 paho-mqtt runs its network loop in its own thread; callbacks hop into asyncio with
 ``call_soon_threadsafe``. Reconnects back off exponentially with jitter, so a fleet
 that lost the broker at the same moment does not come back at the same moment.
@@ -21,7 +32,7 @@ import logging
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -32,8 +43,17 @@ from concentrator.storage import Batch, Store, StoreError, StoreWriter
 from contract import topics, wire
 from contract.mqtt_session import connect_persistent, tls_client
 from contract.records import Event, Reading
+from contract.wire.references import latest as latest_readings
 
 log = logging.getLogger(__name__)
+
+_CODED_SINCE = 3  # the first wire version whose batches carry references
+
+
+# A reference older than this (before the batch's first slot) is not used: the batch
+# codes that series whole (a key value). A receiver's retention or a restore from an
+# old backup are likelier to have lost what is that old.
+REFERENCE_MAX_AGE_S = 2 * 86_400
 
 
 @dataclass
@@ -42,6 +62,8 @@ class InFlight:
     payload: bytes
     sent_at: float  # monotonic
     readings: int
+    # The newest reading of each series in the batch: what its ack teaches the book.
+    latest: list[Reading] = field(default_factory=list)
 
 
 @dataclass
@@ -54,6 +76,8 @@ class UplinkStats:
     bytes_sent: int = 0
     last_ack_at: float | None = None
     rejected: int = 0
+    resyncs: int = 0  # batches the receiver could not decode: sent again as key batches
+    coded: int = 0  # batches sealed against references
 
 
 def _content(batch: Batch) -> wire.BatchContent:
@@ -78,6 +102,7 @@ class Uplink:
         self.key = cfg.payload_key()
         self.stats = UplinkStats()
         self.in_flight: dict[int, InFlight] = {}
+        self.references = wire.ReferenceBook()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._acks: asyncio.Queue[bytes] = asyncio.Queue()
         self._wake = asyncio.Event()
@@ -175,9 +200,13 @@ class Uplink:
         )
         acks = asyncio.create_task(self._ack_loop())
         try:
-            # Batches taken before a restart go out first, unchanged.
+            # Batches taken before a restart go out first, unchanged; those that may
+            # have been coded against references (module docstring) go back instead.
             for batch in await self.writer.call(self.store.pending_batches):
-                self._remember(batch)
+                if self.cfg.wire_version >= _CODED_SINCE and not batch.events:
+                    await self.writer.call(self.store.requeue, batch.batch_id)
+                else:
+                    self._remember(batch, coded=False)
             await self._send_loop()
         finally:
             acks.cancel()
@@ -185,17 +214,31 @@ class Uplink:
             self._client.disconnect()
             self._client.loop_stop()
 
-    def _remember(self, batch: Batch) -> InFlight:
+    def _remember(self, batch: Batch, *, coded: bool = True) -> InFlight:
+        content = _content(batch)
+        references = None
+        if coded and self.cfg.wire_version >= _CODED_SINCE and not content.events:
+            first = min((r.slot for r in content.readings), default=0)
+            references = self.references.usable(first - REFERENCE_MAX_AGE_S)
         payload = wire.seal_batch(
-            _content(batch),
+            content,
             concentrator_id=self.concentrator_id,
             key_id=self.cfg.key_id,
             key=self.key,
             seq=batch.batch_id,
             version=self.cfg.wire_version,
             software=__version__,
+            references=references,
         )
-        entry = InFlight(batch.batch_id, payload, sent_at=-1e18, readings=len(batch.readings))
+        if references:
+            self.stats.coded += 1
+        entry = InFlight(
+            batch.batch_id,
+            payload,
+            sent_at=-1e18,
+            readings=len(batch.readings),
+            latest=latest_readings(content.readings),
+        )
         self.in_flight[batch.batch_id] = entry
         return entry
 
@@ -260,6 +303,9 @@ class Uplink:
                 self.stats.rejected += 1
                 log.error("receiver rejected batch %d: %s", ack.seq, ack.reason)
                 continue  # kept in flight: resent after the timeout
+            if ack.status == "resync":
+                await self._resync(ack)
+                continue
             try:
                 await self.writer.call(self.store.mark_delivered, ack.seq)
             except StoreError as exc:
@@ -271,8 +317,28 @@ class Uplink:
                 del self.in_flight[ack.seq]
                 self.stats.batches_acked += 1
                 self.stats.readings_acked += entry.readings
+                self.references.learn(entry.latest)
             self.stats.last_ack_at = time.time()
             self._wake.set()
+
+    async def _resync(self, ack: wire.Ack) -> None:
+        """The receiver stored nothing of batch ``ack.seq``: it could not resolve a
+        reference. Trust no reference any more, and put the batch's rows back into the
+        outbox: they leave again as a key batch under a new ``seq`` (never the old one
+        with other bytes)."""
+        entry = self.in_flight.get(ack.seq)
+        self.references.forget()
+        if entry is None:
+            return  # already requeued (a second resync for the same batch)
+        try:
+            await self.writer.call(self.store.requeue, ack.seq)
+        except StoreError as exc:
+            log.warning("cannot put batch %d back for a resync: %s", ack.seq, exc)
+            return  # still in flight: resent after the timeout, refused again, retried
+        del self.in_flight[ack.seq]
+        self.stats.resyncs += 1
+        log.info("receiver asked for a key batch instead of batch %d: %s", ack.seq, ack.reason)
+        self._wake.set()
 
     def flush(self) -> None:
         """Look for readings to send now rather than at the next ``poll_s`` tick."""
@@ -290,4 +356,6 @@ class Uplink:
             "bytes_sent": s.bytes_sent,
             "last_ack_at": s.last_ack_at,
             "rejected": s.rejected,
+            "resyncs": s.resyncs,
+            "coded": s.coded,
         }
