@@ -27,16 +27,19 @@
     19 value_text   {reading index: text} for values no mantissa restores exactly
     20 read_at      column(n): ms after the slot, as residuals (`_predict_read_at`)
     21 sources      null if every source is "poll", else [[text], column(n)]
-    22 events       [[kind, severity, meter | null, detail, at], ...]
+    22 s_partner    column(s): 0, or the offset to the series of the same meter whose
+                    moves predict this one's (`contract.wire.predict`, "ratio")
+    23 events       [[kind, severity, meter | null, detail, at], ...]
 
 Why this layout (measured in bench/wire.py, against the order-0 entropy of the values):
 
-- series are sorted meter first, so consecutive series are read one after the other
-  on one bus, and the read-time predictor is left with one exchange's jitter;
+- series are sorted by meter, then in the order they were read, so consecutive series
+  are consecutive exchanges on one bus, and the read-time predictor is left with one
+  exchange's jitter;
 - each quantity has its own value column: energy deltas fit a byte where power deltas
   need two, and the compressor sees one distribution per column;
-- a series predicts each value from the one before (``linear`` 0) or from the line
-  through the two before (``linear`` 1; energy registers that grow at a steady rate),
+- a series predicts each value from the one before, from the line through the two
+  before, or from how a partner series of the same meter moved (`.predict`),
   whichever the encoder finds smaller;
 - a reference delta is exact: both values are aligned to the larger number of
   decimals, so a change of scale between the reference and the reading is coded
@@ -65,11 +68,18 @@ from contract.wire.content import (
 )
 from contract.wire.decimals import MAX_DECIMALS, format_decimal, parse_decimal
 from contract.wire.errors import WireError, fail
+from contract.wire.predict import (
+    SeriesValues,
+    choose_partners,
+    linear_is_smaller,
+    residuals,
+    restore,
+)
 from contract.wire.references import Reference, RefKey, Resolver, check
 
 _DIGITS = re.compile(r"[0-9]{1,38}")
 _DEFAULT_SOURCE = "poll"
-_BODY_FIELDS = 23
+_BODY_FIELDS = 24
 _MAX_CODE = MAX_DECIMALS << 2 | 3
 
 _Bounds = list[tuple[int, int]]
@@ -78,16 +88,16 @@ _Bounds = list[tuple[int, int]]
 def encode_body(
     content: BatchContent, references: Mapping[tuple[str, str], Reference] | None = None
 ) -> bytes:
-    """CBOR array of 23 fields (see the module docstring); readings as columns.
+    """CBOR array of 24 fields (see the module docstring); readings as columns.
 
     A series uses its reference when the reference is older than its first slot and
     both its first value and the reference are canonical decimals; otherwise its first
     value goes whole (a key value).
     """
-    readings = sorted(content.readings, key=lambda r: (r.meter, r.quantity, r.unit, r.slot))
-    n = len(readings)
+    n = len(content.readings)
     if n > MAX_READINGS:
         raise ValueError(f"{n} readings in one batch, at most {MAX_READINGS}")
+    readings = _in_series_order(content.readings)
     refs = references or {}
 
     quantities = sorted({r.quantity for r in readings})
@@ -142,6 +152,7 @@ def encode_body(
     ref_offsets: list[int | None] = []
     ref_rows: list[tuple[RefKey, str, float]] = []
     head_prev = [0] * len(quantities)
+    series: list[SeriesValues] = []
     prev_meter = prev_slot = 0
     for a, b in bounds:
         first = readings[a]
@@ -184,18 +195,18 @@ def encode_body(
             mantissas.append(last)
             if mixed:
                 value_exp.append(decimals - p[1])
-        linear = _linear_is_smaller(mantissas)
-        s_code.append(decimals << 2 | linear << 1 | mixed)
-        column = values[q]
-        if ref_value is not None:
-            top = max(decimals, ref_value[1])
-            column.append(
-                mantissas[0] * 10 ** (top - decimals) - ref_value[0] * 10 ** (top - ref_value[1])
-            )
-        else:
+        if ref_value is None:
             value_head.append(mantissas[0] - head_prev[q])
             head_prev[q] = mantissas[0]
-        column.extend(_residuals(mantissas, linear))
+        linear = linear_is_smaller(mantissas)
+        s_code.append(decimals << 2 | linear << 1 | mixed)
+        series.append(SeriesValues(decimals, ref_value, slots[a:b], linear, mantissas))
+
+    groups = [range(x, y) for x, y in _runs(s_meter)]
+    s_partner = choose_partners(series, groups, s_quantity)
+    for k, sv in enumerate(series):
+        partner = series[k + s_partner[k]] if s_partner[k] else None
+        values[s_quantity[k]].extend(residuals(sv, partner))
 
     read_at = _predict_read_at(offsets, slots, bounds, ref_offsets, encode=True)
 
@@ -229,6 +240,7 @@ def encode_body(
             value_text,
             pack(read_at),
             sources_field,
+            pack(s_partner),
             encode_events(content.events),
         ]
     )
@@ -237,19 +249,25 @@ def encode_body(
     return body
 
 
-def _linear_is_smaller(m: list[int]) -> bool:
-    if len(m) < 3:
-        return False
-    flat = sum(abs(m[i] - m[i - 1]) for i in range(2, len(m)))
-    line = sum(abs(m[i] - 2 * m[i - 1] + m[i - 2]) for i in range(2, len(m)))
-    return line < flat
+def _in_series_order(unordered: tuple[Reading, ...]) -> list[Reading]:
+    """Series by meter, and within a meter in the order they were read (their first
+    read time): the read-time predictor's "previous series" is then the exchange just
+    before on the same bus. Within a series, by slot."""
+    groups: dict[tuple[str, str, str], list[Reading]] = {}
+    for r in unordered:
+        if not math.isfinite(r.read_at):
+            raise ValueError(f"read_at {r.read_at} of meter {r.meter!r} is not a finite time")
+        groups.setdefault((r.meter, r.quantity, r.unit), []).append(r)
+    for rows in groups.values():
+        rows.sort(key=lambda r: r.slot)
+    order = sorted(groups, key=lambda k: (k[0], groups[k][0].read_at, k[1], k[2]))
+    return [r for key in order for r in groups[key]]
 
 
-def _residuals(m: list[int], linear: bool) -> list[int]:
-    out = [m[i] - m[i - 1] for i in range(1, min(len(m), 2))]
-    for i in range(2, len(m)):
-        out.append(m[i] - (2 * m[i - 1] - m[i - 2] if linear else m[i - 1]))
-    return out
+def _runs(s_meter_deltas: list[int]) -> list[tuple[int, int]]:
+    """Series index ranges of one meter each (meter-major order: contiguous)."""
+    starts = [k for k, d in enumerate(s_meter_deltas) if k == 0 or d != 0]
+    return list(zip(starts, [*starts[1:], len(s_meter_deltas)], strict=False))
 
 
 def _predict_read_at(
@@ -452,46 +470,60 @@ def _finish(layout: _Layout, found: Mapping[RefKey, tuple[str, float]]) -> Batch
     ):
         fail("bad_layout", "value_text: expected {reading index: text}")
 
-    mantissas: list[int] = []
-    decimals: list[int] = []
+    s = len(layout.bounds)
+    s_partner = unpack(fields[22], s, "s_partner")
+    series: list[SeriesValues] = []
     ref_offsets: list[int | None] = []
+    firsts: list[int | None] = []
+    starts: list[int] = []
     head_prev = [0] * len(layout.quantities)
     at_q = [0] * len(layout.quantities)
-    head = exp = 0
+    head = 0
     for k, (a, b) in enumerate(layout.bounds):
         q = layout.s_quantity[k]
-        series_decimals, linear, mixed = s_code[k] >> 2, s_code[k] >> 1 & 1, s_code[k] & 1
-        column = columns[q]
         key = layout.ref_keys[k]
+        ref: tuple[int, int] | None = None
         if key is None:
-            first = head_prev[q] + value_head[head]
+            head_prev[q] += value_head[head]
             head += 1
-            head_prev[q] = first
+            firsts.append(head_prev[q])
             ref_offsets.append(None)
         else:
             text, read_at = found[key]
-            ref_value = parse_decimal(text)
-            if ref_value is None:
+            ref = parse_decimal(text)
+            if ref is None:
                 fail("unresolved_reference", f"reference value {text!r} is not a decimal")
-            top = max(series_decimals, ref_value[1])
-            whole, rest = divmod(
-                column[at_q[q]] + ref_value[0] * 10 ** (top - ref_value[1]),
-                10 ** (top - series_decimals),
-            )
-            at_q[q] += 1
-            if rest:
-                fail("bad_layout", f"reference delta of series {k} leaves a remainder")
-            first = whole
+            firsts.append(None)
             ref_offsets.append(round(read_at * 1000) - key[2] * 1000)
-        m = [first]
-        for i in range(a + 1, b):
-            r = column[at_q[q]]
-            at_q[q] += 1
-            if linear and i >= a + 2:
-                m.append(r + 2 * m[-1] - m[-2])
-            else:
-                m.append(r + m[-1])
-        mantissas.extend(m)
+        starts.append(at_q[q])
+        at_q[q] += (b - a) - (key is None)
+        partner = k + s_partner[k]
+        if s_partner[k] and not (
+            0 <= partner < s
+            and layout.s_meter[partner] == layout.s_meter[k]
+            and s_partner[partner] == 0
+            and layout.slots[a:b] == layout.slots[slice(*layout.bounds[partner])]
+        ):
+            fail("bad_layout", f"s_partner: series {k} names {partner}, not a partner it can have")
+        series.append(
+            SeriesValues(s_code[k] >> 2, ref, layout.slots[a:b], bool(s_code[k] >> 1 & 1))
+        )
+    for second in (False, True):  # partners first, then the series that follow them
+        for k, sv in enumerate(series):
+            if bool(s_partner[k]) != second:
+                continue
+            q = layout.s_quantity[k]
+            count = len(sv.slots) - (firsts[k] is not None)
+            res = columns[q][starts[k] : starts[k] + count]
+            anchor = series[k + s_partner[k]] if s_partner[k] else None
+            restore(sv, res, firsts[k], anchor, f"series {k}")
+
+    mantissas: list[int] = []
+    decimals: list[int] = []
+    exp = 0
+    for k, (a, b) in enumerate(layout.bounds):
+        series_decimals, mixed = s_code[k] >> 2, s_code[k] & 1
+        mantissas.extend(series[k].m)
         for i in range(a, b):
             if mixed:
                 shift = value_exp[exp]
@@ -542,4 +574,4 @@ def _finish(layout: _Layout, found: Mapping[RefKey, tuple[str, float]]) -> Batch
                     source=sources[i],
                 )
             )
-    return BatchContent(readings=tuple(readings), events=decode_events(fields[22]))
+    return BatchContent(readings=tuple(readings), events=decode_events(fields[23]))
