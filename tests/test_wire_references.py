@@ -292,3 +292,88 @@ def test_any_batch_round_trips_against_any_references(
         Reading(x.meter, x.quantity, x.slot, x.value, x.unit, round(x.read_at * 1000) / 1000)
         for x in new
     )
+
+
+# ------------------------------------------------------------ partner predictors
+
+
+def _meter_slots(meters: int, slots: int, seed: int = 5) -> list[Reading]:
+    """Power, voltage and current of each meter that move together (I = P / U)."""
+    rng = random.Random(seed)
+    out = []
+    for m in range(meters):
+        base = rng.uniform(0.2, 1.8)
+        for k in range(slots):
+            slot = SLOT + 900 * k
+            p, u = base * rng.gauss(1, 0.1), 220 + rng.gauss(0, 0.5)
+            for j, (q, text) in enumerate(
+                (("power_total", f"{p:.4f}"), ("voltage_a", f"{u:.1f}"),
+                 ("current_a", f"{p * 1000 / u:.3f}"))
+            ):  # fmt: skip
+                out.append(Reading(f"{m:012d}", q, slot, text, "x", slot + 1 + m + j * 0.1))
+    return out
+
+
+@pytest.mark.parametrize("coded", [False, True])
+def test_current_follows_power_and_voltage(coded: bool) -> None:
+    readings = _meter_slots(80, 4 if not coded else 2)
+    old = [x for x in readings if x.slot == SLOT]
+    new = tuple(x for x in readings if x.slot > SLOT) if coded else tuple(readings)
+    refs = book_of(*old) if coded else None
+    fields = cbor2.loads(wire_body.encode_body(BatchContent(new), refs))
+    first, second = (wire_body.unpack(c, fields[1], "p") for c in fields[22])
+    assert any(first) and any(second)  # the current is predicted from two partners
+    got = wire.open_batch(seal(BatchContent(new), refs), lookup, Db(tuple(old)).resolve)[1]
+    assert Counter(got.readings) == Counter(new)
+
+
+@pytest.mark.parametrize(
+    ("codes", "names"),
+    [
+        (([0, 2, 0], [0, 0, 0]), "names 2"),  # past the meter's series (other meter)
+        (([0, 0, 0], [0, 2, 0]), "second partner and no first"),
+        (([2, 0, -2], [0, 0, 0]), "not a partner it can have"),  # a partner's partner
+        (([0], [0]), r"s_partner\[0\]"),
+    ],
+)
+def test_malformed_partners_name_the_field(codes: tuple[list[int], list[int]], names: str) -> None:
+    batch = (
+        *(
+            Reading("000000000001", q, SLOT + 900 * k, f"{k + 1}.5", "x", SLOT + 900 * k + 1)
+            for q in ("a", "b")
+            for k in range(3)
+        ),
+        Reading("000000000002", "a", SLOT, "1.0", "x", SLOT + 2.0),
+    )
+    fields = cbor2.loads(wire_body.encode_body(BatchContent(batch)))
+    fields[22] = [wire_body.pack(c) for c in codes]
+    with pytest.raises(WireError, match=names):
+        wire.open_batch(envelope(cbor2.dumps(fields)), lookup, Db().resolve)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.lists(
+        st.tuples(st.integers(-50, 50), st.integers(-3, 3), st.integers(0, 3)),
+        min_size=2,
+        max_size=8,
+    ),
+    st.integers(1, 3),
+)
+def test_partners_round_trip_with_zeros_and_signs(
+    steps: list[tuple[int, int, int]], meters: int
+) -> None:
+    # Series that are multiples of each other (with noise, zeros and sign changes),
+    # so the encoder picks partners and the decoder meets every division it must.
+    readings = []
+    for m in range(meters):
+        for k, (a, noise, dec) in enumerate(steps):
+            slot = SLOT + 900 * k
+            for q, value in (("a", a), ("b", 3 * a + noise), ("c", a * (noise + 1))):
+                text = str(Decimal(value * (m + 1)).scaleb(-dec)) if value else "0"
+                readings.append(Reading(f"m{m}", q, slot, text, "x", slot + 1.0 + m))
+    old = tuple(x for x in readings if x.slot == SLOT)
+    new = tuple(x for x in readings if x.slot > SLOT)
+    for batch, refs in ((tuple(readings), None), (new, book_of(*old))):
+        got = wire.open_batch(seal(BatchContent(batch), refs), lookup, Db(old).resolve)[1]
+        assert Counter(got.readings) == Counter(batch)

@@ -27,8 +27,9 @@
     19 value_text   {reading index: text} for values no mantissa restores exactly
     20 read_at      column(n): ms after the slot, as residuals (`_predict_read_at`)
     21 sources      null if every source is "poll", else [[text], column(n)]
-    22 s_partner    column(s): 0, or the offset to the series of the same meter whose
-                    moves predict this one's (`contract.wire.predict`, "ratio")
+    22 s_partner    [column(s), column(s)]: a series' first and second partner, each
+                    0 or (offset to a series of the same meter) * 2 + (1 if its
+                    exponent is -1): whose moves predict this one's (`.predict`)
     23 events       [[kind, severity, meter | null, detail, at], ...]
 
 Why this layout (measured in bench/wire.py, against the order-0 entropy of the values):
@@ -72,6 +73,8 @@ from contract.wire.predict import (
     SeriesValues,
     choose_partners,
     linear_is_smaller,
+    partner_code,
+    partner_decode,
     residuals,
     restore,
 )
@@ -203,10 +206,10 @@ def encode_body(
         series.append(SeriesValues(decimals, ref_value, slots[a:b], linear, mantissas))
 
     groups = [range(x, y) for x, y in _runs(s_meter)]
-    s_partner = choose_partners(series, groups, s_quantity)
+    partners = choose_partners(series, groups, s_quantity)
     for k, sv in enumerate(series):
-        partner = series[k + s_partner[k]] if s_partner[k] else None
-        values[s_quantity[k]].extend(residuals(sv, partner))
+        mates = [(series[k + offset], e) for offset, e in partners[k]]
+        values[s_quantity[k]].extend(residuals(sv, mates))
 
     read_at = _predict_read_at(offsets, slots, bounds, ref_offsets, encode=True)
 
@@ -240,7 +243,7 @@ def encode_body(
             value_text,
             pack(read_at),
             sources_field,
-            pack(s_partner),
+            [pack([partner_code(p, i) for p in partners]) for i in range(2)],
             encode_events(content.events),
         ]
     )
@@ -471,7 +474,13 @@ def _finish(layout: _Layout, found: Mapping[RefKey, tuple[str, float]]) -> Batch
         fail("bad_layout", "value_text: expected {reading index: text}")
 
     s = len(layout.bounds)
-    s_partner = unpack(fields[22], s, "s_partner")
+    if not isinstance(fields[22], list) or len(fields[22]) != 2:
+        fail("bad_layout", "s_partner: expected two columns")
+    codes = [unpack(c, s, f"s_partner[{i}]") for i, c in enumerate(fields[22])]
+    partners = [
+        [partner_decode(c) for c in (first, second) if c]
+        for first, second in zip(*codes, strict=True)
+    ]
     series: list[SeriesValues] = []
     ref_offsets: list[int | None] = []
     firsts: list[int | None] = []
@@ -497,26 +506,31 @@ def _finish(layout: _Layout, found: Mapping[RefKey, tuple[str, float]]) -> Batch
             ref_offsets.append(round(read_at * 1000) - key[2] * 1000)
         starts.append(at_q[q])
         at_q[q] += (b - a) - (key is None)
-        partner = k + s_partner[k]
-        if s_partner[k] and not (
-            0 <= partner < s
-            and layout.s_meter[partner] == layout.s_meter[k]
-            and s_partner[partner] == 0
-            and layout.slots[a:b] == layout.slots[slice(*layout.bounds[partner])]
-        ):
-            fail("bad_layout", f"s_partner: series {k} names {partner}, not a partner it can have")
+        if codes[1][k] and not codes[0][k]:
+            fail("bad_layout", f"s_partner: series {k} has a second partner and no first")
+        for offset, _ in partners[k]:
+            mate = k + offset
+            if not (
+                0 <= mate < s
+                and offset != 0
+                and layout.s_meter[mate] == layout.s_meter[k]
+                and not codes[0][mate]
+                and not codes[1][mate]
+                and layout.slots[a:b] == layout.slots[slice(*layout.bounds[mate])]
+            ):
+                fail("bad_layout", f"s_partner: series {k} names {mate}, not a partner it can have")
         series.append(
             SeriesValues(s_code[k] >> 2, ref, layout.slots[a:b], bool(s_code[k] >> 1 & 1))
         )
     for second in (False, True):  # partners first, then the series that follow them
         for k, sv in enumerate(series):
-            if bool(s_partner[k]) != second:
+            if bool(partners[k]) != second:
                 continue
             q = layout.s_quantity[k]
             count = len(sv.slots) - (firsts[k] is not None)
             res = columns[q][starts[k] : starts[k] + count]
-            anchor = series[k + s_partner[k]] if s_partner[k] else None
-            restore(sv, res, firsts[k], anchor, f"series {k}")
+            mates = [(series[k + offset], e) for offset, e in partners[k]]
+            restore(sv, res, firsts[k], mates, f"series {k}")
 
     mantissas: list[int] = []
     decimals: list[int] = []
