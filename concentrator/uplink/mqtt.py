@@ -4,7 +4,7 @@ A batch leaves the outbox only when the *receiver's* authenticated ack for its s
 number arrives (docs/architecture.md, "Delivery semantics"): PUBACK only says the broker
 has it (MQTT 5.0 §4.3.2). The sequence number is the store's batch id, committed durably
 before the batch is sealed, so a nonce is never reused; a batch resent after a timeout
-or a restart is sealed again from the same rows and gives the same bytes. At most
+is published again with the same bytes. At most
 ``window`` batches are in flight. Events go first in every batch (the store orders
 them), then the backlog oldest first.
 
@@ -12,10 +12,11 @@ Live batches (wire version 3) are coded against what the receiver committed: the
 `wire.ReferenceBook` learns, from each ack, the newest value of every series the batch
 carried, and the next batches code each series' first reading as a delta against it.
 The book lives in memory only, so a batch coded against it could not be sealed again
-identically after a restart; two rules keep a nonce from ever carrying two plaintexts:
-a batch with events is never coded, and at start-up a pending batch without events is
-put back into the outbox (its readings go again under a new ``seq``; the receiver
-stores a reading it already holds once). When the receiver cannot resolve a reference
+identically after a restart, nor could one sealed by a release (or a config) with
+another wire version. So at start-up the batches still in flight go back into the
+outbox and leave under new sequence numbers (a nonce never carries two plaintexts; the
+receiver stores a reading it already holds once), and a batch with events is never
+coded. When the receiver cannot resolve a reference
 it stores nothing and answers "resync": the book is cleared and the batch's rows go
 back into the outbox, to leave again as a key batch under a new ``seq``.
 
@@ -200,13 +201,10 @@ class Uplink:
         )
         acks = asyncio.create_task(self._ack_loop())
         try:
-            # Batches taken before a restart go out first, unchanged; those that may
-            # have been coded against references (module docstring) go back instead.
-            for batch in await self.writer.call(self.store.pending_batches):
-                if self.cfg.wire_version >= _CODED_SINCE and not batch.events:
-                    await self.writer.call(self.store.requeue, batch.batch_id)
-                else:
-                    self._remember(batch, coded=False)
+            # Batches taken before a restart go back into the outbox (module docstring).
+            moved = await self.writer.call(self.store.requeue_all_undelivered)
+            if moved:
+                log.info("put %d rows of batches in flight before the start back", moved)
             await self._send_loop()
         finally:
             acks.cancel()
@@ -214,10 +212,10 @@ class Uplink:
             self._client.disconnect()
             self._client.loop_stop()
 
-    def _remember(self, batch: Batch, *, coded: bool = True) -> InFlight:
+    def _remember(self, batch: Batch) -> InFlight:
         content = _content(batch)
         references = None
-        if coded and self.cfg.wire_version >= _CODED_SINCE and not content.events:
+        if self.cfg.wire_version >= _CODED_SINCE and not content.events:
             first = min((r.slot for r in content.readings), default=0)
             references = self.references.usable(first - REFERENCE_MAX_AGE_S)
         payload = wire.seal_batch(
