@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Literal, get_args
@@ -20,6 +20,7 @@ from cloud_receiver.ingest import ownership
 from cloud_receiver.ingest.hooks import Reactions
 from cloud_receiver.ingest.ratelimit import RateLimiter, SenderRate
 from cloud_receiver.storage import Batch, IngestResult, Storage
+from cloud_receiver.storage import references as stored_references
 from cloud_receiver.storage.quarantine import Budget
 from contract import topics, wire
 from contract.quantities import canonical_readings
@@ -32,7 +33,7 @@ log = logging.getLogger(__name__)
 class Outcome:
     """What became of one message; ``ack`` is the payload to publish, if any."""
 
-    status: str  # stored | duplicate | quarantined | dropped (over the rate limit)
+    status: str  # stored | duplicate | resync | quarantined | dropped (over the rate limit)
     reason: str = ""
     concentrator: str | None = None
     seq: int | None = None
@@ -79,6 +80,7 @@ class Counters:
     quarantined: int = 0  # kept in the quarantine (perhaps evicted since)
     rate_limited: int = 0  # refused beyond the sender's rate: counted, not kept
     evicted: int = 0  # old quarantined messages this process evicted to make room
+    resyncs: int = 0  # batches whose references were not resolved: nothing stored
     readings: int = 0
     by_reason: dict[str, int] = field(default_factory=dict)
 
@@ -272,8 +274,10 @@ class Ingestor:
                 f"concentrator {topic_id!r} is revoked (`cloud-receiver revoke`)",
             )
         try:
-            _, content = wire.open_batch(payload, self.keys)
+            _, content = wire.open_batch(payload, self.keys, self._resolve)
         except wire.WireError as exc:
+            if exc.reason == "unresolved_reference":
+                return self._resync(topic_id, header, str(exc))
             return self._quarantine(topic, payload, now, topic_id, header.seq, exc.reason, str(exc))
         # A concentrator of the previous release still sends Modbus register names.
         readings = canonical_readings(content.readings)
@@ -309,6 +313,29 @@ class Ingestor:
             version=header.version,
         )
         return Outcome(status, "", topic_id, header.seq, new, ack)
+
+    def _resolve(self, keys: Sequence[wire.RefKey]) -> Mapping[wire.RefKey, tuple[str, float]]:
+        return stored_references.resolve(self.storage, keys)
+
+    def _resync(self, concentrator: str, header: wire.Header, detail: str) -> Outcome:
+        """A batch coded against values this database does not hold (or holds
+        otherwise): nothing is stored, nothing quarantined (the sender did no wrong),
+        and the ack asks the concentrator for the same readings as a key batch."""
+        self.counters.resyncs += 1
+        self.counters.by_reason["unresolved_reference"] = (
+            self.counters.by_reason.get("unresolved_reference", 0) + 1
+        )
+        log.info("asked %s to resend batch %d as a key batch: %s", concentrator, header.seq, detail)
+        key = self.keys(concentrator, header.key_id)
+        assert key is not None  # open_batch just used it
+        ack = wire.seal_ack(
+            wire.Ack(seq=header.seq, status="resync", reason=detail[:512]),
+            concentrator_id=concentrator,
+            key_id=header.key_id,
+            key=key,
+            version=header.version,
+        )
+        return Outcome("resync", "unresolved_reference", concentrator, header.seq, 0, ack)
 
     def _refuse_foreign(
         self, topic: str, concentrator: str, seq: int, split: ownership.Split, now: float
