@@ -30,6 +30,7 @@ from cloud_receiver.cli import (
     commands,
     conflicts,
     dr,
+    feedback,
     ownership,
     pki,
     prepay,
@@ -61,6 +62,6 @@ def main(site_tz: object) -> None:
 
 
 for _module in (pki, service, queries, conflicts, commands, prepay, dr, supply, analytics,
-                ownership, releases, access, audit, backup):  # fmt: skip
+                ownership, releases, access, audit, backup, feedback):  # fmt: skip
     for _command in _module.COMMANDS:
         main.add_command(_command)
