@@ -33,11 +33,13 @@ from cloud_receiver.cli import (
     feedback,
     ownership,
     pki,
+    portal,
     prepay,
     queries,
     releases,
     service,
     supply,
+    web,
 )
 from cloud_receiver.errors import ReceiverError
 
@@ -62,6 +64,6 @@ def main(site_tz: object) -> None:
 
 
 for _module in (pki, service, queries, conflicts, commands, prepay, dr, supply, analytics,
-                ownership, releases, access, audit, backup, feedback):  # fmt: skip
+                ownership, releases, access, audit, backup, portal, web, feedback):  # fmt: skip
     for _command in _module.COMMANDS:
         main.add_command(_command)

@@ -8,7 +8,7 @@ conversation that answers it (`cloud_receiver.applications.feedback`).
   operators', with who wrote it.
 
 Revision ID: 0010
-Revises: 0006
+Revises: 0009 (the task said 0006; chained after the portal's 0009 when merged)
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0010"
-down_revision: str | None = "0006"
+down_revision: str | None = "0009"
 branch_labels: str | None = None
 depends_on: str | None = None
 
