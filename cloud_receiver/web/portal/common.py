@@ -20,6 +20,11 @@ def tz() -> dt.timezone:
     return site_tz()
 
 
+def gettext(request: Request) -> i18n.Gettext:
+    """The request's catalogue, for text a page builds itself (chart titles)."""
+    return i18n.Gettext(pages.language(request))
+
+
 def render(request: Request, name: str, caller: Caller | None, status_code: int = 200,
            **context: Any) -> HTMLResponse:  # fmt: skip
     """`pages.render` with ``_`` (the language's catalogue) and the formatting helpers."""
@@ -92,4 +97,3 @@ def next_month(first: dt.date) -> dt.date:
 
 def today() -> dt.date:
     return dt.datetime.now(tz()).date()
-

@@ -76,13 +76,13 @@ def usage(request: Request, caller: Customer, account: str = "", month: str = ""
     year_first = (first.replace(day=1) - dt.timedelta(days=330)).replace(day=1)
     year = reads.customer_usage(caller.storage, acc, year_first, end, common.tz())
     caller.read("customer usage", f"account:{acc.account}", customers=1, month=f"{first:%Y-%m}")
-    g = common.i18n.Gettext(common.pages.language(request))
+    g = common.gettext(request)
     periods = list(acc.tariff.tou.periods)
     names = {p: g.plain(p) for p in periods}
     daily = charts.bars(
         [f"{d.day:%d}" for d in report.days],
         {p: [d.tou.get(p) if d.tou else None for d in report.days] for p in periods},
-        title=g.plain("Daily usage in %(m)s (kWh)", m=f"{first:%Y-%m}"), unit="kWh",
+        title=g.plain("Daily usage in %(m)s (kWh)", m=first.strftime("%Y-%m")), unit="kWh",
         names=names, no_data=g.plain("No readings this month yet"),
     )  # fmt: skip
     monthly = charts.bars(
@@ -145,8 +145,10 @@ def feedback_raise(request: Request, caller: Customer, account: Annotated[str, F
     check_csrf(request, csrf_token)
     caller.require(Action.DATA_READ, caller.resource("account", account))
     try:
-        item = fb.raise_feedback(caller.storage, account=account, customer=caller.principal.name,
-                                 topic=topic, subject=subject, body=message, now=time.time())  # fmt: skip
+        item = fb.raise_feedback(
+            caller.storage, account=account, customer=caller.principal.name, topic=topic,
+            subject=subject, body=message, now=time.time(),
+        )  # fmt: skip
     except fb.FeedbackError as exc:
         raise HTTPException(422, str(exc)) from None
     caller.record("change", "feedback.raise", f"account:{account}",
@@ -179,8 +181,10 @@ def feedback_reply(request: Request, caller: Customer, feedback_id: int,
     item = _mine(caller, feedback_id)
     caller.require(Action.DATA_READ, caller.resource("account", item.account))
     try:
-        fb.write(caller.storage, feedback_id, author_kind=fb.CUSTOMER, author=caller.principal.name,
-                 body=message, now=time.time(), account=item.account, resolve=bool(resolve))  # fmt: skip
+        fb.write(
+            caller.storage, feedback_id, author_kind=fb.CUSTOMER, author=caller.principal.name,
+            body=message, now=time.time(), account=item.account, resolve=bool(resolve),
+        )  # fmt: skip
     except fb.FeedbackError as exc:
         raise HTTPException(422, str(exc)) from None
     return see_other(f"/my/feedback/{feedback_id}")

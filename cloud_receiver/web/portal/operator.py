@@ -85,7 +85,7 @@ def meter(request: Request, caller: Operator, meter: str, since: str = "",
     supply = reads.supply_of(st, meter)
     commands = reads.meter_commands(st, meter)
     caller.read("meter page", f"meter:{meter}", customers=1)
-    g = common.i18n.Gettext(common.pages.language(request))
+    g = common.gettext(request)
     chart = charts.curve(curve.points, title=g.plain("Load of meter %(m)s", m=meter), unit="kW",
                          tz=common.tz(), no_data=g.plain("No readings in this range"))  # fmt: skip
     now = time.time()
@@ -192,4 +192,3 @@ def approve(request: Request, caller: Operator, request_id: int,
         raise HTTPException(403 if "may not" in str(exc) or "second" in str(exc) else 409,
                             str(exc)) from None  # fmt: skip
     return see_other(f"/ops/requests/{request_id}")
-

@@ -13,7 +13,7 @@ import time
 from decimal import Decimal
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Form, HTTPException, Request
+from fastapi import APIRouter, Form, HTTPException, Request
 from fastapi.responses import HTMLResponse, Response
 
 from cloud_receiver.access import settings as access_settings
@@ -51,7 +51,7 @@ def area(request: Request, caller: Operator, name: str, day: str = "") -> Respon
         raise HTTPException(404, str(exc)) from None
     named = len(view.report.suspects) if view.report else 0
     caller.read("area loss and suspects", f"area:{name}", customers=named)
-    g = common.i18n.Gettext(common.pages.language(request))
+    g = common.gettext(request)
     chart = charts.bars(
         [f"{d.day:%m-%d}" for d in view.days],
         {"loss": [d.loss_kwh for d in view.days]},
@@ -88,7 +88,7 @@ def topup_confirm(request: Request, caller: Operator, account_id: str, amount: s
     caller.require(Action.PREPAY_TOPUP, caller.resource("account", account_id))
     value = prepay.money(amount, "top-up")
     acc = prepay.get_account(caller.storage, account_id)
-    g = common.i18n.Gettext(common.pages.language(request))
+    g = common.gettext(request)
     what = g.plain("top up account %(a)s (meter %(m)s) by %(v)s yuan", a=acc.account,
                    m=acc.meter, v=value)  # fmt: skip
     return render(request, "operator/confirm.html", caller, what=what, needed=0,

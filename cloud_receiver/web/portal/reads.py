@@ -220,7 +220,9 @@ def area(storage: Storage, name: str, day: dt.date, days: int, tz: dt.tzinfo) ->
     view = AreaView(name)
     first = day - dt.timedelta(days=days - 1)
     try:
-        view.days = lineloss.line_loss(storage, archive, name, first, day + dt.timedelta(days=1), tz)
+        view.days = lineloss.line_loss(
+            storage, archive, name, first, day + dt.timedelta(days=1), tz
+        )
         view.summary = lineloss.summarise(view.days)
     except (ArchiveError, ReceiverError) as exc:
         view.problems.append(str(exc))
@@ -260,8 +262,8 @@ def dr_list(storage: Storage, now: float, limit: int = 50) -> list[DrView]:
                 report = dr.report(storage, r[0]).as_dict()
             except ReceiverError:
                 report = None
-        out.append(DrView(r[0], r[1], float(r[2]), float(r[3]), r[4],
-                          len(detail.get("meters", detail.get("curtailed", []))), report))  # fmt: skip
+        meters = detail.get("meters", detail.get("curtailed", []))
+        out.append(DrView(r[0], r[1], float(r[2]), float(r[3]), r[4], len(meters), report))
     return out
 
 
@@ -285,7 +287,7 @@ def audit_entries(
 # ------------------------------------------------------------------ a customer's account
 @dataclass(frozen=True)
 class Outlook:
-    """"Will my power be cut, and when": from the balance, the credit allowed below
+    """ "Will my power be cut, and when": from the balance, the credit allowed below
     zero, and what the account was charged per day over the last week."""
 
     cut_now: bool
