@@ -88,6 +88,19 @@ def test_every_customer_page_renders_in_both_languages(
         assert any(word in text for word in expected), page
 
 
+def test_the_meter_page_draws_the_interval_curve(portal: tuple[str, World]) -> None:
+    base, world = portal
+    viewer = logged_in(base, world, "viewer")
+    page = viewer.get(f"/ops/meters/{M1}?since=2026-01-05&until=2026-01-05&lang=en").text
+    [line] = re.findall(r'<polyline class="series"[^>]* points="([^"]+)"', page)
+    assert len(line.split()) == 7  # 8 quarter-hour readings: 7 intervals
+    assert page.count('class="point"') == 7
+    empty = viewer.get(f"/ops/meters/{M1}?since=2026-02-01&until=2026-02-02&lang=en").text
+    assert "No readings in this range" in empty and "<polyline" not in empty
+    too_long = viewer.get(f"/ops/meters/{M1}?since=2026-01-01&until=2026-03-01")
+    assert too_long.status_code == 422 and "at most 31 days" in too_long.text
+
+
 def test_a_customer_sees_only_their_own(portal: tuple[str, World]) -> None:
     base, world = portal
     c1 = logged_in(base, world, "c1", "customer")

@@ -179,7 +179,8 @@ def curve(
 def _time_ticks(
     frame: Frame, t0: float, t1: float, tz: dt.tzinfo, x: Callable[[float], float]
 ) -> list[str]:
-    """Ticks at local midnights for ranges over two days, else every few hours."""
+    """Ticks at local midnights for ranges over two days, else at round minutes or
+    hours: at most about eight."""
     span = t1 - t0
     start = dt.datetime.fromtimestamp(t0, tz)
     if span > 2 * 86400:
@@ -187,8 +188,8 @@ def _time_ticks(
         first = start.replace(hour=0, minute=0, second=0, microsecond=0)
         fmt = "%m-%d"
     else:
-        hours = 3 if span > 12 * 3600 else 1
-        step = dt.timedelta(hours=hours)
+        seconds = next((s for s in (60, 300, 600, 1800, 3600, 10800) if span / s <= 8), 21600)
+        step = dt.timedelta(seconds=seconds)
         first = start.replace(minute=0, second=0, microsecond=0)
         fmt = "%H:%M"
     out = []

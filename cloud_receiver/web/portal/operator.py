@@ -87,7 +87,8 @@ def meter(request: Request, caller: Operator, meter: str, since: str = "",
     caller.read("meter page", f"meter:{meter}", customers=1)
     g = common.gettext(request)
     chart = charts.curve(curve.points, title=g.plain("Load of meter %(m)s", m=meter), unit="kW",
-                         tz=common.tz(), no_data=g.plain("No readings in this range"))  # fmt: skip
+                         tz=common.tz(), no_data=g.plain("No readings in this range"),
+                         step_s=curve.step_s)  # fmt: skip
     now = time.time()
     first = dt.datetime.fromtimestamp(start, common.tz()).date()
     last = dt.datetime.fromtimestamp(end - 1, common.tz()).date()

@@ -8,6 +8,7 @@ Nothing here checks roles or audits: the page that calls it does, before showing
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import json
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -122,34 +123,50 @@ def record_of(storage: Storage, meter: str) -> MeterRecord:
 
 @dataclass(frozen=True)
 class Curve:
-    """Load in kW per quarter hour (None: no measured load in that slot)."""
+    """Mean load in kW per step (None: a gap), and the energy the curve covers."""
 
-    since: int
-    until: int
+    step_s: int
     points: list[tuple[float, float | None]]
-    kwh: float  # energy over the measured slots
+    kwh: float
+
+
+MAX_POINTS = 1500  # what a page draws: finer data is averaged into wider steps
 
 
 def load_curve(storage: Storage, meter: str, since: int, until: int) -> Curve:
-    """The interval curve of ``meter`` over [since, until) (at most `MAX_RANGE_S`), from
-    its forward energy register, as `applications.analytics.usage` computes it."""
-    since = since - since % SLOT_S
+    """The interval curve of ``meter`` over [since, until) (at most `MAX_RANGE_S`) from its
+    forward energy register: kW = ΔkWh / Δh between consecutive readings (x the
+    multiplier), at the register's own cadence (15 minutes in the field) or averaged
+    into wider steps when that would draw more than `MAX_POINTS`; a reading gap longer
+    than `energy.DEFAULT_MAX_GAP_S` is a gap, never a slope drawn across it."""
     until = min(until, since + MAX_RANGE_S)
-    record = record_of(storage, meter)
-    first = dt.datetime.fromtimestamp(since, dt.UTC).date() - dt.timedelta(days=1)
-    end = dt.datetime.fromtimestamp(until, dt.UTC).date() + dt.timedelta(days=2)
-    data = energy.load_days(storage, [meter], first, end, dt.UTC)
-    slots = energy.slot_energy(record, data[meter], since, until)
+    multiplier = float(record_of(storage, meter).multiplier)
+    rows = storage.series([energy.ENERGY_FWD], [meter], since - energy.DEFAULT_MAX_GAP_S, until)
+    regs = [(slot, float(value)) for _, _, slot, value in rows]
+    spans = [
+        (s1, s2, (v2 - v1) * multiplier)
+        for (s1, v1), (s2, v2) in itertools.pairwise(regs)
+        if s2 > since and 0 < s2 - s1 <= energy.DEFAULT_MAX_GAP_S and v2 >= v1
+    ]
+    if not spans:
+        return Curve(SLOT_S, [], 0.0)
+    native = min(s2 - s1 for s1, s2, _ in spans)
+    width = spans[-1][1] - spans[0][0]
+    step = max(native, -(-width // MAX_POINTS))
+    buckets: dict[int, list[float]] = {}
+    for s1, s2, kwh in spans:
+        acc = buckets.setdefault((s2 - 1) // step * step, [0.0, 0.0])
+        acc[0] += kwh
+        acc[1] += s2 - s1
     points: list[tuple[float, float | None]] = []
-    total = 0.0
-    for t in range(since, until, SLOT_S):
-        s = slots.get(t)
-        if s is not None and s.measured:
-            points.append((float(t), s.kw))
-            total += s.kwh
-        else:
-            points.append((float(t), None))
-    return Curve(since, until, points, total)
+    last: int | None = None
+    for start in sorted(buckets):
+        if last is not None and start - last > step:
+            points.append((float(last + step), None))  # a gap: the line breaks here
+        kwh, seconds = buckets[start]
+        points.append((float(start + step), kwh * 3600 / seconds))
+        last = start
+    return Curve(step, points, sum(kwh for _, _, kwh in spans))
 
 
 def freezes(storage: Storage, meter: str, since: int, until: int) -> list[tuple[int, str]]:
