@@ -22,6 +22,7 @@ from cloud_receiver.access import customers
 from cloud_receiver.access.policy import Action
 from cloud_receiver.applications import feedback as fb
 from cloud_receiver.applications import prepay
+from cloud_receiver.applications.analytics import energy
 from cloud_receiver.web.portal import common, reads
 from cloud_receiver.web.portal.common import render, see_other
 from cloud_receiver.web.security import Caller, check_csrf
@@ -53,14 +54,11 @@ def overview(request: Request, caller: Customer, account: str = "") -> Response:
     entries = prepay.ledger(caller.storage, acc.account)
     outlook = reads.outlook(acc, entries, now)
     first = common.today().replace(day=1)
-    report = reads.customer_usage(caller.storage, acc, first, common.today() + dt.timedelta(days=1),
-                                  common.tz())  # fmt: skip
-    month_kwh = sum((d.kwh for d in report.days if d.kwh is not None), start=0)
+    month_kwh = reads.used_since(caller.storage, acc, energy.midnight(first, common.tz()), now)
     caller.read("customer overview", f"account:{acc.account}", customers=1)
     return render(request, "customer/overview.html", caller, acc=acc, outlook=outlook,
-                  month_kwh=month_kwh, month=f"{first:%Y-%m}", accounts=_accounts(caller),
-                  days_complete=sum(d.kwh is not None for d in report.days),
-                  days=len(report.days))  # fmt: skip
+                  month_kwh=month_kwh, month=f"{first:%Y-%m}",
+                  accounts=_accounts(caller))  # fmt: skip
 
 
 @router.get("/usage", response_class=HTMLResponse)

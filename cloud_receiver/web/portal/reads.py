@@ -330,6 +330,20 @@ def outlook(acc: prepay.Account, entries: list[tuple[Any, ...]], now: float) -> 
                    None if days_left is None else now + days_left * DAY_S, low)  # fmt: skip
 
 
+def used_since(storage: Storage, acc: prepay.Account, since: int, now: float) -> Decimal | None:
+    """Energy the account's meter used from ``since`` (a local midnight) to its newest
+    reading: the register then (its last reading at or before ``since``, else its first
+    after) against now, x the multiplier; None without two readings."""
+    rows = storage.series([energy.ENERGY_FWD], [acc.meter], since - 2 * DAY_S, int(now) + 1)
+    regs = [(slot, Decimal(value)) for _, _, slot, value in rows]
+    before = [v for slot, v in regs if slot <= since]
+    after = [v for slot, v in regs if slot > since]
+    if not after or (not before and len(after) < 2):
+        return None
+    start = before[-1] if before else after[0]
+    return max(Decimal(0), after[-1] - start) * acc.multiplier
+
+
 def customer_usage(
     storage: Storage, acc: prepay.Account, first: dt.date, end: dt.date, tz: dt.tzinfo
 ) -> usage.UsageReport:
