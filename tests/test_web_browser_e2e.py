@@ -31,7 +31,7 @@ import pytest
 from helpers import DaemonProcess, Operators, truth_of, wait_for
 from mqtt_harness import Broker
 from test_uplink_e2e import Receiver
-from web_harness import serving
+from web_harness import build_world, serving
 
 from cloud_receiver.access import customers, tokens
 from cloud_receiver.access import settings as access_settings
@@ -40,6 +40,7 @@ from cloud_receiver.applications import prepay
 from cloud_receiver.applications.fleet import pki
 from cloud_receiver.storage import MeterRecord, SqliteStorage, open_storage, ownership
 from cloud_receiver.web.settings import WebSettings
+from contract.records import Reading
 from hil_sim.fleet import add_uplink
 from hil_sim.process import SimProcess
 
@@ -49,7 +50,7 @@ CHROMIUM = Path("/usr/bin/chromium")
 CID = "dc-web"
 ROOT = Path(__file__).resolve().parents[1]
 SHOTS = Path(os.environ.get("MF_ARTEFACTS", ROOT / "test-artefacts")) / "web"
-MAIN_SHOTS = {"operator-meter", "operator-approval", "operator-fleet", "customer-overview",
+MAIN_SHOTS = {"operator-curve", "operator-approval", "operator-fleet", "customer-overview",
               "customer-usage", "customer-simple", "customer-feedback"}  # fmt: skip
 PASSWORD = Operators.PASSWORD
 OPERATOR_PAGES = ["/ops/fleet", "/ops/meters", "/ops/areas", "/ops/areas/TA-web",
@@ -304,3 +305,62 @@ def _every_page_in_both_languages(browser: Any, base: str, ops: Operators) -> No
                 assert page.get_attribute("html", "lang") == lang
                 name = path.strip("/").replace("/", "-") or "home"
                 _shot(page, f"{name}-{lang}")
+
+
+M9 = "000000000909"
+
+
+def _month_of_quarter_hours(url: str) -> None:
+    """Five weeks of 15-minute register readings of meter M9 up to now, a household's
+    day (a morning and an evening peak), a time-of-use account for it and its customer."""
+    import datetime as dt
+
+    zone = dt.timezone(dt.timedelta(hours=8))
+    today = dt.datetime.now(zone).replace(hour=0, minute=0, second=0, microsecond=0)
+    start = int((today - dt.timedelta(days=35)).timestamp())
+    now = time.time()
+    register, rows = Decimal("1200.00"), []
+    for slot in range(start, int(now) - 900, 900):
+        hour = dt.datetime.fromtimestamp(slot, zone).hour
+        kw = 0.3 + (1.6 if 18 <= hour < 22 else 0.9 if 7 <= hour < 9 else 0.0)
+        kw *= 1.0 + 0.15 * ((slot // 86400) % 5)  # days differ
+        register += Decimal(str(round(kw / 4, 2)))
+        rows.append(Reading(M9, "energy_fwd_total", slot, str(register), "kWh", slot + 7.0))
+    s = open_storage(url)
+    try:
+        for seq, i in enumerate(range(0, len(rows), 2000), start=1):
+            s.ingest("dc-hist", seq, 1, rows[i : i + 2000], [], now)
+        tariff = prepay.Tariff.parse(["peak=0.85", "flat=0.55", "valley=0.30"],
+                                     "peak=08-11,18-23;valley=23-07", opening="credit=80")  # fmt: skip
+        prepay.open_account(s, "A9", M9, tariff, concentrator="dc-hist", now=now)
+        with s.transaction() as tx:
+            customers.add(tx, "wang", PASSWORD, meters=[M9], account_ids=[], language="zh",
+                          by="test", now=now)  # fmt: skip
+    finally:
+        s.close()
+
+
+def test_a_month_of_quarter_hours_in_the_browser(tmp_path: Path, browser: Any) -> None:
+    """The usage page and the meter's curve over five weeks of field-like data (the
+    screenshots the README shows)."""
+    url = f"sqlite:///{tmp_path / 'r.db'}"
+    open_storage(url).close()
+    world = build_world(url, tmp_path)
+    _month_of_quarter_hours(url)
+    with serving(WebSettings(url, tmp_path / "web.key", login_attempts=1000)) as base:
+        wang = browser.new_context(viewport={"width": 1024, "height": 900}).new_page()
+        _log_in(wang, base, "wang", customer=True)
+        wang.goto(f"{base}/my/usage?lang=zh")
+        bars = wang.locator("svg.chart-bars rect.bar")
+        assert bars.count() > 3 * 2  # the days so far and the months, by tariff period
+        periods = {bars.nth(i).get_attribute("data-series") for i in range(bars.count())}
+        assert periods == {"peak", "flat", "valley"}
+        assert "¥" in wang.inner_text("tfoot")
+        _shot(wang, "customer-usage")
+        ops = world.ops
+        viewer = browser.new_context(viewport={"width": 1280, "height": 900}).new_page()
+        _log_in(viewer, base, "viewer", code=ops.code("viewer"))
+        viewer.goto(f"{base}/ops/meters/{M9}?lang=en")
+        points = viewer.get_attribute("svg.chart-curve polyline.series", "points") or ""
+        assert len(points.split()) > 96  # yesterday and today so far, in quarter hours
+        _shot(viewer, "operator-curve")

@@ -87,7 +87,9 @@ def _open(frame: Frame, title: str, css: str) -> list[str]:
     ]
 
 
-def _y_axis(frame: Frame, unit: str, ticks: int = 4) -> list[str]:
+def _y_axis(frame: Frame, unit: str) -> list[str]:
+    mantissa = frame.y_max / 10 ** math.floor(math.log10(frame.y_max))
+    ticks = 5 if round(mantissa, 6) in (2.5, 5.0) else 4  # round labels: 5, 10 … / 0.25 …
     out = []
     for i in range(ticks + 1):
         value = frame.y_max * i / ticks
@@ -232,9 +234,7 @@ def bars(
         if len(values) != len(labels):
             raise ValueError(f"series {name!r}: {len(values)} values for {len(labels)} labels")
     totals = [_total(vs[i] for vs in series.values()) for i in range(len(labels))]
-    if not labels or not any(
-        vs[i] is not None for vs in series.values() for i in range(len(labels))
-    ):
+    if not labels or max(totals) <= 0:
         return empty(title, no_data, width=width)
     frame = Frame(width, height, nice_max(max(totals)))
     order = sorted(
