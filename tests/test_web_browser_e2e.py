@@ -330,8 +330,8 @@ def _month_of_quarter_hours(url: str) -> None:
     try:
         for seq, i in enumerate(range(0, len(rows), 2000), start=1):
             s.ingest("dc-hist", seq, 1, rows[i : i + 2000], [], now)
-        tariff = prepay.Tariff.parse(["peak=0.85", "flat=0.55", "valley=0.30"],
-                                     "peak=08-11,18-23;valley=23-07", opening="credit=80")  # fmt: skip
+        prices = ["peak=0.85", "flat=0.55", "valley=0.30"]
+        tariff = prepay.Tariff.parse(prices, "peak=08-11,18-23;valley=23-07", opening="credit=80")
         prepay.open_account(s, "A9", M9, tariff, concentrator="dc-hist", now=now)
         with s.transaction() as tx:
             customers.add(tx, "wang", PASSWORD, meters=[M9], account_ids=[], language="zh",
