@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from cloud_receiver.access import tokens
+from cloud_receiver.access.policy import Role
 from cloud_receiver.applications.analytics import forecast
 from cloud_receiver.applications.analytics.energy import DEFAULT_TZ
 from cloud_receiver.applications.analytics.tamper import TAMPER_EVENTS
@@ -34,6 +36,19 @@ def receiver_ingestor(storage: Storage, keys: Callable[[str, int], bytes | None]
     return Ingestor(storage, keys, Applications(storage))
 
 
+def system_token(
+    storage: Storage, name: str, role: str = "viewer", lifetime: float = 3600.0
+) -> str:
+    """An API token for system ``name`` in ``role`` (as `cloud-receiver token create
+    --system` makes one), for benchmarks that drive `cloud-receiver web`."""
+    import time
+
+    with storage.transaction() as tx:
+        _, text = tokens.create(tx, "system", name, Role(role), lifetime=lifetime, note="bench",
+                                by="bench", now=time.time())  # fmt: skip
+    return text
+
+
 __all__ = [
     "DEFAULT_TZ",
     "TAMPER_EVENTS",
@@ -52,4 +67,5 @@ __all__ = [
     "open_storage",
     "pki",
     "receiver_ingestor",
+    "system_token",
 ]

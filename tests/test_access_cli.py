@@ -29,7 +29,7 @@ from cloud_receiver.storage.schema import audit_log
 # Commands that need no session: offline tools with their own key files, the service
 # itself, a restore into an empty database; `operator add` needs none only for the
 # first administrator (tested below).
-EXEMPT = {"provision", "broker-config", "crl", "release build", "run", "restore", "web"}
+EXEMPT = {"provision", "broker-config", "crl", "release build", "run", "restore", "web", "web-cert"}
 M1, M2 = "000000000001", "000000000002"
 
 
@@ -115,9 +115,13 @@ def _invocations(db: str, tmp: Path, request_of: dict[str, int]) -> list[tuple[s
         ("key.revoke", ["revoke", "dc-1", "--pki-dir", str(pki_dir)]),
         ("customer.manage", ["customer", "add", "cust", "--account", "A1",
                              "--password-file", str(password)]),
+        ("customer.manage", ["customer", "link", "cust", "--meter", "000000000008"]),
+        ("customer.manage", ["customer", "password", "cust", "--password-file", str(password)]),
+        ("customer.manage", ["customer", "disable", "cust"]),
         ("prepay.read", ["customer", "list"]),
         ("operator.manage", ["token", "create", "--system", "billing", "--role", "viewer"]),
         ("operator.read", ["token", "list"]),
+        ("operator.manage", ["token", "revoke", "no-such-token"]),
     ]  # fmt: skip
 
 

@@ -91,3 +91,12 @@ def test_metrics_benchmark_prints_its_figures() -> None:
         "concentrator_metrics_rss_mb",
         "concentrator_metrics_scrape_gzip_bytes",
     }
+
+
+def test_api_benchmark_prints_its_figures() -> None:
+    assert _bench("api.py") >= {
+        "api_readings_rps",
+        "api_page_p95_ms",
+        "api_direct_rps",
+        "api_readings_share",
+    }

@@ -92,6 +92,12 @@ def owner_of_meter(conn: Connection, meter: str) -> str | None:
     return conn.execute(select(_M.customer).where(_M.meter == meter)).scalar()
 
 
+def owners_of(conn: Connection, meters: list[str]) -> dict[str, str]:
+    """meter → customer, for those of ``meters`` linked to one."""
+    found = conn.execute(select(_M.meter, _M.customer).where(_M.meter.in_(meters))).all()
+    return {r[0]: r[1] for r in found}
+
+
 def owner_of_account(conn: Connection, account: str) -> str | None:
     q = (
         select(_M.customer)
@@ -192,6 +198,17 @@ def set_disabled(conn: Connection, name: str, disabled: bool, now: float) -> Non
     if not disabled:
         values.update(failures=0, locked_until=None)
     conn.execute(update(customers).where(_C.name == name).values(**values))
+
+
+def set_password(conn: Connection, name: str, password: str, now: float) -> None:
+    """A new password (given by a billing clerk or administrator); ends a lockout."""
+    password_hash = ops.hash_password(password)
+    get(conn, name)
+    conn.execute(
+        update(customers)
+        .where(_C.name == name)
+        .values(password_hash=password_hash, failures=0, locked_until=None, updated_at=now)
+    )
 
 
 def login(storage: Storage, name: str, password: str, *, where: str, now: float) -> Principal:

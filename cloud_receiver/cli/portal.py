@@ -142,6 +142,30 @@ def customer_disable(
     result(as_json, f"customer {name} {'enabled' if enable else 'disabled'}", found.as_dict())
 
 
+@customer.command("password")
+@click.argument("name")
+@db_option()
+@session_option()
+@_password_file_option()
+@json_option()
+def customer_password(
+    name: str, db_url: str, session_file: Path | None, password_file: Path | None, as_json: bool
+) -> None:
+    """Give customer NAME a new portal password (it also ends a lockout)."""
+    from cloud_receiver.access import customers
+    from cloud_receiver.access import operators as ops
+
+    password = ops.check_password(
+        _password(password_file, f"New password for {name}", "MF_NEW_PASSWORD", confirm=True)
+    )
+    target = Resource("customer", name)
+    with acting(db_url, session_file, Action.CUSTOMER_MANAGE, target) as actor:
+        with actor.storage.transaction() as tx:
+            customers.set_password(tx, name, password, time.time())
+        actor.record("operator", "customer.password", str(target))
+    result(as_json, f"customer {name}: password changed", {"customer": name, "password": "changed"})
+
+
 @customer.command("list")
 @db_option()
 @session_option()

@@ -1,4 +1,5 @@
-"""``web``: the portal and the HTTP API (`cloud_receiver.web`), served by uvicorn."""
+"""``web``: the portal and the HTTP API (`cloud_receiver.web`), served by uvicorn;
+``web-cert``: its TLS certificate from the deployment's CA."""
 
 from __future__ import annotations
 
@@ -6,9 +7,10 @@ from pathlib import Path
 
 import click
 
-from clitools.options import db_option, json_option
+from clitools.options import db_option, json_option, pki_dir_option
 
 _FILE = click.Path(path_type=Path, dir_okay=False)
+WEB_CERT = "web"  # web.crt / web.key in the PKI directory
 
 
 @click.command("web")
@@ -84,4 +86,33 @@ def web(
     uvicorn.Server(config).run()
 
 
-COMMANDS = [web]
+@click.command("web-cert")
+@pki_dir_option(help="The deployment's PKI directory (its CA signs the certificate).")
+@click.option("--host", "hostnames", multiple=True, help="A DNS name of the portal (repeatable).")
+@click.option("--ip", "ips", multiple=True, help="An IP address of the portal (repeatable).")
+@json_option()
+def web_cert(
+    pki_dir: Path, hostnames: tuple[str, ...], ips: tuple[str, ...], as_json: bool
+) -> None:
+    """Issue the portal's TLS certificate (web.crt, web.key in --pki-dir) from the
+    deployment's CA, for `cloud-receiver web --tls-cert/--tls-key`. Browsers trust it
+    once ca.crt is installed; a public name can use a public CA's certificate instead."""
+    from clitools.output import result
+    from cloud_receiver.applications.fleet import pki
+    from cloud_receiver.errors import ReceiverError
+
+    if not hostnames and not ips:
+        raise click.UsageError("give at least one --host NAME or --ip ADDRESS")
+    try:
+        pki.init_pki(pki_dir)
+        crt, key = pki.issue_server_cert(pki_dir, hostnames, ips, name=WEB_CERT)
+    except OSError as exc:
+        raise ReceiverError(str(exc)) from exc
+    result(
+        as_json,
+        f"{crt}\n{key}",
+        {"cert": str(crt), "key": str(key), "ca": str(pki_dir / f"{pki.CA_NAME}.crt")},
+    )
+
+
+COMMANDS = [web, web_cert]

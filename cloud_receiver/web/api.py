@@ -37,6 +37,7 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"model": schemas.Error, "description": "No valid session or token."},
     403: {"model": schemas.Error, "description": "The role may not, or not this resource."},
     404: {"model": schemas.Error, "description": "No such resource."},
+    409: {"model": schemas.Error, "description": "Its state does not allow it (approved already)."},
     422: {"model": schemas.Error, "description": "A parameter is invalid (named)."},
 }
 router = APIRouter(prefix="/api/v1", tags=["v1"], responses=ERRORS)

@@ -21,11 +21,11 @@ from starlette.middleware.sessions import SessionMiddleware
 
 from cloud_receiver.access import settings as access_settings
 from cloud_receiver.access.policy import AccessError
-from cloud_receiver.errors import NotFound, ReceiverError
+from cloud_receiver.errors import NotFound, ReceiverError, StorageError
 from cloud_receiver.storage import Storage, open_storage
 from cloud_receiver.web import api, pages
 from cloud_receiver.web.portal import customer, operator, operator_more
-from cloud_receiver.web.security import RateLimiter, WebState
+from cloud_receiver.web.security import RateLimiter, WebState, security_headers
 from cloud_receiver.web.settings import WebSettings, derive, fernet_key, load_secret
 
 SESSION_COOKIE = "mf_session"
@@ -55,7 +55,7 @@ def create_app(settings: WebSettings, storage: Storage | None = None) -> FastAPI
         version="1",
         description=api.DESCRIPTION,
         openapi_url="/api/openapi.json",
-        docs_url="/api/docs",
+        docs_url=None,  # its page loads scripts from a CDN: nothing from elsewhere
         redoc_url=None,
         lifespan=lifespan,
     )
@@ -74,6 +74,8 @@ def create_app(settings: WebSettings, storage: Storage | None = None) -> FastAPI
         https_only=settings.secure,
     )
 
+    app.middleware("http")(security_headers)
+
     @app.exception_handler(NotFound)
     async def not_found(request: Request, exc: NotFound) -> JSONResponse:
         return _error(404, str(exc))
@@ -82,9 +84,14 @@ def create_app(settings: WebSettings, storage: Storage | None = None) -> FastAPI
     async def denied(request: Request, exc: AccessError) -> JSONResponse:
         return _error(403, str(exc))  # audited where it was decided
 
+    @app.exception_handler(StorageError)
+    async def unavailable(request: Request, exc: StorageError) -> JSONResponse:
+        return _error(503, str(exc))
+
     @app.exception_handler(ReceiverError)
     async def refused(request: Request, exc: ReceiverError) -> JSONResponse:
-        # Bad input the application refused, naming the field (as the CLI's exit 2).
+        # Bad input the application refused, naming the field (the CLI's exit 2), or
+        # what the resource's state does not allow (a request approved already).
         return _error(422 if isinstance(exc, ValueError) else 409, str(exc))
 
     @app.exception_handler(RequestValidationError)

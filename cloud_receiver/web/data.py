@@ -63,7 +63,7 @@ def meter_list(storage: Storage, only: Sequence[str] | None, limit: int, after: 
         else:
             ids = sorted(x for x in only if after is None or x > after)[: limit + 1]
             rows = {r[0]: r for r in conn.execute(q.where(m.meter.in_(ids))).all()}
-        owners = {x: customers.owner_of_meter(conn, x) for x in list(ids or rows)[:limit]}
+        owners = customers.owners_of(conn, list(ids if ids is not None else rows)[:limit])
     docs = []
     for meter in ids if ids is not None else list(rows):
         r = rows.get(meter)
