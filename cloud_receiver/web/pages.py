@@ -105,5 +105,4 @@ def logout(
 def home(request: Request, caller: Annotated[Caller | None, Depends(optional_caller)]) -> Response:
     if caller is None:
         return RedirectResponse("/login", status_code=303)
-    # The portal's pages (`cloud_receiver.web.portal`): each kind of caller its own.
-    return RedirectResponse("/my" if caller.is_customer else "/ops", status_code=303)
+    return render(request, "home.html", caller)
