@@ -147,6 +147,11 @@ def test_a_relay_order_is_confirmed_then_approved_by_a_second_operator(
     mine = olga.get(url + "?lang=en").text
     assert "awaiting_approval" in mine or "waiting for approval" in mine.lower()
     assert "Approve" not in mine.replace("approval", "")  # not to the operator who asked
+    own = olga.post(url + "/approve", data={"csrf_token": csrf_of(mine)})
+    assert own.status_code == 403 and "a second operator must approve it" in own.text
+    viewer = logged_in(base, world, "viewer")
+    page = viewer.get(url + "?lang=en").text
+    assert viewer.post(url + "/approve", data={"csrf_token": csrf_of(page)}).status_code == 403
     second = logged_in(base, world, "operator2")
     page = second.get(url + "?lang=en")
     assert 'action="' + url + '/approve"' in page.text
@@ -154,6 +159,8 @@ def test_a_relay_order_is_confirmed_then_approved_by_a_second_operator(
     assert done.status_code == 303
     after = second.get(url + "?lang=en").text
     assert "Approvals: 1 of 1 needed" in after and "operator2" in after
+    again = second.post(url + "/approve", data={"csrf_token": csrf_of(after)})
+    assert again.status_code == 409  # nothing left to approve
 
 
 def test_a_top_up_from_the_account_page(portal: tuple[str, World]) -> None:
@@ -246,3 +253,27 @@ DYNAMIC = {
     "running", "halted", "pending", "offered", "downloading", "installed", "trial", "healthy",
     "rolled_back",
 }  # fmt: skip
+
+
+def test_every_page_on_postgresql(pg_url: str, tmp_path: Path) -> None:
+    """The pages' own queries (fleet, search, curve, areas, DR, feedback) on the local
+    PostgreSQL server, on a private schema."""
+    world = build_world(pg_url, tmp_path)
+    with serving(WebSettings(pg_url, tmp_path / "k", login_attempts=100)) as base:
+        admin = logged_in(base, world, "administrator")
+        for page in OPERATOR_PAGES:
+            r = admin.get(page)
+            assert r.status_code == 200, (page, r.text[:500])
+        assert "dc-web-1" in admin.get("/ops/fleet").text
+        assert f"/ops/meters/{M1}" in admin.get("/ops/meters?q=TA-").text  # by area prefix
+        c2 = logged_in(base, world, "c2", "customer")
+        form = c2.get("/my/feedback").text
+        raised = c2.post("/my/feedback", data={
+            "csrf_token": csrf_of(form), "account": "A2", "topic": "privacy",
+            "subject": "Who reads my meter?", "message": "Who can see my readings?",
+        })  # fmt: skip
+        assert raised.status_code == 303
+        for page in CUSTOMER_PAGES:
+            r = c2.get(page)
+            assert r.status_code == 200, (page, r.text[:500])
+        assert "Who reads my meter?" in admin.get("/ops/feedback?lang=en").text

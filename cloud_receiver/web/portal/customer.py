@@ -132,6 +132,7 @@ def feedback_list(request: Request, caller: Customer) -> Response:
         caller.require(Action.DATA_READ, caller.resource("account", a))
         found += fb.listing(caller.storage, account=a)[0]
     found.sort(key=lambda f: -f.id)
+    caller.read("customer feedback list", f"customer:{caller.principal.name}", customers=1)
     return render(request, "customer/feedback_list.html", caller, found=found, accounts=mine,
                   topics=fb.TOPICS)  # fmt: skip
 
@@ -169,6 +170,7 @@ def _mine(caller: Caller, feedback_id: int) -> fb.Feedback:
 def feedback_page(request: Request, caller: Customer, feedback_id: int) -> Response:
     item = _mine(caller, feedback_id)
     caller.require(Action.DATA_READ, caller.resource("account", item.account))
+    caller.read("customer feedback", f"account:{item.account}", customers=1, feedback=item.id)
     return render(request, "customer/feedback.html", caller, item=item)
 
 

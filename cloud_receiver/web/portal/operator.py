@@ -21,7 +21,7 @@ from fastapi.responses import HTMLResponse, Response
 
 from cloud_receiver.access import requests as queue
 from cloud_receiver.access import settings as access_settings
-from cloud_receiver.access.policy import Action, authorize
+from cloud_receiver.access.policy import AccessError, Action, authorize
 from cloud_receiver.applications import requests as kinds
 from cloud_receiver.applications.fleet import commands as fleet_commands
 from cloud_receiver.errors import ReceiverError
@@ -150,8 +150,10 @@ def _submit(caller: Caller, kind: str, params: dict[str, object]) -> queue.Reque
     try:
         return kinds.submit(caller.storage, caller.principal, caller.key, kind, params,
                             now=time.time())  # fmt: skip
-    except ReceiverError as exc:
-        raise HTTPException(403 if "may not" in str(exc) else 422, str(exc)) from None
+    except AccessError as exc:  # the role may not (audited by `submit`)
+        raise HTTPException(403, str(exc)) from None
+    except ReceiverError as exc:  # what it asks cannot be done (the message says why)
+        raise HTTPException(422, str(exc)) from None
 
 
 @router.get("/requests", response_class=HTMLResponse)
@@ -189,7 +191,8 @@ def approve(request: Request, caller: Operator, request_id: int,
     assert caller.key is not None
     try:
         queue.approve(caller.storage, caller.principal, caller.key, request_id, time.time())
-    except ReceiverError as exc:
-        raise HTTPException(403 if "may not" in str(exc) or "second" in str(exc) else 409,
-                            str(exc)) from None  # fmt: skip
+    except AccessError as exc:  # not a second operator who may, or a forged request
+        raise HTTPException(403, str(exc)) from None
+    except ReceiverError as exc:  # not awaiting approval any more, approved already
+        raise HTTPException(409, str(exc)) from None
     return see_other(f"/ops/requests/{request_id}")
