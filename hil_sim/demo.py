@@ -49,12 +49,14 @@ def main() -> int:
         ) as sim:
             concentrator = cli_command("concentrator")
             print("== concentrator scan (wildcard-address search)")
-            found = subprocess.run(
+            scanned = subprocess.run(
                 [*concentrator, "scan", "--port", str(link), "--timeout", "0.3"],
                 check=True,
                 stdout=subprocess.PIPE,
                 text=True,
-            ).stdout.split()
+            ).stdout
+            # One line per meter found: its address, then the protocol it answered in.
+            found = [line.split()[0] for line in scanned.splitlines() if line.strip()]
             print("found:", ", ".join(found))
             for address in found:
                 print(f"== concentrator read --address {address}")
