@@ -252,6 +252,8 @@ def test_readings_page_through_a_range_with_exact_values(
     assert bad.status_code == 422 and "since/until" in bad.json()["detail"]
     bad = viewer.get(f"/api/v1/meters/{M1}/readings", params={"after": "nonsense"})
     assert bad.status_code == 422 and "after 'nonsense'" in bad.json()["detail"]
+    bad = viewer.get(f"/api/v1/meters/{M1}/readings", params={"quantity": "kwh"})
+    assert bad.status_code == 422 and "unknown quantity 'kwh'" in bad.json()["detail"]
     bad = viewer.get(f"/api/v1/meters/{M1}/readings", params={"limit": 0})
     assert bad.status_code == 422 and "limit" in bad.json()["detail"]
 
@@ -314,10 +316,10 @@ def test_a_form_or_cookie_write_without_its_csrf_token_is_refused(
     no_header = operator.post("/api/v1/commands", json={"concentrator": CONCENTRATOR,
                                                          "action": "time_sync"})  # fmt: skip
     assert no_header.status_code == 403 and "CSRF" in no_header.json()["detail"]
-    page = operator.get("/")
     assert operator.post("/logout", data={}).status_code == 403
+    assert operator.post("/logout", data={"csrf_token": "forged"}).status_code == 403
     assert me(operator)["name"] == "operator2"  # still logged in
-    assert csrf_of(page.text)
+    assert csrf_of(operator.get("/login").text) == me(operator)["csrf_token"]
 
 
 def test_repeated_failed_logins_lock_the_account_out(base: str, world: World) -> None:

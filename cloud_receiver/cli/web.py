@@ -76,6 +76,9 @@ def web(
         log_level="warning",
         access_log=False,
         server_header=False,
+        # A TLS proxy on this host names the client (the login rate limit is per client).
+        proxy_headers=True,
+        forwarded_allow_ips="127.0.0.1",
     )
     scheme = "https" if tls_cert is not None else "http"
     url = f"{scheme}://{host}:{port}/"

@@ -27,6 +27,7 @@ from cloud_receiver.applications import requests as kinds
 from cloud_receiver.applications.fleet import commands as fleet_commands
 from cloud_receiver.web import data, schemas
 from cloud_receiver.web.security import Caller, check_api_csrf, csrf_token, current_caller
+from contract import quantities
 
 DESCRIPTION = """The meterflow receiver's data for utility systems (meter-data management,
 billing, payment providers). Authenticate with `Authorization: Bearer mft_…` (a token from
@@ -129,6 +130,11 @@ def readings(
     """Readings by slot then quantity, in canonical quantities, values exact."""
     target = _own(caller, "meter", meter, Action.DATA_READ)
     first, end = _range(since, until)
+    for name in quantity or ():
+        try:
+            quantities.get(name)
+        except quantities.UnknownQuantity as exc:
+            raise HTTPException(422, f"quantity: {exc}") from None
     page = data.readings_page(
         caller.storage,
         meter,
