@@ -258,7 +258,7 @@ def _a_customer_is_cut_off_topped_up_and_answered(browser: Any, base: str, ops: 
     assert cora.locator("table.grid tbody tr").count() >= 1
     _shot(cora, "customer-usage")
     # The payment provider's top-up: an API call with its own reference, made twice.
-    body = {"amount": "100.00", "reference": "PAY-2026-0001", "provider": "payco"}
+    body = {"amount": "500.00", "reference": "PAY-2026-0001", "provider": "payco"}
     headers = {"Authorization": f"Bearer {payco}"}
     first = httpx.post(f"{base}/api/v1/accounts/A1/topups", json=body, headers=headers)
     again = httpx.post(f"{base}/api/v1/accounts/A1/topups", json=body, headers=headers)
