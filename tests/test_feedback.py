@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner, Result
 from helpers import NO_SESSION, Operators
+from hypothesis import given
+from hypothesis import strategies as st
 from sqlalchemy import select
 
 from cloud_receiver.applications import feedback as fb
@@ -157,3 +159,13 @@ def test_a_viewer_may_read_but_not_answer(db: str, operators: Callable[[str], Op
     assert "(viewer) may not feedback.answer" in refused.stderr
     bad = cli("feedback", "list", "--status", "closed", "--db", db, session=viewer)
     assert bad.exit_code == 2 and "'closed' is not one of" in bad.output
+
+
+@given(st.text(max_size=300))
+def test_a_subject_is_kept_stripped_or_refused_by_name(text: str) -> None:
+    stripped = text.strip()
+    if stripped and len(stripped) <= fb.MAX_SUBJECT:
+        assert fb._text(text, "subject", fb.MAX_SUBJECT) == stripped
+    else:
+        with pytest.raises(fb.FeedbackError, match=r"^subject: "):
+            fb._text(text, "subject", fb.MAX_SUBJECT)

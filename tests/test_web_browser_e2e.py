@@ -364,3 +364,20 @@ def test_a_month_of_quarter_hours_in_the_browser(tmp_path: Path, browser: Any) -
         points = viewer.get_attribute("svg.chart-curve polyline.series", "points") or ""
         assert len(points.split()) > 96  # yesterday and today so far, in quarter hours
         _shot(viewer, "operator-curve")
+        # A chosen range: three whole days, through the form.
+        import datetime as dt
+
+        day = dt.date.today() - dt.timedelta(days=10)
+        viewer.fill("input[name=since]", (day - dt.timedelta(days=2)).isoformat())
+        viewer.fill("input[name=until]", day.isoformat())
+        viewer.click("form.range button")
+        viewer.wait_for_load_state()
+        points = viewer.get_attribute("svg.chart-curve polyline.series", "points") or ""
+        assert abs(len(points.split()) - 3 * 96) <= 1
+        # The language switch in the header.
+        viewer.click("span.lang >> text=中文")
+        viewer.wait_for_load_state()
+        assert viewer.get_attribute("html", "lang") == "zh"
+        assert "电能表" in viewer.inner_text("h1")
+        viewer.goto(f"{base}/ops/fleet")
+        assert viewer.get_attribute("html", "lang") == "zh"  # kept in the session

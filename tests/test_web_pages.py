@@ -14,9 +14,10 @@ from pathlib import Path
 import httpx
 import pytest
 from sqlalchemy import select
-from web_harness import M1, M2, World, build_world, csrf_of, logged_in, serving
+from web_harness import CONCENTRATOR, M1, M2, World, build_world, csrf_of, logged_in, serving
 
 from cloud_receiver.access import settings as access_settings
+from cloud_receiver.applications import dr
 from cloud_receiver.storage import open_storage
 from cloud_receiver.storage.schema import audit_log
 from cloud_receiver.web.i18n import Gettext
@@ -277,3 +278,33 @@ def test_every_page_on_postgresql(pg_url: str, tmp_path: Path) -> None:
             r = c2.get(page)
             assert r.status_code == 200, (page, r.text[:500])
         assert "Who reads my meter?" in admin.get("/ops/feedback?lang=en").text
+
+
+def test_a_dr_event_and_a_rollout_are_confirmed_then_requested(portal: tuple[str, World]) -> None:
+    base, world = portal
+    storage = open_storage(world.db_url)
+    try:
+        dr.enrol(storage, "north", [M1, M2], CONCENTRATOR)
+    finally:
+        storage.close()
+    olga = logged_in(base, world, "operator")
+    window = {"group": "north", "start": "2030-01-02T18:00", "end": "2030-01-02T19:00",
+              "limit_kw": "1.5"}  # fmt: skip
+    confirm = olga.get("/ops/dr/new", params={**window, "lang": "en"})
+    assert confirm.status_code == 200, confirm.text
+    assert "demand-response event for group north: at most 1.5 kW" in confirm.text
+    assert "approval of a second operator" in confirm.text  # 2 meters > the setting's 0
+    asked = olga.post("/ops/dr/new", data={**window, "csrf_token": csrf_of(confirm.text)})
+    assert asked.status_code == 303 and "/ops/requests/" in asked.headers["location"]
+    page = olga.get(asked.headers["location"] + "?lang=en").text
+    assert "awaiting_approval" in page and "group north" in page
+    unknown = olga.get("/ops/dr/new", params={**window, "group": "south"})
+    assert unknown.status_code == 422 and "no meter is enrolled in group 'south'" in unknown.text
+    backwards = olga.get("/ops/dr/new", params={**window, "end": "2030-01-02T17:00"})
+    assert backwards.status_code == 422 and "must end after it starts" in backwards.text
+    # A rollout of a release the receiver does not hold is refused before it is asked for.
+    none = olga.get("/ops/rollouts/new", params={"version": "9.9.9", "stages": "canary:dc-web-1"})
+    assert none.status_code == 422 and "no release 9.9.9" in none.text
+    viewer = logged_in(base, world, "viewer")
+    assert viewer.get("/ops/dr/new", params=window).status_code == 403
+    assert "New event" not in viewer.get("/ops/dr?lang=en").text

@@ -141,7 +141,8 @@ def _confirm_request(request: Request, caller: Caller, kind_name: str,
     except ReceiverError as exc:
         raise HTTPException(422, str(exc)) from None
     with caller.storage.read() as conn:
-        needed = kind.approvals(caller.storage, params, access_settings.load(conn))
+        conf = access_settings.load(conn)
+    needed = kind.approvals(caller.storage, params, conf)  # it reads the storage itself
     return render(request, "operator/confirm.html", caller, what=kind.describe(params),
                   needed=needed, post=post, fields=fields, back=back)  # fmt: skip
 
