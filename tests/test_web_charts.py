@@ -1,5 +1,5 @@
 """The portal's server-side SVG charts: well-formed SVG, no script and nothing fetched,
-values where they belong, gaps left as gaps, labels escaped; and the language rules."""
+values where they belong, gaps left as gaps, labels escaped; and the catalogue."""
 
 from __future__ import annotations
 
@@ -77,23 +77,6 @@ def test_nice_max_is_round_and_not_below(value: float) -> None:
     assert top <= value * 2.5 + 1e-12
     mantissa = top / 10 ** __import__("math").floor(__import__("math").log10(top) + 1e-12)
     assert round(mantissa, 6) in (1.0, 2.0, 2.5, 5.0, 10.0)
-
-
-@pytest.mark.parametrize(
-    ("query", "cookie", "accept", "expected"),
-    [
-        ("en", "zh", "zh-CN", "en"),
-        (None, "en", "zh-CN", "en"),
-        (None, None, "en-GB,en;q=0.9,zh;q=0.8", "en"),
-        (None, None, "fr-FR,zh-TW;q=0.5", "zh"),
-        (None, None, "fr", "zh"),
-        ("de", "xx", None, "zh"),
-    ],
-)
-def test_the_language_of_a_request(
-    query: str | None, cookie: str | None, accept: str | None, expected: str
-) -> None:
-    assert i18n.negotiate(query, cookie, accept) == expected
 
 
 def test_the_chinese_catalogue_compiles_and_translates_with_escaped_values() -> None:

@@ -4,11 +4,11 @@ English is the source language (the message ids); ``zh/LC_MESSAGES/messages.po``
 the Chinese catalogue, committed as text. It is compiled in memory when the portal
 first needs it (`translations`), so there is no ``.mo`` to build or to go stale; a
 test checks that every message the templates and pages use is translated. Extraction:
-``pybabel extract -F cloud_receiver/web/i18n/babel.cfg -o messages.pot cloud_receiver/web``.
+``pybabel extract -F cloud_receiver/web/i18n/babel.cfg -k plain -o messages.pot .`` (from the top).
 
-The language of a request: ``?lang=`` (which the language switch links to, and which
-the portal then keeps in a cookie), else the cookie, else the browser's
-``Accept-Language``, else Chinese.
+Which language a request gets is `cloud_receiver.web.pages.language` (``?lang=``, which
+the language switch in the header links to, kept in the session; else the server's
+default); this module translates and formats for it.
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import io
-from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -29,7 +28,6 @@ from markupsafe import Markup
 LANGUAGES = ("zh", "en")
 DEFAULT = "zh"
 NAMES = {"zh": "中文", "en": "English"}
-COOKIE = "lang"
 HERE = Path(__file__).parent
 
 
@@ -53,28 +51,6 @@ def translations(lang: str) -> NullTranslations:
     return Translations(buf)
 
 
-def negotiate(query: str | None, cookie: str | None, accept_language: str | None) -> str:
-    """The request's language (see the module's docstring)."""
-    for choice in (query, cookie):
-        if choice in LANGUAGES:
-            return str(choice)
-    ranked: list[tuple[float, str]] = []
-    for part in (accept_language or "").split(","):
-        tag, _, params = part.strip().partition(";")
-        q = 1.0
-        if params.strip().startswith("q="):
-            try:
-                q = float(params.strip()[2:])
-            except ValueError:
-                q = 0.0
-        primary = tag.strip().lower().split("-")[0]
-        if primary in LANGUAGES:
-            ranked.append((q, primary))
-    if ranked:
-        return max(ranked, key=lambda r: r[0])[1]
-    return DEFAULT
-
-
 class Gettext:
     """``_`` in the templates: translate, then fill ``%(name)s`` placeholders with the
     (escaped) values; the result is Markup, so a translation may hold markup itself."""
@@ -93,22 +69,16 @@ class Gettext:
         return text % values if values else text
 
 
-def money(cents: int, lang: str) -> str:
+def money(cents: int) -> str:
     """Yuan with two decimals: ``¥12.30`` / ``-¥3.00``."""
     sign = "-" if cents < 0 else ""
     value = Decimal(abs(cents)) / 100
     return f"{sign}¥{value:.2f}"
 
 
-def when(t: float | None, tz: dt.tzinfo, lang: str, *, date_only: bool = False) -> str:
+def when(t: float | None, tz: dt.tzinfo, *, date_only: bool = False) -> str:
     """A time as both languages write it on a form: ISO order, local to the site."""
     if t is None:
         return "—"
     stamp = dt.datetime.fromtimestamp(t, tz)
     return stamp.strftime("%Y-%m-%d" if date_only else "%Y-%m-%d %H:%M")
-
-
-def helpers(lang: str) -> dict[str, Callable[..., Any] | str]:
-    """What every template gets for its language."""
-    g = Gettext(lang)
-    return {"_": g, "lang": lang}

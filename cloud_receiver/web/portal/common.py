@@ -32,8 +32,8 @@ def render(request: Request, name: str, caller: Caller | None, status_code: int 
     zone = tz()
     helpers = {
         "_": i18n.Gettext(lang),
-        "money": lambda cents: i18n.money(int(cents), lang),
-        "when": lambda t, date_only=False: i18n.when(t, zone, lang, date_only=date_only),
+        "money": lambda cents: i18n.money(int(cents)),
+        "when": lambda t, date_only=False: i18n.when(t, zone, date_only=date_only),
         "languages": i18n.NAMES,
         "path": request.url.path,
         "query": dict(request.query_params),
