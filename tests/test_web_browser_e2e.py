@@ -218,7 +218,7 @@ def _operators_order_a_relay(browser: Any, base: str, ops: Operators, sim: SimPr
     olga.wait_for_load_state()
     request_url = olga.url.split("?")[0]
     assert "/ops/requests/" in request_url
-    assert olga.inner_text("#status") == "awaiting_approval"
+    assert olga.inner_text("#status") == "awaiting approval"
     assert olga.locator("form[action$='/approve']").count() == 0  # not for the one who asked
     otto = browser.new_context(viewport={"width": 1280, "height": 900}).new_page()
     _log_in(otto, base, "otto", code=ops.code("otto"))

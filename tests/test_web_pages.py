@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -20,6 +21,7 @@ from cloud_receiver.access import settings as access_settings
 from cloud_receiver.applications import dr
 from cloud_receiver.storage import open_storage
 from cloud_receiver.storage.schema import audit_log
+from cloud_receiver.web import i18n
 from cloud_receiver.web.i18n import Gettext
 from cloud_receiver.web.settings import WebSettings
 
@@ -235,6 +237,17 @@ def test_every_message_the_portal_uses_has_a_chinese_translation() -> None:
     missing = sorted(m for m in used if zh.plain(m) == m)
     assert not missing, f"untranslated: {missing}"
     assert len(used) > 150
+    english = i18n.translations("en")
+    labels = {m.id for m in _catalogue("en") if m.id}
+    assert labels <= used, f"English labels of ids no page uses: {sorted(labels - used)}"
+    assert english.gettext("awaiting_approval") == "awaiting approval"
+
+
+def _catalogue(lang: str) -> Any:
+    from babel.messages.pofile import read_po
+
+    with i18n.catalogue_path(lang).open("rb") as f:
+        return read_po(f, locale=lang)
 
 
 # Message ids the templates pass through ``_`` as data (statuses, kinds, periods, topics).
@@ -297,7 +310,7 @@ def test_a_dr_event_and_a_rollout_are_confirmed_then_requested(portal: tuple[str
     asked = olga.post("/ops/dr/new", data={**window, "csrf_token": csrf_of(confirm.text)})
     assert asked.status_code == 303 and "/ops/requests/" in asked.headers["location"]
     page = olga.get(asked.headers["location"] + "?lang=en").text
-    assert "awaiting_approval" in page and "group north" in page
+    assert "awaiting approval" in page and "group north" in page
     unknown = olga.get("/ops/dr/new", params={**window, "group": "south"})
     assert unknown.status_code == 422 and "no meter is enrolled in group 'south'" in unknown.text
     backwards = olga.get("/ops/dr/new", params={**window, "end": "2030-01-02T17:00"})

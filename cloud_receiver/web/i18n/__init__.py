@@ -1,10 +1,12 @@
 """The portal's languages: Chinese (``zh``) and English (``en``), Babel catalogues.
 
 English is the source language (the message ids); ``zh/LC_MESSAGES/messages.po`` is
-the Chinese catalogue, committed as text. It is compiled in memory when the portal
-first needs it (`translations`), so there is no ``.mo`` to build or to go stale; a
-test checks that every message the templates and pages use is translated. Extraction:
-``pybabel extract -F cloud_receiver/web/i18n/babel.cfg -k plain -o messages.pot .`` (from the top).
+the Chinese catalogue and ``en/LC_MESSAGES/messages.po`` gives the identifiers the pages
+show (statuses, ledger kinds, topics) their English labels; both committed as text.
+Each is compiled in memory when the portal first needs it (`translations`), so there is
+no ``.mo`` to build or to go stale; a test checks that every message the templates and
+pages use is translated. Extraction (from the top):
+``pybabel extract -F cloud_receiver/web/i18n/babel.cfg -k plain -o messages.pot .``.
 
 Which language a request gets is `cloud_receiver.web.pages.language` (``?lang=``, which
 the language switch in the header links to, kept in the session; else the server's
@@ -37,7 +39,7 @@ def catalogue_path(lang: str) -> Path:
 
 @functools.cache
 def translations(lang: str) -> NullTranslations:
-    """The compiled catalogue of ``lang`` (English: the message ids themselves)."""
+    """The compiled catalogue of ``lang`` (a message it lacks stays as its English id)."""
     if lang not in LANGUAGES:
         raise ValueError(f"language {lang!r}: expected one of {', '.join(LANGUAGES)}")
     path = catalogue_path(lang)
