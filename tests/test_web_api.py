@@ -322,6 +322,17 @@ def test_a_form_or_cookie_write_without_its_csrf_token_is_refused(
     assert csrf_of(operator.get("/login").text) == me(operator)["csrf_token"]
 
 
+def test_a_customers_cookie_is_void_after_logout(base: str, world: World) -> None:
+    client = logged_in(base, world, "c2", "customer")
+    copy = dict(client.cookies)
+    token = me(client)["csrf_token"]
+    assert client.post("/logout", data={"csrf_token": token}).status_code == 303
+    with httpx.Client(base_url=base, cookies=copy) as replay:
+        assert replay.get("/api/v1/me").status_code == 401
+    again = logged_in(base, world, "c2", "customer")  # a new login works at once
+    assert me(again)["name"] == "c2"
+
+
 def test_repeated_failed_logins_lock_the_account_out(base: str, world: World) -> None:
     world.ops.add("locky", "viewer")
     storage = open_storage(world.db_url)

@@ -192,9 +192,14 @@ def unlink(conn: Connection, name: str, meters: list[str]) -> None:
     conn.execute(delete(customer_meters).where(_M.customer == name, _M.meter.in_(meters)))
 
 
+def end_sessions(conn: Connection, name: str, now: float) -> None:
+    """Void every portal session of ``name`` started until now (logout, a new password)."""
+    conn.execute(update(customers).where(_C.name == name).values(sessions_after=now))
+
+
 def set_disabled(conn: Connection, name: str, disabled: bool, now: float) -> None:
     get(conn, name)
-    values: dict[str, Any] = {"disabled": int(disabled), "updated_at": now}
+    values: dict[str, Any] = {"disabled": int(disabled), "updated_at": now, "sessions_after": now}
     if not disabled:
         values.update(failures=0, locked_until=None)
     conn.execute(update(customers).where(_C.name == name).values(**values))
@@ -207,7 +212,13 @@ def set_password(conn: Connection, name: str, password: str, now: float) -> None
     conn.execute(
         update(customers)
         .where(_C.name == name)
-        .values(password_hash=password_hash, failures=0, locked_until=None, updated_at=now)
+        .values(
+            password_hash=password_hash,
+            failures=0,
+            locked_until=None,
+            updated_at=now,
+            sessions_after=now,
+        )
     )
 
 
@@ -267,7 +278,9 @@ def login(storage: Storage, name: str, password: str, *, where: str, now: float)
     raise CustomerLoginRefused(message)
 
 
-def check_enabled(conn: Connection, name: str) -> bool:
-    """Whether a logged-in customer may still act (exists and is not disabled)."""
-    row = conn.execute(select(_C.disabled).where(_C.name == name)).first()
-    return row is not None and not row[0]
+def check_enabled(conn: Connection, name: str, started_at: float) -> bool:
+    """Whether a customer's portal session started at ``started_at`` still holds: the
+    customer exists, is not disabled, and has not logged out (or had a new password)
+    since."""
+    row = conn.execute(select(_C.disabled, _C.sessions_after).where(_C.name == name)).first()
+    return row is not None and not row[0] and (row[1] is None or started_at > float(row[1]))

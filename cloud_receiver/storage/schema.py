@@ -501,6 +501,7 @@ customers = Table(
     Column("disabled", Integer, nullable=False),
     Column("failures", Integer, nullable=False),
     Column("locked_until", Double),
+    Column("sessions_after", Double),  # portal sessions started before it are void
     Column("created_at", Double, nullable=False),
     Column("created_by", Text, nullable=False),
     Column("updated_at", Double, nullable=False),

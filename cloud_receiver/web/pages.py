@@ -96,6 +96,9 @@ def logout(
     if caller is not None and caller.principal.kind == "operator" and caller.key is not None:
         sessions.logout(caller.storage, caller.principal, caller.key, time.time())
     elif caller is not None:
+        if caller.is_customer:  # a copy of the cookie is void from now on
+            with caller.storage.transaction() as tx:
+                customers.end_sessions(tx, caller.principal.name, time.time())
         caller.record("logout", "logout", caller.principal.label)
     request.session.clear()
     return RedirectResponse("/login", status_code=303)

@@ -251,6 +251,7 @@ def start_customer_session(request: Request, name: str, lifetime: float) -> None
     request.session.update(
         kind="customer",
         name=name,
+        started_at=time.time(),
         expires_at=time.time() + lifetime,
         csrf=secrets.token_urlsafe(32),
     )
@@ -267,7 +268,7 @@ def _from_cookie(request: Request) -> Caller | None:
     name = str(s.get("name", ""))
     if kind == "customer":
         with st.storage.read() as conn:
-            enabled = customers.check_enabled(conn, name)
+            enabled = customers.check_enabled(conn, name, float(s.get("started_at", 0)))
         return (
             Caller(st.storage, Principal.customer(name, where), None, "session")
             if enabled

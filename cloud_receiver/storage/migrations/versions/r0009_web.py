@@ -31,6 +31,7 @@ def upgrade() -> None:
         sa.Column("disabled", sa.Integer(), nullable=False),
         sa.Column("failures", sa.Integer(), nullable=False),
         sa.Column("locked_until", sa.Double(), nullable=True),
+        sa.Column("sessions_after", sa.Double(), nullable=True),
         sa.Column("created_at", sa.Double(), nullable=False),
         sa.Column("created_by", sa.Text(), nullable=False),
         sa.Column("updated_at", sa.Double(), nullable=False),
