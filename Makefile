@@ -7,7 +7,9 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.meterflow-installed
 # Debian packages installed when missing: python3 python3-venv python3-pip mosquitto
-# systemd (for systemd-analyze verify of our units),
+# systemd (for systemd-analyze verify of our units), chromium (the portal's browser tests,
+# driven by the Python playwright package through /usr/bin/chromium) and fonts-wqy-microhei
+# (Chinese glyphs in its screenshots),
 # and postgresql when no PostgreSQL server is reachable (see the postgres target).
 
 .PHONY: docs setup completion system-packages postgres demo test lint typecheck unit bench bench-compare chaos clean
@@ -21,6 +23,8 @@ system-packages:
 	python3 -c 'import ensurepip, venv' 2>/dev/null || missing="$$missing python3-venv python3-pip"; \
 	command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ] || missing="$$missing mosquitto"; \
 	command -v systemd-analyze >/dev/null || missing="$$missing systemd"; \
+	[ -x /usr/bin/chromium ] || missing="$$missing chromium"; \
+	[ -e /usr/share/fonts/truetype/wqy/wqy-microhei.ttc ] || missing="$$missing fonts-wqy-microhei"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages:$$missing"; \
 	  if [ "$$(id -u)" != 0 ]; then echo "need root for apt-get (or install:$$missing)"; exit 1; fi; \

@@ -4,6 +4,10 @@
 2. Simulated meters → concentrator daemon (time running 60 times faster) → a private
    Mosquitto with TLS and client certificates on a free port → cloud receiver (SQLite),
    then what arrived, per meter, checked against what the concentrator committed.
+3. The portal (`cloud-receiver web`) on that database, with a demo operator (password
+   and TOTP) and a demo customer with a prepaid account: its address and both logins
+   are the demo's last words; it serves until Ctrl-C (at once stopped when the demo
+   does not run in a terminal, or after ``MF_DEMO_PORTAL_S`` seconds when that is set).
 """
 
 from __future__ import annotations
@@ -45,12 +49,14 @@ def main() -> int:
         ) as sim:
             concentrator = cli_command("concentrator")
             print("== concentrator scan (wildcard-address search)")
-            found = subprocess.run(
+            scanned = subprocess.run(
                 [*concentrator, "scan", "--port", str(link), "--timeout", "0.3"],
                 check=True,
                 stdout=subprocess.PIPE,
                 text=True,
-            ).stdout.split()
+            ).stdout
+            # One line per meter found: its address, then the protocol it answered in.
+            found = [line.split()[0] for line in scanned.splitlines() if line.strip()]
             print("found:", ", ".join(found))
             for address in found:
                 print(f"== concentrator read --address {address}")
@@ -139,6 +145,7 @@ def run_daemon_demo(tmp: Path) -> None:
     )  # fmt: skip
     _say(explain_receiver(db, receiver_db, CID))
     _print_arrivals(db, receiver_db)
+    _serve_portal(tmp, receiver_db, session)
 
 
 def _log_in(tmp: Path, url: str) -> Path:
@@ -169,6 +176,90 @@ def _log_in(tmp: Path, url: str) -> Path:
         check=True,
     )  # fmt: skip
     return session
+
+
+DEMO_PASSWORD = "demo password, never reuse"  # the demo's operators' and customer's
+
+
+def _receiver_ok(*args: str, session: Path | None = None, **env: str) -> str:
+    import os
+
+    command = [*cli_command("cloud-receiver"), *args]
+    if session is not None:
+        command += ["--session", str(session)]
+    done = subprocess.run(command, check=True, capture_output=True, text=True,
+                          env={**os.environ, **env})  # fmt: skip
+    return done.stdout
+
+
+def _serve_portal(tmp: Path, receiver_db: Path, session: Path) -> None:
+    """A demo operator and a demo customer, then ``cloud-receiver web`` on the demo's
+    database; the address and the logins are printed last."""
+    import json
+    import os
+    import socket
+    import urllib.request
+
+    import pyotp
+
+    url = f"sqlite:///{receiver_db}"
+    stored = SqliteStorage(receiver_db)
+    try:
+        first = min(r.meter for r in stored.readings())
+    finally:
+        stored.close()
+    print("== cloud-receiver operator add olga --role operator; account open A-demo;"
+          " customer add cora")  # fmt: skip
+    added = json.loads(
+        _receiver_ok("operator", "add", "olga", "--role", "operator", "--db", url, "--json",
+                     session=session, MF_NEW_PASSWORD=DEMO_PASSWORD)
+    )  # fmt: skip
+    _receiver_ok("account", "open", "A-demo", "--meter", first, "--concentrator", CID, "--price",
+                 "flat=0.55", "--opening", "credit=50", "--db", url, session=session)  # fmt: skip
+    _receiver_ok("customer", "add", "cora", "--meter", first, "--language", "zh", "--db", url,
+                 session=session, MF_NEW_PASSWORD=DEMO_PASSWORD)  # fmt: skip
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    web = subprocess.Popen(
+        [*cli_command("cloud-receiver"), "web", "--db", url, "--port", str(port),
+         "--secret-key", str(tmp / "web.key")]
+    )  # fmt: skip
+    address = f"http://127.0.0.1:{port}/"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(f"{address}login", timeout=2):
+                    break
+            except OSError:
+                if web.poll() is not None or time.monotonic() > deadline:
+                    raise SystemExit("the portal did not start") from None
+                time.sleep(0.2)
+        secret = str(added["totp_secret"])
+        print(f"== the portal: {address}")
+        print(f"   operator: olga / {DEMO_PASSWORD!r}; TOTP secret {secret} (add it to an"
+              f" authenticator app; the code now is {pyotp.TOTP(secret).now()})")  # fmt: skip
+        print(f"   customer: cora / {DEMO_PASSWORD!r} (prepaid account A-demo, meter {first})")
+        print(f"   API: {address}api/v1, its OpenAPI document at {address}api/openapi.json")
+        _wait_for_ctrl_c(float(os.environ.get("MF_DEMO_PORTAL_S", "0") or 0))
+    finally:
+        _stop(web)
+
+
+def _wait_for_ctrl_c(seconds: float) -> None:
+    """Serve until Ctrl-C in a terminal (or for ``seconds``, when given)."""
+    if seconds <= 0 and not sys.stdin.isatty():
+        print("   (not a terminal: the portal stops with the demo; run `make demo` in one)")
+        return
+    print("   Ctrl-C stops the portal and ends the demo")
+    try:
+        if seconds > 0:
+            time.sleep(seconds)
+        else:
+            signal.pause()
+    except KeyboardInterrupt:
+        pass
 
 
 def _say(lines: list[str]) -> None:

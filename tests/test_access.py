@@ -61,6 +61,7 @@ EXPECTED: dict[Action, set[str]] = {
     Action.AUDIT_READ: {ADMIN},
     Action.BACKUP: {ADMIN},
     Action.KEY_REVOKE: {ADMIN},
+    Action.FEEDBACK_ANSWER: {BILL, OPER, ADMIN},
 }
 KEY = wire_commands.new_key()
 M1, M2 = "000000000001", "000000000002"

@@ -27,7 +27,7 @@ from cloud_receiver.storage.schema import metadata
 from contract import commands as wire_commands
 from contract.records import Event, Reading
 
-HEAD = "0009"  # the newest revision (the portal: customers, API tokens, payments)
+HEAD = "0010"  # the newest revision (customer feedback; 0009: the portal)
 
 PREVIOUS_SQLITE_DDL = """
 CREATE TABLE "batches" (

@@ -59,6 +59,7 @@ class Action(StrEnum):
     AUDIT_READ = "audit.read"
     BACKUP = "backup"
     KEY_REVOKE = "key.revoke"  # revoke a concentrator's certificates
+    FEEDBACK_ANSWER = "feedback.answer"  # answer and resolve customers' feedback
 
 
 _READ = frozenset({Action.DATA_READ, Action.FLEET_READ, Action.PREPAY_READ, Action.REQUEST_READ})
@@ -76,6 +77,7 @@ _SUPPLY_AND_SOFTWARE = frozenset(
     }
 )
 _BILLING = frozenset({Action.PREPAY_OPEN, Action.PREPAY_TOPUP, Action.CUSTOMER_MANAGE})
+_FEEDBACK = frozenset({Action.FEEDBACK_ANSWER})
 _ADMINISTRATION = frozenset(
     {
         Action.OPERATOR_READ,
@@ -89,9 +91,11 @@ _ADMINISTRATION = frozenset(
 
 PERMISSIONS: dict[Role, frozenset[Action]] = {
     Role.VIEWER: _READ,
-    Role.BILLING_CLERK: _READ | _BILLING | _OWN_REQUESTS,
-    Role.OPERATOR: _READ | _SUPPLY_AND_SOFTWARE | _OWN_REQUESTS,
-    Role.ADMINISTRATOR: _READ | _BILLING | _SUPPLY_AND_SOFTWARE | _OWN_REQUESTS | _ADMINISTRATION,
+    Role.BILLING_CLERK: _READ | _BILLING | _OWN_REQUESTS | _FEEDBACK,
+    Role.OPERATOR: _READ | _SUPPLY_AND_SOFTWARE | _OWN_REQUESTS | _FEEDBACK,
+    Role.ADMINISTRATOR: (
+        _READ | _BILLING | _SUPPLY_AND_SOFTWARE | _OWN_REQUESTS | _ADMINISTRATION | _FEEDBACK
+    ),
     # The service's own work (prepaid cut-offs, rollout offers) and, later, API tokens.
     Role.SYSTEM: frozenset(
         {Action.DATA_READ, Action.FLEET_READ, Action.COMMAND_RELAY, Action.COMMAND_CONFIGURE}

@@ -31,6 +31,7 @@ from cloud_receiver.cli import (
     completeness,
     conflicts,
     dr,
+    feedback,
     ownership,
     pki,
     portal,
@@ -64,6 +65,7 @@ def main(site_tz: object) -> None:
 
 
 for _module in (pki, service, queries, completeness, conflicts, commands, prepay, dr, supply,
-                analytics, ownership, releases, access, audit, backup, portal, web):  # fmt: skip
+                analytics, ownership, releases, access, audit, backup, portal, web,
+                feedback):  # fmt: skip
     for _command in _module.COMMANDS:
         main.add_command(_command)

@@ -545,3 +545,32 @@ payments = Table(
     Column("ledger_ref", Text, nullable=False),
     Column("at", Double, nullable=False),
 )
+
+# ---------------------------------------------------------------- customer feedback
+# A customer's question or complaint and its conversation (`applications.feedback`).
+feedback = Table(
+    "feedback",
+    metadata,
+    _id(),
+    Column("account", Text, nullable=False),
+    Column("raised_by", Text, nullable=False),
+    Column("topic", Text, nullable=False),
+    Column("subject", Text, nullable=False),
+    Column("status", Text, nullable=False),
+    Column("created_at", Double, nullable=False),
+    Column("updated_at", Double, nullable=False),
+    Column("resolved_by", Text),
+)
+Index("feedback_by_account", feedback.c.account, feedback.c.id)
+Index("feedback_by_status", feedback.c.status, feedback.c.id)
+
+feedback_messages = Table(
+    "feedback_messages",
+    metadata,
+    _id(),
+    Column("feedback", BigInteger, nullable=False),
+    Column("at", Double, nullable=False),
+    Column("author", Text, nullable=False),
+    Column("body", Text, nullable=False),
+)
+Index("feedback_messages_by_feedback", feedback_messages.c.feedback, feedback_messages.c.id)

@@ -24,6 +24,7 @@ from cloud_receiver.access.policy import AccessError
 from cloud_receiver.errors import NotFound, ReceiverError, StorageError
 from cloud_receiver.storage import Storage, open_storage
 from cloud_receiver.web import api, pages
+from cloud_receiver.web.portal import customer, operator, operator_more
 from cloud_receiver.web.security import RateLimiter, WebState, security_headers
 from cloud_receiver.web.settings import WebSettings, derive, fernet_key, load_secret
 
@@ -104,4 +105,6 @@ def create_app(settings: WebSettings, storage: Storage | None = None) -> FastAPI
     app.mount("/static", StaticFiles(directory=str(STATIC)), name="static")
     app.include_router(api.router)
     app.include_router(pages.router)
+    for portal in (operator, operator_more, customer):  # the portal's pages (issue 21, 2-3)
+        app.include_router(portal.router)
     return app
