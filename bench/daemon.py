@@ -6,7 +6,7 @@ in the same run:
   simulated bus with 40 ms turnaround ÷ 1 / (request + reply wire time + turnaround).
 - daemon_reads_per_s_core: reads per CPU-second of the daemon process with --baud 0
   (one read is one request and its reply, each stored as a reading), 256 meters on 4
-  buses, 6 quantities each every 4 s; daemon_cpu_reads_missing: reads recorded missing
+  buses, 6 quantities each every 5 s; daemon_cpu_reads_missing: reads recorded missing
   meanwhile (target 0: every scheduled reading read and committed).
 - pymodbus_client_reads_per_cpu_s: the yardstick, in the same run: pymodbus's bare
   synchronous RTU client reading a 16-register SDM-style block from pymodbus's own
@@ -16,6 +16,8 @@ in the same run:
   read).
 - daemon_peak_rss_mb: peak RSS (VmHWM) with 2,048 meters on 8 buses and a store holding
   a 1,000,000-reading backlog (target <= 45 MB).
+- daemon_uplink_rss_mb: what importing the uplink's stack adds to that RSS (the
+  benchmark's config has no [uplink]; a concentrator with one pays it).
 - store_commit_rps, store_bytes_per_reading: group commits of 1,000 readings, FULL sync.
 - store_encrypted_commit_rps: the same commits into a SQLCipher-encrypted store, in the
   same run (target: at least 0.5 of store_commit_rps); store_encrypted_ratio is that
@@ -178,7 +180,7 @@ def _missing(status: dict[str, object]) -> int:
     return sum(int(b["missing"]) for b in buses.values())
 
 
-CPU_EVERY_S = 4  # 1,536 reads every 4 s: a load the four buses carry whole
+CPU_EVERY_S = 5  # 1,536 reads every 5 s: a load the four buses carry whole, with room
 
 
 def bench_cpu(window: float) -> tuple[float, int]:
@@ -239,6 +241,25 @@ def bench_rss(backlog: int, window: float) -> float:
     return peak
 
 
+_UPLINK_RSS = """
+def rss():
+    return int(open("/proc/self/status").read().split("VmRSS:")[1].split()[0]) / 1024
+import concentrator.daemon, concentrator.cli
+before = rss()
+import concentrator.control.command_runner, concentrator.update.updater, concentrator.uplink.mqtt
+print(rss() - before)
+"""
+
+
+def uplink_rss_mb() -> float:
+    """The RSS a daemon with ``[uplink]`` adds by importing the uplink's stack (paho-mqtt,
+    cryptography, CBOR, zstd): not in daemon_peak_rss_mb, whose config has no uplink."""
+    out = subprocess.run(
+        [sys.executable, "-c", _UPLINK_RSS], capture_output=True, text=True, check=True
+    ).stdout
+    return float(out)
+
+
 def bench_store(n: int, key: bytes | None = None) -> tuple[float, float]:
     with tempfile.TemporaryDirectory() as t, Store.open(Path(t) / "s.db", key=key) as store:
         readings = [
@@ -274,6 +295,7 @@ def main() -> int:
     print(f"BENCH daemon_vs_pymodbus_cpu_ratio {vs_pymodbus:.2f} ratio")
     rss = bench_rss(20_000 if quick else 1_000_000, 3 if quick else 20)
     print(f"BENCH daemon_peak_rss_mb {rss:.1f} MB")
+    print(f"BENCH daemon_uplink_rss_mb {uplink_rss_mb():.1f} MB")
     n = 5_000 if quick else 200_000
     rps, bpr = bench_store(n)
     print(f"BENCH store_commit_rps {rps:.0f} readings/s")

@@ -35,8 +35,9 @@ _SQLCIPHER = "sqlcipher3.dbapi2"
 # The store's page cache, per connection. The daemon's own working set is small (the
 # newest leaf and index pages it inserts into, the slot it checks); the quick_check at
 # open reads every page and would otherwise fill SQLite's default 2 MiB for nothing.
-# 512 KiB kept the daemon's peak RSS 1.2 MB lower at no cost in commit CPU (issue 22,
-# bench/daemon.py).
+# 512 KiB keeps the daemon's peak RSS 1.2 MB lower; group commits of 1,000 readings
+# (bench/daemon.py's store figures) were as fast as with 2 MiB within the machine's
+# noise, alternating the two (issue 22).
 CACHE_KIB = 512
 
 
