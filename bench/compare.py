@@ -30,6 +30,8 @@ DEFAULT_SCRIPTS = (
     "bench/plc.py",
     "bench/forecast.py",
     "bench/metrics.py",
+    "bench/loadprofile.py",
+    "bench/api.py",
 )
 # Units whose figures are better when higher; every other unit is better when lower.
 HIGHER_IS_BETTER = {"reads/s", "readings/s", "ratio", "fraction", "x", "rps", "intervals/s"}

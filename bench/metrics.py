@@ -43,7 +43,7 @@ from cloud_receiver.public import (
     open_storage,
 )
 
-RULE = CollectionRule("energy_fwd_total", SLOT_S, dt.UTC)  # DAY0 is a UTC midnight
+RULE = CollectionRule(dt.UTC, "energy_fwd_total", SLOT_S)  # DAY0 is a UTC midnight
 
 
 def fill(storage: Storage, slots: int) -> float:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from cloud_receiver.access import tokens
+from cloud_receiver.access.policy import Role
 from cloud_receiver.applications.analytics import forecast
 from cloud_receiver.applications.analytics.energy import DEFAULT_TZ
 from cloud_receiver.applications.analytics.tamper import TAMPER_EVENTS
@@ -16,6 +18,7 @@ from cloud_receiver.applications.fleet import pki
 from cloud_receiver.applications.fleet.archive import Archive, format_archive_csv
 from cloud_receiver.applications.fleet.local_broker import LocalBroker
 from cloud_receiver.applications.reactions import Applications
+from cloud_receiver.ingest.ingestor import TAKE as INGEST_TAKE
 from cloud_receiver.ingest.ingestor import Ingestor
 from cloud_receiver.ingest.metrics import CachedFigures, CollectionRule
 from cloud_receiver.storage import (
@@ -34,8 +37,22 @@ def receiver_ingestor(storage: Storage, keys: Callable[[str, int], bytes | None]
     return Ingestor(storage, keys, Applications(storage))
 
 
+def system_token(
+    storage: Storage, name: str, role: str = "viewer", lifetime: float = 3600.0
+) -> str:
+    """An API token for system ``name`` in ``role`` (as `cloud-receiver token create
+    --system` makes one), for benchmarks that drive `cloud-receiver web`."""
+    import time
+
+    with storage.transaction() as tx:
+        _, text = tokens.create(tx, "system", name, Role(role), lifetime=lifetime, note="bench",
+                                by="bench", now=time.time())  # fmt: skip
+    return text
+
+
 __all__ = [
     "DEFAULT_TZ",
+    "INGEST_TAKE",
     "TAMPER_EVENTS",
     "Archive",
     "CachedFigures",
@@ -52,4 +69,5 @@ __all__ = [
     "open_storage",
     "pki",
     "receiver_ingestor",
+    "system_token",
 ]

@@ -30,6 +30,7 @@ from concentrator import __version__
 from concentrator.clock import Clock, ScaledClock, SystemClock, scaled_start
 from concentrator.config import Config, ConfigError, MetricsConfig, load_config
 from concentrator.config.changes import keep_restart_only, polling_part, uplink_fingerprint
+from concentrator.control import completeness
 from concentrator.control.api import ControlApi
 from concentrator.control.logring import LogRing
 from concentrator.control.server import ControlServer
@@ -106,6 +107,7 @@ class Daemon:
         self.started_wall = self.clock.wall()
         self.started_mono = self.clock.monotonic()
         self.failure: BaseException | None = None
+        self._collection_sent: str | None = None  # the last collection_day sent; None: unread
 
     @property
     def config(self) -> Config:
@@ -477,6 +479,8 @@ class Daemon:
             await asyncio.sleep(STATUS_EVERY_REAL_S)
             self._write_status()
             self.polling.backfill.sweep()
+            if self.polling.load.due():
+                await self.polling.load.sweep()
             if self.updater is not None:
                 try:
                     await self.updater.report()
@@ -488,11 +492,36 @@ class Daemon:
                     self.modem.uplink_alive()
                 else:
                     self.modem.uplink_dead("MQTT session not connected")
+            try:
+                await self._report_collection_day()
+            except StoreError as exc:  # tried again at the next tick
+                log.warning("cannot draw the day's collection figures: %s", exc)
             now = self.clock.wall()
             if now - last_prune > 3600:
                 last_prune = now
                 with contextlib.suppress(Exception):
                     await self.writer.call(self.store.prune, now)
+
+    async def _report_collection_day(self) -> None:
+        """Once a day, after local midnight, the day's ``collection_day`` event
+        (`concentrator.control.completeness`); the day sent is kept in the store's state,
+        so a restart neither repeats nor skips it; a new store starts with the first day
+        the daemon sees (no event for the days before it ran)."""
+        assert self.writer is not None
+        cfg, now = self.config, self.clock.wall()
+        if self._collection_sent is None:
+            sent = await self.writer.read_state(completeness.STATE_KEY)
+            if sent is None:  # a new store: from the first day this daemon sees on
+                sent = str(completeness.due_day(cfg, now, None))
+                self.writer.set_state(completeness.STATE_KEY, sent)
+            self._collection_sent = sent
+        day = completeness.due_day(cfg, now, self._collection_sent)
+        if day is None:
+            return
+        event = await self.writer.query(lambda store: completeness.day_event(cfg, store, day, now))
+        self.writer.event(event)
+        self.writer.set_state(completeness.STATE_KEY, day.isoformat())
+        self._collection_sent = day.isoformat()
 
     def status(self) -> dict[str, Any]:
         polling = self.polling

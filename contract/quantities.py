@@ -163,21 +163,27 @@ LEGACY_RENAMES: tuple[Rename, ...] = (
     Rename("energy_total", "kWh", "energy_combined_total", "kWh"),
 )
 LEGACY_HINT: dict[str, str] = {r.old: r.new for r in LEGACY_RENAMES if r.old != r.new}
+_RENAME_OF: dict[tuple[str, str], Rename] = {}
+for _r in LEGACY_RENAMES:
+    _RENAME_OF.setdefault((_r.old, _r.old_unit), _r)  # the first rule for a name wins
 
 
 def canonical(quantity: str, unit: str, value: str) -> tuple[str, str, str]:
     """(quantity, unit, value) under its canonical name: a reading of an earlier release
     (an old concentrator still sending, a store not yet migrated) is renamed and
     rescaled by `LEGACY_RENAMES`; anything else is returned as it is."""
-    for r in LEGACY_RENAMES:
-        if r.old == quantity and r.old_unit == unit:
-            return r.new, r.new_unit, shift_decimal(value, r.shift)
-    return quantity, unit, value
+    r = _RENAME_OF.get((quantity, unit))
+    if r is None:
+        return quantity, unit, value
+    return r.new, r.new_unit, shift_decimal(value, r.shift)
 
 
 def canonical_readings(readings: Sequence[Reading]) -> list[Reading]:
     """The readings with `canonical` names, units and values (what the receiver stores
     from a concentrator that still runs the previous release)."""
+    kinds = {(r.quantity, r.unit) for r in readings}
+    if kinds.isdisjoint(_RENAME_OF):  # the usual case: a batch of the current release
+        return list(readings)
     out = []
     for r in readings:
         quantity, unit, value = canonical(r.quantity, r.unit, r.value)

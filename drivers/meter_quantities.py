@@ -36,6 +36,15 @@ _1997_BY_CANONICAL: dict[str, dlt645_1997.DataId] = {
 }
 
 
+# A DL/T 698.45 meter keeps its daily freezes in record 5004 (freeze time 2021 0200,
+# forward energy 0010 0200): a daily-freeze task names them as it does for DL/T 645
+# (``frozen_daily_*``), read by `concentrator.polling.freeze_read`, stored alike.
+DLT698_DAILY_FREEZE: dict[str, list[str]] = {
+    "frozen_daily_energy_fwd": [f"frozen_daily_energy_fwd_{part}" for part in BLOCK_PARTS],
+    "frozen_daily_time": ["frozen_daily_time"],
+}
+
+
 def kind_name(protocol: str, model: str | None = None) -> str:
     """How a meter type is named in messages: "DL/T 698.45", "Modbus sdm630"."""
     return KIND_NAMES.get(protocol, f"Modbus {model or 'sdm630'}")
@@ -74,6 +83,8 @@ def canonical(protocol: str, name: str, model: str | None = None) -> str:
         entry = dlt645_1997_entry(name)
         return entry.name if entry.kind == "block" else dlt645_1997_stored_name(entry)
     if protocol == "dlt698":
+        if name in DLT698_DAILY_FREEZE:
+            return name
         q = dlt698_quantity(name)
         return q.name if q.array else dlt698_stored_name(q)
     registers = canonical_registers(model or "sdm630")
@@ -109,6 +120,8 @@ def stored_names(protocol: str, name: str) -> list[str]:
             return [dlt645_1997_stored_name(p) for p in block_parts(e97)]
         return [dlt645_1997_stored_name(e97)]
     if protocol == "dlt698":
+        if name in DLT698_DAILY_FREEZE:
+            return list(DLT698_DAILY_FREEZE[name])
         return [dlt698_stored_name(e) for e in array_elements(dlt698_quantity(name))]
     return [name]
 

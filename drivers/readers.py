@@ -15,7 +15,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol, TypeVar
 
-from drivers import dlt645, dlt645_1997, dlt698, modbus_rtu
+from drivers import dlt645, dlt645_1997, dlt645_load, dlt698, modbus_rtu
+from drivers.dlt698.freeze import (
+    INTERVAL_COLUMNS,
+    FreezeRecord,
+    build_freeze_read,
+    parse_freeze_records,
+)
 from drivers.dlt698.objects import CANONICAL as DLT698_CANONICAL
 from drivers.errors import BusTimeout, EncodeError, FrameError, MeterError
 from drivers.meter_ids import modbus_slave_problem
@@ -99,10 +105,11 @@ class Dlt645Reader:
         )
         return ex.frame
 
-    async def read_raw(self, address: str, di: int) -> bytes:
-        """Value bytes of one DI, following 0x12 follow-up frames when the meter has more."""
+    async def read_raw(self, address: str, di: int, params: bytes = b"") -> bytes:
+        """Value bytes of one DI, following 0x12 follow-up frames when the meter has more.
+        ``params`` follow the DI in the request (a load-record read's count and time)."""
         frame = await self._exchange(
-            dlt645.build_read(address, di), address, dlt645.Function.READ_DATA
+            dlt645.build_read(address, di, params), address, dlt645.Function.READ_DATA
         )
         reply = dlt645.parse_read_reply(frame, address, di)
         value = reply.value
@@ -137,6 +144,20 @@ class Dlt645Reader:
             unit=entry.unit,
             read_at=time.time(),
         )
+
+    async def load_records(
+        self, address: str, start: dt.datetime, blocks: int
+    ) -> list[dlt645_load.LoadRecord]:
+        """Up to ``blocks`` load records stamped at or after ``start`` (meter-local), oldest
+        first (DI 06000001); none held from there on is an empty list, not an error."""
+        params = dlt645_load.request_data(start, blocks)
+        try:
+            raw = await self.read_raw(address, dlt645_load.DI_GIVEN_TIME, params)
+        except MeterError as exc:
+            if exc.code & dlt645.ErrorBits.NO_DATA:
+                return []
+            raise
+        return dlt645_load.decode_records(raw)
 
     async def read_address(self, pattern: str = dlt645.WILDCARD_ALL) -> str:
         """0x13: the real address of the meter(s) selected by ``pattern``."""
@@ -403,6 +424,26 @@ class Dlt698Reader:
         server = dlt698.ServerAddress(address)
         reply = await self._exchange(dlt698.build_get(server, *quantities, piid=piid), server)
         return dlt698_values(reply, address, quantities, piid=piid, numeric=numeric)
+
+    async def freeze_records(
+        self,
+        address: str,
+        start: dt.datetime,
+        end: dt.datetime,
+        columns: Sequence[dlt698.OAD] = INTERVAL_COLUMNS,
+        *,
+        record: dlt698.OAD = dlt698.MINUTE_FREEZE,
+    ) -> list[FreezeRecord]:
+        """Freeze records (minute 5002, or daily 5004) with a freeze time in [start, end)
+        (meter-local), every record the meter holds there (no interval: its own stamps
+        decide); none is []."""
+        piid = next(_PIIDS)
+        server = dlt698.ServerAddress(address)
+        request = build_freeze_read(
+            server, start, end, columns, record=record, interval=None, piid=piid
+        )
+        reply = await self._exchange(request, server)
+        return parse_freeze_records(reply, address=server, piid=piid, record=record)
 
     async def read_address(self) -> str:
         """The address (4001) of the one meter on the line, asked by wildcard."""

@@ -203,7 +203,12 @@ class SimBus:
             self.counters.collisions += 1
         start = min(td for td, _ in replies)
         line = _collide(replies, ct) if len(replies) > 1 else replies[0][1]
-        await self._port.write_at(wire_end + start + len(line) * ct, line)
+        # The first byte leaves after the turnaround, the rest as the wire carries it:
+        # a long reply (load records at 2400 baud take most of a second) starts in time.
+        begin = wire_end + start
+        if len(line) > 1:
+            await self._port.write_at(begin + ct, line[:1])
+        await self._port.write_at(begin + len(line) * ct, line[1:] if len(line) > 1 else line)
         self.counters.replies += 1
 
     def _spawn_late(self, release_at: float, data: bytes) -> None:

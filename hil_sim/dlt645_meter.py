@@ -6,9 +6,10 @@ import contextlib
 from dataclasses import dataclass
 from decimal import ROUND_HALF_EVEN, Decimal
 
-from drivers import dlt645
+from drivers import dlt645, dlt645_load
 from drivers.dlt645 import ErrorBits, Frame, Function, RelayAction
 from drivers.errors import FrameError
+from hil_sim.load_records import dlt645_records
 from hil_sim.model import Freeze, MeterModel
 from hil_sim.truth import TruthRecord
 
@@ -40,6 +41,8 @@ class Dlt645Meter:
         self.password_level = password_level
         self.password = password
         self.preamble = preamble  # FE bytes before each reply (vendors send 0..4)
+        # The frames still to send of a reply that did not fit one (0x12 follow-ups).
+        self._follow: tuple[int, list[bytes]] | None = None
 
     def selected_by(self, frame: Frame) -> bool:
         # On a mixed line (`hil_sim.mixed_bus`) 698.45 frames pass by too.
@@ -72,7 +75,10 @@ class Dlt645Meter:
         if fn == Function.READ_ADDRESS:
             return Answer(self._reply(fn, dlt645.encode_address(self.address)))
         if fn == Function.READ_DATA:
+            self._follow = None
             return self._read(frame, t)
+        if fn == Function.READ_FOLLOW_UP:
+            return Answer(self._follow_up(frame))
         if fn == Function.RELAY_CONTROL:
             return self._relay(frame, t)
         return Answer(self._error(fn, ErrorBits.OTHER))
@@ -87,6 +93,8 @@ class Dlt645Meter:
         if len(frame.data) < 4:
             return Answer(self._error(Function.READ_DATA, ErrorBits.OTHER))
         di = int.from_bytes(frame.data[:4], "little")
+        if di == dlt645_load.DI_GIVEN_TIME:
+            return self._load_records(frame)
         try:
             entry = dlt645.lookup(di)
         except KeyError:
@@ -106,6 +114,45 @@ class Dlt645Meter:
             unit=entry.unit,
         )
         return Answer(self._reply(Function.READ_DATA, frame.data[:4] + raw), (record,))
+
+    def _load_records(self, frame: Frame) -> Answer:
+        """Records from a given time (DL/T 645-2007 appendix A; docs/protocols.md §1.9):
+        as many as fit go in the first reply, the rest in 0x12 follow-ups; no record at
+        or after the time asked is the error "no requested data"."""
+        fn = Function.READ_DATA
+        try:
+            blocks, start = dlt645_load.parse_request(frame.data[4:])
+        except FrameError:
+            return Answer(self._error(fn, ErrorBits.OTHER))
+        records, truth = dlt645_records(self.model, start, blocks)
+        if not records:
+            return Answer(self._error(fn, ErrorBits.NO_DATA))
+        di = frame.data[:4]
+        chunks: list[bytes] = []
+        room = dlt645.MAX_DATA_LEN - 5  # DI and a follow-up's sequence byte
+        for raw in records:
+            if chunks and len(chunks[-1]) + len(raw) <= room:
+                chunks[-1] += raw
+            else:
+                chunks.append(raw)
+        self._follow = (int.from_bytes(di, "little"), chunks[1:])
+        reply = dlt645.build_reply(
+            self.address, fn, di + chunks[0], more=len(chunks) > 1, preamble=self.preamble
+        )
+        return Answer(reply, tuple(truth))
+
+    def _follow_up(self, frame: Frame) -> bytes:
+        fn = Function.READ_FOLLOW_UP
+        if len(frame.data) != 5 or self._follow is None:
+            return self._error(fn, ErrorBits.NO_DATA)
+        di, chunks = self._follow
+        seq = frame.data[4]
+        if int.from_bytes(frame.data[:4], "little") != di or not 1 <= seq <= len(chunks):
+            return self._error(fn, ErrorBits.NO_DATA)
+        data = frame.data[:4] + chunks[seq - 1] + bytes([seq])
+        return dlt645.build_reply(
+            self.address, fn, data, more=seq < len(chunks), preamble=self.preamble
+        )
 
     def value_of(self, entry: dlt645.DataId, t: float) -> dlt645.Value | None:
         """The register's content at time t, or None when this meter does not have it.

@@ -12,11 +12,13 @@ from typing import Any
 
 from drivers import dlt698
 from drivers.dlt698 import DAR, OAD, ResultNormal
+from drivers.dlt698.objects import QUANTITIES_BY_OAD
 from drivers.errors import DriverError
 from drivers.meter_quantities import array_elements
 from drivers.readers import dlt698_reading
 from hil_sim.dlt645_meter import _quantize
-from hil_sim.model import MeterModel
+from hil_sim.load_records import dlt698_daily_rows, dlt698_rows
+from hil_sim.model import Interval, MeterModel
 from hil_sim.truth import TruthRecord
 
 PROTOCOL = "dlt698"
@@ -84,7 +86,51 @@ class Dlt698Meter:
                 told += truth
             reply = dlt698.GetResponseNormalList(service.piid, tuple(results))
             return Answer(self._reply(reply, frame), tuple(told))
+        if isinstance(service, dlt698.GetRequestRecord):
+            return self._record(service, frame)
         return Answer(self.error_reply(frame))
+
+    def _record(self, service: dlt698.GetRequestRecord, frame: dlt698.Frame) -> Answer:
+        """The minute freeze 5002 (from the model's load-curve memory) or the daily
+        freeze 5004 (its last 62 freezes) by freeze time, Selector 2 on 2021 0200; a
+        range outside memory is answered with no rows. Another object or selector is
+        refused (DAR 6 / 255)."""
+        columns = service.columns
+        rsd = service.rsd
+        if service.oad not in (dlt698.MINUTE_FREEZE, dlt698.DAILY_FREEZE):
+            result = dlt698.ResultRecord(service.oad, columns, DAR.OBJECT_NOT_EXIST)
+        elif (
+            not isinstance(rsd, dlt698.Selector2)
+            or rsd.oad != dlt698.FREEZE_TIME
+            or not columns
+            or not all(isinstance(c, OAD) and c in QUANTITIES_BY_OAD for c in columns)
+        ):
+            result = dlt698.ResultRecord(service.oad, columns, DAR.OTHER)
+        else:
+            if service.oad == dlt698.DAILY_FREEZE:
+                rows, truth = dlt698_daily_rows(self.model, rsd, columns)
+            else:
+                rows, truth = dlt698_rows(self.model, rsd, columns, self._frozen)
+            result = dlt698.ResultRecord(service.oad, columns, rows)
+            reply = dlt698.GetResponseRecord(service.piid, result)
+            return Answer(self._reply(reply, frame), tuple(truth))
+        return Answer(self._reply(dlt698.GetResponseRecord(service.piid, result), frame))
+
+    def _frozen(self, q: dlt698.Quantity, rec: Interval) -> dlt698.Value:
+        """A minute-freeze column: the freeze time, the energy registers as frozen, the
+        instantaneous values at the freeze."""
+        if q.oad == dlt698.FREEZE_TIME:
+            return rec.at
+        if q.oad.oi == 0x0010:
+            return rec.energy_fwd if q.array else rec.energy_fwd[max(q.oad.index - 1, 0)]
+        if q.oad.oi == 0x0020:
+            if q.array:
+                return (rec.energy_rev, None, None, None, None)
+            return rec.energy_rev if q.oad.index == 1 else None
+        if q.oad.oi == 0x0000:
+            total = rec.energy_fwd[0] + rec.energy_rev
+            return (total, None, None, None, None) if q.array else total
+        return self.value_of(q, rec.t)
 
     def error_reply(self, frame: Any) -> bytes:
         """A refusal of whatever was asked: the first OAD (or 4001) with DAR 255."""

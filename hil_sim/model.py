@@ -63,6 +63,22 @@ class Freeze:
     energy_fwd: tuple[Decimal, ...]  # total, tariff 1..4 (kWh)
 
 
+LOAD_PERIOD_S = 900  # the meter records its load curve every 15 minutes
+LOAD_MEMORY = 96 * 10  # and keeps the last ten days of records
+
+
+@dataclass(frozen=True)
+class Interval:
+    """One load-curve record as the meter stored it: when (true time and the meter's own
+    stamp) and its energy registers then; instantaneous values are `measure(t)`."""
+
+    t: float  # simulated unix time of the record (a 15-minute boundary)
+    at: dt.datetime  # meter-local time stamped on it, to the minute
+    energy_fwd: tuple[Decimal, ...]  # total, tariff 1..4 (kWh)
+    energy_rev: Decimal
+    reactive: Decimal  # combined reactive energy 1 (kvarh): the load draws it, never exports
+
+
 @dataclass
 class MeterModel:
     address: str
@@ -83,6 +99,8 @@ class MeterModel:
     _rev_wh: float = 0.0
     _t: float = 0.0
     _freezes: deque[Freeze] = field(default_factory=lambda: deque(maxlen=62))
+    _intervals: deque[Interval] = field(default_factory=lambda: deque(maxlen=LOAD_MEMORY))
+    _varh: float = 0.0
     _history_done: bool = False
 
     def __post_init__(self) -> None:
@@ -118,12 +136,34 @@ class MeterModel:
             tariff = tariff_at(dt.datetime.fromtimestamp(t, self.tz))
             self._wh[tariff] += wh * (1.0 - self.reverse_fraction)
             self._rev_wh += wh * self.reverse_fraction
+            pf = self.power_factor_at(t)
+            self._varh += wh * math.sqrt(1.0 - pf * pf) / pf
             t = step_end
             if t == math.floor(t) and int(t) % 60 == 0:
                 local = dt.datetime.fromtimestamp(t, self.tz)
                 if local.hour == 0 and local.minute == 0 and t <= now:
                     self.freezes.appendleft(Freeze(self._freeze_stamp(t), self.energy_fwd()))
+                if int(t) % LOAD_PERIOD_S == 0:
+                    self._intervals.append(
+                        Interval(
+                            t,
+                            self._freeze_stamp(t),
+                            self.energy_fwd(),
+                            self.energy_rev(),
+                            self._kwh(self._varh),
+                        )
+                    )
         self._t = max(self._t, now)
+
+    @property
+    def intervals(self) -> deque[Interval]:
+        """The load-curve records the meter holds, oldest first (since the model started:
+        a record is taken when the integration passes its boundary)."""
+        return self._intervals
+
+    def power_factor_at(self, t: float) -> float:
+        """The power factor over the minute containing t (as `measure` gives it)."""
+        return 0.92 + 0.06 * _unit_noise(self.seed, int(t) // 60, "pf")
 
     def covers_opened(self, t: float) -> int:
         """The meter-cover opening counter at simulated time ``t``."""
@@ -185,7 +225,7 @@ class MeterModel:
             else 0.0
             for i in range(3)
         )
-        pf = 0.92 + 0.06 * _unit_noise(self.seed, second // 60, "pf")
+        pf = self.power_factor_at(t)
         power = tuple(p_total * share[i] for i in range(3))
         current = tuple(
             (power[i] * 1000 / (voltage[i] * pf)) if voltage[i] else 0.0 for i in range(3)

@@ -31,8 +31,11 @@ What the module does, and what a test can make it do at run time:
   (reporting the 2019 edition) runs ``max_concurrent`` at once, beyond that "too many
   concurrent requests" (109);
 - faults: ``answering = False`` (silent module), ``deny_with = reason`` (denies every
-  command), ``reset()`` (in-flight reads are lost, then the module announces itself
-  with a spontaneous AFN 03 F10, as modules do after power-on [M]).
+  command), ``network_down`` (windows of simulated seconds after the clock's start in
+  which the carrier network carries nothing: every meter read is denied "slave node
+  did not answer" after its attempts, while the module itself answers), ``reset()``
+  (in-flight reads are lost, then the module announces itself with a spontaneous
+  AFN 03 F10, as modules do after power-on [M]).
 """
 
 from __future__ import annotations
@@ -155,6 +158,7 @@ class PlcModule:
         # Simulated seconds a failed carrier attempt costs before the module gives up
         # (it waits for an answer that does not come); None: as long as a success.
         self.fail_after = fail_after
+        self.network_down: list[tuple[float, float]] = []
         self.baud = baud
         self.clock = clock or SimClock()
         self.truth = truth or TruthLog(None)
@@ -426,7 +430,7 @@ class PlcModule:
         for _ in range(max(1, self.attempts)):
             hop = link.latency * (1 + link.relays)
             took = hop * self._rng.lognormvariate(0.0, LATENCY_SPREAD)
-            if node.present and self._rng.random() < link.success:
+            if node.present and not self._network_down() and self._rng.random() < link.success:
                 elapsed += took
                 reached = True
                 break
@@ -450,6 +454,10 @@ class PlcModule:
         uplink_s = max(1, round(elapsed)) if self.edition is gdw.Edition.Q2013 else 0
         answer = gdw.MonitorReply(reply, unit.protocol, uplink_s)
         self._reply(frame, answer, info)
+
+    def _network_down(self) -> bool:
+        t = self.clock.now() - self.clock.start
+        return any(lo <= t < hi for lo, hi in self.network_down)
 
     def _ask_meter(self, meter: SimMeter, payload: bytes) -> bytes | None:
         try:

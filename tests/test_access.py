@@ -46,6 +46,7 @@ EXPECTED: dict[Action, set[str]] = {
     Action.REQUEST_READ: {VIEW, BILL, OPER, ADMIN},
     Action.PREPAY_OPEN: {BILL, ADMIN},
     Action.PREPAY_TOPUP: {BILL, ADMIN},
+    Action.CUSTOMER_MANAGE: {BILL, ADMIN},
     Action.DR_ENROL: {OPER, ADMIN},
     Action.DR_EVENT: {OPER, ADMIN},
     Action.COMMAND_QUERY: {OPER, ADMIN},

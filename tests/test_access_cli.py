@@ -29,7 +29,7 @@ from cloud_receiver.storage.schema import audit_log
 # Commands that need no session: offline tools with their own key files, the service
 # itself, a restore into an empty database; `operator add` needs none only for the
 # first administrator (tested below).
-EXEMPT = {"provision", "broker-config", "crl", "release build", "run", "restore"}
+EXEMPT = {"provision", "broker-config", "crl", "release build", "run", "restore", "web", "web-cert"}
 M1, M2 = "000000000001", "000000000002"
 
 
@@ -78,6 +78,7 @@ def _invocations(db: str, tmp: Path, request_of: dict[str, int]) -> list[tuple[s
         ("data.read", ["archive", "list"]),
         ("data.read", ["dr", "report", "no-such-event"]),
         ("fleet.read", ["concentrators"]),
+        ("fleet.read", ["completeness", "--day", "2026-01-05", "--area", "TA-1"]),
         ("fleet.read", ["commands"]),
         ("fleet.read", ["rollout", "status"]),
         ("fleet.read", ["supply", "show", M1]),
@@ -113,18 +114,27 @@ def _invocations(db: str, tmp: Path, request_of: dict[str, int]) -> list[tuple[s
         ("audit.read", ["audit", "alerts"]),
         ("backup", ["backup", "--out", str(tmp / "b.mfbak"), "--no-verify"]),
         ("key.revoke", ["revoke", "dc-1", "--pki-dir", str(pki_dir)]),
+        ("customer.manage", ["customer", "add", "cust", "--account", "A1",
+                             "--password-file", str(password)]),
+        ("customer.manage", ["customer", "link", "cust", "--meter", "000000000008"]),
+        ("customer.manage", ["customer", "password", "cust", "--password-file", str(password)]),
+        ("customer.manage", ["customer", "disable", "cust"]),
+        ("prepay.read", ["customer", "list"]),
+        ("operator.manage", ["token", "create", "--system", "billing", "--role", "viewer"]),
+        ("operator.read", ["token", "list"]),
+        ("operator.manage", ["token", "revoke", "no-such-token"]),
     ]  # fmt: skip
 
 
 ALLOWED = {
     "viewer": {"data.read", "fleet.read", "prepay.read", "request.read"},
     "billing-clerk": {"data.read", "fleet.read", "prepay.read", "request.read", "prepay.open",
-                      "prepay.topup"},
+                      "prepay.topup", "customer.manage"},
     "operator": {"data.read", "fleet.read", "prepay.read", "request.read", "dr.enrol",
                  "dr.event", "command.query", "command.configure", "command.relay",
                  "archive.change", "rollout.start", "rollout.abort", "request.approve"},
     "administrator": {"data.read", "fleet.read", "prepay.read", "request.read", "prepay.open",
-                      "prepay.topup", "dr.enrol", "dr.event", "command.query",
+                      "prepay.topup", "customer.manage", "dr.enrol", "dr.event", "command.query",
                       "command.configure", "command.relay", "archive.change", "rollout.start",
                       "rollout.abort", "request.approve", "request.cancel", "operator.read",
                       "operator.manage", "settings.change", "audit.read", "backup", "key.revoke"},

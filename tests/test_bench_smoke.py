@@ -93,3 +93,21 @@ def test_metrics_benchmark_prints_its_figures() -> None:
         "concentrator_metrics_rss_mb",
         "concentrator_metrics_scrape_gzip_bytes",
     }
+
+
+def test_loadprofile_benchmark_prints_its_figures() -> None:
+    assert _bench("loadprofile.py") >= {
+        "collection_completeness_after_outage",
+        "backfill_intervals_per_s_2400",
+        "backfill_wire_limit_intervals_per_s_2400",
+        "backfill_wire_ratio_2400",
+    }
+
+
+def test_api_benchmark_prints_its_figures() -> None:
+    assert _bench("api.py") >= {
+        "api_readings_rps",
+        "api_page_p95_ms",
+        "api_direct_rps",
+        "api_readings_share",
+    }

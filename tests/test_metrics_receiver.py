@@ -32,14 +32,16 @@ from contract.records import Reading
 
 NS = "meterflow_receiver"
 CST = dt.timezone(dt.timedelta(hours=8))
-RULE = CollectionRule("energy_fwd_total", 900, CST)
+RULE = CollectionRule(CST, "energy_fwd_total", 900)
 MIDNIGHT = int(dt.datetime(2025, 3, 10, tzinfo=CST).timestamp())
 NOW = MIDNIGHT + 10 * 3600 + 7 * 60  # 10:07 local: 40 slots completed
 A, B, C, STRAY = "000000000001", "000000000002", "000000000003", "000000009999"
 
 
-def energy(meter: str, slots: range, quantity: str = "energy_fwd_total") -> list[Reading]:
-    return [Reading(meter, quantity, s, f"{s % 1000}.00", "kWh", s + 5.0) for s in slots]
+def energy(
+    meter: str, slots: range, quantity: str = "energy_fwd_total", source: str = "poll"
+) -> list[Reading]:
+    return [Reading(meter, quantity, s, f"{s % 1000}.00", "kWh", s + 5.0, source) for s in slots]
 
 
 def slots(first: int, last: int, day: int = MIDNIGHT) -> range:
@@ -51,8 +53,14 @@ def fill(storage: Storage) -> None:
     storage.replace_archive([MeterRecord(m, "TA-1", "customer") for m in (A, B, C, "000000000004")])
     yesterday = MIDNIGHT - 86_400
     batches = [
-        # dc-1: A complete so far (the slot in progress too, not yet due), B half.
-        ("dc-1", energy(A, slots(0, 40)) + energy(B, slots(0, 19))),
+        # dc-1: A complete so far (the slot in progress too, not yet due), B half, 5 of
+        # its slots recovered from its memory.
+        (
+            "dc-1",
+            energy(A, slots(0, 40))
+            + energy(B, slots(0, 14))
+            + energy(B, slots(15, 19), source="backfill"),
+        ),
         # Other quantities and meters outside the archive do not count.
         ("dc-1", energy(A, slots(0, 39), "voltage_a") + energy(STRAY, slots(0, 39))),
         # dc-2: C only yesterday (silent today, still dc-2's meter); A yesterday too.
@@ -66,7 +74,7 @@ def test_collection_completeness_from_the_archive(receiver_storage: Storage) -> 
     fill(receiver_storage)
     per_concentrator, archive, silent = collection(receiver_storage, RULE, NOW)
     assert per_concentrator == {
-        "dc-1": Collection(meters=2, expected=2 * 40, received=40 + 20),
+        "dc-1": Collection(meters=2, expected=2 * 40, received=40 + 20, recovered=5, complete=1),
         "dc-2": Collection(meters=1, expected=40, received=0),  # A is dc-1's now
     }
     assert per_concentrator["dc-1"].ratio == 60 / 80
@@ -113,6 +121,10 @@ def test_endpoint_serves_the_database_figures_cached(receiver_storage: Storage) 
         }  # fmt: skip
         assert got.get(f"{NS}_collection_completeness_ratio", concentrator="dc-1") == 0.75
         assert got.get(f"{NS}_collection_meters", concentrator="dc-2") == 1
+        assert got.get(f"{NS}_collection_recovered_readings", concentrator="dc-1") == 5
+        assert got.labels(f"{NS}_collection_complete_meters", "concentrator") == {
+            "dc-1": 1, "dc-2": 0,
+        }  # fmt: skip
         # Within refresh_s the database is not asked again: a quarantined message shows
         # at the next refresh only.
         receiver_storage.quarantine(

@@ -27,7 +27,7 @@ from cloud_receiver.storage.schema import metadata
 from contract import commands as wire_commands
 from contract.records import Event, Reading
 
-HEAD = "0006"  # the newest revision (meter ownership; 0005: conflicts, quarantine budget)
+HEAD = "0009"  # the newest revision (the portal: customers, API tokens, payments)
 
 PREVIOUS_SQLITE_DDL = """
 CREATE TABLE "batches" (

@@ -28,7 +28,7 @@ from cloud_receiver.storage import SqliteStorage
 from cloud_receiver.storage.schema import releases
 from concentrator.storage import Store
 from concentrator.update.releases import Releases
-from contract import package
+from contract import package, wire
 from hil_sim.fleet import add_uplink
 from hil_sim.process import SimProcess
 
@@ -240,7 +240,7 @@ def test_two_stage_rollout_with_a_cut_link_upgrades_a_mixed_fleet(
     try:
         _start_fleet(utility, sites)
         assert {c: v[1] for c, v in utility.software().items()} == {
-            "dc-a": 2, "dc-b": 2, "dc-c": 1
+            "dc-a": wire.VERSION, "dc-b": wire.VERSION, "dc-c": 1
         }  # fmt: skip
         pkg = _build_package(utility, wheels[GOOD], tmp_path / "good.mfpkg")
         m = package.Manifest.from_bytes(package.Package.from_bytes(pkg.read_bytes()).manifest)
@@ -269,7 +269,7 @@ def test_two_stage_rollout_with_a_cut_link_upgrades_a_mixed_fleet(
                  "every concentrator sending as the new release")  # fmt: skip
         # The mixed fleet: dc-c still sends wire format 1 (its config pins it).
         assert {c: v[1] for c, v in utility.software().items()} == {
-            "dc-a": 2, "dc-b": 2, "dc-c": 1
+            "dc-a": wire.VERSION, "dc-b": wire.VERSION, "dc-c": 1
         }  # fmt: skip
 
         # The download resumed after the cut: every chunk fetched once, none again.

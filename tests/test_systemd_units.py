@@ -21,7 +21,11 @@ from pathlib import Path
 import pytest
 
 SYSTEMD_DIR = Path(__file__).resolve().parents[1] / "systemd"
-UNITS = ("meterflow-concentrator.service", "meterflow-receiver.service")
+UNITS = (
+    "meterflow-concentrator.service",
+    "meterflow-receiver.service",
+    "meterflow-web.service",
+)
 INSTALL_BIN = "/opt/meterflow/current/bin"
 VENV_BIN = Path(sys.executable).parent
 ANALYZE = shutil.which("systemd-analyze")
@@ -114,25 +118,29 @@ def test_concentrator_unit_notifies_and_reaches_serial_ports_only() -> None:
     assert int(one(unit, "TimeoutStopSec")) > FLUSH_TIMEOUT_S
 
 
-def test_receiver_unit_is_simple_and_has_no_devices() -> None:
-    unit = parse_unit(SYSTEMD_DIR / "meterflow-receiver.service")
+@pytest.mark.parametrize("name", UNITS[1:])
+def test_receiver_units_are_simple_and_have_no_devices(name: str) -> None:
+    unit = parse_unit(SYSTEMD_DIR / name)
     # cloud-receiver does not send READY=1: Type=notify would time out at start.
     assert one(unit, "Type") == "simple" and "WatchdogSec" not in unit["Service"]
     assert one(unit, "PrivateDevices") == "yes" and "DeviceAllow" not in unit["Service"]
-    assert one(unit, "ExecStart").startswith(f"{INSTALL_BIN}/cloud-receiver run ")
+    verb = "web" if "web" in name else "run"
+    assert one(unit, "ExecStart").startswith(f"{INSTALL_BIN}/cloud-receiver {verb} ")
 
 
 @pytest.mark.parametrize(
-    ("name", "script"), [(UNITS[0], "concentrator"), (UNITS[1], "cloud-receiver")]
-)
-def test_exec_start_uses_flags_the_cli_has(name: str, script: str) -> None:
+    ("name", "script", "verb"),
+    [(UNITS[0], "concentrator", "supervise"), (UNITS[1], "cloud-receiver", "run"),
+     (UNITS[2], "cloud-receiver", "web")],
+)  # fmt: skip
+def test_exec_start_uses_flags_the_cli_has(name: str, script: str, verb: str) -> None:
     argv = shlex.split(one(parse_unit(SYSTEMD_DIR / name), "ExecStart"))
-    verb = "supervise" if script == "concentrator" else "run"
     assert argv[0] == f"{INSTALL_BIN}/{script}" and argv[1] == verb
     flags = [a for a in argv[2:] if a.startswith("--")]
     assert flags
     offered: set[str] = set()
-    for sub in {verb, "run"}:  # the guard passes flags it does not know on to `run`
+    # The guard passes flags it does not know on to `run`; `web` is a command of its own.
+    for sub in {verb, "run"} if verb != "web" else {verb}:
         help_text = subprocess.run(
             [str(VENV_BIN / script), sub, "--help"],
             capture_output=True,
@@ -142,8 +150,12 @@ def test_exec_start_uses_flags_the_cli_has(name: str, script: str) -> None:
         ).stdout
         offered |= set(re.findall(r"(--[a-z][a-z0-9-]*)", help_text))
     assert set(flags) <= offered, f"{name}: {set(flags) - offered} not in `{script} run --help`"
-    required = {"concentrator": {"--config"}, "cloud-receiver": {"--broker", "--pki-dir", "--db"}}
-    assert required[script] <= set(flags)
+    required = {
+        "supervise": {"--config"},
+        "run": {"--broker", "--pki-dir", "--db"},
+        "web": {"--db", "--secret-key", "--tls-cert", "--tls-key"},
+    }
+    assert required[verb] <= set(flags)
 
 
 # ---------------------------------------------------------------------- systemd's own checks

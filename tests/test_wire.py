@@ -14,6 +14,9 @@ from hypothesis import strategies as st
 from contract import wire
 from contract.records import Event, Reading
 from contract.wire import Ack, BatchContent, WireError
+from contract.wire import ack as wire_ack
+from contract.wire import body as wire_body
+from contract.wire import header as wire_header
 
 KEY = bytes(range(32))
 OTHER_KEY = bytes(32)
@@ -70,7 +73,7 @@ def assert_same(got: BatchContent, want: BatchContent) -> None:
 def test_sample_round_trip_and_header() -> None:
     data = seal(SAMPLE, seq=42)
     header = wire.parse_header(data)
-    assert header == wire.Header(2, header.flags, CID, 7, 42, 5 + len(CID) + 1 + 12, "")
+    assert header == wire.Header(3, header.flags, CID, 7, 42, 5 + len(CID) + 1 + 12, "")
     assert header.flags in (0, 1) and not header.is_ack
     got_header, got = wire.open_batch(data, lookup)
     assert got_header == header
@@ -84,14 +87,14 @@ def test_header_vector() -> None:
         range(1, 9)
     )
     data = seal(BatchContent(), seq=0x0102030405060708, concentrator_id="c1", key_id=7,
-                software="1.2.0")  # fmt: skip
-    # Version 2: the software version (length 5, "1.2.0") between the id and key_id.
+                software="1.2.0", version=2)  # fmt: skip
+    # Version 2 (and 3): the software version (length 5, "1.2.0") between the id and key_id.
     assert data[:25] == bytes.fromhex(
         "4d4602" + "00" + "02" + "6331" + "05" + b"1.2.0".hex() + "00000007"
     ) + bytes(range(1, 9))
 
 
-@pytest.mark.parametrize("version", [1, 2])
+@pytest.mark.parametrize("version", [1, 2, 3])
 def test_both_wire_versions_are_read_and_acked_in_their_own_version(version: int) -> None:
     """A mixed fleet: old concentrators send version 1, new ones version 2; the receiver
     reads both and acks each in the batch's version, which the old code can read."""
@@ -111,8 +114,8 @@ def test_software_field_is_bounded_and_checked() -> None:
         seal(SAMPLE, software="x" * 33)
     with pytest.raises(ValueError, match="software"):
         seal(SAMPLE, software="1.0 beta")
-    with pytest.raises(ValueError, match="wire version 3"):
-        seal(SAMPLE, version=3)
+    with pytest.raises(ValueError, match="wire version 4"):
+        seal(SAMPLE, version=4)
 
 
 def test_empty_batch() -> None:
@@ -270,7 +273,7 @@ def test_truncated_at_every_length() -> None:
     ("data", "why"),
     [
         (b"XY\x01\x00\x01a" + bytes(12 + 16), "bad_magic"),
-        (b"MF\x03\x00\x01a" + bytes(12 + 16), "unsupported_version"),
+        (b"MF\x04\x00\x01a" + bytes(12 + 16), "unsupported_version"),
         (b"MF\x02\x00\x01a\x21" + bytes(33 + 12 + 16), "bad_header"),  # software > 32
         (b"MF\x02\x00\x01a\x031 0" + bytes(12 + 16), "bad_header"),  # a space in it
         (b"MF\x02\x00\x01a\x051.0", "truncated"),
@@ -290,9 +293,9 @@ def test_bad_headers(data: bytes, why: str) -> None:
 
 def envelope(body: bytes, flags: int = 0, seq: int = 9) -> bytes:
     """A correctly encrypted batch around an arbitrary body."""
-    aad = wire._header(flags, CID, 7, seq)
-    aead = AESGCM(wire._derive(KEY, CID, wire._INFO_UP))
-    return aad + aead.encrypt(wire._nonce(seq), body, aad)
+    aad = wire_header.build_header(flags, CID, 7, seq)
+    aead = AESGCM(wire_header.derive(KEY, CID, wire_header.INFO_UP))
+    return aad + aead.encrypt(wire_header.nonce(seq), body, aad)
 
 
 @settings(max_examples=300, deadline=None)
@@ -322,7 +325,7 @@ def test_random_cbor_raises_only_wire_error(item: object) -> None:
 
 
 def real_fields() -> list[object]:
-    body = wire._encode_body(SAMPLE)
+    body = wire_body.encode_body(SAMPLE)
     fields = cbor2.loads(body)
     assert isinstance(fields, list)
     return fields
@@ -350,7 +353,7 @@ def test_zip_bomb_is_refused() -> None:
 
 
 def test_trailing_cbor_is_refused() -> None:
-    assert reason(envelope(wire._encode_body(SAMPLE) + b"\x00")) == "bad_cbor"
+    assert reason(envelope(wire_body.encode_body(SAMPLE) + b"\x00")) == "bad_cbor"
 
 
 # ------------------------------------------------------------------------- acks
@@ -388,9 +391,9 @@ def test_forged_or_tampered_ack_is_rejected() -> None:
 
 def test_ack_under_batch_key_does_not_verify() -> None:
     # An attacker who saw batches still cannot MAC an ack: the ack key is derived apart.
-    header = wire._header(wire.FLAG_ACK, CID, 7, 5)
+    header = wire_header.build_header(wire_header.FLAG_ACK, CID, 7, 5)
     message = header + cbor2.dumps({"seq": 5, "status": "stored"})
-    batch_key = wire._derive(KEY, CID, wire._INFO_UP)
+    batch_key = wire_header.derive(KEY, CID, wire_header.INFO_UP)
     import hashlib
     import hmac
 
@@ -399,7 +402,7 @@ def test_ack_under_batch_key_does_not_verify() -> None:
 
 
 def test_ack_body_must_match_header() -> None:
-    header = wire._header(wire.FLAG_ACK, CID, 7, 5)
+    header = wire_header.build_header(wire_header.FLAG_ACK, CID, 7, 5)
     for body in ({"seq": 6, "status": "stored"}, {"seq": 5, "status": "ok"}, [5, "stored"]):
         message = header + cbor2.dumps(body)
-        assert ack_reason(message + wire._mac(KEY, CID, message)) == "bad_layout"
+        assert ack_reason(message + wire_ack.mac(KEY, CID, message)) == "bad_layout"

@@ -27,6 +27,7 @@ class Role(StrEnum):
     OPERATOR = "operator"
     ADMINISTRATOR = "administrator"
     SYSTEM = "system"  # not an operator's: the service, later API tokens
+    CUSTOMER = "customer"  # a customer of the portal: their own meters and accounts only
 
 
 OPERATOR_ROLES = (Role.VIEWER, Role.BILLING_CLERK, Role.OPERATOR, Role.ADMINISTRATOR)
@@ -41,6 +42,7 @@ class Action(StrEnum):
     REQUEST_READ = "request.read"  # the requests waiting or done
     PREPAY_OPEN = "prepay.open"
     PREPAY_TOPUP = "prepay.topup"
+    CUSTOMER_MANAGE = "customer.manage"  # portal logins of customers, their meters
     DR_ENROL = "dr.enrol"
     DR_EVENT = "dr.event"
     COMMAND_QUERY = "command.query"  # read, clock-check
@@ -73,7 +75,7 @@ _SUPPLY_AND_SOFTWARE = frozenset(
         Action.ROLLOUT_ABORT,
     }
 )
-_BILLING = frozenset({Action.PREPAY_OPEN, Action.PREPAY_TOPUP})
+_BILLING = frozenset({Action.PREPAY_OPEN, Action.PREPAY_TOPUP, Action.CUSTOMER_MANAGE})
 _ADMINISTRATION = frozenset(
     {
         Action.OPERATOR_READ,
@@ -94,7 +96,11 @@ PERMISSIONS: dict[Role, frozenset[Action]] = {
     Role.SYSTEM: frozenset(
         {Action.DATA_READ, Action.FLEET_READ, Action.COMMAND_RELAY, Action.COMMAND_CONFIGURE}
     ),
+    # A customer reads usage, balance and ledger — of what is theirs (`authorize`).
+    Role.CUSTOMER: frozenset({Action.DATA_READ, Action.PREPAY_READ}),
 }
+# What a customer's resource may be: one of their meters or accounts, or themselves.
+CUSTOMER_RESOURCES = frozenset({"meter", "account", "customer"})
 
 
 def may(role: Role, action: Action) -> bool:
@@ -106,7 +112,7 @@ def may(role: Role, action: Action) -> bool:
 class Principal:
     """Who acts. ``session`` names the login session an operator acts through."""
 
-    kind: str  # "operator" or "system"
+    kind: str  # "operator", "system" or "customer"
     name: str
     role: Role
     session: str | None = None
@@ -120,6 +126,10 @@ class Principal:
     def system(cls, name: str, origin: str = "") -> Principal:
         return cls("system", name, Role.SYSTEM, None, origin)
 
+    @classmethod
+    def customer(cls, name: str, origin: str = "") -> Principal:
+        return cls("customer", name, Role.CUSTOMER, None, origin)
+
     @property
     def label(self) -> str:
         """``operator:alice``, ``system:receiver`` — as the audit log names it."""
@@ -130,7 +140,8 @@ class Principal:
 class Resource:
     """What an action is taken on: ``kind`` and ``name`` (``meter``/``000000000001``,
     ``account``/``A1``, ``area``/``TA-1``, ``request``/``7``, ``all``/``*`` …); for a
-    request, ``owner`` is the operator who asked and ``action`` what it asks for."""
+    request, ``owner`` is the operator who asked and ``action`` what it asks for; for a
+    meter or account, ``owner`` is the customer it is linked to (None: nobody's)."""
 
     kind: str
     name: str = "*"
@@ -162,6 +173,11 @@ def authorize(principal: Principal, action: Action, resource: Resource = ANY) ->
     who = f"{principal.label} ({principal.role})"
     if not may(principal.role, action):
         return Decision(False, f"{who} may not {action}")
+    if principal.kind == "customer" or principal.role is Role.CUSTOMER:
+        # The caller names the customer a meter or account belongs to as its owner.
+        if resource.kind not in CUSTOMER_RESOURCES or resource.owner != principal.name:
+            return Decision(False, f"{who} may see only their own meters and accounts")
+        return Decision(True, f"{who} may {action} on their own {resource.kind}")
     if action is Action.REQUEST_APPROVE:
         if resource.kind != "request" or resource.action is None:
             return Decision(False, "only a request can be approved")

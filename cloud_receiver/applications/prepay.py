@@ -395,8 +395,11 @@ def ledger(
     return [(float(r[0]), r[1], r[2], int(r[3]), int(r[4]), json.loads(r[5])) for r in rows]
 
 
-def topup(storage: Storage, account: str, amount: Decimal, *, now: float, by: str) -> Account:
-    """Credit ``amount`` yuan (validated by `money`)."""
+def topup(
+    storage: Storage, account: str, amount: Decimal, *, now: float, by: str, ref: str | None = None
+) -> Account:
+    """Credit ``amount`` yuan (validated by `money`); with ``ref`` (a payment's own
+    reference) once only: a ledger entry of that ref already credited it."""
     if amount <= 0 or amount != amount.quantize(Decimal("0.01")):
         raise PrepayError(f"top-up {amount}: must be more than zero, in whole cents")
     with storage.transaction() as tx:
@@ -405,12 +408,15 @@ def topup(storage: Storage, account: str, amount: Decimal, *, now: float, by: st
         ).scalar()
         if held is None:
             raise UnknownAccount(f"unknown account {account!r}")
+        g = ledger_table.c
+        if ref and tx.execute(select(g.id).where(g.account == account, g.ref == ref)).first():
+            return _account(tx.execute(_ACCOUNTS.where(_A.account == account)).one())
         balance = int(held) + cents(amount)
         tx.execute(
             update(accounts_table).where(_A.account == account).values(balance_cents=balance)
         )
-        _ledger(tx, account, now, "topup", f"topup:{uuid.uuid4().hex}", cents(amount), balance,
-                {"by": by})  # fmt: skip
+        _ledger(tx, account, now, "topup", ref or f"topup:{uuid.uuid4().hex}", cents(amount),
+                balance, {"by": by})  # fmt: skip
     return get_account(storage, account)
 
 

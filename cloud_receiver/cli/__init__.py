@@ -28,15 +28,18 @@ from cloud_receiver.cli import (
     audit,
     backup,
     commands,
+    completeness,
     conflicts,
     dr,
     ownership,
     pki,
+    portal,
     prepay,
     queries,
     releases,
     service,
     supply,
+    web,
 )
 from cloud_receiver.errors import ReceiverError
 
@@ -60,7 +63,7 @@ def main(site_tz: object) -> None:
     """meterflow cloud receiver: ingest concentrator batches and answer queries."""
 
 
-for _module in (pki, service, queries, conflicts, commands, prepay, dr, supply, analytics,
-                ownership, releases, access, audit, backup):  # fmt: skip
+for _module in (pki, service, queries, completeness, conflicts, commands, prepay, dr, supply,
+                analytics, ownership, releases, access, audit, backup, portal, web):  # fmt: skip
     for _command in _module.COMMANDS:
         main.add_command(_command)

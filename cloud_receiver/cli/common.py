@@ -7,9 +7,9 @@ import contextlib
 import csv
 import datetime as dt
 import sys
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from decimal import Decimal
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
@@ -20,6 +20,8 @@ from cloud_receiver.errors import StorageError
 
 if TYPE_CHECKING:
     from cloud_receiver.storage import Storage
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 def open_db(db_url: str, *, create: bool = False) -> Storage:
@@ -77,6 +79,38 @@ def duration(ctx: click.Context, param: click.Parameter, value: str) -> float:
     if not seconds > 0:
         raise click.BadParameter(f"{value!r}: expected a duration such as 90s, 10m, 2h or 1d")
     return seconds
+
+
+def collection_interval(ctx: click.Context, param: click.Parameter, value: str) -> int:
+    """A `duration` that divides a day: the slots of the collection plan."""
+    seconds = duration(ctx, param, value)
+    if seconds != int(seconds) or 86_400 % int(seconds):
+        raise click.BadParameter(
+            f"{value!r}: expected an interval that divides a day (1m, 5m, 15m, 30m, 1h ...)"
+        )
+    return int(seconds)
+
+
+def collection_options(flag: str = "--interval") -> Callable[[F], F]:
+    """The collection plan's ``flag`` (env ``MF_COLLECTION_INTERVAL``) and
+    ``--late-after``: one setting for the ``completeness`` report and the metrics of
+    ``run`` (`cloud_receiver.storage.completeness`)."""
+
+    def apply(fn: F) -> F:
+        fn = click.option(
+            "--late-after", "late_after", default="2h", show_default=True,
+            envvar="MF_COLLECTION_LATE_AFTER", show_envvar=True, callback=duration,
+            help="A reading is late when it reached the receiver this long after the end "
+            "of its local day (when the day's report is drawn).",
+        )(fn)  # fmt: skip
+        return click.option(
+            flag, "interval_s", default="15m", show_default=True,
+            envvar="MF_COLLECTION_INTERVAL", show_envvar=True, callback=collection_interval,
+            help="One interval reading expected per meter per this period: the "
+            "concentrators' interval task as the utility set it.",
+        )(fn)  # fmt: skip
+
+    return apply
 
 
 def size_arg(ctx: click.Context, param: click.Parameter, text: str) -> int:

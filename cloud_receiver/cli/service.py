@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -14,7 +13,7 @@ from clitools.options import db_option, json_option, pki_dir_option
 from clitools.output import print_json, to_jsonable
 from clitools.timefmt import site_tz_text
 from cloud_receiver.applications.fleet import pki
-from cloud_receiver.cli.common import open_db, size_arg
+from cloud_receiver.cli.common import collection_options, open_db, size_arg
 from cloud_receiver.errors import ReceiverError
 
 log = logging.getLogger(__name__)
@@ -24,6 +23,7 @@ if TYPE_CHECKING:
 
     from cloud_receiver.ingest.ingestor import Ingestor
     from cloud_receiver.ingest.service import ReceiverService
+    from cloud_receiver.storage.completeness import Plan
 
 
 def _broker_address(text: str) -> tuple[str, int]:
@@ -137,6 +137,7 @@ def _quarantine_options(f: Callable[..., None]) -> Callable[..., None]:
     metavar="SECONDS",
     help="Reuse the database figures of the metrics this long (the counters are live).",
 )
+@collection_options("--collection-interval")
 @_quarantine_options
 @click.option("-v", "--verbose", count=True, help="More logging (-vv for debug).")
 @json_option()
@@ -151,6 +152,8 @@ def run(
     tz_text: str,
     metrics_at: tuple[str, int] | None,
     metrics_refresh: float,
+    interval_s: int,
+    late_after: float,
     quarantine_bytes: int,
     quarantine_rows: int,
     quarantine_sender_bytes: int,
@@ -250,8 +253,11 @@ def run(
     closing = [storage.close]
     try:
         if metrics_at is not None:
-            tz = prepay.parse_offset(tz_text)
-            closing += _serve_metrics(metrics_at, metrics_refresh, db_url, tz, ingestor, service)
+            from cloud_receiver.storage.completeness import Plan
+
+            plan = Plan(prepay.parse_offset(tz_text), interval_s=interval_s,
+                        late_after_s=int(late_after))  # fmt: skip
+            closing += _serve_metrics(metrics_at, metrics_refresh, db_url, plan, ingestor, service)
         asyncio.run(main_loop())
     finally:
         for close in reversed(closing):
@@ -266,17 +272,16 @@ def _serve_metrics(
     at: tuple[str, int],
     refresh_s: float,
     db_url: str,
-    tz: dt.tzinfo,
+    plan: Plan,
     ingestor: Ingestor,
     service: ReceiverService,
 ) -> list[Callable[[], None]]:
     """Start the Prometheus endpoint of ``run``; what to close at the end. The database
     figures get a connection of their own: a scrape never waits for an ingest."""
-    from cloud_receiver.applications.analytics.energy import ENERGY_FWD, SLOT_S
-    from cloud_receiver.ingest.metrics import CachedFigures, CollectionRule, MetricsServer
+    from cloud_receiver.ingest.metrics import CachedFigures, MetricsServer
 
     storage = open_db(db_url)
-    figures = CachedFigures(storage, CollectionRule(ENERGY_FWD, SLOT_S, tz), refresh_s)
+    figures = CachedFigures(storage, plan, refresh_s)
     server = MetricsServer(ingestor.counters, figures, service.connected.is_set)
     host, port = at
     try:

@@ -9,15 +9,18 @@ Anything that fails is quarantined with its reason — the receiver never crashe
 from __future__ import annotations
 
 import logging
+import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Literal, get_args
 
 from cloud_receiver.ingest import ownership
 from cloud_receiver.ingest.hooks import Reactions
 from cloud_receiver.ingest.ratelimit import RateLimiter, SenderRate
-from cloud_receiver.storage import IngestResult, Storage
+from cloud_receiver.storage import Batch, IngestResult, Storage
+from cloud_receiver.storage import references as stored_references
 from cloud_receiver.storage.quarantine import Budget
 from contract import topics, wire
 from contract.quantities import canonical_readings
@@ -30,7 +33,7 @@ log = logging.getLogger(__name__)
 class Outcome:
     """What became of one message; ``ack`` is the payload to publish, if any."""
 
-    status: str  # stored | duplicate | quarantined | dropped (over the rate limit)
+    status: str  # stored | duplicate | resync | quarantined | dropped (over the rate limit)
     reason: str = ""
     concentrator: str | None = None
     seq: int | None = None
@@ -51,6 +54,24 @@ REASONS: tuple[str, ...] = (
 )
 
 
+Message = tuple[str, bytes, float | None]  # topic, payload, received at (None: now)
+GROUP = 8  # batches per transaction when messages wait (`Ingestor.handle_many`)
+TAKE = 8 * GROUP  # messages the service takes from its queue at once, at most
+
+
+@dataclass(frozen=True)
+class _Opened:
+    """A message that opened and decoded: its batch, ready to store."""
+
+    topic: str
+    payload: bytes
+    now: float
+    concentrator: str
+    header: wire.Header
+    readings: list[Reading]
+    events: Sequence[Event]
+
+
 @dataclass
 class Counters:
     messages: int = 0
@@ -59,6 +80,7 @@ class Counters:
     quarantined: int = 0  # kept in the quarantine (perhaps evicted since)
     rate_limited: int = 0  # refused beyond the sender's rate: counted, not kept
     evicted: int = 0  # old quarantined messages this process evicted to make room
+    resyncs: int = 0  # batches whose references were not resolved: nothing stored
     readings: int = 0
     by_reason: dict[str, int] = field(default_factory=dict)
 
@@ -87,23 +109,135 @@ class Ingestor:
         self.counters = Counters()
         self.owners = ownership.Owners(storage)  # who may deliver which meter
         self._software: dict[str, tuple[str | None, int]] = {}
+        # Held while a message is opened and while the storing thread counts or
+        # quarantines: the counters, the rate limiter and the quarantine are one at a time.
+        self._effects = threading.Lock()
+        self._writer_pool: ThreadPoolExecutor | None = None
 
     def handle(self, topic: str, payload: bytes, received_at: float | None = None) -> Outcome:
-        now = time.time() if received_at is None else received_at
-        self.counters.messages += 1
-        try:
-            outcome = self._handle(topic, payload, now)
-        except Exception as exc:  # a storage failure or a bug: quarantine, never crash
-            log.exception("failed to ingest a message on %s", topic)
-            outcome = self._quarantine(topic, payload, now, None, None, "internal_error", repr(exc))
-        if outcome.status == "stored":
-            self.counters.stored += 1
-            self.counters.readings += outcome.new_readings
-        elif outcome.status == "duplicate":
-            self.counters.duplicates += 1
-        return outcome
+        return self.handle_many([(topic, payload, received_at)])[0]
 
-    def _handle(self, topic: str, payload: bytes, now: float) -> Outcome:
+    def handle_many(self, messages: Sequence[Message]) -> list[Outcome]:
+        """Each message's outcome, in order, as if they were handled one by one; their
+        batches are stored `GROUP` per transaction (`Storage.ingest_many`), and while a
+        group is being stored (on a thread of its own) the next one is opened and
+        decoded, so the database's work overlaps ours."""
+        outcomes: list[Outcome | None] = [None] * len(messages)
+        pending: Future[None] | None = None
+        try:
+            for start in range(0, len(messages), GROUP):
+                opened: list[tuple[int, _Opened]] = []
+                for i in range(start, min(start + GROUP, len(messages))):
+                    result = self._open_one(*messages[i])
+                    if isinstance(result, Outcome):
+                        outcomes[i] = result
+                    else:
+                        opened.append((i, result))
+                if pending is not None:
+                    pending.result()
+                    pending = None
+                if not opened:
+                    continue
+                if start + GROUP >= len(messages):
+                    self._store(opened, outcomes)  # the last group: nothing to overlap
+                else:
+                    pending = self._writer().submit(self._store, opened, outcomes)
+        finally:
+            if pending is not None:
+                pending.result()
+        done = [o for o in outcomes if o is not None]
+        assert len(done) == len(messages)  # every message was refused or stored
+        with self._effects:  # a message is counted once all of it is
+            for outcome in done:
+                self.counters.messages += 1
+                if outcome.status == "stored":
+                    self.counters.stored += 1
+                    self.counters.readings += outcome.new_readings
+                elif outcome.status == "duplicate":
+                    self.counters.duplicates += 1
+        return done
+
+    def _open_one(self, topic: str, payload: bytes, received_at: float | None) -> Outcome | _Opened:
+        now = time.time() if received_at is None else received_at
+        with self._effects:
+            try:
+                return self._open(topic, payload, now)
+            except Exception as exc:  # a storage failure or a bug: quarantine, never crash
+                return self._internal_error(topic, payload, now, None, None, exc)
+
+    def _internal_error(
+        self,
+        topic: str,
+        payload: bytes,
+        now: float,
+        concentrator: str | None,
+        seq: int | None,
+        exc: Exception,
+    ) -> Outcome:
+        """Called inside ``except``: the failure is logged with its traceback."""
+        log.exception("failed to ingest a message on %s", topic)
+        return self._quarantine(topic, payload, now, concentrator, seq, "internal_error", repr(exc))
+
+    def _writer(self) -> ThreadPoolExecutor:
+        if self._writer_pool is None:
+            self._writer_pool = ThreadPoolExecutor(1, thread_name_prefix="ingest-store")
+        return self._writer_pool
+
+    def _store(self, opened: Sequence[tuple[int, _Opened]], outcomes: list[Outcome | None]) -> None:
+        """Store a group of opened batches and settle their outcomes; never raises (a
+        failure is each message's ``internal_error``)."""
+        try:
+            splits = self.owners.split_many([(o.concentrator, o.readings) for _, o in opened])
+        except Exception as exc:
+            with self._effects:
+                for i, o in opened:
+                    outcomes[i] = self._internal_error(
+                        o.topic, o.payload, o.now, o.concentrator, o.header.seq, exc
+                    )
+            return
+        ready: list[tuple[int, _Opened, ownership.Split]] = []
+        for (i, o), split in zip(opened, splits, strict=True):
+            if split.refused:
+                with self._effects:
+                    try:
+                        self._refuse_foreign(o.topic, o.concentrator, o.header.seq, split, o.now)
+                    except Exception as exc:
+                        outcomes[i] = self._internal_error(
+                            o.topic, o.payload, o.now, o.concentrator, o.header.seq, exc
+                        )
+                        continue
+            ready.append((i, o, split))
+        group = [
+            Batch(o.concentrator, o.header.seq, o.header.key_id, split.owned, o.events, o.now)
+            for _, o, split in ready
+        ]
+        results: list[tuple[IngestResult, int] | Exception]
+        try:
+            results = list(self.storage.ingest_many(group))
+        except Exception:
+            log.exception("storing a group of %d batches failed; storing them one by one",
+                          len(group))  # fmt: skip
+            results = [self._store_alone(batch) for batch in group]
+        for (i, o, split), result in zip(ready, results, strict=True):
+            try:
+                if isinstance(result, Exception):
+                    raise result
+                outcomes[i] = self._stored(o, split.owned, *result)
+            except Exception as exc:
+                with self._effects:
+                    outcomes[i] = self._internal_error(
+                        o.topic, o.payload, o.now, o.concentrator, o.header.seq, exc
+                    )
+
+    def _store_alone(self, batch: Batch) -> tuple[IngestResult, int] | Exception:
+        try:
+            return self.storage.ingest_many([batch])[0]
+        except Exception as exc:
+            return exc
+
+    def _open(self, topic: str, payload: bytes, now: float) -> Outcome | _Opened:
+        """Check, open and decode a message: an `Outcome` when it is refused, else the
+        batch to store."""
         topic_id = topics.up_sender(topic)
         if topic_id is None:
             return self._quarantine(
@@ -140,30 +274,32 @@ class Ingestor:
                 f"concentrator {topic_id!r} is revoked (`cloud-receiver revoke`)",
             )
         try:
-            _, content = wire.open_batch(payload, self.keys)
+            _, content = wire.open_batch(payload, self.keys, self._resolve)
         except wire.WireError as exc:
+            if exc.reason == "unresolved_reference":
+                return self._resync(topic_id, header, str(exc))
             return self._quarantine(topic, payload, now, topic_id, header.seq, exc.reason, str(exc))
         # A concentrator of the previous release still sends Modbus register names.
         readings = canonical_readings(content.readings)
-        split = self.owners.split(topic_id, readings)
-        if split.refused:
-            self._refuse_foreign(topic, topic_id, header.seq, split, now)
-        result, new = self.storage.ingest(
-            topic_id, header.seq, header.key_id, split.owned, content.events, now
-        )
+        return _Opened(topic, payload, now, topic_id, header, readings, content.events)
+
+    def _stored(self, o: _Opened, owned: list[Reading], result: IngestResult, new: int) -> Outcome:
+        """The outcome of a batch the storage has settled (`_store`)."""
+        topic, topic_id, header, now = o.topic, o.concentrator, o.header, o.now
         if result == IngestResult.REPLAY:
-            return self._quarantine(
-                topic,
-                payload,
-                now,
-                topic_id,
-                header.seq,
-                "replay",
-                f"sequence {header.seq} is older than the replay window",
-            )
+            with self._effects:
+                return self._quarantine(
+                    topic,
+                    o.payload,
+                    now,
+                    topic_id,
+                    header.seq,
+                    "replay",
+                    f"sequence {header.seq} is older than the replay window",
+                )
         if result == IngestResult.STORED:
-            self._after_store(topic_id, split.owned, content.events, now)
-            self._note_software(topic_id, header, content.events, now)
+            self._after_store(topic_id, owned, o.events, now)
+            self._note_software(topic_id, header, o.events, now)
         key = self.keys(topic_id, header.key_id)
         assert key is not None  # open_batch just used it
         status: Literal["stored", "duplicate"] = (
@@ -177,6 +313,29 @@ class Ingestor:
             version=header.version,
         )
         return Outcome(status, "", topic_id, header.seq, new, ack)
+
+    def _resolve(self, keys: Sequence[wire.RefKey]) -> Mapping[wire.RefKey, tuple[str, float]]:
+        return stored_references.resolve(self.storage, keys)
+
+    def _resync(self, concentrator: str, header: wire.Header, detail: str) -> Outcome:
+        """A batch coded against values this database does not hold (or holds
+        otherwise): nothing is stored, nothing quarantined (the sender did no wrong),
+        and the ack asks the concentrator for the same readings as a key batch."""
+        self.counters.resyncs += 1
+        self.counters.by_reason["unresolved_reference"] = (
+            self.counters.by_reason.get("unresolved_reference", 0) + 1
+        )
+        log.info("asked %s to resend batch %d as a key batch: %s", concentrator, header.seq, detail)
+        key = self.keys(concentrator, header.key_id)
+        assert key is not None  # open_batch just used it
+        ack = wire.seal_ack(
+            wire.Ack(seq=header.seq, status="resync", reason=detail[:512]),
+            concentrator_id=concentrator,
+            key_id=header.key_id,
+            key=key,
+            version=header.version,
+        )
+        return Outcome("resync", "unresolved_reference", concentrator, header.seq, 0, ack)
 
     def _refuse_foreign(
         self, topic: str, concentrator: str, seq: int, split: ownership.Split, now: float

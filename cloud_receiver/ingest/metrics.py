@@ -7,14 +7,11 @@ are computed at scrape time, at most once per ``refresh_s`` whatever the number 
 scrapers, on a connection of their own so a scrape never waits for (or holds up) an
 ingest; yesterday's deliveries are read once a day. Names and labels: docs/metrics.md.
 
-Collection completeness, per concentrator, for the local day so far (``CollectionRule``):
-
-- the concentrator's meters are the archive meters it delivered an interval reading
-  (``quantity``) for today, or yesterday if none today (a meter gone silent still
-  counts where it was last heard);
-- expected = its meters × the slots of ``slot_s`` completed since local midnight;
-- received = its interval readings of those meters in those slots;
-- archive meters delivered by nobody today or yesterday are counted as silent.
+Collection completeness, per concentrator, for the local day so far, by the one rule
+of `cloud_receiver.storage.completeness` (the ``completeness`` command's): the meters
+of the archive it owns (an unassigned one: where it was last heard, a day back at
+most), the readings due, received (live and recovered apart) and complete meters. Archive
+meters with no interval reading today or yesterday are counted as silent.
 """
 
 from __future__ import annotations
@@ -23,7 +20,6 @@ import datetime as dt
 import logging
 import threading
 import time
-from collections import defaultdict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from wsgiref.simple_server import WSGIServer
@@ -33,7 +29,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from cloud_receiver.ingest.ingestor import REASONS, Counters
-from cloud_receiver.storage import Storage
+from cloud_receiver.storage import Storage, completeness
+from cloud_receiver.storage.completeness import Plan
 
 log = logging.getLogger(__name__)
 
@@ -43,14 +40,7 @@ DEFAULT_REFRESH_S = 30.0
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
 
 
-@dataclass(frozen=True)
-class CollectionRule:
-    """What a complete day is: one ``quantity`` reading per meter per ``slot_s`` of the
-    local day in ``tz`` (the CLI passes the analytics' interval energy and slot)."""
-
-    quantity: str
-    slot_s: int
-    tz: dt.tzinfo
+CollectionRule = Plan  # the name the service and public API have used
 
 
 @dataclass(frozen=True)
@@ -60,6 +50,8 @@ class Collection:
     meters: int
     expected: int
     received: int
+    recovered: int = 0
+    complete: int = 0
 
     @property
     def ratio(self) -> float | None:
@@ -75,45 +67,23 @@ class DatabaseFigures:
     conflicts: int = 0
 
 
-def _midnight(now: float, tz: dt.tzinfo) -> int:
-    local = dt.datetime.fromtimestamp(now, tz)
-    return int(local.replace(hour=0, minute=0, second=0, microsecond=0).timestamp())
-
-
 def collection(
-    storage: Storage,
-    rule: CollectionRule,
-    now: float,
-    yesterday: Callable[[int], list[tuple[str, str, int]]] | None = None,
+    storage: Storage, rule: Plan, now: float, look_back: completeness.LookBack | None = None
 ) -> tuple[dict[str, Collection], int, int]:
-    """Per concentrator `Collection`, the archive's size and its silent meters at ``now``.
-    ``yesterday(midnight)`` gives yesterday's deliveries (a cache may stand in)."""
-    midnight = _midnight(now, rule.tz)
-    completed = int(now - midnight) // rule.slot_s
-    today = storage.archive_deliveries(rule.quantity, midnight, midnight + completed * rule.slot_s)
-    start = _midnight(midnight - 1, rule.tz)
-    before = (
-        yesterday(midnight)
-        if yesterday is not None
-        else storage.archive_deliveries(rule.quantity, start, midnight)
-    )
-    meters: dict[str, set[str]] = defaultdict(set)
-    received: dict[str, int] = defaultdict(int)
-    heard_today = set()
-    for concentrator, meter, n in today:
-        meters[concentrator].add(meter)
-        received[concentrator] += n
-        heard_today.add(meter)
-    heard = set(heard_today)
-    for concentrator, meter, _ in before:
-        heard.add(meter)
-        if meter not in heard_today:
-            meters[concentrator].add(meter)
-    archive = storage.archive_size()
+    """Per concentrator `Collection` today at ``now``, the archive's size and its silent
+    meters (`cloud_receiver.storage.completeness` is the rule); ``look_back`` keeps
+    yesterday's deliveries between calls."""
+    day = rule.day_of(now)
+    with storage.read() as conn:
+        report = completeness.compute(
+            conn, rule, day, day + dt.timedelta(days=1), now, look_back=look_back
+        )
     out = {
-        c: Collection(len(ms), len(ms) * completed, received[c]) for c, ms in sorted(meters.items())
+        t.key: Collection(t.meters, t.expected, t.received, t.recovered, t.complete)
+        for t in report.totals("concentrator")
+        if t.key  # unassigned meters nobody delivered: counted as silent
     }
-    return out, archive, max(0, archive - len(heard))
+    return out, report.archive, max(0, report.archive - len(report.heard))
 
 
 class CachedFigures:
@@ -137,7 +107,7 @@ class CachedFigures:
         self._lock = threading.Lock()
         self._figures: DatabaseFigures | None = None
         self._at: float | None = None  # monotonic
-        self._yesterday: tuple[int, list[tuple[str, str, int]]] | None = None
+        self._look_back = completeness.LookBack()  # yesterday's deliveries, once a day
 
     def get(self) -> DatabaseFigures | None:
         """The figures (None until a first query succeeded); a failed query keeps the
@@ -157,7 +127,7 @@ class CachedFigures:
 
     def _query(self) -> DatabaseFigures:
         per_concentrator, archive, silent = collection(
-            self.storage, self.rule, self.clock(), self._deliveries_before
+            self.storage, self.rule, self.clock(), self._look_back
         )
         return DatabaseFigures(
             quarantined=self.storage.quarantine_size(),
@@ -166,14 +136,6 @@ class CachedFigures:
             silent_meters=silent,
             collection=per_concentrator,
         )
-
-    def _deliveries_before(self, midnight: int) -> list[tuple[str, str, int]]:
-        """Yesterday's deliveries, read once per day: they no longer change much."""
-        if self._yesterday is None or self._yesterday[0] != midnight:
-            start = _midnight(midnight - 1, self.rule.tz)
-            rows = self.storage.archive_deliveries(self.rule.quantity, start, midnight)
-            self._yesterday = (midnight, rows)
-        return self._yesterday[1]
 
 
 class ReceiverCollector(Collector):
@@ -257,7 +219,7 @@ class ReceiverCollector(Collector):
         families = {
             "meters": GaugeMetricFamily(
                 f"{NS}_collection_meters",
-                "Archive meters a concentrator delivers (heard today, else yesterday).",
+                "Archive meters a concentrator owns (unassigned ones: where last heard).",
                 labels=["concentrator"],
             ),
             "expected": GaugeMetricFamily(
@@ -270,6 +232,16 @@ class ReceiverCollector(Collector):
                 "Interval readings of its meters stored for today's completed slots.",
                 labels=["concentrator"],
             ),
+            "recovered": GaugeMetricFamily(
+                f"{NS}_collection_recovered_readings",
+                "Of the received: readings recovered from the meters' memory (backfill).",
+                labels=["concentrator"],
+            ),
+            "complete": GaugeMetricFamily(
+                f"{NS}_collection_complete_meters",
+                "Its meters with every reading due today so far received.",
+                labels=["concentrator"],
+            ),
             "ratio": GaugeMetricFamily(
                 f"{NS}_collection_completeness_ratio",
                 "Received / expected interval readings today (absent in the first slot).",
@@ -280,6 +252,8 @@ class ReceiverCollector(Collector):
             families["meters"].add_metric([concentrator], col.meters)
             families["expected"].add_metric([concentrator], col.expected)
             families["received"].add_metric([concentrator], col.received)
+            families["recovered"].add_metric([concentrator], col.recovered)
+            families["complete"].add_metric([concentrator], col.complete)
             if col.ratio is not None:
                 families["ratio"].add_metric([concentrator], col.ratio)
         yield from families.values()

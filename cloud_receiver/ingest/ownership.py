@@ -31,9 +31,10 @@ class Owners:
     """The owners of the meters a receiver hears, cached per ownership version.
 
     Assignments are only ever added, so the newest row's id (`rule.version`, one index
-    lookup) tells whether anything changed since the cache was filled: a batch costs
-    that one query, plus one for the meters not seen since the last change. Two
-    receivers on one database see each other's changes at their next batch."""
+    lookup) tells whether anything changed since the cache was filled: a group of
+    batches costs that one query, plus one for the meters not seen since the last
+    change. Two receivers on one database see each other's changes at their next
+    group."""
 
     MAX_CACHED = 200_000  # meters; beyond, the cache starts over
 
@@ -41,33 +42,48 @@ class Owners:
         self.storage = storage
         self._version = -1
         self._known: dict[str, list[rule.Assignment]] = {}
+        # The owner of each cached meter whose owner is the same at every slot.
+        self._fixed: dict[str, str | None] = {}
 
     def split(self, concentrator: str, readings: Sequence[Reading]) -> Split:
         """The readings ``concentrator`` may deliver, and those it may not."""
-        if not readings:
-            return Split([])
+        return self.split_many([(concentrator, readings)])[0]
+
+    def split_many(self, batches: Sequence[tuple[str, Sequence[Reading]]]) -> list[Split]:
+        """`split` for each (concentrator, readings) of a group of batches: one version
+        query for the group, one for the meters not seen since the last change."""
+        if not any(readings for _, readings in batches):
+            return [Split(list(readings)) for _, readings in batches]
         with self.storage.read() as conn:
             version = rule.version(conn)
             if version != self._version or len(self._known) > self.MAX_CACHED:
                 self._known.clear()
+                self._fixed.clear()
                 self._version = version
-            if version == 0:
-                return Split(list(readings))  # nobody owns anything yet
-            unseen = {r.meter for r in readings} - self._known.keys()
+            if version == 0:  # nobody owns anything yet
+                return [Split(list(readings)) for _, readings in batches]
+            unseen = {r.meter for _, readings in batches for r in readings} - self._known.keys()
             if unseen:
                 found = rule.histories(conn, unseen)
                 for meter in unseen:
-                    self._known[meter] = found.get(meter, [])
+                    history = self._known[meter] = found.get(meter, [])
+                    if len(history) <= 1:  # one owner (or none) at every slot
+                        self._fixed[meter] = rule.owner_at(history, 0)
+        return [self._split(concentrator, readings) for concentrator, readings in batches]
+
+    def _split(self, concentrator: str, readings: Sequence[Reading]) -> Split:
+        fixed = self._fixed
         owned: list[Reading] = []
         refused: list[Reading] = []
         owners: dict[str, str] = {}
         for r in readings:
-            owner = rule.owner_at(self._known[r.meter], r.slot)
+            meter = r.meter
+            owner = fixed[meter] if meter in fixed else rule.owner_at(self._known[meter], r.slot)
             if owner is None or owner == concentrator:
                 owned.append(r)
             else:
                 refused.append(r)
-                owners[r.meter] = owner
+                owners[meter] = owner
         return Split(owned, refused, owners)
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import paho.mqtt.client as mqtt
 
-from cloud_receiver.ingest.ingestor import Ingestor
+from cloud_receiver.ingest.ingestor import TAKE, Ingestor
 from contract import package, topics
 from contract.mqtt_session import connect_persistent, tls_client
 
@@ -183,20 +183,32 @@ class ReceiverService:
         self._stop.set()
 
     async def _work(self) -> None:
+        """Take what waits in the queue (up to `TAKE` messages, at least one) and hand
+        the batches to the ingest together: when batches arrive faster than one
+        commit each, they are stored a group per transaction (`Ingestor.handle_many`);
+        when they trickle in, each goes alone, as soon as it arrives."""
         loop = asyncio.get_running_loop()
         while True:
-            msg, arrived = await self._queue.get()
-            requester = topics.pkgreq_sender(msg.topic)
-            if requester is not None:
-                await loop.run_in_executor(None, self._serve_chunk, requester, bytes(msg.payload))
+            taken = [await self._queue.get()]
+            while len(taken) < TAKE and not self._queue.empty():
+                taken.append(self._queue.get_nowait())
+            batches: list[tuple[mqtt.MQTTMessage, float]] = []
+            for msg, arrived in taken:
+                requester = topics.pkgreq_sender(msg.topic)
+                if requester is None:
+                    batches.append((msg, arrived))
+                else:
+                    payload = bytes(msg.payload)
+                    await loop.run_in_executor(None, self._serve_chunk, requester, payload)
+            if not batches:
                 continue
-            outcome = await loop.run_in_executor(
-                None, self.ingestor.handle, msg.topic, bytes(msg.payload)
-            )
-            if outcome.ack is not None and outcome.concentrator is not None:
-                self._client.publish(topics.ack(outcome.concentrator), outcome.ack, qos=1)
-            if self.observe_latency is not None:
-                self.observe_latency(time.monotonic() - arrived)
+            messages = [(msg.topic, bytes(msg.payload), None) for msg, _ in batches]
+            outcomes = await loop.run_in_executor(None, self.ingestor.handle_many, messages)
+            for (_, arrived), outcome in zip(batches, outcomes, strict=True):
+                if outcome.ack is not None and outcome.concentrator is not None:
+                    self._client.publish(topics.ack(outcome.concentrator), outcome.ack, qos=1)
+                if self.observe_latency is not None:
+                    self.observe_latency(time.monotonic() - arrived)
 
     def _serve_chunk(self, concentrator: str, payload: bytes) -> None:
         """Answer a chunk request (QoS 0 both ways: the concentrator asks again); without

@@ -2,18 +2,18 @@
 
 Owns the schema (`.schema`, SQLAlchemy Core), its migrations (`.migrations`, Alembic,
 run by `.migrate` whenever a database is opened, adopting databases of the releases
-before migrations), the exactly-once ingest of a batch and every query the receiver's
-applications run (`.database`), and what differs per backend (`.backends`). It imports
-nothing of the receiver's above it.
+before migrations), the exactly-once ingest of batches, a group per transaction
+(`.ingest`), every query the receiver's applications run (`.database`), and what
+differs per backend (`.backends`). It imports nothing of the receiver's above it.
 """
 
 from cloud_receiver.storage.database import (
-    REPLAY_WINDOW,
     PostgresStorage,
     SqliteStorage,
     Storage,
     open_storage,
 )
+from cloud_receiver.storage.ingest import REPLAY_WINDOW, Batch
 from cloud_receiver.storage.local import local_postgres_url
 from cloud_receiver.storage.records import (
     CommandRecord,
@@ -27,6 +27,7 @@ from cloud_receiver.storage.records import (
 
 __all__ = [
     "REPLAY_WINDOW",
+    "Batch",
     "CommandRecord",
     "ConcentratorInfo",
     "Conflict",

@@ -11,18 +11,19 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Callable, Sequence
+from itertools import chain
 from pathlib import Path
 from typing import Protocol
 from urllib.parse import quote
 
 from sqlalchemy import (
+    BigInteger,
     Column,
     Connection,
     Engine,
     Insert,
     MetaData,
     Table,
-    bindparam,
     create_engine,
     event,
     func,
@@ -42,6 +43,7 @@ from contract.records import Reading
 Upsert = sqlite_dialect.Insert | postgresql.Insert  # the same on_conflict_* API
 
 SQLITE_BUSY_TIMEOUT_S = 30.0
+ROWS_PER_INSERT = 2000  # readings per SQLite INSERT (fewer if its parameter limit says so)
 SETUP_LOCK = 4242  # PostgreSQL advisory lock: two receivers starting at once
 
 
@@ -56,16 +58,17 @@ class Backend(Protocol):
     def lock_setup(self, conn: Connection) -> None:
         """Serialise the schema set-up of two receivers that start at once."""
 
-    def add_readings(
-        self, conn: Connection, concentrator: str, seq: int, rows: Sequence[Reading]
-    ) -> int:
-        """Insert the readings not stored yet; return how many were new."""
+    def add_readings(self, conn: Connection, parts: Sequence[Part]) -> int:
+        """Insert the readings not stored yet, the parts in order (of one key given
+        twice, the first is kept); return how many were new."""
 
     def set_write(self, write: bool) -> None:
         """The next transaction writes (take the write lock at once) or only reads."""
 
 
 _READING_COLUMNS = ("meter", "quantity", "slot", "value", "unit", "read_at", "source")
+_ALL_COLUMNS = (*_READING_COLUMNS, "concentrator", "seq")
+Part = tuple[str, int, Sequence[Reading]]  # a batch's concentrator, seq and readings
 
 
 class SqliteBackend:
@@ -106,6 +109,9 @@ class SqliteBackend:
             .compile(dialect=self.engine.dialect, column_keys=[c.name for c in readings.c])
         )
 
+        self._many_sql = ""  # the same for `ROWS_PER_INSERT` rows, built at first use
+        self._per = 1
+
     def _on_begin(self, conn: Connection) -> None:
         conn.exec_driver_sql(f"PRAGMA query_only = {0 if self._write else 1}")
         conn.exec_driver_sql("BEGIN IMMEDIATE" if self._write else "BEGIN")
@@ -119,23 +125,43 @@ class SqliteBackend:
     def lock_setup(self, conn: Connection) -> None:
         pass  # BEGIN IMMEDIATE already holds the file's write lock
 
-    def add_readings(
-        self, conn: Connection, concentrator: str, seq: int, rows: Sequence[Reading]
-    ) -> int:
-        cur = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    def add_readings(self, conn: Connection, parts: Sequence[Part]) -> int:
+        """Many rows per ``INSERT OR IGNORE`` (`ROWS_PER_INSERT`, within SQLite's limit
+        of host parameters), the rest one per row: binding costs Python a little per
+        row, and each statement then runs as one long SQLite step without Python's
+        lock, beside the ingest's decoding of the next group (`.ingest`). Rows go in
+        arrival order, so of one key given twice the first is kept."""
+        dbapi = conn.connection.driver_connection
+        rows = [
+            (r.meter, r.quantity, r.slot, r.value, r.unit, r.read_at, r.source, concentrator, seq)
+            for concentrator, seq, batch in parts
+            for r in batch
+        ]
+        per = self._rows_per_insert(dbapi)  # type: ignore[arg-type]
+        bulk = len(rows) - len(rows) % per if per > 1 else 0
+        new = 0
+        cur = dbapi.cursor()  # type: ignore[union-attr]
         try:
-            cur.executemany(
-                self._readings_sql,
-                [
-                    (r.meter, r.quantity, r.slot, r.value, r.unit, r.read_at, r.source,
-                     concentrator, seq)
-                    for r in rows
-                ],
-            )  # fmt: skip
-            # executemany sums the rows each INSERT changed: the ignored ones add 0.
-            return int(cur.rowcount)
+            if bulk:
+                cur.executemany(
+                    self._many_sql,
+                    [tuple(chain.from_iterable(rows[i : i + per])) for i in range(0, bulk, per)],
+                )
+                new += cur.rowcount  # the rows each INSERT changed: the ignored ones add 0
+            if bulk < len(rows):
+                cur.executemany(self._readings_sql, rows[bulk:])
+                new += cur.rowcount
+            return int(new)
         finally:
             cur.close()
+
+    def _rows_per_insert(self, dbapi: sqlite3.Connection) -> int:
+        if not self._many_sql:
+            limit = dbapi.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
+            self._per = max(1, min(ROWS_PER_INSERT, limit // len(_ALL_COLUMNS)))
+            head, values = self._readings_sql.split(" VALUES ", 1)
+            self._many_sql = f"{head} VALUES {', '.join([values] * self._per)}"
+        return self._per
 
 
 def _sqlite_connect(dbapi_conn: sqlite3.Connection, record: object) -> None:
@@ -146,10 +172,15 @@ def _sqlite_connect(dbapi_conn: sqlite3.Connection, record: object) -> None:
 
 
 class PostgresBackend:
-    """psycopg 3. A batch's readings are copied (binary ``COPY``) into a temporary table,
-    then moved with one ``INSERT … SELECT … ON CONFLICT DO NOTHING``: the fastest way in
-    (bench/receiver.py; ``executemany`` and ``unnest`` of arrays measured slower), and
-    the conflict clause keeps the exactly-once guarantee."""
+    """psycopg 3. A group's readings are copied (binary ``COPY``) straight into the
+    ``readings`` table under a savepoint: when none of their keys is stored yet — the
+    usual case, since a batch that is new carries new readings — that is the whole
+    insert, and the fastest there is (bench/receiver.py). When a key is stored already
+    (a re-batched resend, a conflicting value, another receiver's batch with the same
+    keys) the copy fails on the primary key, the savepoint is rolled back, and the rows
+    go the careful way: copied into a temporary table, then moved with one ``INSERT …
+    SELECT … ON CONFLICT DO NOTHING`` in key order (first part first for one key), so
+    the exactly-once guarantee never rests on the fast path."""
 
     def __init__(self, url: str) -> None:
         sa_url = make_url(url).set(drivername="postgresql+psycopg")
@@ -157,29 +188,30 @@ class PostgresBackend:
         self._write = True
         event.listen(self.engine, "begin", self._on_begin)
         incoming = Table(
-            "incoming",
+            "incoming_readings",
             MetaData(),
-            *(Column(n, readings.c[n].type) for n in _READING_COLUMNS),
+            *(Column(n, readings.c[n].type) for n in _ALL_COLUMNS),
+            Column("part", BigInteger),
             prefixes=["TEMPORARY"],
             postgresql_on_commit="DELETE ROWS",
         )
         self._create_incoming = str(
             CreateTable(incoming, if_not_exists=True).compile(dialect=self.engine.dialect)
         )
-        self._copy = f"COPY incoming ({', '.join(_READING_COLUMNS)}) FROM STDIN (FORMAT BINARY)"
+        columns = ", ".join(_ALL_COLUMNS)
+        self._copy_direct = f"COPY {readings.name} ({columns}) FROM STDIN (FORMAT BINARY)"
+        self._copy_incoming = f"COPY {incoming.name} ({columns}, part) FROM STDIN (FORMAT BINARY)"
         # Binary COPY needs each column's type; the schema's, as PostgreSQL names them.
         self._copy_types = [
-            readings.c[n].type.compile(dialect=self.engine.dialect).lower()
-            for n in _READING_COLUMNS
+            readings.c[n].type.compile(dialect=self.engine.dialect).lower() for n in _ALL_COLUMNS
         ]
+        i = incoming.c
         self._move: Insert = (
             postgresql.insert(readings)
             .from_select(
-                [*_READING_COLUMNS, "concentrator", "seq"],
-                select(
-                    *incoming.c,
-                    bindparam("concentrator", type_=readings.c.concentrator.type),
-                    bindparam("seq", type_=readings.c.seq.type),
+                list(_ALL_COLUMNS),
+                select(*(i[n] for n in _ALL_COLUMNS)).order_by(
+                    *(i[c.name] for c in readings.primary_key.columns), i.part
                 ),
             )
             .on_conflict_do_nothing()
@@ -200,25 +232,37 @@ class PostgresBackend:
     def lock_setup(self, conn: Connection) -> None:
         conn.execute(select(func.pg_advisory_xact_lock(SETUP_LOCK)))
 
-    def add_readings(
-        self, conn: Connection, concentrator: str, seq: int, rows: Sequence[Reading]
-    ) -> int:
-        if not rows:
+    def add_readings(self, conn: Connection, parts: Sequence[Part]) -> int:
+        total = sum(len(rows) for _, _, rows in parts)
+        if not total:
             return 0
-        # Created in the transaction: a rolled-back first batch takes it away again.
+        from psycopg.errors import UniqueViolation
+
+        try:
+            with conn.begin_nested():
+                self._copy(conn, self._copy_direct, parts, numbered=False)
+            return total
+        except UniqueViolation:
+            pass  # a key is stored already: the careful way below
+        # Created in the transaction: a rolled-back first group takes it away again.
         conn.exec_driver_sql(self._create_incoming)
+        self._copy(conn, self._copy_incoming, parts, numbered=True)
+        return int(conn.execute(self._move).rowcount)
+
+    def _copy(self, conn: Connection, sql: str, parts: Sequence[Part], *, numbered: bool) -> None:
         cur = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
         try:
-            with cur.copy(self._copy) as copy:
-                copy.set_types(self._copy_types)
-                for r in rows:
-                    copy.write_row(
-                        (r.meter, r.quantity, r.slot, r.value, r.unit, r.read_at, r.source)
-                    )
+            with cur.copy(sql) as copy:
+                copy.set_types([*self._copy_types, "int8"] if numbered else self._copy_types)
+                for n, (concentrator, seq, rows) in enumerate(parts):
+                    tail = (concentrator, seq, n) if numbered else (concentrator, seq)
+                    for r in rows:
+                        copy.write_row(
+                            (r.meter, r.quantity, r.slot, r.value, r.unit, r.read_at, r.source,
+                             *tail)
+                        )  # fmt: skip
         finally:
             cur.close()
-        result = conn.execute(self._move, {"concentrator": concentrator, "seq": seq})
-        return int(result.rowcount)
 
 
 def backend_for(url: str, *, create: bool = True) -> Callable[[], Backend]:

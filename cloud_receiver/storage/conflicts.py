@@ -16,9 +16,9 @@ the record (the issue's stolen-concentrator attack, in reverse). An operator com
 both (``cloud-receiver conflicts``) and decides. Values compare as exact decimals
 (``1.50`` equals ``1.5``); text that is not a number compares as text.
 
-This is the one place the rule lives: `.database` calls `record` inside the batch's
-transaction, on both backends, and only when the batch stored fewer readings than it
-carried (the fast path of a batch of new readings reads nothing back).
+This is the one place the rule lives: `.ingest` calls `record` inside the batch's
+transaction, on both backends, and only when a group of batches stored fewer readings
+than it carried (the fast path of new readings reads nothing back).
 """
 
 from __future__ import annotations
@@ -56,8 +56,9 @@ def record(
     received_at: float,
 ) -> int:
     """Record every reading of this batch that differs from the stored one of its key;
-    how many. Runs after the batch's readings went in (existing keys left alone), so a
-    key stored by this very batch is compared too (two values for one key in a batch)."""
+    return how many of its keys this batch stored (the rest were there before). Runs
+    after the batch's readings went in (existing keys left alone), so a key stored by
+    this very batch is compared too (two values for one key in a batch)."""
     stored: dict[_Key, tuple[str, str, float, str, int, float]] = {}
     keys = list(dict.fromkeys((r.meter, r.quantity, r.slot) for r in batch))
     r, b = readings.c, batches.c
@@ -74,6 +75,7 @@ def record(
             stored[(row[0], row[1], int(row[2]))] = (
                 row[3], row[4], float(row[5]), row[6], int(row[7]), float(row[8]),
             )  # fmt: skip
+    mine = sum(1 for have in stored.values() if have[3] == concentrator and have[4] == seq)
     found: list[dict[str, object]] = []
     for reading in batch:
         have = stored.get((reading.meter, reading.quantity, reading.slot))
@@ -91,7 +93,7 @@ def record(
              "received_at": received_at}
         )  # fmt: skip
     if not found:
-        return 0
+        return mine
     conn.execute(insert(reading_conflicts), found)
     conn.execute(
         insert(events),
@@ -106,7 +108,7 @@ def record(
             for c in found
         ],
     )  # fmt: skip
-    return len(found)
+    return mine
 
 
 def query(

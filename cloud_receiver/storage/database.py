@@ -25,8 +25,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Table, bindparam, case, delete, exc, func, insert, select, update
-from sqlalchemy.sql import ColumnElement
+from sqlalchemy import Connection, Table, delete, exc, func, insert, select, update
 
 from cloud_receiver.errors import StorageError
 from cloud_receiver.storage import conflicts, migrate
@@ -38,6 +37,7 @@ from cloud_receiver.storage.backends import (
     Upsert,
     backend_for,
 )
+from cloud_receiver.storage.ingest import Batch, GroupWriter
 from cloud_receiver.storage.records import (
     CommandRecord,
     ConcentratorInfo,
@@ -62,17 +62,12 @@ from cloud_receiver.storage.schema import (
 from contract.records import Event, Reading
 
 SETUP_TIMEOUT_S = 30.0
-REPLAY_WINDOW = 100_000  # batches older than max_seq - window that we never saw: refused
+# PostgreSQL aborted the transaction to break a deadlock, or a serialisation failure.
+RETRIED_SQLSTATES = ("40P01", "40001")
+DEADLOCK_RETRIES = 3
 IN_CHUNK = 500  # meters per IN (...) list: under SQLite's 999 host parameters
 DEFAULT_BUDGET = quarantine_budget.Budget()
 FINAL_STATUSES = ("done", "failed", "refused", "expired", "unanswered")
-
-
-class _Refused(Exception):
-    """Rolls the batch's transaction back: a duplicate or a replay."""
-
-    def __init__(self, result: IngestResult) -> None:
-        self.result = result
 
 
 class Storage:
@@ -81,19 +76,7 @@ class Storage:
     def __init__(self, backend: Backend, *, create: bool = True) -> None:
         self._backend = backend
         self._lock = threading.Lock()
-        # The ingest statements, built once: a batch runs them without building SQL.
-        self._add_batch = backend.insert(batches).on_conflict_do_nothing().returning(batches.c.seq)
-        self._max_seq = select(concentrators.c.max_seq).where(
-            concentrators.c.concentrator == bindparam("concentrator")
-        )
-        seen = backend.insert(concentrators)
-        self._seen = seen.on_conflict_do_update(
-            index_elements=[concentrators.c.concentrator],
-            set_={
-                "last_seen": _greatest(concentrators.c.last_seen, seen.excluded.last_seen),
-                "max_seq": _greatest(concentrators.c.max_seq, seen.excluded.max_seq),
-            },
-        )
+        self._group = GroupWriter(backend)  # the ingest statements, built once
         try:
             self._conn = _connect(backend)
         except exc.DBAPIError as error:  # say what the driver said, not SQLAlchemy's wrapper
@@ -159,48 +142,22 @@ class Storage:
         (concentrator, seq) is already stored, or (REPLAY, 0) when it is older than the
         replay window and unknown. Two receivers racing on one batch: the second one's
         batch row waits for the first's commit and then finds it (a duplicate)."""
-        try:
-            with self.transaction() as conn:
-                new = self._ingest(conn, concentrator, seq, key_id, readings, events, received_at)
-        except _Refused as refused:
-            return refused.result, 0
-        return IngestResult.STORED, new
+        batch = Batch(concentrator, seq, key_id, readings, events, received_at)
+        return self.ingest_many([batch])[0]
 
-    def _ingest(
-        self,
-        conn: Connection,
-        concentrator: str,
-        seq: int,
-        key_id: int,
-        batch: Sequence[Reading],
-        batch_events: Sequence[Event],
-        received_at: float,
-    ) -> int:
-        batch_row = {
-            "concentrator": concentrator, "seq": seq, "key_id": key_id,
-            "received_at": received_at, "readings": len(batch), "events": len(batch_events),
-        }  # fmt: skip
-        if conn.execute(self._add_batch, batch_row).first() is None:
-            raise _Refused(IngestResult.DUPLICATE)  # the other receiver (or we) stored it
-        max_seq = conn.execute(self._max_seq, {"concentrator": concentrator}).scalar()
-        if max_seq is not None and seq <= int(max_seq) - REPLAY_WINDOW:
-            raise _Refused(IngestResult.REPLAY)
-        new = self._backend.add_readings(conn, concentrator, seq, batch)
-        if new < len(batch):  # some keys were stored already: duplicates or conflicts
-            conflicts.record(conn, concentrator, seq, batch, received_at)
-        if batch_events:
-            conn.execute(
-                insert(events),
-                [
-                    {"concentrator": concentrator, "seq": seq, "kind": e.kind,
-                     "severity": e.severity, "meter": e.meter, "detail": e.detail, "at": e.at}
-                    for e in batch_events
-                ],
-            )  # fmt: skip
-        conn.execute(
-            self._seen, {"concentrator": concentrator, "last_seen": received_at, "max_seq": seq}
-        )
-        return new
+    def ingest_many(self, group: Sequence[Batch]) -> list[tuple[IngestResult, int]]:
+        """Store a group of batches in one transaction, each exactly once and as if
+        stored one after another (`.ingest`); per batch what `ingest` returns. A
+        transaction PostgreSQL aborts to break a deadlock is run again."""
+        for attempt in range(DEADLOCK_RETRIES + 1):
+            try:
+                with self.transaction() as conn:
+                    return self._group.store(conn, group)
+            except Exception as error:  # SQLAlchemy's wrapper, or the driver's own (COPY)
+                code = getattr(getattr(error, "orig", error), "sqlstate", None)
+                if code not in RETRIED_SQLSTATES or attempt == DEADLOCK_RETRIES:
+                    raise
+        raise AssertionError("unreachable")
 
     def quarantine(
         self,
@@ -534,11 +491,6 @@ def _log_command(
             command_id=command_id, at=at, status=status, detail=_json(detail)
         )
     )
-
-
-def _greatest(a: Any, b: Any) -> ColumnElement[Any]:
-    """max(a, b) on both backends (SQLite's max() is PostgreSQL's greatest())."""
-    return case((b > a, b), else_=a)
 
 
 def _json(value: object) -> str:

@@ -83,6 +83,7 @@ events = Table(
     Column("detail", JSON().with_variant(JSONB(), "postgresql"), nullable=False),
     Column("at", Double, nullable=False),
 )
+Index("events_by_kind", events.c.kind, events.c.at)  # the collection_day events of a day
 
 quarantine = Table(
     "quarantine",
@@ -485,4 +486,62 @@ access_settings = Table(
     Column("value", Text, nullable=False),
     Column("updated_at", Double, nullable=False),
     Column("updated_by", Text, nullable=False),
+)
+
+# ---------------------------------------------------------------- the portal and the API
+# Customers who log in to the portal (`cloud_receiver.access.customers`), each seeing
+# only the meters linked to them (and the prepaid accounts of those meters); the API
+# tokens of operators and systems (`cloud_receiver.access.tokens`), stored hashed; and
+# the payment providers' top-ups, one row per provider reference (idempotent).
+customers = Table(
+    "customers",
+    metadata,
+    Column("name", Text, primary_key=True),
+    Column("password_hash", Text, nullable=False),  # Argon2id, PHC string
+    Column("language", Text, nullable=False),
+    Column("disabled", Integer, nullable=False),
+    Column("failures", Integer, nullable=False),
+    Column("locked_until", Double),
+    Column("sessions_after", Double),  # portal sessions started before it are void
+    Column("created_at", Double, nullable=False),
+    Column("created_by", Text, nullable=False),
+    Column("updated_at", Double, nullable=False),
+)
+
+customer_meters = Table(
+    "customer_meters",
+    metadata,
+    Column("meter", Text, primary_key=True),  # a meter is one customer's at a time
+    Column("customer", Text, nullable=False),
+    Column("linked_at", Double, nullable=False),
+    Column("linked_by", Text, nullable=False),
+)
+Index("customer_meters_by_customer", customer_meters.c.customer)
+
+api_tokens = Table(
+    "api_tokens",
+    metadata,
+    Column("id", Text, primary_key=True),
+    Column("kind", Text, nullable=False),  # "operator" or "system"
+    Column("subject", Text, nullable=False),  # the operator's or the system's name
+    Column("role", Text, nullable=False),
+    Column("secret_sha256", Text, nullable=False),
+    Column("session", Text),  # an operator token signs through a session of its own
+    Column("note", Text, nullable=False),
+    Column("created_at", Double, nullable=False),
+    Column("created_by", Text, nullable=False),
+    Column("expires_at", Double, nullable=False),
+    Column("revoked_at", Double),
+    Column("last_used_at", Double),
+)
+
+payments = Table(
+    "payments",
+    metadata,
+    Column("reference", Text, primary_key=True),  # the payment provider's own
+    Column("account", Text, nullable=False),
+    Column("amount_cents", BigInteger, nullable=False),
+    Column("provider", Text, nullable=False),
+    Column("ledger_ref", Text, nullable=False),
+    Column("at", Double, nullable=False),
 )

@@ -86,7 +86,9 @@ def config_keygen(file: Path, as_json: bool) -> None:
 )
 @json_option()
 def stats(config_path: Path, days: int, as_json: bool) -> None:
-    """Read-success rate per day, bus and meter, and the backlog, from the store."""
+    """Read-success rate and collection completeness per day, bus and meter, and the
+    backlog, from the store. Completeness: the interval slots the tasks expected so far
+    and those held, live (polled) or recovered (backfilled from the meter's memory)."""
     from concentrator.control.metrics import collect_metrics
 
     # The store only: never the uplink's keys, which this user may not be allowed to read.
@@ -96,14 +98,19 @@ def stats(config_path: Path, days: int, as_json: bool) -> None:
         click.echo(json.dumps(report))
         return
     console = stdout_console()
+
+    def pct(x: float | None) -> str:
+        return "-" if x is None else f"{x * 100:.2f} %"
+
     rows = [
-        (f"{label} {key}", row["read"], row["missing"],
-         "-" if row["rate"] is None else f"{row['rate'] * 100:.2f} %")
+        (f"{label} {key}", row["read"], row["missing"], pct(row["rate"]),
+         (c := row["completeness"])["expected"], c["live"], c["recovered"], pct(c["held_rate"]))
         for scope, label in (("days", "day"), ("buses", "bus"), ("meters", "meter"))
         for key, row in report[scope].items()
     ]  # fmt: skip
     columns = (Column("scope", "id"), Column("read", "number"), Column("missing", "number"),
-               Column("rate", "number"))  # fmt: skip
+               Column("rate", "number"), Column("expected", "number"), Column("live", "number"),
+               Column("recovered", "number"), Column("complete", "number"))  # fmt: skip
     print_table(columns, rows, title=f"read success, {cfg.concentrator.id}")
     b = report["backlog"]
     console.print(

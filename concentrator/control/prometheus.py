@@ -131,6 +131,9 @@ _UPLINK = (
     ("uplink_batches_acked", "batches_acked", "Batches the receiver acknowledged as stored.", True),
     ("uplink_readings_acked", "readings_acked", "Readings in acknowledged batches.", True),
     ("uplink_batches_rejected", "rejected", "Batches the receiver refused.", True),
+    ("uplink_batches_coded", "coded", "Batches coded against the receiver's references.", True),
+    ("uplink_batches_resynced", "resyncs",
+     "Batches the receiver could not resolve, sent again as key batches.", True),
     ("uplink_batches_in_flight", "in_flight", "Batches sent and not yet acknowledged.", False),
     ("uplink_last_ack_timestamp_seconds", "last_ack_at", "Unix time of the last ack.", False),
 )  # fmt: skip

@@ -1,8 +1,9 @@
 """Daily freezes recovered from the meters' own history (the last 62 days).
 
-A DL/T 645 meter freezes its energy registers at midnight and keeps 62 of those
-freezes, so a daily-freeze slot that was missed (the meter silent, its bus too busy,
-the daemon down over 00:05) is not lost: it is noted here and read back later at
+A DL/T 645-2007 or DL/T 698.45 meter freezes its energy registers at midnight and keeps
+62 of those freezes (645: 0506xxxx; 698.45: record 5004, read by day), so a
+daily-freeze slot that was missed (the meter silent, its bus too busy, the daemon down
+over 00:05) is not lost: it is noted here and read back later at
 backfill priority, when the meter is online again, or when a field engineer asks for
 a range of days (``concentrator backfill``).
 """
@@ -25,9 +26,13 @@ BACKFILL_WINDOW_S = 62 * 86400  # DL/T 645 meters hold 62 daily freezes
 DayPlan = list[tuple[dt.date, "asyncio.Future[list[QuantityValue]] | str"]]
 
 
+FREEZE_PROTOCOLS = ("dlt645", "dlt698")  # 645-2007: 0506xxxx; 698.45: record 5004
+
+
 def is_freeze_task(task: TaskConfig, meter: MeterConfig) -> bool:
-    """A task that reads a DL/T 645 meter's daily freeze (which the meter keeps)."""
-    return meter.protocol == "dlt645" and set(task.quantities) <= set(FREEZE_QUANTITIES)
+    """A task that reads a meter's daily freeze (which the meter keeps): DL/T 645-2007
+    or DL/T 698.45."""
+    return meter.protocol in FREEZE_PROTOCOLS and set(task.quantities) <= set(FREEZE_QUANTITIES)
 
 
 class Reads(Protocol):

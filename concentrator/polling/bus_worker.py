@@ -23,6 +23,8 @@ from enum import IntEnum
 
 from concentrator.clock import Clock
 from concentrator.config import BusConfig, MeterConfig
+from concentrator.polling import freeze_read, load_read
+from concentrator.polling.freeze_read import FreezeNotTaken
 from concentrator.polling.health import Health, HealthTracker
 from concentrator.storage import StoreWriter
 from contract.records import Event, Reading
@@ -56,7 +58,8 @@ class Priority(IntEnum):
     ONDEMAND = 0
     POLL = 1
     # A scheduled daily freeze stays in the meter for 62 days and can be backfilled; an
-    # interval reading cannot. So a freeze yields to every interval read, even one whose
+    # interval reading only from a meter that keeps a load curve (`loadprofile`), and
+    # only for days. So a freeze yields to every interval read, even one whose
     # deadline is later (a freeze left over from yesterday near midnight otherwise took
     # the bus in the first minutes of the new day's first slot).
     FREEZE = 2
@@ -90,13 +93,11 @@ class Job:
     source: str = field(compare=False, default="poll")
     freeze_day: dt.date | None = field(compare=False, default=None)
     backfill: bool = field(compare=False, default=False)
+    # Load-profile recovery: slot -> the names to recover from the meter's load memory.
+    load: dict[int, frozenset[str]] | None = field(compare=False, default=None)
     future: asyncio.Future[list[QuantityValue]] | None = field(compare=False, default=None)
     action: BusAction | None = field(compare=False, default=None)  # a command, not a read
     done: list[QuantityValue] = field(compare=False, default_factory=list)
-
-
-class FreezeNotTaken(DriverError):
-    """The meter's latest daily freeze is older than the day asked for (clock behind)."""
 
 
 @dataclass
@@ -156,6 +157,10 @@ class BusWorker:
     @property
     def queued(self) -> int:
         return len(self._ready) + len(self._delayed)
+
+    def usable(self) -> bool:
+        """Whether the channel works now (a carrier module says so itself)."""
+        return self.port_error is None
 
     def utilisation(self) -> float:
         elapsed = self.clock.monotonic() - self._started
@@ -248,6 +253,8 @@ class BusWorker:
             await self._prepare()
             if job.freeze_day is not None:
                 await self._read_freeze(job)
+            elif job.load is not None:
+                await self._read_load(job)
             else:
                 await self._read_quantities(job)
         except MeterError as exc:
@@ -522,11 +529,49 @@ class BusWorker:
             self._store(job, values)
             job.quantities.pop(0)
 
+    async def _read_load(self, job: Job) -> None:
+        """Missed slots read back from the meter's load curve (`load_read`): stored with
+        the job's source ("backfill") under each record's own slot."""
+        assert job.load is not None
+        got = await load_read.recover(
+            self._channel(job.meter.protocol), job.meter, job.load, self.tz
+        )
+        now = self.clock.wall()
+        readings = [
+            Reading(job.meter.address, name, slot, text, unit, now, job.source)
+            for slot, values in got.values.items()
+            for name, (text, unit) in sorted(values.items())
+        ]
+        self.stats.reads_ok += 1
+        self.stats.readings += len(readings)
+        self.writer.add(readings)
+        job.done.extend(
+            QuantityValue(r.meter, r.quantity, str(r.slot), r.value, r.unit, now) for r in readings
+        )
+        for slot, names in got.not_held.items():  # not tried again (`LoadBackfill.sweep`)
+            for name in sorted(names):
+                self.writer.missing(job.meter.address, name, slot, load_read.NOT_HELD)
+        job.quantities = []
+
     async def _read_freeze(self, job: Job) -> None:
-        """Find the daily freeze of ``job.freeze_day`` among the meter's last 62."""
+        """Find the daily freeze of ``job.freeze_day`` among the meter's last 62 (a
+        698.45 meter is asked for the day: `freeze_read`)."""
         assert job.freeze_day is not None
-        d = self._dlt645()
         address = job.meter.address
+        if job.meter.protocol == "dlt698":
+            now = self.clock.wall()
+            today = dt.datetime.fromtimestamp(now, self.tz).date()
+            got = await freeze_read.read_daily(
+                self._channel("dlt698"), address, job.freeze_day, job.quantities, today, now
+            )
+            if got is None:
+                self._give_up(job, f"daily freeze of {job.freeze_day} no longer held by the meter")
+            else:
+                self.stats.reads_ok += 1
+                self._store(job, got)
+            job.quantities = []
+            return
+        d = self._dlt645()
         for n in range(1, dlt645.MAX_DAILY_FREEZES + 1):
             time_entry = dlt645.lookup(dlt645.daily_frozen_time_di(n))
             raw = await d.read_raw(address, time_entry.di)

@@ -31,7 +31,8 @@ from collections.abc import Callable, Sequence
 
 from concentrator.clock import Clock
 from concentrator.config import BusConfig, MeterConfig
-from concentrator.polling.bus_worker import BusWorker, FreezeNotTaken, Job
+from concentrator.polling.bus_worker import BusWorker, Job
+from concentrator.polling.freeze_read import FreezeNotTaken
 from concentrator.polling.health import HealthTracker
 from concentrator.storage import StoreWriter
 from contract.records import Event
@@ -308,6 +309,9 @@ class PlcWorker(BusWorker):
             module=self.module_info,
         )
         return doc
+
+    def usable(self) -> bool:
+        return self.module_up.is_set()
 
     def stuck_s(self) -> float:
         """Real seconds the oldest job in the air has been running (0 when none)."""

@@ -27,6 +27,7 @@ from concentrator.polling.archive_guard import ArchiveGuard, Word
 from concentrator.polling.backfill import DayPlan, FreezeBackfill, is_freeze_task
 from concentrator.polling.bus_worker import BusAction, BusWorker, Job, Priority, stored_names
 from concentrator.polling.health import Health, HealthTracker
+from concentrator.polling.loadprofile import LoadBackfill
 from concentrator.polling.plc_worker import PlcWorker
 from concentrator.polling.roster import Roster
 from concentrator.storage import StoreWriter
@@ -48,6 +49,8 @@ class Polling:
         self.writer = writer
         self.health = HealthTracker(self._health_changed)
         self.backfill = FreezeBackfill(self)
+        self.load = LoadBackfill(self)  # missed interval slots, from the meters' curves
+        self._sweeps: set[asyncio.Task[int]] = set()
         self.roster = Roster(writer)
         self.guard = ArchiveGuard(writer)  # the archive: which meters may be polled
         self._refused_noted: list[str] = []
@@ -257,8 +260,10 @@ class Polling:
             for name in names:
                 if (meter.address, name) not in have:
                     self.writer.missing(meter.address, name, slot, reason)
+                    self.load.note()
 
     def _skipped(self, task: TaskConfig, first: int, end: int, reason: str) -> None:
+        self.load.note()
         period = task.every.period_s
         first = max(first, end - MAX_SKIPPED_SLOTS * period)
         for slot in range(first, end, period):
@@ -339,6 +344,7 @@ class Polling:
     def _missing(self, job: Job, reason: str) -> None:
         if job.slot is None:
             return
+        self.load.note()
         for q in job.quantities:
             for name in stored_names(job.meter, q):
                 self.writer.missing(job.meter.address, name, job.slot, reason)
@@ -379,6 +385,9 @@ class Polling:
         )
         if new == Health.ONLINE:
             self.backfill.start(meter)
+            sweep = asyncio.get_running_loop().create_task(self.load.sweep(meter))
+            self._sweeps.add(sweep)
+            sweep.add_done_callback(self._sweeps.discard)
 
     # ------------------------------------------------------------------ on demand
     async def read_now(

@@ -12,6 +12,8 @@ EVENT_KINDS: tuple[str, ...] = (
     # meters and buses
     "meter_state", "bus_port_down", "bus_port_back", "relay", "time_sync", "clock_drift",
     "command",
+    # the day's collection completeness, sent up after local midnight (control.completeness)
+    "collection_day",
     # the meter archive the utility pushes down, and commissioning mode
     "archive_refused", "commissioning",
     # carrier (PLC) modules

@@ -10,7 +10,7 @@ from collections.abc import Iterable, Sequence
 from typing import Literal
 
 from concentrator.storage.base import StoreBase
-from concentrator.storage.codec import EVENT_SELECT, stored_event
+from concentrator.storage.codec import EVENT_SELECT, SOURCES, stored_event
 from concentrator.storage.held import RECOVERED_KEY, Held
 from concentrator.storage.records import Missing, ReadSuccess, StoredEvent
 
@@ -191,6 +191,27 @@ class Events(StoreBase):
             for key, (read, missing) in counts.items()
         ]
         return sorted(result, key=lambda r: r.key)
+
+    def held_slots(
+        self, since: int, until: int, quantities: Sequence[str]
+    ) -> list[tuple[str, int, bool]]:
+        """(meter, slot, recovered) of every slot with ``since <= slot < until`` holding a
+        reading of one of ``quantities``; ``recovered`` when all of them were backfilled
+        from the meter's memory (none polled live). For the completeness figures."""
+        if not quantities:
+            return []
+        marks = ",".join("?" * len(quantities))
+        sql = (
+            "SELECT m.name, x.slot, min(x.source = ?) FROM readings x"
+            " JOIN series s ON s.id = x.series_id"
+            " JOIN meters m ON m.id = s.meter_id"
+            " JOIN quantities q ON q.id = s.quantity_id"
+            f" WHERE x.slot >= ? AND x.slot < ? AND q.name IN ({marks})"
+            " GROUP BY m.name, x.slot"
+        )
+        params = [SOURCES.index("backfill"), since, until, *quantities]
+        with self._transaction(write=False) as conn:
+            return [(str(m), int(slot), bool(r)) for m, slot, r in conn.execute(sql, params)]
 
     # --------------------------------------------------------------------- events
 

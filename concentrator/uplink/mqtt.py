@@ -4,9 +4,21 @@ A batch leaves the outbox only when the *receiver's* authenticated ack for its s
 number arrives (docs/architecture.md, "Delivery semantics"): PUBACK only says the broker
 has it (MQTT 5.0 §4.3.2). The sequence number is the store's batch id, committed durably
 before the batch is sealed, so a nonce is never reused; a batch resent after a timeout
-or a restart is sealed again from the same rows and gives the same bytes. At most
+is published again with the same bytes. At most
 ``window`` batches are in flight. Events go first in every batch (the store orders
 them), then the backlog oldest first.
+
+Live batches (wire version 3) are coded against what the receiver committed: the
+`wire.ReferenceBook` learns, from each ack, the newest value of every series the batch
+carried, and the next batches code each series' first reading as a delta against it.
+The book lives in memory only, so a batch coded against it could not be sealed again
+identically after a restart, nor could one sealed by a release (or a config) with
+another wire version. So at start-up the batches still in flight go back into the
+outbox and leave under new sequence numbers (a nonce never carries two plaintexts; the
+receiver stores a reading it already holds once), and a batch with events is never
+coded. When the receiver cannot resolve a reference
+it stores nothing and answers "resync": the book is cleared and the batch's rows go
+back into the outbox, to leave again as a key batch under a new ``seq``.
 
 paho-mqtt runs its network loop in its own thread; callbacks hop into asyncio with
 ``call_soon_threadsafe``. Reconnects back off exponentially with jitter, so a fleet
@@ -21,7 +33,7 @@ import logging
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -32,8 +44,17 @@ from concentrator.storage import Batch, Store, StoreError, StoreWriter
 from contract import topics, wire
 from contract.mqtt_session import connect_persistent, tls_client
 from contract.records import Event, Reading
+from contract.wire.references import latest as latest_readings
 
 log = logging.getLogger(__name__)
+
+_CODED_SINCE = 3  # the first wire version whose batches carry references
+
+
+# A reference older than this (before the batch's first slot) is not used: the batch
+# codes that series whole (a key value). A receiver's retention or a restore from an
+# old backup are likelier to have lost what is that old.
+REFERENCE_MAX_AGE_S = 2 * 86_400
 
 
 @dataclass
@@ -42,6 +63,8 @@ class InFlight:
     payload: bytes
     sent_at: float  # monotonic
     readings: int
+    # The newest reading of each series in the batch: what its ack teaches the book.
+    latest: list[Reading] = field(default_factory=list)
 
 
 @dataclass
@@ -54,6 +77,8 @@ class UplinkStats:
     bytes_sent: int = 0
     last_ack_at: float | None = None
     rejected: int = 0
+    resyncs: int = 0  # batches the receiver could not decode: sent again as key batches
+    coded: int = 0  # batches sealed against references
 
 
 def _content(batch: Batch) -> wire.BatchContent:
@@ -78,6 +103,7 @@ class Uplink:
         self.key = cfg.payload_key()
         self.stats = UplinkStats()
         self.in_flight: dict[int, InFlight] = {}
+        self.references = wire.ReferenceBook()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._acks: asyncio.Queue[bytes] = asyncio.Queue()
         self._wake = asyncio.Event()
@@ -175,9 +201,10 @@ class Uplink:
         )
         acks = asyncio.create_task(self._ack_loop())
         try:
-            # Batches taken before a restart go out first, unchanged.
-            for batch in await self.writer.call(self.store.pending_batches):
-                self._remember(batch)
+            # Batches taken before a restart go back into the outbox (module docstring).
+            moved = await self.writer.call(self.store.requeue_all_undelivered)
+            if moved:
+                log.info("put %d rows of batches in flight before the start back", moved)
             await self._send_loop()
         finally:
             acks.cancel()
@@ -186,16 +213,30 @@ class Uplink:
             self._client.loop_stop()
 
     def _remember(self, batch: Batch) -> InFlight:
+        content = _content(batch)
+        references = None
+        if self.cfg.wire_version >= _CODED_SINCE and not content.events:
+            first = min((r.slot for r in content.readings), default=0)
+            references = self.references.usable(first - REFERENCE_MAX_AGE_S)
         payload = wire.seal_batch(
-            _content(batch),
+            content,
             concentrator_id=self.concentrator_id,
             key_id=self.cfg.key_id,
             key=self.key,
             seq=batch.batch_id,
             version=self.cfg.wire_version,
             software=__version__,
+            references=references,
         )
-        entry = InFlight(batch.batch_id, payload, sent_at=-1e18, readings=len(batch.readings))
+        if references:
+            self.stats.coded += 1
+        entry = InFlight(
+            batch.batch_id,
+            payload,
+            sent_at=-1e18,
+            readings=len(batch.readings),
+            latest=latest_readings(content.readings),
+        )
         self.in_flight[batch.batch_id] = entry
         return entry
 
@@ -260,6 +301,9 @@ class Uplink:
                 self.stats.rejected += 1
                 log.error("receiver rejected batch %d: %s", ack.seq, ack.reason)
                 continue  # kept in flight: resent after the timeout
+            if ack.status == "resync":
+                await self._resync(ack)
+                continue
             try:
                 await self.writer.call(self.store.mark_delivered, ack.seq)
             except StoreError as exc:
@@ -271,8 +315,28 @@ class Uplink:
                 del self.in_flight[ack.seq]
                 self.stats.batches_acked += 1
                 self.stats.readings_acked += entry.readings
+                self.references.learn(entry.latest)
             self.stats.last_ack_at = time.time()
             self._wake.set()
+
+    async def _resync(self, ack: wire.Ack) -> None:
+        """The receiver stored nothing of batch ``ack.seq``: it could not resolve a
+        reference. Trust no reference any more, and put the batch's rows back into the
+        outbox: they leave again as a key batch under a new ``seq`` (never the old one
+        with other bytes)."""
+        entry = self.in_flight.get(ack.seq)
+        self.references.forget()
+        if entry is None:
+            return  # already requeued (a second resync for the same batch)
+        try:
+            await self.writer.call(self.store.requeue, ack.seq)
+        except StoreError as exc:
+            log.warning("cannot put batch %d back for a resync: %s", ack.seq, exc)
+            return  # still in flight: resent after the timeout, refused again, retried
+        del self.in_flight[ack.seq]
+        self.stats.resyncs += 1
+        log.info("receiver asked for a key batch instead of batch %d: %s", ack.seq, ack.reason)
+        self._wake.set()
 
     def flush(self) -> None:
         """Look for readings to send now rather than at the next ``poll_s`` tick."""
@@ -290,4 +354,6 @@ class Uplink:
             "bytes_sent": s.bytes_sent,
             "last_ack_at": s.last_ack_at,
             "rejected": s.rejected,
+            "resyncs": s.resyncs,
+            "coded": s.coded,
         }

@@ -268,6 +268,8 @@ async def _serve(buses: list[SimBus], truth_path: Path) -> None:
                 for b in buses
             ],
             "truth": str(truth_path),
+            # The simulated time the simulator started at: --offline windows count from it.
+            "clock_start": buses[0].clock.start if buses else None,
         }
 
     def stopped() -> dict[str, Any]:

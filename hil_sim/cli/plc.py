@@ -10,7 +10,14 @@ from typing import Any
 
 import click
 
-from clitools.options import Decorator, baud_option, link_option, seed_option, time_scale_option
+from clitools.options import (
+    Decorator,
+    baud_option,
+    link_option,
+    seed_option,
+    time_origin_option,
+    time_scale_option,
+)
 from clitools.output import json_errors_option
 from drivers.errors import EncodeError
 from drivers.gdw1376_2 import encode_node_address
@@ -30,6 +37,16 @@ def _master_address(text: str) -> str:
     except EncodeError as exc:
         raise click.BadParameter(str(exc)) from None
     return text.upper()
+
+
+def _window(text: str) -> tuple[float, float]:
+    try:
+        lo, hi = (float(x) for x in text.split("-", 1))
+    except ValueError:
+        raise click.BadParameter(f"{text!r}: expected START-END in seconds") from None
+    if hi <= lo:
+        raise click.BadParameter(f"{text!r}: END must be after START")
+    return lo, hi
 
 
 def _carrier_option(
@@ -115,12 +132,26 @@ def _carrier_option(
 @simopt.preamble_option("FE wake-up bytes before each meter reply.")
 @seed_option()
 @time_scale_option("Simulated seconds per real second: meter clocks, energy and carrier latency.")
+@time_origin_option(
+    "With --time-scale: the real unix time at which simulated time equals real time (as "
+    "`concentrator run --time-origin`), so the meters keep the daemon's time line."
+)
 @simopt.write_config_option(
     files_only=True,
     help="Also write a concentrator config (TOML) reading these meters through the module.",
 )
 @simopt.store_option(files_only=True)
 @simopt.cadence_option()
+@click.option(
+    "--network-down",
+    "network_down",
+    multiple=True,
+    metavar="START-END",
+    callback=lambda _ctx, _param, value: tuple(_window(v) for v in value),
+    help="The carrier network carries nothing between START and END simulated seconds "
+    'after start (every meter read denied "slave node did not answer"; the module '
+    "itself answers); repeatable.",
+)
 @click.option(
     "--max-in-flight",
     type=click.IntRange(1, 16),
@@ -135,7 +166,7 @@ def plc(n_meters: int, link: Path, truth: Path | None, **kw: Any) -> None:
     on stdout once the port can be opened.
     """
     truth_path = truth or link.with_name(link.name + ".truth.jsonl")
-    clock = SimClock(scale=kw["time_scale"])
+    clock = SimClock.from_origin(kw["time_scale"], kw["time_origin"])
     opts = FleetOptions(
         meters=n_meters,
         address_base=kw["address_base"],
@@ -174,6 +205,7 @@ def plc(n_meters: int, link: Path, truth: Path | None, **kw: Any) -> None:
         master_address=kw["master_address"],
         mode=int(kw["comm_mode"]),
     )
+    module.network_down = list(kw["network_down"])
     if kw["config_path"] is not None:
         write_plc_config(
             kw["config_path"],
@@ -198,7 +230,13 @@ async def _serve(module: PlcModule, truth_path: Path) -> None:
             "meters": [m.address for m in module.meters],
             "routed": list(module.route),
         }
-        return {"event": "ready", "buses": [bus], "truth": str(truth_path)}
+        # clock_start: the simulated time --network-down windows count from.
+        return {
+            "event": "ready",
+            "buses": [bus],
+            "truth": str(truth_path),
+            "clock_start": module.clock.start,
+        }
 
     def stopped() -> dict[str, Any]:
         module.truth.close()
