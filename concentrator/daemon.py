@@ -23,7 +23,7 @@ import os
 import signal
 from collections.abc import Coroutine
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from clitools.files import GROUP_READ, write_file
 from concentrator import __version__
@@ -32,7 +32,6 @@ from concentrator.config import Config, ConfigError, MetricsConfig, load_config
 from concentrator.config.changes import keep_restart_only, polling_part, uplink_fingerprint
 from concentrator.control import completeness
 from concentrator.control.api import ControlApi
-from concentrator.control.command_runner import CommandRunner
 from concentrator.control.logring import LogRing
 from concentrator.control.server import ControlServer
 from concentrator.polling.scheduler import Polling
@@ -48,10 +47,16 @@ from concentrator.storage import (
     open_store,
 )
 from concentrator.update.releases import EXIT_SWITCH, Releases
-from concentrator.update.updater import Updater
-from concentrator.uplink.modem import ModemSupervisor
-from concentrator.uplink.mqtt import Uplink
 from contract.records import Event
+
+if TYPE_CHECKING:
+    # Imported where they start, only when the config has them: the uplink, commands
+    # and updates bring paho-mqtt, cryptography, CBOR and zstd (about 14 MB of RSS a
+    # daemon without ``[uplink]`` does not pay), the modem its AT driver.
+    from concentrator.control.command_runner import CommandRunner
+    from concentrator.update.updater import Updater
+    from concentrator.uplink.modem import ModemSupervisor
+    from concentrator.uplink.mqtt import Uplink
 
 log = logging.getLogger(__name__)
 
@@ -239,6 +244,8 @@ class Daemon:
 
     def _start_modem(self, cfg: Config) -> None:
         assert cfg.modem is not None and self.writer is not None
+        from concentrator.uplink.modem import ModemSupervisor
+
         writer = self.writer
         self.modem = ModemSupervisor(
             cfg.modem,
@@ -260,6 +267,10 @@ class Daemon:
         """The uplink, and what arrives over it: signed commands and software updates."""
         assert cfg.uplink is not None and self.store is not None and self.writer is not None
         assert self.polling is not None
+        from concentrator.control.command_runner import CommandRunner
+        from concentrator.update.updater import Updater
+        from concentrator.uplink.mqtt import Uplink
+
         polling = self.polling
         self.uplink = uplink = Uplink(cfg.uplink, cfg.concentrator.id, self.store, self.writer)
         self._uplink_tasks = []

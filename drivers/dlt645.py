@@ -119,6 +119,9 @@ def encode_address(address: str) -> bytes:
     A pair ``AA`` is the wildcard byte of abbreviated addressing; shorter all-digit
     addresses are left-padded with zeros, as meters print them without leading zeros.
     """
+    if len(address) == 12 and address.isascii() and address.isdigit():
+        # The daemon's case, once per request: 12 BCD digits are their own hex.
+        return bytes.fromhex(address)[::-1]
     text = _normalise_address(address)
     if len(text) != 12:
         raise EncodeError(f"meter address {address!r}: expected 12 digits, got {len(text)}")
@@ -152,6 +155,9 @@ def _normalise_address(address: str) -> str:
 def decode_address(raw: bytes) -> str:
     if len(raw) != 6:
         raise FrameError(f"address field has {len(raw)} bytes, expected 6")
+    text = raw[::-1].hex()
+    if text.isdigit():  # every nibble 0..9: plain BCD, the usual reply
+        return text
     digits = []
     for i, b in enumerate(reversed(raw)):
         if b == WILDCARD_BYTE:
@@ -171,6 +177,8 @@ def address_matches(pattern: str, address: str) -> bool:
     Both sides are normalised as ``encode_address`` does (upper case, short addresses
     padded), so the address a user typed matches the 12 digits a reply carries.
     """
+    if pattern == address:  # the usual reply: the meter's own 12 digits
+        return True
     pattern, address = _normalise_address(pattern), _normalise_address(address)
     if pattern == BROADCAST:
         return True
@@ -210,6 +218,11 @@ class Frame:
         return bool(self.control & MORE_FOLLOWS)
 
 
+# The 0x33 offset of the DATA field, added on the wire and removed on reading.
+_ADD_OFFSET = bytes((b + DATA_OFFSET) & 0xFF for b in range(256))
+_REMOVE_OFFSET = bytes((b - DATA_OFFSET) & 0xFF for b in range(256))
+
+
 def checksum(data: bytes | bytearray) -> int:
     return sum(data) & 0xFF
 
@@ -223,7 +236,7 @@ def encode_frame(frame: Frame, *, preamble: int = 4) -> bytes:
     body = bytearray([START])
     body += encode_address(frame.address)
     body += bytes([START, frame.control, len(frame.data)])
-    body += bytes((b + DATA_OFFSET) & 0xFF for b in frame.data)
+    body += frame.data.translate(_ADD_OFFSET)
     body.append(checksum(body))
     body.append(END)
     return b"\xfe" * preamble + bytes(body)
@@ -300,7 +313,7 @@ def _scan(buf: bytearray) -> tuple[Frame, int] | int:
         address = decode_address(candidate[1:7])
     except FrameError as exc:
         raise FrameError(exc.reason, offset=exc.offset, raw=candidate) from None
-    data = bytes((b - DATA_OFFSET) & 0xFF for b in candidate[10 : 10 + length])
+    data = candidate[10 : 10 + length].translate(_REMOVE_OFFSET)
     return Frame(address=address, control=candidate[8], data=data), total
 
 

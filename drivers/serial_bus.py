@@ -16,13 +16,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import functools
 import logging
 import os
 import termios
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Generic, Literal, Protocol, TypeVar, cast
+from typing import Any, Generic, Literal, Protocol, TypeVar, cast
 
 import serial
 import serial.rs485
@@ -126,11 +127,14 @@ def is_pty(port: str) -> bool:
 
 
 async def open_uart(
-    settings: UartSettings, protocol: Callable[[], P], what: str
+    settings: UartSettings, protocol: Callable[[], P], what: str, *, direct: bool = False
 ) -> tuple[asyncio.Transport, P]:
     """Open a UART for asyncio. The one place that knows pseudo-terminals (the
     simulator's lines) carry bytes, not bits: some kernels refuse PARENB on them with
-    EINVAL, and a simulated line has no parity errors, so they are opened without."""
+    EINVAL, and a simulated line has no parity errors, so they are opened without.
+
+    ``direct``: a device node gets `_PortTransport` (the loop reads and writes its
+    descriptor itself) instead of serial_asyncio_fast's; a pyserial URL keeps the latter."""
     parity = settings.parity
     if parity != "N" and is_pty(settings.port):
         log.info("%s is a pseudo-terminal: opening it without parity", settings.port)
@@ -139,17 +143,24 @@ async def open_uart(
     # A device node is locked for us alone (flock, honoured by pyserial, minicom and
     # the like): a second master on a half-duplex line garbles both. A pyserial URL
     # (socket://, rfc2217://) is no device node and takes no lock.
-    exclusive = {} if "://" in settings.port else {"exclusive": True}
+    url = "://" in settings.port
+    exclusive = {} if url else {"exclusive": True}
+    line: dict[str, Any] = {
+        "baudrate": settings.baud if settings.baud > 0 else 115200,
+        "parity": _PARITY[parity],
+        "bytesize": settings.bytesize,
+        "stopbits": settings.stopbits,
+        **exclusive,
+    }
     try:
+        if direct and not url:
+            port = await loop.run_in_executor(
+                None, functools.partial(serial.serial_for_url, settings.port, **line)
+            )
+            built = protocol()
+            return _PortTransport(loop, port, built), built
         transport, proto = await serial_asyncio_fast.create_serial_connection(
-            loop,
-            protocol,
-            settings.port,
-            baudrate=settings.baud if settings.baud > 0 else 115200,
-            parity=_PARITY[parity],
-            bytesize=settings.bytesize,
-            stopbits=settings.stopbits,
-            **exclusive,
+            loop, protocol, settings.port, **line
         )
     except (serial.SerialException, OSError, termios.error) as exc:
         if getattr(exc, "errno", None) in (errno.EAGAIN, errno.EWOULDBLOCK) and exclusive:
@@ -164,6 +175,92 @@ async def open_uart(
     return transport, cast(P, proto)
 
 
+class _PortTransport(asyncio.Transport):
+    """A serial device node driven by the event loop itself: ``os.read`` and
+    ``os.write`` on its non-blocking descriptor. serial_asyncio_fast reads through
+    pyserial's ``read()`` (a ``select()`` and a few objects for every chunk), a cost a
+    bus of a few hundred transactions a second pays on every reply."""
+
+    def __init__(
+        self, loop: asyncio.AbstractEventLoop, port: serial.Serial, protocol: asyncio.Protocol
+    ) -> None:
+        super().__init__()
+        self._loop = loop
+        self._port = port
+        self._fd = port.fileno()
+        self._protocol = protocol
+        self._closing = False
+        self._out = bytearray()  # what the kernel did not take yet
+        loop.add_reader(self._fd, self._readable)
+        loop.call_soon(protocol.connection_made, self)
+
+    @property
+    def serial(self) -> serial.Serial:
+        return self._port
+
+    def _readable(self) -> None:
+        try:
+            data = os.read(self._fd, 4096)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            self._lose(BusError(f"serial port {self._port.port}: {exc}"))
+            return
+        if not data:  # readable yet empty: the device went (pyserial says the same)
+            self._lose(BusError(f"serial port {self._port.port}: device disconnected"))
+            return
+        self._protocol.data_received(data)
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        if self._closing:
+            return
+        if self._out:
+            self._out += data
+            return
+        try:
+            n = os.write(self._fd, data)
+        except (BlockingIOError, InterruptedError):
+            n = 0
+        except OSError as exc:
+            self._lose(BusError(f"serial port {self._port.port}: {exc}"))
+            return
+        if n < len(data):
+            self._out += data[n:]
+            self._loop.add_writer(self._fd, self._writable)
+
+    def _writable(self) -> None:
+        try:
+            n = os.write(self._fd, self._out)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            self._lose(BusError(f"serial port {self._port.port}: {exc}"))
+            return
+        del self._out[:n]
+        if not self._out:
+            self._loop.remove_writer(self._fd)
+
+    def is_closing(self) -> bool:
+        return self._closing
+
+    def close(self) -> None:
+        self._lose(None)
+
+    def abort(self) -> None:
+        self._lose(None)
+
+    def _lose(self, exc: Exception | None) -> None:
+        if self._closing:
+            return
+        self._closing = True
+        self._loop.remove_reader(self._fd)
+        if self._out:
+            self._loop.remove_writer(self._fd)
+            self._out.clear()
+        self._port.close()
+        self._loop.call_soon(self._protocol.connection_lost, exc)
+
+
 async def close_uart(transport: asyncio.Transport, closed: asyncio.Event) -> None:
     """Close and wait (briefly) until the protocol saw the port go."""
     transport.close()
@@ -172,8 +269,54 @@ async def close_uart(transport: asyncio.Transport, closed: asyncio.Event) -> Non
             await closed.wait()
 
 
+class _Answer:
+    """One transaction's wait for its answer, advanced in the receiver's callback as
+    bytes arrive: the decoder runs there, and the waiting task is woken once, by an
+    accepted frame, the deadline or the port's loss (not by every chunk)."""
+
+    __slots__ = ("accept", "bytes_in", "deadline", "decoder", "first_error", "future", "reply_s")
+
+    def __init__(
+        self,
+        decoder: FrameDecoder[Any],
+        accept: Callable[[Any], bool],
+        future: asyncio.Future[Any],
+        reply_s: float,
+    ) -> None:
+        self.decoder = decoder
+        self.accept = accept
+        self.future = future
+        self.reply_s = reply_s  # once bytes flow: the longest frame's wire time + gaps
+        self.deadline = 0.0  # monotonic; set when the request has been written
+        self.bytes_in = 0
+        # The first problem is the telling one: after it the decoder resynchronises
+        # inside the broken frame and meets follow-on garbage.
+        self.first_error: FrameError | None = None
+
+    def receive(self, data: bytes, now: float) -> None:
+        if not self.bytes_in:
+            # The reply has started: give it the wire time of the longest frame.
+            self.deadline = max(self.deadline, now + self.reply_s)
+        self.bytes_in += len(data)
+        decoder = self.decoder
+        decoder.feed(data)
+        while True:
+            try:
+                frame = decoder.next_frame()
+            except FrameError as exc:
+                self.first_error = self.first_error or exc
+                continue
+            if frame is None:
+                return
+            if self.accept(frame):
+                if not self.future.done():
+                    self.future.set_result(frame)
+                return
+
+
 class _Receiver(asyncio.Protocol):
-    """Collects incoming bytes and wakes the waiting transaction."""
+    """Collects incoming bytes: into the waiting transaction's decoder while one waits
+    (``answer``), else into ``chunks`` (stale bytes, or what ``gather`` listens for)."""
 
     def __init__(self) -> None:
         self.chunks: list[bytes] = []
@@ -181,16 +324,23 @@ class _Receiver(asyncio.Protocol):
         self.last_rx = 0.0
         self.lost: BaseException | None = None
         self.closed = asyncio.Event()
+        self.answer: _Answer | None = None
 
     def data_received(self, data: bytes) -> None:
+        self.last_rx = now = time.monotonic()
+        answer = self.answer
+        if answer is not None:
+            answer.receive(data, now)
+            return
         self.chunks.append(data)
-        self.last_rx = time.monotonic()
         self.arrived.set()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.lost = exc or BusError("serial port closed")
         self.arrived.set()
         self.closed.set()
+        if self.answer is not None and not self.answer.future.done():
+            self.answer.future.set_result(None)
 
     def take(self) -> bytes:
         data = b"".join(self.chunks)
@@ -217,9 +367,15 @@ class SerialBus:
         self._transport: asyncio.Transport | None = None
         self._rx: _Receiver | None = None
         self._last_activity = 0.0
+        # One timer for the answers' deadlines, moved only when a deadline comes before
+        # it: a transaction of a few milliseconds does not create and cancel its own.
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = 0.0  # monotonic
 
     async def open(self) -> None:
-        self._transport, self._rx = await open_uart(self.settings, _Receiver, "serial port")
+        self._transport, self._rx = await open_uart(
+            self.settings, _Receiver, "serial port", direct=True
+        )
         if self.settings.rs485:
             self._enable_rs485()
 
@@ -240,6 +396,9 @@ class SerialBus:
         return port
 
     async def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         if self._transport is not None and self._rx is not None:
             await close_uart(self._transport, self._rx.closed)
         self._transport = None
@@ -336,6 +495,47 @@ class SerialBus:
         self._transport.write(request)
         self.stats.bytes_out += len(request)
 
+    def _arm(self, deadline: float) -> None:
+        """Have the timer fire at ``deadline`` (monotonic) or before it."""
+        if self._timer is not None:
+            if self._timer_at <= deadline:
+                return  # it fires first and re-arms for what is waiting then
+            self._timer.cancel()
+        self._timer_at = deadline
+        self._timer = asyncio.get_running_loop().call_at(self._loop_time(deadline), self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        answer = self._rx.answer if self._rx is not None else None
+        if answer is None or answer.future.done():
+            return
+        if time.monotonic() >= answer.deadline:
+            answer.future.set_result(None)
+        else:
+            self._arm(answer.deadline)
+
+    def _send(self, request: bytes, answer: _Answer, timeout: float) -> None:
+        """Write the request and start waiting for its answer (in a loop callback, at
+        the end of the inter-frame gap)."""
+        rx = self._rx
+        if self._transport is None or rx is None:
+            if not answer.future.done():
+                answer.future.set_exception(
+                    BusError(f"serial port {self.settings.port} is not open")
+                )
+            return
+        rx.take()  # stale bytes from before this request belong to nobody
+        if rx.lost is not None:
+            if not answer.future.done():
+                answer.future.set_result(None)
+            return
+        self._transport.write(request)
+        self.stats.bytes_out += len(request)
+        answer.decoder.reset()
+        answer.deadline = time.monotonic() + self.settings.wire_time(len(request)) + timeout
+        rx.answer = answer
+        self._arm(answer.deadline)
+
     async def _transact(
         self,
         request: bytes,
@@ -345,63 +545,41 @@ class SerialBus:
     ) -> Exchange[F]:
         s = self.settings
         rx = self._rx
-        started = time.monotonic()
-        await self._write(request)
-        assert rx is not None
-        decoder.reset()
-        sent_at = time.monotonic()
-        first_byte_deadline = (
-            sent_at + s.wire_time(len(request)) + (response_timeout or s.response_timeout)
+        if self._transport is None or rx is None:
+            raise BusError(f"serial port {s.port} is not open")
+        if rx.lost is not None:
+            raise BusError(f"serial port {s.port} lost: {rx.lost}")
+        loop = asyncio.get_running_loop()
+        timeout = response_timeout or s.response_timeout
+        answer = _Answer(
+            decoder,
+            accept,
+            loop.create_future(),
+            s.wire_time(MAX_FRAME_BYTES) + s.inter_byte_timeout,
         )
-        deadline = first_byte_deadline
-        got_bytes = False
-        # The first problem is the telling one: after it the decoder resynchronises
-        # inside the broken frame and meets follow-on garbage.
-        first_error: FrameError | None = None
+        started = time.monotonic()
+        gap = s.inter_frame_gap - (started - self._last_activity)
+        # The write waits out the gap in a timer callback, not in this task: one wake-up
+        # of the task per transaction, when its answer (or its end) has come.
+        send = loop.call_later(max(gap, 0.0), self._send, request, answer, timeout)
         self.stats.transactions += 1
         try:
-            while True:
-                if time.monotonic() >= deadline:
-                    break
-                if not rx.arrived.is_set():
-                    try:
-                        async with asyncio.timeout_at(self._loop_time(deadline)):
-                            await rx.arrived.wait()
-                    except TimeoutError:
-                        break
-                if rx.lost is not None:
-                    raise BusError(f"serial port {s.port} lost: {rx.lost}")
-                data = rx.take()
-                if not data:
-                    continue
-                self.stats.bytes_in += len(data)
-                if not got_bytes:
-                    got_bytes = True
-                    # The reply has started: give it the wire time of the longest frame.
-                    deadline = max(
-                        deadline,
-                        time.monotonic() + s.wire_time(MAX_FRAME_BYTES) + s.inter_byte_timeout,
-                    )
-                decoder.feed(data)
-                while True:
-                    try:
-                        frame = decoder.next_frame()
-                    except FrameError as exc:
-                        first_error = first_error or exc
-                        continue
-                    if frame is None:
-                        break
-                    if accept(frame):
-                        return Exchange(frame, time.monotonic() - started)
+            frame = await answer.future
         finally:
+            send.cancel()
+            rx.answer = None
             self._last_activity = time.monotonic()
             self.stats.busy_s += self._last_activity - started
-        if first_error is not None or got_bytes:
+            self.stats.bytes_in += answer.bytes_in
+        if frame is not None:
+            return Exchange(frame, self._last_activity - started)
+        if rx.lost is not None:
+            raise BusError(f"serial port {s.port} lost: {rx.lost}")
+        first_error = answer.first_error
+        if first_error is not None or answer.bytes_in:
             self.stats.frame_errors += 1
             reason = first_error.reason if first_error is not None else "incomplete frame"
             raw = first_error.raw if first_error is not None else b""
             raise FrameError(f"garbled reply ({reason})", raw=raw)
         self.stats.timeouts += 1
-        raise BusTimeout(
-            f"no reply within {response_timeout or s.response_timeout:.3f} s on {s.port}"
-        )
+        raise BusTimeout(f"no reply within {timeout:.3f} s on {s.port}")

@@ -58,6 +58,8 @@ def test_daemon_benchmark_prints_its_figures() -> None:
     assert _bench("daemon.py") >= {
         "daemon_bus_efficiency_2400",
         "daemon_reads_per_s_core",
+        "pymodbus_client_reads_per_cpu_s",
+        "daemon_vs_pymodbus_cpu_ratio",
         "daemon_peak_rss_mb",
         "store_commit_rps",
         "store_bytes_per_reading",

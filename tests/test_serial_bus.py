@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -174,3 +175,23 @@ async def test_missing_port_is_a_bus_error(tmp_path: Path) -> None:
 def test_sim_clock_scales() -> None:
     clock = SimClock(scale=60.0, start=1000.0)
     assert clock.now() >= 1000.0
+
+
+async def test_a_shorter_timeout_after_a_longer_one_is_kept(
+    pair: tuple[SimBus, SerialBus],
+) -> None:
+    """The bus keeps one deadline timer for its transactions (issue 22): a request with
+    a short timeout after one with a long timeout must still time out on its own."""
+    sim, bus = pair
+    reader = Dlt645Reader(bus, response_timeout=5.0)
+    await reader.read(sim.meters[0].address, dlt645.lookup("energy_fwd_total"))
+    started = time.monotonic()
+    with pytest.raises(BusTimeout, match=r"no reply within 0\.300 s"):
+        await Dlt645Reader(bus, response_timeout=0.3).read(
+            "999999999998", dlt645.lookup("voltage_a")
+        )
+    assert time.monotonic() - started < 3.0  # not the 5 s of the transaction before
+    # and a long wait after short ones still gets its whole time: a meter that answers
+    value = await reader.read(sim.meters[1].address, dlt645.lookup("energy_fwd_total"))
+    assert value.unit == "kWh"
+    assert bus.stats.timeouts == 1

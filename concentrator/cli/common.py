@@ -5,17 +5,52 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-from rich.console import Console
-from rich.markup import escape
 
 from concentrator.cli.exitcodes import Exit
 from concentrator.config import DEFAULT_CONTROL_SOCKET
 from concentrator.control.client import ControlClient, result_of
 
-err_console = Console(stderr=True)
+if TYPE_CHECKING:
+    from rich.console import Console
+
+
+class _ErrConsole:
+    """rich's stderr console, built at its first message: rich costs the process
+    about 3 MB, which ``concentrator run`` (the daemon) never needs to pay."""
+
+    def __init__(self) -> None:
+        self._console: Console | None = None
+
+    def rich(self) -> Console:
+        if self._console is None:
+            from rich.console import Console
+
+            self._console = Console(stderr=True)
+        return self._console
+
+    def print(self, *objects: Any, **kwargs: Any) -> None:
+        self.rich().print(*objects, **kwargs)
+
+
+err_console = _ErrConsole()
+
+
+def stdout_console() -> Console:
+    """A rich console on stdout (rich imported here, not by the daemon)."""
+    from rich.console import Console
+
+    return Console()
+
+
+def escape(text: str) -> str:
+    """rich markup escaped (`rich.markup.escape`), rich imported only when needed."""
+    from rich.markup import escape as rich_escape
+
+    return rich_escape(text)
+
 
 socket_option = click.option(
     "--socket",

@@ -10,11 +10,9 @@ import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from clitools.options import day_option, json_option
 from clitools.table import READING_COLUMNS, Column, limit_option, more_note, print_table
@@ -23,6 +21,7 @@ from concentrator.cli.common import (
     err_console,
     report_not_supported,
     socket_option,
+    stdout_console,
     stream,
 )
 from concentrator.cli.exitcodes import exit_for_control
@@ -33,6 +32,9 @@ from concentrator.storage.event_kinds import kind_problem
 from contract.timezone import iso_time
 from drivers import dlt645
 from drivers.readers import PROTOCOL_NAMES
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 DAY_METAVAR = "[%Y-%m-%d]"  # as the dates have always been shown in --help
 
@@ -108,7 +110,7 @@ def status(socket_path: Path, as_json: bool) -> None:
         return
     tz = _tz(doc["timezone"])
     m, today, b = doc["meters"], doc["today"], doc["backlog"]
-    console = Console()
+    console = stdout_console()
     for line in (
         f"concentrator {doc['concentrator']}  version {doc['version']}  pid {doc['pid']}  "
         f"up {_age(doc['uptime_s'])}",
@@ -171,7 +173,7 @@ def meters(offline: bool, bus: str | None, limit: int, socket_path: Path, as_jso
         rows,
         title="meters" + (" (offline)" if offline else "") + (f" on {bus}" if bus else ""),
     )
-    _plain(Console(), f"{len(doc['meters'])} meter(s)")
+    _plain(stdout_console(), f"{len(doc['meters'])} meter(s)")
 
 
 def read_via_daemon(
@@ -224,7 +226,7 @@ def relay(meter: str, action: str, socket_path: Path, as_json: bool) -> None:
         text = f"meter {meter}: relay {state} (status word 3 = {doc['status_word_3']})"
         if action == "close" and state == "open":
             text += "; closing is allowed, the customer closes it at the meter"
-    _plain(Console(), text)
+    _plain(stdout_console(), text)
 
 
 @click.command("time-sync")
@@ -308,7 +310,7 @@ def events(
     columns = (Column("time", "time"), Column("kind", "id"), Column("severity"),
                Column("meter", "id"), Column("detail"))  # fmt: skip
     print_table(columns, rows, title="events")
-    _plain(Console(), f"{len(doc['events'])} of {doc['total']} event(s)")
+    _plain(stdout_console(), f"{len(doc['events'])} of {doc['total']} event(s)")
     more_note(more, "older ones: use --limit/--since/--until")
 
 
@@ -323,7 +325,7 @@ def buffer(socket_path: Path, as_json: bool) -> None:
         click.echo(json.dumps(doc))
         return
     tz = _tz(doc["timezone"])
-    console = Console()
+    console = stdout_console()
     for line in (
         f"undelivered  {doc['readings']} readings, {doc['events']} events",
         f"oldest       slot {_when(doc['oldest_slot'], tz)}, read {_age(doc['oldest_age_s'])} ago",
@@ -365,7 +367,7 @@ def commissioning(mode: str, socket_path: Path, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(doc))
         return
-    _plain(Console(), f"archive  {_archive_line(doc)}")
+    _plain(stdout_console(), f"archive  {_archive_line(doc)}")
 
 
 @click.command()
@@ -385,7 +387,7 @@ def flush(socket_path: Path, as_json: bool) -> None:
     )
     if not uplink["connected"]:
         text += "; they go as soon as the broker is reached"
-    _plain(Console(), text)
+    _plain(stdout_console(), text)
 
 
 @click.command()
@@ -419,6 +421,8 @@ def backfill(meter: str, first: dt.date, last: dt.date, socket_path: Path, as_js
     # at once; the bar appears only once the daemon answers.
     lines = stream(socket_path, "backfill", args, timeout=None)
     final: dict[str, Any] = next(lines)
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
     with Progress(
         TextColumn(f"backfill {meter}"),
         BarColumn(),
@@ -427,7 +431,7 @@ def backfill(meter: str, first: dt.date, last: dt.date, socket_path: Path, as_js
             "{task.fields[stored]} stored, {task.fields[failed]} failed"
         ),
         TimeElapsedColumn(),
-        console=err_console,
+        console=err_console.rich(),
         disable=as_json,
     ) as progress:
         bar = progress.add_task("backfill", total=None, stored=0, failed=0)

@@ -12,12 +12,10 @@ from typing import Any
 
 import click
 from click.core import ParameterSource
-from rich.markup import escape
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from clitools.options import baud_option, json_option, parity_option
 from clitools.table import READING_COLUMNS, print_table
-from concentrator.cli.common import err_console, report_not_supported, socket_option
+from concentrator.cli.common import err_console, escape, report_not_supported, socket_option
 from concentrator.cli.control import read_via_daemon
 from concentrator.cli.exitcodes import Exit, exit_for
 from concentrator.polling.direct import not_supported, read_direct
@@ -330,6 +328,8 @@ def scan_command(
 async def _scan(
     settings: SerialSettings, retries: int, protocols: tuple[str, ...], *, show_progress: bool
 ) -> ScanResult:
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
     async with SerialBus(settings) as bus:
         with Progress(
             TextColumn("scanning"),
@@ -339,7 +339,7 @@ async def _scan(
                 "{task.fields[found]} found"
             ),
             TimeElapsedColumn(),
-            console=err_console,
+            console=err_console.rich(),
             disable=not show_progress,
         ) as progress:
             task = progress.add_task("scan", total=None, found=0, pending=1)

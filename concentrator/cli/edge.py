@@ -20,10 +20,9 @@ import traceback
 from typing import Any, NoReturn
 
 import click
-from rich.markup import escape
 
 from clitools.output import JsonGroup, report_error
-from concentrator.cli.common import err_console
+from concentrator.cli.common import err_console, escape
 from concentrator.cli.exitcodes import Exit, exit_for
 from concentrator.config import ConfigError
 from concentrator.errors import ConcentratorError

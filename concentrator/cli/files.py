@@ -9,11 +9,11 @@ import sys
 from pathlib import Path
 
 import click
-from rich.console import Console
 
 from clitools.files import PRIVATE, create_file, write_file
 from clitools.options import config_option, json_option
 from clitools.table import Column, print_table
+from concentrator.cli.common import stdout_console
 from concentrator.cli.exitcodes import Exit
 from concentrator.config import ConfigError, load_config
 from concentrator.config.model import STORE_KEY_BYTES
@@ -97,7 +97,7 @@ def stats(config_path: Path, days: int, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(report))
         return
-    console = Console()
+    console = stdout_console()
 
     def pct(x: float | None) -> str:
         return "-" if x is None else f"{x * 100:.2f} %"

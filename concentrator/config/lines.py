@@ -30,9 +30,22 @@ class LineIndex:
     """
 
     def __init__(self, text: str) -> None:
-        self.tables: dict[TableId, _TableLines] = {("", None): _TableLines(None)}
+        # Built at the first question: a clean config asks none, and the index of a
+        # site's thousands of meter lines costs the daemon megabytes of peak RSS.
+        self._text: str | None = text
+        self._tables: dict[TableId, _TableLines] = {}
+
+    @property
+    def tables(self) -> dict[TableId, _TableLines]:
+        if self._text is not None:
+            text, self._text = self._text, None
+            self._build(text)
+        return self._tables
+
+    def _build(self, text: str) -> None:
+        self._tables = {("", None): _TableLines(None)}
         counts: dict[str, int] = {}
-        current: _TableLines | None = self.tables[("", None)]
+        current: _TableLines | None = self._tables[("", None)]
         depth = 0  # open brackets of a multi-line array
         in_string: str | None = None
         for lineno, raw in enumerate(text.splitlines(), start=1):
@@ -64,13 +77,13 @@ class LineIndex:
                 index = counts.get(top, -1) + 1
                 counts[top] = index
                 table = _TableLines(lineno)
-                self.tables[(top, index)] = table
+                self._tables[(top, index)] = table
                 return table
-            table = self.tables.setdefault((top, None), _TableLines(lineno))
+            table = self._tables.setdefault((top, None), _TableLines(lineno))
             table.header = lineno
             return table
         # A sub-table: report it as the key it adds to its parent, and index no deeper.
-        parent = self.tables.get((top, counts[top]) if top in counts else (top, None))
+        parent = self._tables.get((top, counts[top]) if top in counts else (top, None))
         if parent is not None:
             parent.keys.setdefault(names[1], lineno)
         return None

@@ -15,17 +15,17 @@ import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
-
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from types import ModuleType
+from typing import TYPE_CHECKING, Literal
 
 from concentrator.config.issues import ConfigIssue
-from contract import wire
-from contract.commands import load_public_key
 from contract.timezone import parse_utc_offset
 from drivers.modem import AtTimeouts
 from drivers.plc_bus import PlcSettings
 from drivers.serial_bus import Parity, SerialSettings
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 DEFAULT_CONTROL_SOCKET = Path("/run/meterflow/concentrator.sock")
 DAY_S = 86_400
@@ -224,7 +224,7 @@ class UplinkConfig:
     command_key_file: Path | None = None
     # The uplink wire format sent (`contract.wire`): pin an older one while a
     # receiver that reads only it is still in service.
-    wire_version: int = wire.VERSION
+    wire_version: int = field(default_factory=lambda: _wire().VERSION)
 
     def command_key(self) -> Ed25519PublicKey | None:
         if self.command_key_file is None:
@@ -233,6 +233,26 @@ class UplinkConfig:
 
     def payload_key(self) -> bytes:
         return read_payload_key(self.payload_key_file)
+
+
+def _wire() -> ModuleType:
+    """`contract.wire`, imported by the uplink's config only: with cryptography, CBOR
+    and zstd it costs a daemon without ``[uplink]`` megabytes of RSS for nothing."""
+    from contract import wire
+
+    return wire
+
+
+def wire_versions() -> tuple[int, ...]:
+    """The uplink wire formats this build can send (`contract.wire.VERSIONS`)."""
+    return tuple(_wire().VERSIONS)
+
+
+def load_public_key(path: Path, what: str) -> Ed25519PublicKey:
+    """`contract.commands.load_public_key`, imported only where a key is configured."""
+    from contract.commands import load_public_key as load
+
+    return load(path, what)
 
 
 def read_payload_key(path: Path) -> bytes:

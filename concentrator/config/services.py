@@ -13,7 +13,7 @@ from __future__ import annotations
 import ipaddress
 import shlex
 from collections.abc import Callable
-from dataclasses import fields
+from dataclasses import MISSING, fields
 from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
@@ -25,12 +25,12 @@ from concentrator.config.model import (
     ModemConfig,
     UpdateConfig,
     UplinkConfig,
+    load_public_key,
     read_payload_key,
     read_store_key,
+    wire_versions,
 )
 from concentrator.config.table import Table, optional, resolve_port, show
-from contract import wire
-from contract.commands import load_public_key
 
 T = TypeVar("T")
 
@@ -51,7 +51,12 @@ _MODEM_TIMES = (
 
 
 def _defaults(cls: type[Any]) -> dict[str, Any]:
-    return {f.name: f.default for f in fields(cls)}
+    """Each field's default (a factory's value: ``wire_version`` imports the wire
+    format only when an ``[uplink]`` is configured)."""
+    return {
+        f.name: f.default if f.default_factory is MISSING else f.default_factory()
+        for f in fields(cls)
+    }
 
 
 def uplink(t: Table) -> UplinkConfig | None:
@@ -83,8 +88,8 @@ def uplink(t: Table) -> UplinkConfig | None:
             t, "command_key_file", command, lambda: load_public_key(command, "command key"), failed
         )
     version = optional(lambda: t.integer("wire_version", 0, None, d["wire_version"]), failed)
-    if version is not None and version not in wire.VERSIONS:
-        t.issue("wire_version", f"{version}, expected one of {list(wire.VERSIONS)}")
+    if version is not None and version not in wire_versions():
+        t.issue("wire_version", f"{version}, expected one of {list(wire_versions())}")
         failed.append(True)
     if failed:
         return None

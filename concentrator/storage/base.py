@@ -68,8 +68,8 @@ def _connect(path: Path, busy_timeout_s: float, key: bytes | None) -> sqlite3.Co
     try:
         # Our memory, not the build's, from the first read on (the quick_check at open
         # reads every page): SQLCipher's wheel defaults to an 8 MiB page cache and
-        # in-memory temp tables, where the daemon's RSS budget (bench/daemon.py) was set
-        # with SQLite's own 2 MiB and temp files.
+        # in-memory temp tables, where the daemon's RSS budget (bench/daemon.py) is set
+        # with CACHE_KIB and temp files.
         if key is not None and size_or_zero(path) > 0:
             _check_key(conn, path)
         with contextlib.suppress(*database_errors()):  # a damaged file: _damage judges it
