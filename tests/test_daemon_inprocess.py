@@ -390,6 +390,8 @@ async def test_sighup_applies_uplink_and_modem_live_and_refuses_what_needs_a_res
             await until(lambda: r.daemon.uplink is not None and r.daemon.uplink.stats.batches_sent)
             assert r.daemon.modem is not None
             assert r.daemon.modem.cfg.port == str(tmp_path / "modem-not-plugged-in")
+            # The event is committed with the writer's next group, not with the reload.
+            await until(lambda: _events(r.daemon, "config_reloaded"))
             [applied] = _events(r.daemon, "config_reloaded")
             assert applied["applied"] == ["uplink", "modem"]
 
