@@ -95,6 +95,7 @@ def test_a_version_1_store_with_data_migrates_forward_intact(db: Path) -> None:
         s.record_missing(f"{9:012d}", "energy_fwd_total", SLOT0, "no reply")
     raw = sqlite3.connect(db)
     raw.execute("DROP TABLE state")
+    raw.execute("DROP TABLE sealed")  # schema 4's
     raw.execute("PRAGMA user_version = 1")
     raw.commit()
     raw.close()

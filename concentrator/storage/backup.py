@@ -7,6 +7,8 @@ store is copied into a database keyed with the same key, page for page: the back
 unreadable without the key as the store. The copy is written beside its final name,
 checked (``quick_check``, the schema version, the row counts), fsynced, and only then
 linked to that name, which never replaces an existing file: a backup never overwrites.
+Every table is copied, the sealed bytes of batches in flight too (schema 4): a store
+restored from the backup resends those batches as the same bytes under the same ``seq``.
 """
 
 from __future__ import annotations

@@ -90,8 +90,9 @@ class Quota(Readings):
 
         Eviction order: delivered readings first (their loss costs nothing), then the
         oldest readings still in the outbox, then whole unacked batches, oldest first.
-        Those batches go last and whole, because a batch resent under its id must
-        carry exactly the rows it was sent with. Every deletion of undelivered
+        Those batches go last and whole, with their sealed bytes, because a batch
+        resent under its id must carry exactly the rows it was sent with. Every
+        deletion of undelivered
         readings writes a ``loss`` event in the same transaction. At the end the free
         pages are returned to the file system (incremental vacuum and a truncating
         checkpoint), so the file really shrinks.

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from concentrator.storage.base import StoreBase
 from concentrator.storage.codec import (
@@ -16,7 +16,7 @@ from concentrator.storage.codec import (
     stored_event,
     stored_reading,
 )
-from concentrator.storage.records import Backlog, Batch, StoredReading
+from concentrator.storage.records import Backlog, Batch, SealedBatch, StoredReading
 from contract.records import Reading
 
 _BATCH_COUNTER = "batch"
@@ -106,33 +106,53 @@ class Readings(StoreBase):
         The batch id comes from a persisted counter and is committed durably with
         the marking, so it is never reused, not even after a power cut.
         """
+        with self._transaction(durable=True) as conn:
+            return self._take(conn, max_readings, max_events)
+
+    def take_sealed_batch(
+        self, max_readings: int, max_events: int, seal: Callable[[Batch], bytes]
+    ) -> SealedBatch | None:
+        """`take_batch`, and ``seal(batch)`` kept in the same transaction until the batch
+        is acked or requeued, so a restart resends these bytes (`resume_in_flight`).
+        The payload is only published after this commits: bytes never kept are bytes
+        never sent, and their ``seq`` stays unused."""
+        with self._transaction(durable=True) as conn:
+            batch = self._take(conn, max_readings, max_events)
+            if batch is None:
+                return None
+            payload = seal(batch)
+            conn.execute(
+                "INSERT INTO sealed (batch_id, payload) VALUES (?, ?)", (batch.batch_id, payload)
+            )
+            return SealedBatch(batch, payload)
+
+    def _take(self, conn: sqlite3.Connection, max_readings: int, max_events: int) -> Batch | None:
         if max_readings < 0 or max_events < 0:
             raise ValueError("max_readings and max_events must not be negative")
-        with self._transaction(durable=True) as conn:
-            event_ids = [
-                int(r[0])
-                for r in conn.execute(
-                    "SELECT id FROM events WHERE uplink_seq IS NULL ORDER BY id LIMIT ?",
-                    (max_events,),
-                )
-            ]
-            reading_ids = [
-                int(r[0])
-                for r in conn.execute(
-                    "SELECT id FROM readings WHERE uplink_seq IS NULL ORDER BY slot, id LIMIT ?",
-                    (max_readings,),
-                )
-            ]
-            if not event_ids and not reading_ids:
-                return None
-            batch_id = self._bump_counter(conn, _BATCH_COUNTER)
-            conn.execute("INSERT INTO batches(id, taken_at) VALUES (?, ?)", (batch_id, time.time()))
-            for table, ids in (("events", event_ids), ("readings", reading_ids)):
-                conn.executemany(
-                    f"UPDATE {table} SET uplink_seq = ? WHERE id = ?",
-                    [(batch_id, row_id) for row_id in ids],
-                )
-            return self._load_batch(conn, batch_id)
+        event_ids = [
+            int(r[0])
+            for r in conn.execute(
+                "SELECT id FROM events WHERE uplink_seq IS NULL ORDER BY id LIMIT ?",
+                (max_events,),
+            )
+        ]
+        reading_ids = [
+            int(r[0])
+            for r in conn.execute(
+                "SELECT id FROM readings WHERE uplink_seq IS NULL ORDER BY slot, id LIMIT ?",
+                (max_readings,),
+            )
+        ]
+        if not event_ids and not reading_ids:
+            return None
+        batch_id = self._bump_counter(conn, _BATCH_COUNTER)
+        conn.execute("INSERT INTO batches(id, taken_at) VALUES (?, ?)", (batch_id, time.time()))
+        for table, ids in (("events", event_ids), ("readings", reading_ids)):
+            conn.executemany(
+                f"UPDATE {table} SET uplink_seq = ? WHERE id = ?",
+                [(batch_id, row_id) for row_id in ids],
+            )
+        return self._load_batch(conn, batch_id)
 
     @staticmethod
     def _load_batch(conn: sqlite3.Connection, batch_id: int) -> Batch:
@@ -169,6 +189,7 @@ class Readings(StoreBase):
             )
             if cur.rowcount == 0:
                 return False
+            conn.execute("DELETE FROM sealed WHERE batch_id = ?", (batch_id,))
             for table in ("readings", "events"):
                 conn.execute(
                     f"UPDATE {table} SET delivered = 1 WHERE uplink_seq = ? AND delivered = 0",
@@ -192,11 +213,35 @@ class Readings(StoreBase):
             ]
             return sum(self._requeue(conn, batch_id) for batch_id in ids)
 
+    def resume_in_flight(self) -> tuple[list[SealedBatch], int]:
+        """At start-up: the batches in flight that kept their sealed bytes, oldest first,
+        to resend as they are, and how many rows of the others (taken by a release that
+        kept no bytes) went back into the outbox."""
+        with self._transaction() as conn:
+            # Bytes of a batch an older release acked or requeued are of no use.
+            conn.execute(
+                "DELETE FROM sealed WHERE batch_id NOT IN"
+                " (SELECT id FROM batches WHERE delivered_at IS NULL)"
+            )
+            kept = dict(conn.execute("SELECT batch_id, payload FROM sealed").fetchall())
+            ids = [
+                int(r[0])
+                for r in conn.execute(
+                    "SELECT id FROM batches WHERE delivered_at IS NULL ORDER BY id"
+                )
+            ]
+            resend = [
+                SealedBatch(self._load_batch(conn, i), bytes(kept[i])) for i in ids if i in kept
+            ]
+            moved = sum(self._requeue(conn, i) for i in ids if i not in kept)
+            return resend, moved
+
     @staticmethod
     def _requeue(conn: sqlite3.Connection, batch_id: int) -> int:
         cur = conn.execute("DELETE FROM batches WHERE id = ? AND delivered_at IS NULL", (batch_id,))
         if cur.rowcount == 0:
             return 0
+        conn.execute("DELETE FROM sealed WHERE batch_id = ?", (batch_id,))  # bytes never resent
         moved = 0
         for table in ("readings", "events"):
             moved += conn.execute(

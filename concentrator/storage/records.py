@@ -39,6 +39,14 @@ class Batch:
 
 
 @dataclass(frozen=True, slots=True)
+class SealedBatch:
+    """A batch in flight with the exact bytes it was sealed to (what is resent)."""
+
+    batch: Batch
+    payload: bytes
+
+
+@dataclass(frozen=True, slots=True)
 class Backlog:
     """Undelivered rows: both those still in the outbox and those in unacked batches."""
 

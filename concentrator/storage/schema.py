@@ -27,6 +27,8 @@ meters x 4 quantities). Three choices keep it there:
 
 The state table (schema version 2) keeps small named values across restarts. Schema
 version 3 renames the previous release's Modbus quantity names to the canonical ones.
+Schema version 4 keeps the sealed bytes of every batch in flight (``sealed``), so a
+batch coded against references lost at a restart is resent as the same bytes.
 """
 
 from __future__ import annotations
@@ -161,10 +163,19 @@ def _schema_v3(conn: sqlite3.Connection) -> None:
         )
 
 
+def _schema_v4(conn: sqlite3.Connection) -> None:
+    """The sealed payload of each batch in flight, written in the transaction that takes
+    the batch and deleted when it is acked or requeued: after a restart the uplink
+    resends these bytes under their own ``seq`` (a coded batch cannot be sealed again
+    identically, its references were in memory). Additive: an older reader ignores it."""
+    conn.execute("CREATE TABLE sealed (batch_id INTEGER PRIMARY KEY, payload BLOB NOT NULL)")
+
+
 MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (
     _schema_v1,
     _schema_v2,
     _schema_v3,
+    _schema_v4,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 # The oldest software schema that can still use a store at SCHEMA_VERSION. Additive

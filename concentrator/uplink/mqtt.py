@@ -3,8 +3,8 @@
 A batch leaves the outbox only when the *receiver's* authenticated ack for its sequence
 number arrives (docs/architecture.md, "Delivery semantics"): PUBACK only says the broker
 has it (MQTT 5.0 §4.3.2). The sequence number is the store's batch id, committed durably
-before the batch is sealed, so a nonce is never reused; a batch resent after a timeout
-is published again with the same bytes. At most
+with the sealed bytes before they are published, so a nonce is never reused; a batch
+resent after a timeout, or after a restart, is published again with the same bytes. At most
 ``window`` batches are in flight. Events go first in every batch (the store orders
 them), then the backlog oldest first.
 
@@ -12,11 +12,14 @@ Live batches (wire version 3) are coded against what the receiver committed: the
 `wire.ReferenceBook` learns, from each ack, the newest value of every series the batch
 carried, and the next batches code each series' first reading as a delta against it.
 The book lives in memory only, so a batch coded against it could not be sealed again
-identically after a restart, nor could one sealed by a release (or a config) with
-another wire version. So at start-up the batches still in flight go back into the
-outbox and leave under new sequence numbers (a nonce never carries two plaintexts; the
-receiver stores a reading it already holds once), and a batch with events is never
-coded. When the receiver cannot resolve a reference
+identically after a restart. So the sealed bytes are kept in the store, in the
+transaction that takes the batch (`Store.take_sealed_batch`), until the ack; at start-up
+the batches in flight are resent as those bytes under their own ``seq``. The receiver
+knows a ``seq`` it stored and acks it again, so a batch whose ack was lost before the
+restart never stores its events twice (events have no natural key to deduplicate on).
+Only a batch taken by a release that kept no bytes goes back into the outbox, to leave
+under a new ``seq`` (a nonce never carries two plaintexts). A batch with events is
+never coded. When the receiver cannot resolve a reference
 it stores nothing and answers "resync": the book is cleared and the batch's rows go
 back into the outbox, to leave again as a key batch under a new ``seq``.
 
@@ -29,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import random
 import time
@@ -40,7 +44,7 @@ import paho.mqtt.client as mqtt
 
 from concentrator import __version__
 from concentrator.config import UplinkConfig
-from concentrator.storage import Batch, Store, StoreError, StoreWriter
+from concentrator.storage import Batch, SealedBatch, Store, StoreError, StoreWriter
 from contract import topics, wire
 from contract.mqtt_session import connect_persistent, tls_client
 from contract.records import Event, Reading
@@ -201,10 +205,7 @@ class Uplink:
         )
         acks = asyncio.create_task(self._ack_loop())
         try:
-            # Batches taken before a restart go back into the outbox (module docstring).
-            moved = await self.writer.call(self.store.requeue_all_undelivered)
-            if moved:
-                log.info("put %d rows of batches in flight before the start back", moved)
+            await self._resume()
             await self._send_loop()
         finally:
             acks.cancel()
@@ -212,12 +213,25 @@ class Uplink:
             self._client.disconnect()
             self._client.loop_stop()
 
-    def _remember(self, batch: Batch) -> InFlight:
+    async def _resume(self) -> None:
+        """Batches taken before a restart: resent as the bytes they were sealed to, or,
+        taken by a release that kept none, put back into the outbox (module docstring)."""
+        resend, moved = await self.writer.call(self.store.resume_in_flight)
+        for sealed in resend:
+            self._remember(sealed)
+        if resend:
+            log.info("resending %d batches sealed before the start", len(resend))
+        if moved:
+            log.info("put %d rows of batches in flight before the start back", moved)
+
+    def _seal(self, batch: Batch, book: wire.ReferenceBook) -> bytes:
+        """Seal ``batch``; runs in the store's thread, inside the transaction that takes
+        it, against ``book``, a snapshot (the live book learns meanwhile)."""
         content = _content(batch)
         references = None
         if self.cfg.wire_version >= _CODED_SINCE and not content.events:
             first = min((r.slot for r in content.readings), default=0)
-            references = self.references.usable(first - REFERENCE_MAX_AGE_S)
+            references = book.usable(first - REFERENCE_MAX_AGE_S)
         payload = wire.seal_batch(
             content,
             concentrator_id=self.concentrator_id,
@@ -230,12 +244,27 @@ class Uplink:
         )
         if references:
             self.stats.coded += 1
+        return payload
+
+    async def _take(self) -> InFlight | None:
+        """The next batch out of the outbox, sealed and kept, now in flight; None when
+        the outbox is empty."""
+        sealed = await self.writer.call(
+            self.store.take_sealed_batch,
+            self.cfg.batch_readings,
+            self.cfg.batch_events,
+            functools.partial(self._seal, book=self.references.copy()),
+        )
+        return None if sealed is None else self._remember(sealed)
+
+    def _remember(self, sealed: SealedBatch) -> InFlight:
+        batch = sealed.batch
         entry = InFlight(
             batch.batch_id,
-            payload,
+            sealed.payload,
             sent_at=-1e18,
             readings=len(batch.readings),
-            latest=latest_readings(content.readings),
+            latest=latest_readings(r.reading for r in batch.readings),
         )
         self.in_flight[batch.batch_id] = entry
         return entry
@@ -251,18 +280,16 @@ class Uplink:
                     self._publish(entry)
             while len(self.in_flight) < self.cfg.window and self._connected.is_set():
                 try:
-                    batch = await self.writer.call(
-                        self.store.take_batch, self.cfg.batch_readings, self.cfg.batch_events
-                    )
+                    taken = await self._take()
                 except StoreError as exc:
                     # A full disk: the batch's sequence number cannot be persisted, so
                     # nothing new is sealed (a nonce is never used unrecorded); batches
                     # already in flight go on, and the next tick tries again.
                     log.warning("cannot take a new batch: %s", exc)
                     break
-                if batch is None:
+                if taken is None:
                     break
-                self._publish(self._remember(batch))
+                self._publish(taken)
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self.cfg.poll_s):

@@ -63,6 +63,12 @@ class ReferenceBook:
             if old is None or r.slot >= old.slot:
                 refs[key] = Reference(r.slot, r.value, r.read_at)
 
+    def copy(self) -> ReferenceBook:
+        """A snapshot, to seal against in another thread while this book learns."""
+        book = ReferenceBook()
+        book._refs = dict(self._refs)
+        return book
+
     def forget(self) -> None:
         """The receiver could not resolve a reference: trust none of them."""
         self._refs.clear()

@@ -1,0 +1,176 @@
+"""A restart with batches in flight (issue 22, item 1): the uplink resends the bytes it
+sealed before, under their own ``seq``, so a receiver that stored a batch whose ack was
+lost answers "duplicate" and holds each event once, even though the batch was coded
+against references the new process no longer has. A store from before the sealed bytes
+were kept falls back to putting the batches' rows back into the outbox.
+
+In process: the real `Uplink` (no broker: batches are taken and acks handled by its own
+methods), the real concentrator store on a file, and the receiver's ingestor on a
+SQLite file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import tomllib
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from cloud_receiver.applications.fleet import pki
+from cloud_receiver.ingest.ingestor import Ingestor
+from cloud_receiver.storage import SqliteStorage
+from concentrator.config import UplinkConfig
+from concentrator.storage import Store, StoreWriter
+from concentrator.uplink.mqtt import InFlight, Uplink
+from contract import wire
+from contract.records import Event, Reading
+
+CID = "dc-restart"
+SLOT = 1_795_000_000
+METERS = [f"{300000000000 + m:012d}" for m in range(6)]
+
+
+def _readings(k: int) -> list[Reading]:
+    slot = SLOT + 900 * k
+    return [
+        Reading(meter, "energy_fwd_total", slot, f"{1000 + m + k * 0.25:.2f}", "kWh", slot + 1.0)
+        for m, meter in enumerate(METERS)
+    ]
+
+
+@pytest.fixture
+def cfg(tmp_path: Path) -> UplinkConfig:
+    frag = pki.provision(tmp_path / "pki", CID, broker_host="127.0.0.1", broker_port=1883)
+    table = dict(tomllib.loads((frag / "uplink.toml").read_text(encoding="utf-8"))["uplink"])
+    for key, value in list(table.items()):
+        if key.endswith("_file") and isinstance(value, str):
+            table[key] = frag / value
+    return UplinkConfig(**table)
+
+
+class Concentrator:
+    """One process's life: the store opened, a writer, an uplink with an empty book."""
+
+    def __init__(self, cfg: UplinkConfig, path: Path) -> None:
+        self.store = Store.open(path)
+        self.writer = StoreWriter(self.store, now=lambda: 0.0)
+        self.uplink = Uplink(cfg, CID, self.store, self.writer)
+
+    async def take(self) -> InFlight:
+        entry = await self.uplink._take()
+        assert entry is not None
+        return entry
+
+    async def ack(self, raw: bytes | None) -> str:
+        """Hand the receiver's ack to the uplink's own ack handling; wait until it has
+        taken the batch out of flight (marked delivered in the store)."""
+        assert raw is not None
+        ack = wire.open_ack(raw, self.uplink.key)
+        self.uplink._wake.clear()
+        self.uplink._acks.put_nowait(raw)
+        task = asyncio.create_task(self.uplink._ack_loop())
+        try:
+            async with asyncio.timeout(30):
+                await self.uplink._wake.wait()  # set once the ack is handled
+        finally:
+            task.cancel()
+        assert ack.seq not in self.uplink.in_flight
+        return ack.status
+
+    def close(self) -> None:
+        self.writer.close()
+        self.store.close()
+
+
+def _receiver_readings(storage: SqliteStorage) -> Counter[tuple[str, int, str]]:
+    return Counter((r.meter, r.slot, r.value) for r in storage.readings())
+
+
+def test_batches_in_flight_are_resent_as_the_same_bytes_after_a_restart(
+    cfg: UplinkConfig, tmp_path: Path
+) -> None:
+    receiver = SqliteStorage(tmp_path / "receiver.db")
+    ingestor = Ingestor(receiver, lambda cid, kid: cfg.payload_key() if cid == CID else None)
+    topic = f"mf/v1/{CID}/up"
+    store_path = tmp_path / "store.db"
+
+    async def before_the_restart() -> list[InFlight]:
+        c = Concentrator(cfg, store_path)
+        try:
+            c.store.add_readings(_readings(0))
+            first = await c.take()  # a key batch: the book is empty
+            assert await c.ack(ingestor.handle(topic, first.payload).ack) == "stored"
+            c.store.add_readings(_readings(1))
+            coded = await c.take()  # coded against slot 0, which the receiver acked
+            assert c.uplink.stats.coded == 1
+            c.store.add_event(Event("config_reloaded", "info", None, {"n": 1}, at=SLOT + 901.0))
+            c.store.add_readings(_readings(2))
+            with_event = await c.take()
+            # The receiver stores both; their acks are lost as the concentrator stops.
+            for entry in (coded, with_event):
+                outcome = ingestor.handle(topic, entry.payload)
+                assert wire.open_ack(outcome.ack or b"", c.uplink.key).status == "stored"
+            return [coded, with_event]
+        finally:
+            c.close()
+
+    async def after_the_restart(sent: list[InFlight]) -> None:
+        c = Concentrator(cfg, store_path)  # a new process: an empty reference book
+        try:
+            await c.uplink._resume()
+            resumed = sorted(c.uplink.in_flight.values(), key=lambda e: e.batch_id)
+            assert [(e.batch_id, e.payload) for e in resumed] == [
+                (e.batch_id, e.payload) for e in sent
+            ]
+            assert c.store.backlog().readings == 12  # still in flight, none requeued
+            for entry in resumed:
+                assert await c.ack(ingestor.handle(topic, entry.payload).ack) == "duplicate"
+            assert c.uplink.in_flight == {}
+            assert c.store.backlog().readings == 0
+            # The book learnt from the resent batches' acks: the next one is coded again.
+            c.store.add_readings(_readings(3))
+            nxt = await c.take()
+            assert nxt.batch_id == sent[-1].batch_id + 1
+            assert await c.ack(ingestor.handle(topic, nxt.payload).ack) == "stored"
+            assert c.uplink.stats.coded == 1
+        finally:
+            c.close()
+
+    try:
+        sent = asyncio.run(before_the_restart())
+        asyncio.run(after_the_restart(sent))
+        kinds = [e.kind for _, e in receiver.events(CID)]
+        assert kinds.count("config_reloaded") == 1
+        want = Counter((r.meter, r.slot, r.value) for k in range(4) for r in _readings(k))
+        assert _receiver_readings(receiver) == want
+    finally:
+        receiver.close()
+
+
+def test_batches_taken_without_sealed_bytes_go_back_into_the_outbox(
+    cfg: UplinkConfig, tmp_path: Path
+) -> None:
+    """A store a release before this one left: its batch in flight has no bytes kept,
+    so its rows leave again under a new ``seq``."""
+    store_path = tmp_path / "store.db"
+    with Store.open(store_path) as store:
+        store.add_readings(_readings(0))
+        old = store.take_batch(100, 10)  # as that release took it: no bytes kept
+        assert old is not None
+
+    async def restart() -> None:
+        c = Concentrator(cfg, store_path)
+        try:
+            await c.uplink._resume()
+            assert c.uplink.in_flight == {}
+            again = await c.take()
+            assert again.batch_id == old.batch_id + 1
+            pending = c.store.pending_batches()
+            assert [b.batch_id for b in pending] == [again.batch_id]
+            assert [r.reading for r in pending[0].readings] == [r.reading for r in old.readings]
+        finally:
+            c.close()
+
+    asyncio.run(restart())
