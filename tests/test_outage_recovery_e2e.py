@@ -2,10 +2,10 @@
 PTY and `hil-sim plc` meters behind a carrier module → `concentrator run` → a real
 Mosquitto with TLS → `cloud-receiver run`, on a clock 600 times real time. The daemon is
 down for six simulated hours, then the RS-485 bus is cut for two hours, then the carrier
-network is down for three (the issue's acceptance); afterwards every 15-minute interval of every meter is at the
-receiver exactly once, the missed ones marked recovered ("backfill") with the value the
-meter recorded for that interval (the simulator's ground truth), the others live
-("poll")."""
+network is down for three (the issue's acceptance); afterwards every 15-minute interval
+of every meter is at the receiver exactly once, the missed ones marked recovered
+("backfill") with the value the meter recorded for that interval (the simulator's
+ground truth), the others live ("poll")."""
 
 from __future__ import annotations
 
