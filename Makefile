@@ -12,7 +12,7 @@ STAMP := $(VENV)/.meterflow-installed
 # (Chinese glyphs in its screenshots),
 # and postgresql when no PostgreSQL server is reachable (see the postgres target).
 
-.PHONY: docs setup completion system-packages postgres demo test lint typecheck unit bench bench-compare chaos clean
+.PHONY: docs setup completion system-packages postgres demo test test-long lint typecheck unit bench bench-compare chaos clean
 
 setup: system-packages postgres $(STAMP) completion
 
@@ -96,6 +96,11 @@ unit: setup
 	$(VENV)/bin/pytest -q -n 2 --dist loadfile --durations=15  # two workers (most tests wait on real processes); keep `make test` under 15 minutes
 
 test: lint typecheck docs unit
+
+# The longest runs at full size (MF_LONG=1: 10,000 bad payloads instead of 2,000, four
+# 15-minute slots of 256 meters instead of two, ...): every slow test, one worker each.
+test-long: setup
+	MF_LONG=1 $(VENV)/bin/pytest -q -n 2 --dist loadfile -m slow --durations=15
 
 demo: setup
 	$(PY) -m hil_sim.demo

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 from collections import defaultdict
 from pathlib import Path
@@ -10,6 +11,15 @@ from typing import Any
 
 from hil_sim.process import cli_command, env_without_color
 from hil_sim.truth import TruthRecord, read_truth
+
+# `make test-long` (MF_LONG=1) runs the full-size versions of the longest tests; `make
+# test` (and CI) runs the same tests at a size that keeps the suite under 15 minutes.
+LONG = os.environ.get("MF_LONG") == "1"
+
+
+def sized(short: int, long: int) -> int:
+    """The size of a run: ``long`` under `make test-long`, ``short`` otherwise."""
+    return long if LONG else short
 
 
 def run_cli(

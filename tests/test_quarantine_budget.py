@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from helpers import sized
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -131,7 +132,7 @@ def test_the_rate_limit_allows_a_burst_then_the_rate() -> None:
 
 
 @pytest.mark.slow
-def test_ten_thousand_bad_payloads_stay_within_the_budget(db_url: str) -> None:
+def test_thousands_of_bad_payloads_stay_within_the_budget(db_url: str) -> None:
     """Garbage and oversized payloads from five senders and unnamed topics, one sender
     flooding: the quarantine never passes its budget, and every message is accounted
     for: kept (and perhaps evicted since) or dropped over the rate limit."""
@@ -145,7 +146,8 @@ def test_ten_thousand_bad_payloads_stay_within_the_budget(db_url: str) -> None:
         senders = ["dc-1", "dc-2", "dc-3", "dc-4", "dc-flood"]
         at = 1_800_000_000.0
         outcomes: dict[str, int] = {}
-        for i in range(10_000):
+        n = sized(2_000, 10_000)  # 10,000 under `make test-long`
+        for i in range(n):
             at += 0.004
             sender = "dc-flood" if i % 2 else rng.choice(senders)
             if i % 10 == 0:
@@ -155,14 +157,14 @@ def test_ten_thousand_bad_payloads_stay_within_the_budget(db_url: str) -> None:
             topic = f"mf/v1/{sender}/up" if i % 17 else f"mf/v1/{sender}/sideways"
             outcome = ingestor.handle(topic, payload, at)
             outcomes[outcome.status] = outcomes.get(outcome.status, 0) + 1
-            if i % 1_000 == 999:
+            if i % 500 == 499:
                 rows, held = storage.quarantine_held()
                 assert rows <= budget.total_rows and held <= budget.total_bytes
         c = ingestor.counters
         assert set(outcomes) == {"quarantined", "dropped"}
-        assert c.messages == 10_000 == c.quarantined + c.rate_limited
-        assert c.rate_limited > 1_000  # the flood was limited ...
-        assert outcomes["quarantined"] == c.quarantined > 3_000  # ... the others were not
+        assert c.messages == n == c.quarantined + c.rate_limited
+        assert c.rate_limited > n // 10  # the flood was limited ...
+        assert outcomes["quarantined"] == c.quarantined > n * 3 // 10  # ... the others were not
         rows, held = storage.quarantine_held()
         assert rows <= budget.total_rows and held <= budget.total_bytes
         stats = storage.quarantine_senders()
@@ -174,7 +176,7 @@ def test_ten_thousand_bad_payloads_stay_within_the_budget(db_url: str) -> None:
             assert s.rows <= budget.sender_rows and s.bytes <= budget.sender_bytes
         kept = storage.quarantined(limit=1_000)
         assert len(kept) == rows and all(q.kept <= budget.prefix_bytes for q in kept)
-        assert sum(s.truncated for s in stats) >= 500
+        assert sum(s.truncated for s in stats) >= n // 20
     finally:
         storage.close()
     if db_url.startswith("sqlite:///"):
