@@ -2,6 +2,9 @@
 
 Prints ``BENCH <name> <value> <unit>`` lines:
 - dlt645_decode_us / modbus_decode_us: streaming decode cost per frame.
+- dlt698_decode_us: a DL/T 698.45 GET-Response Normal (forward energy, total and four
+  tariffs) through the streaming decoder, its APDU parsed and scaled to values: the
+  whole receive path of a 698.45 read, per frame.
 - bus_efficiency_2400: reads/s that the field CLI's read path achieves on a 2400-baud
   simulated bus, divided by the limit computed from the frame lengths in the same run:
   1 / (request wire time + reply wire time + the simulator's fixed 40 ms turnaround).
@@ -18,7 +21,8 @@ import time
 from pathlib import Path
 
 from concentrator.public import read_direct
-from drivers import dlt645, modbus_rtu
+from drivers import dlt645, dlt698, modbus_rtu
+from drivers.dlt698.objects import TYPICAL_GET_RESPONSE, parse_get_response
 from drivers.serial_bus import SerialSettings
 from hil_sim.process import SimProcess
 
@@ -32,6 +36,21 @@ def bench_decode(frame: bytes, make_decoder: object, n: int) -> float:
     for _ in range(n):
         decoder.feed(frame)
         while decoder.next_frame() is not None:
+            count += 1
+    elapsed = time.perf_counter() - t0
+    assert count == n, (count, n)
+    return elapsed / n * 1e6
+
+
+def bench_dlt698(n: int) -> float:
+    """Per frame: stream-decode a 698.45 reply, parse its APDU, scale its values."""
+    decoder = dlt698.Decoder()
+    count = 0
+    t0 = time.perf_counter()
+    for _ in range(n):
+        decoder.feed(TYPICAL_GET_RESPONSE)
+        while (frame := decoder.next_frame()) is not None:
+            parse_get_response(frame, "energy_fwd")
             count += 1
     elapsed = time.perf_counter() - t0
     assert count == n, (count, n)
@@ -83,6 +102,7 @@ def main() -> int:
         f"BENCH modbus_decode_us "
         f"{bench_decode(sdm, lambda: modbus_rtu.Decoder('client'), n):.2f} us"
     )
+    print(f"BENCH dlt698_decode_us {bench_dlt698(n):.2f} us")
     achieved, limit, wire_limit = bench_bus(10 if quick else 40)
     print(f"BENCH bus_reads_per_s_2400 {achieved:.3f} reads/s")
     print(f"BENCH bus_limit_2400 {limit:.3f} reads/s")

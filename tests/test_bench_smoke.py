@@ -22,6 +22,7 @@ def test_codec_benchmark_prints_its_figures() -> None:
     assert {n for n, _, _ in names} >= {
         "dlt645_decode_us",
         "modbus_decode_us",
+        "dlt698_decode_us",
         "bus_efficiency_2400",
     }
 
