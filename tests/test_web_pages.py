@@ -7,7 +7,9 @@ feedback round trip through forms with CSRF tokens; views audited."""
 
 from __future__ import annotations
 
+import datetime as dt
 import re
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,13 +19,17 @@ import pytest
 from sqlalchemy import select
 from web_harness import CONCENTRATOR, M1, M2, World, build_world, csrf_of, logged_in, serving
 
+from clitools.timefmt import site_tz
 from cloud_receiver.access import settings as access_settings
 from cloud_receiver.applications import dr
-from cloud_receiver.storage import open_storage
+from cloud_receiver.storage import completeness, open_storage
+from cloud_receiver.storage.completeness import Plan
 from cloud_receiver.storage.schema import audit_log
 from cloud_receiver.web import i18n
 from cloud_receiver.web.i18n import Gettext
+from cloud_receiver.web.portal import reads
 from cloud_receiver.web.settings import WebSettings
+from contract.records import Reading
 
 OPERATOR_PAGES = [
     "/ops/fleet", "/ops/meters", f"/ops/meters?q={M1[:6]}", f"/ops/meters/{M1}",
@@ -321,3 +327,36 @@ def test_a_dr_event_and_a_rollout_are_confirmed_then_requested(portal: tuple[str
     viewer = logged_in(base, world, "viewer")
     assert viewer.get("/ops/dr/new", params=window).status_code == 403
     assert "New event" not in viewer.get("/ops/dr?lang=en").text
+
+
+def test_the_fleet_page_counts_today_by_the_completeness_rule(tmp_path: Path) -> None:
+    """Today's collection on the fleet page is the completeness module's figure: the
+    archive's three meters are due every quarter hour since local midnight; none is
+    assigned, so each counts for the concentrator that delivered it today or the day
+    before: M1 (two readings today) for dc-web-1, M2 and M3 (heard long ago) for no
+    one."""
+    db = f"sqlite:///{tmp_path / 'r.db'}"
+    build_world(db, tmp_path)
+    now = time.time()
+    plan = Plan(site_tz())
+    midnight = plan.day_start(plan.day_of(now))
+    due = (plan.grid_floor(now) - midnight) // plan.interval_s
+    if due < 2:  # the first half hour after midnight: nothing to compare yet
+        pytest.skip("too close to local midnight for two due slots")
+    storage = open_storage(db)
+    try:
+        storage.ingest(CONCENTRATOR, 2, 1, [
+            Reading(M1, "energy_fwd_total", midnight + 900 * i, f"{200 + i}.00", "kWh",
+                    midnight + 900 * i + 3.0)
+            for i in range(2)
+        ], [], now)  # fmt: skip
+        [row] = [r for r in reads.fleet(storage, now, plan) if r.concentrator == CONCENTRATOR]
+        with storage.read() as conn:
+            report = completeness.compute(
+                conn, plan, plan.day_of(now), plan.day_of(now) + dt.timedelta(days=1), now
+            )
+    finally:
+        storage.close()
+    assert row.readings_today == 2
+    assert row.expected_today == due
+    assert report.overall().expected == 3 * due and report.overall().received == 2

@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from clitools.options import db_option, json_option, pki_dir_option
+from cloud_receiver.cli.common import collection_options
 
 _FILE = click.Path(path_type=Path, dir_okay=False)
 WEB_CERT = "web"  # web.crt / web.key in the PKI directory
@@ -41,6 +42,7 @@ WEB_CERT = "web"  # web.crt / web.key in the PKI directory
     show_default=True,
     help="Login attempts allowed per client address per minute (then 429).",
 )
+@collection_options("--collection-interval")
 @json_option()
 def web(
     db_url: str,
@@ -51,6 +53,8 @@ def web(
     tls_key: Path | None,
     language: str,
     login_attempts: int,
+    interval_s: int,
+    late_after: float,
     as_json: bool,
 ) -> None:
     """Serve the portal and the HTTP API (/api/v1, its OpenAPI document at
@@ -64,8 +68,9 @@ def web(
     from cloud_receiver.web.settings import WebSettings
 
     settings = WebSettings(
-        db_url, secret_key, tls_cert, tls_key, language, login_attempts=login_attempts
-    )
+        db_url, secret_key, tls_cert, tls_key, language, login_attempts=login_attempts,
+        collection_interval_s=interval_s, late_after_s=int(late_after),
+    )  # fmt: skip
     app = create_app(settings)
     config = uvicorn.Config(
         app,

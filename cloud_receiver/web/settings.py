@@ -27,10 +27,12 @@ class WebConfigError(ReceiverError, ValueError):
 @dataclass(frozen=True)
 class WebSettings:
     """``db_url``: the receiver's database; ``secret_key_file``: the key that signs the
-    session cookies (made, mode 0600, if missing); ``tls_cert``/``tls_key``: PEM files
-    (both or neither; with them cookies are ``Secure``); ``language``: the default of the
-    pages (``zh`` or ``en``); ``login_attempts``/``login_window_s``: logins allowed per
-    client address in that window before 429."""
+        session cookies (made, mode 0600, if missing); ``tls_cert``/``tls_key``: PEM files
+        (both or neither; with them cookies are ``Secure``); ``language``: the default of the
+        pages (``zh`` or ``en``); ``login_attempts``/``login_window_s``: logins allowed per
+        client address in that window before 429; ``collection_interval_s``/``late_after_s``:
+    the collection plan the fleet page counts today's completeness by (the ``run`` and
+    ``completeness`` commands take the same, `cloud_receiver.storage.completeness`)."""
 
     db_url: str
     secret_key_file: Path
@@ -39,6 +41,8 @@ class WebSettings:
     language: str = "zh"
     login_attempts: int = 10
     login_window_s: float = 60.0
+    collection_interval_s: int = 900
+    late_after_s: int = 7200
 
     def __post_init__(self) -> None:
         if (self.tls_cert is None) != (self.tls_key is None):

@@ -25,9 +25,11 @@ from cloud_receiver.access.policy import AccessError, Action, authorize
 from cloud_receiver.applications import requests as kinds
 from cloud_receiver.applications.fleet import commands as fleet_commands
 from cloud_receiver.errors import ReceiverError
+from cloud_receiver.storage.completeness import Plan
 from cloud_receiver.web.portal import common, reads
 from cloud_receiver.web.portal.common import render, see_other
 from cloud_receiver.web.security import Caller, check_csrf
+from cloud_receiver.web.settings import WebSettings
 
 router = APIRouter(prefix="/ops", include_in_schema=False)
 Operator = Annotated[Caller, Depends(common.operator)]
@@ -42,7 +44,9 @@ def home(request: Request, caller: Operator) -> Response:
 @router.get("/fleet", response_class=HTMLResponse)
 def fleet(request: Request, caller: Operator) -> Response:
     caller.require(Action.FLEET_READ)
-    rows = reads.fleet(caller.storage, time.time(), common.tz())
+    s: WebSettings = request.app.state.web.settings
+    plan = Plan(common.tz(), interval_s=s.collection_interval_s, late_after_s=s.late_after_s)
+    rows = reads.fleet(caller.storage, time.time(), plan)
     return render(request, "operator/fleet.html", caller, rows=rows)
 
 

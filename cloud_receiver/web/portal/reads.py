@@ -22,8 +22,9 @@ from cloud_receiver.applications.fleet import rollout
 from cloud_receiver.applications.fleet.archive import Archive, ArchiveError
 from cloud_receiver.applications.supply import state as supply
 from cloud_receiver.errors import ReceiverError
-from cloud_receiver.storage import CommandRecord, MeterRecord, Storage
+from cloud_receiver.storage import CommandRecord, MeterRecord, Storage, completeness
 from cloud_receiver.storage import audit as chain
+from cloud_receiver.storage.completeness import Plan
 from cloud_receiver.storage.schema import commands, dr_events, meter_owners, meters, readings
 
 SLOT_S = energy.SLOT_S
@@ -52,21 +53,16 @@ class FleetRow:
         return min(1.0, self.readings_today / self.expected_today)
 
 
-def fleet(storage: Storage, now: float, tz: dt.tzinfo) -> list[FleetRow]:
+def fleet(storage: Storage, now: float, plan: Plan) -> list[FleetRow]:
     """Every concentrator heard from: when, what it delivered, what is still missing,
-    the software it runs, and today's interval readings against its meters' slots."""
-    midnight = energy.midnight(dt.datetime.fromtimestamp(now, tz).date(), tz)
-    due_slots = max(0, int((now - midnight) // SLOT_S))
+    the software it runs, and today's collection so far by the one completeness rule
+    (`cloud_receiver.storage.completeness`: the receiver's plan, commissioning times,
+    each meter counted for its owner)."""
+    today = plan.day_of(now)
     seen = rollout.software(storage)
-    r, o = readings.c, meter_owners.c
+    o = meter_owners.c
     with storage.read() as conn:
-        today: dict[str, int] = dict(
-            conn.execute(
-                select(r.concentrator, func.count())
-                .where(r.quantity == energy.ENERGY_FWD, r.slot >= midnight, r.slot < now)
-                .group_by(r.concentrator)
-            ).all()
-        )
+        report = completeness.compute(conn, plan, today, today + dt.timedelta(days=1), now)
         latest = (
             select(o.meter, func.max(o.effective_from).label("since"))
             .where(o.effective_from <= now)
@@ -80,13 +76,15 @@ def fleet(storage: Storage, now: float, tz: dt.tzinfo) -> list[FleetRow]:
                 .group_by(o.concentrator)
             ).all()
         )
+    collected = {t.key: t for t in report.totals("concentrator")}
     out = []
     for c in storage.concentrators():
         sw = seen.get(c.concentrator)
-        n = int(owned.get(c.concentrator, 0))
+        got = collected.get(c.concentrator)
         out.append(
             FleetRow(c.concentrator, c.last_seen, c.batches, c.readings, c.missing_seqs,
-                     sw[0] if sw else None, n, int(today.get(c.concentrator, 0)), n * due_slots)
+                     sw[0] if sw else None, int(owned.get(c.concentrator, 0)),
+                     got.received if got else 0, got.expected if got else 0)
         )  # fmt: skip
     return out
 
