@@ -7,7 +7,9 @@ Prints ``BENCH <name> <value> <unit>`` lines:
   logged in through the login form as that customer: the session, the ownership check,
   the query, the audit entry, JSON out and in. Target <= 150 ms (issue 21).
 - portal_month_query_p95_ms: the same month read straight from the database in this
-  process (`cloud_receiver.web.data.readings_page`): how much of the view is the query.
+  process (`cloud_receiver.web.data.readings_page`): how much of the view is the query;
+  portal_month_query_pk_only_p95_ms: the same after dropping ``readings_by_meter``
+  (the schema before revision 0012: the primary key alone), same run.
 - portal_db_readings: how many readings the database holds.
 
 The database (SQLite) holds 421 meters x 4 quantities x 62 days x 96 slots
@@ -161,10 +163,17 @@ def main() -> None:
             proc.terminate()
             proc.wait(timeout=30)
         queries = month_queries(path, meters[0], since, until)
+        conn = sqlite3.connect(path)
+        try:  # the same query as before revision 0012 (the primary key alone)
+            conn.execute("DROP INDEX readings_by_meter")
+        finally:
+            conn.close()
+        unindexed = month_queries(path, meters[0], since, until)
     if got != view_days * 96:
         raise RuntimeError(f"the month view showed {got} readings, expected {view_days * 96}")
     print(f"BENCH portal_month_view_p95_ms {p95_ms(views):.1f} ms")
     print(f"BENCH portal_month_query_p95_ms {p95_ms(queries):.1f} ms")
+    print(f"BENCH portal_month_query_pk_only_p95_ms {p95_ms(unindexed):.1f} ms")
     print(f"BENCH portal_db_readings {n} readings")
 
 
