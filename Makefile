@@ -116,6 +116,7 @@ bench: setup
 	$(PY) bench/metrics.py
 	$(PY) bench/loadprofile.py
 	$(PY) bench/api.py
+	$(PY) bench/portal.py
 
 # Every benchmark on BASE (a git revision) and on this tree, alternating, in one sitting:
 # ratios hold on a noisy machine where absolute times do not. Fails when a figure is

@@ -32,6 +32,7 @@ DEFAULT_SCRIPTS = (
     "bench/metrics.py",
     "bench/loadprofile.py",
     "bench/api.py",
+    "bench/portal.py",
 )
 # Units whose figures are better when higher; every other unit is better when lower.
 HIGHER_IS_BETTER = {"reads/s", "readings/s", "ratio", "fraction", "x", "rps", "intervals/s"}

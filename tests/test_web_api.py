@@ -112,6 +112,8 @@ def _call(name: str, c: dict[str, httpx.Client], endpoint: str) -> httpx.Respons
             return client.get("/api/v1/commands")
         case "GET command":
             return client.get("/api/v1/commands/no-such-command")
+        case "GET completeness":
+            return client.get("/api/v1/completeness", params={"area": "A-1"})
         case "POST commands":
             return client.post("/api/v1/commands", json=command, headers=h)
         case "POST requests":
@@ -147,6 +149,7 @@ ALLOWED: dict[str, set[str]] = {
     "POST topup": {"billing-clerk", "administrator", "sys-billing-clerk"},
     "GET commands": _FLEET_READ,
     "GET command": _FLEET_READ,
+    "GET completeness": _FLEET_READ,
     "POST commands": {"operator", "administrator"},
     "POST requests": {"operator", "administrator"},
     "GET requests": READERS | {"sys-billing-clerk"},

@@ -111,6 +111,12 @@ def test_every_documented_endpoint_answers_as_documented(base: str, world: World
             ("get", "/api/v1/commands/{command_id}"): [
                 admin.get(f"/api/v1/commands/{command_id}"),
                 admin.get("/api/v1/commands/none")],
+            ("get", "/api/v1/completeness"): [
+                admin.get("/api/v1/completeness", params={"since": "2026-01-01",
+                                                          "until": "2026-01-03"}),
+                system.get("/api/v1/completeness", params={"meter": M1, "incomplete_only": 1}),
+                admin.get("/api/v1/completeness", params={"since": "2026-01-03",
+                                                          "until": "2026-01-01"})],
             ("post", "/api/v1/commands"): [
                 admin.post("/api/v1/commands", json={"concentrator": CONCENTRATOR,
                                                      "action": "clock_check"}),

@@ -10,14 +10,13 @@ from __future__ import annotations
 import datetime as dt
 import time
 from pathlib import Path
-from typing import Any
 
 import click
 
 from clitools.options import day_option, db_option, json_option
 from clitools.output import print_json
 from clitools.table import Column, limit_option, more_note, print_table
-from clitools.timefmt import iso, site_tz
+from clitools.timefmt import site_tz
 from cloud_receiver.access.policy import Action, Resource
 from cloud_receiver.cli.auth import acting, session_option
 from cloud_receiver.cli.common import collection_options
@@ -27,8 +26,8 @@ from cloud_receiver.storage.completeness import (
     MeterDay,
     Plan,
     Report,
-    Totals,
     compute,
+    document,
 )
 
 _TOTAL_COLUMNS = (
@@ -52,22 +51,6 @@ _METER_COLUMNS = (
 
 def _pct(x: float | None) -> str:
     return "-" if x is None else f"{x * 100:.2f} %"
-
-
-def _total(t: Totals) -> dict[str, Any]:
-    return {
-        "meters": t.meters, "complete": t.complete, "success_rate": t.success_rate,
-        "expected": t.expected, "live": t.live, "recovered": t.recovered, "late": t.late,
-        "missing": t.expected - t.received, "ratio": t.ratio,
-    }  # fmt: skip
-
-
-def _meter(m: MeterDay) -> dict[str, Any]:
-    return {
-        "day": m.day.isoformat(), "meter": m.meter, "area": m.area,
-        "concentrator": m.concentrator or None, "expected": m.expected, "live": m.live,
-        "recovered": m.recovered, "late": m.late, "missing": m.missing, "status": m.status,
-    }  # fmt: skip
 
 
 def _days(day: dt.date | None, since: dt.date | None, until: dt.date | None, today: dt.date
@@ -139,27 +122,10 @@ def completeness(
     shown = rows[:limit] if limit else rows
     more = len(rows) - len(shown)
     if as_json:
-        print_json(_document(report, shown, more))
+        print_json(document(report, shown, more))
     else:
         _print(report, shown, first, end)
     more_note(more, "use --limit/--incomplete-only")
-
-
-def _document(report: Report, rows: list[MeterDay], more: int) -> dict[str, Any]:
-    p = report.plan
-    return {
-        "plan": {"quantity": p.quantity, "interval_s": p.interval_s,
-                 "slots_per_day": p.slots_per_day, "late_after_s": p.late_after_s},
-        "since": iso(report.since), "until": iso(report.until), "at": iso(report.now),
-        "overall": _total(report.overall()),
-        "days": {t.key: _total(t) for t in report.totals("day")},
-        "concentrators": {t.key or "": _total(t) for t in report.totals("concentrator")},
-        "areas": {t.key: _total(t) for t in report.totals("area")},
-        "meters": [_meter(m) for m in rows],
-        "reported": [{"concentrator": c, "day": d, **figures}
-                     for (c, d), figures in sorted(report.reported.items())],
-        "more": more,
-    }  # fmt: skip
 
 
 def _print(report: Report, rows: list[MeterDay], first: dt.date, end: dt.date) -> None:

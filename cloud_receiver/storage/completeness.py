@@ -65,6 +65,7 @@ from sqlalchemy import (
     select,
 )
 
+from clitools.timefmt import iso
 from cloud_receiver.storage.ownership import Assignment, histories, owner_at
 from cloud_receiver.storage.schema import batches, events, meter_owners, meters, readings
 from contract import quantities
@@ -454,3 +455,40 @@ def _counts(
     for (name, conc, _), last in latest.items():
         heard[name].append((last, conc))
     return dict(counts), dict(heard)
+
+
+# ------------------------------------------------------------------ the document
+def _total(t: Totals) -> dict[str, Any]:
+    return {
+        "meters": t.meters, "complete": t.complete, "success_rate": t.success_rate,
+        "expected": t.expected, "live": t.live, "recovered": t.recovered, "late": t.late,
+        "missing": t.expected - t.received, "ratio": t.ratio,
+    }  # fmt: skip
+
+
+def _meter(m: MeterDay) -> dict[str, Any]:
+    return {
+        "day": m.day.isoformat(), "meter": m.meter, "area": m.area,
+        "concentrator": m.concentrator or None, "expected": m.expected, "live": m.live,
+        "recovered": m.recovered, "late": m.late, "missing": m.missing, "status": m.status,
+    }  # fmt: skip
+
+
+def document(report: Report, rows: list[MeterDay], more: int) -> dict[str, Any]:
+    """The report as `completeness --json` and ``GET /api/v1/completeness`` give it:
+    totals by day, concentrator and area, ``rows`` (the meters' days shown) and how
+    many more there were."""
+    p = report.plan
+    return {
+        "plan": {"quantity": p.quantity, "interval_s": p.interval_s,
+                 "slots_per_day": p.slots_per_day, "late_after_s": p.late_after_s},
+        "since": iso(report.since), "until": iso(report.until), "at": iso(report.now),
+        "overall": _total(report.overall()),
+        "days": {t.key: _total(t) for t in report.totals("day")},
+        "concentrators": {t.key or "": _total(t) for t in report.totals("concentrator")},
+        "areas": {t.key: _total(t) for t in report.totals("area")},
+        "meters": [_meter(m) for m in rows],
+        "reported": [{"concentrator": c, "day": d, **figures}
+                     for (c, d), figures in sorted(report.reported.items())],
+        "more": more,
+    }  # fmt: skip

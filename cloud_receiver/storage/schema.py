@@ -6,9 +6,8 @@ types are the portable ones; where a backend needs its own, it says so here:
 
 - ids are ``BIGSERIAL`` on PostgreSQL and ``INTEGER PRIMARY KEY`` (the rowid) on SQLite;
 - ``events.detail`` is JSONB on PostgreSQL, JSON text on SQLite;
-- ``readings`` is ``WITHOUT ROWID`` on SQLite (the primary key is the table), and has
-  the per-meter index only on PostgreSQL, which the scale-out deployment queries by
-  (on SQLite it would cost ingest speed that the single-node set-up does not need).
+- ``readings`` is ``WITHOUT ROWID`` on SQLite (the primary key is the table); the
+  per-meter index serves one meter's curve or month (the portal, the API) on both.
 
 Values and multipliers are exact decimal text, never floats; "group" is quoted by
 SQLAlchemy (an SQL keyword).
@@ -69,7 +68,7 @@ readings = Table(
     PrimaryKeyConstraint("slot", "meter", "quantity"),
     sqlite_with_rowid=False,
 )
-Index("readings_by_meter", readings.c.meter, readings.c.slot).ddl_if(dialect="postgresql")
+Index("readings_by_meter", readings.c.meter, readings.c.slot)
 
 events = Table(
     "events",

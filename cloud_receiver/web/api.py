@@ -11,6 +11,7 @@ requests go through `cloud_receiver.applications.requests.submit` and
 
 from __future__ import annotations
 
+import datetime as dt
 import time
 from typing import Annotated, Any
 
@@ -25,6 +26,7 @@ from cloud_receiver.access.policy import Action, Principal, Resource
 from cloud_receiver.applications import payments, prepay
 from cloud_receiver.applications import requests as kinds
 from cloud_receiver.applications.fleet import commands as fleet_commands
+from cloud_receiver.storage import completeness as collection
 from cloud_receiver.web import data, schemas
 from cloud_receiver.web.security import Caller, check_api_csrf, csrf_token, current_caller
 from contract import quantities
@@ -285,6 +287,51 @@ def command(command_id: str, caller: CallerDep) -> Any:
     found = data.command(caller.storage, command_id)
     caller.read("command", f"command:{command_id}", customers=0)
     return found
+
+
+# ------------------------------------------------------------------ completeness
+Day = Annotated[dt.date | None, Query(description="A local day, YYYY-MM-DD.")]
+
+
+@router.get(
+    "/completeness",
+    response_model=schemas.Completeness,
+    summary="Collection completeness (采集成功率) by day, concentrator, area, meter",
+)
+def completeness(
+    caller: CallerDep,
+    day: Day = None,
+    since: Day = None,
+    until: Annotated[dt.date | None, Query(description="The day after the last one.")] = None,
+    concentrator: str | None = None,
+    area: str | None = None,
+    meter: str | None = None,
+    incomplete_only: bool = False,
+    limit: Limit = data.DEFAULT_LIMIT,
+) -> Any:
+    """What `cloud-receiver completeness --json` prints: of the interval readings due from
+    the archive's meters, the share received (live, recovered, late), with the meters'
+    days (``incomplete_only``: those that fell short). Default: today."""
+    scope = next((Resource(k, v) for k, v in (("meter", meter), ("area", area),
+                  ("concentrator", concentrator)) if v is not None), Resource("all"))  # fmt: skip
+    caller.require(Action.FLEET_READ, scope)
+    plan = collection.Plan()
+    now = time.time()
+    if day is not None and (since is not None or until is not None):
+        raise HTTPException(422, "day is one day: give it, or since/until, not both")
+    first = day or since or plan.day_of(now)
+    one = dt.timedelta(days=1)
+    end = first + one if day else until or max(first, plan.day_of(now)) + one
+    if end <= first:
+        raise HTTPException(422, f"until {end} must be after since {first} (until is excluded)")
+    if (end - first).days > 31:
+        raise HTTPException(422, f"since {first} to until {end}: at most 31 days a call")
+    with caller.storage.read() as conn:
+        report = collection.compute(conn, plan, first, end, now, meter=meter, area=area,
+                                    concentrator=concentrator)  # fmt: skip
+    rows = report.incomplete() if incomplete_only else report.rows
+    caller.read("completeness", str(scope), customers=0, since=report.since, until=report.until)
+    return collection.document(report, rows[:limit], max(0, len(rows) - limit))
 
 
 def _operator(caller: Caller, what: str) -> Any:

@@ -184,3 +184,44 @@ class Request(BaseModel):
     result: dict[str, Any] | None
     updated_at: float
     approved_by: list[str]
+
+
+class CompletenessTotals(BaseModel):
+    meters: int  # meter-days
+    complete: int
+    success_rate: float | None
+    expected: int
+    live: int
+    recovered: int
+    late: int
+    missing: int
+    ratio: float | None
+
+
+class CompletenessMeterDay(BaseModel):
+    day: str
+    meter: str
+    area: str
+    concentrator: str | None
+    expected: int
+    live: int
+    recovered: int
+    late: int
+    missing: int
+    status: str
+
+
+class Completeness(BaseModel):
+    """As `cloud-receiver completeness --json` prints it (docs/receiver.md)."""
+
+    plan: dict[str, int | str]
+    since: str
+    until: str
+    at: str
+    overall: CompletenessTotals
+    days: dict[str, CompletenessTotals]
+    concentrators: dict[str, CompletenessTotals]
+    areas: dict[str, CompletenessTotals]
+    meters: list[CompletenessMeterDay]
+    reported: list[dict[str, Any]]
+    more: int

@@ -1,0 +1,181 @@
+"""Portal benchmark: a customer's month of 15-minute data on a large receiver database.
+
+Prints ``BENCH <name> <value> <unit>`` lines:
+- portal_month_view_p95_ms: the 95th percentile round trip of one customer's month of
+  15-minute energy readings (``GET /api/v1/meters/{meter}/readings`` for the month,
+  2,976 quarter hours in one page) from a ``cloud-receiver web`` process over loopback,
+  logged in through the login form as that customer: the session, the ownership check,
+  the query, the audit entry, JSON out and in. Target <= 150 ms (issue 21).
+- portal_month_query_p95_ms: the same month read straight from the database in this
+  process (`cloud_receiver.web.data.readings_page`): how much of the view is the query;
+  portal_month_query_pk_only_p95_ms: the same after dropping ``readings_by_meter``
+  (the schema before revision 0012: the primary key alone), same run.
+- portal_db_readings: how many readings the database holds.
+
+The database (SQLite) holds 421 meters x 4 quantities x 62 days x 96 slots
+(10,022,016 readings, December and January); the customer views January. It is filled
+with bulk inserts in one transaction in slot order (as concentrators deliver), its
+secondary indexes dropped meanwhile and rebuilt after, so the figure is of the schema
+``open_storage`` creates. ``--quick`` (the CI smoke test): 20 meters x 4 days.
+"""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+from api import serve
+
+from cloud_receiver.access import customers
+from cloud_receiver.public import MeterRecord, open_storage
+from cloud_receiver.web import data
+
+DAY0 = 1764518400  # 2025-12-01 00:00 +08:00
+SLOT_S = 900
+PASSWORD = "bench-portal-pw-1"
+CUSTOMER = "c-bench"
+QUANTITIES = (("energy_fwd_total", "kWh"), ("voltage_a", "V"), ("current_a", "A"),
+              ("power_total", "kW"))  # fmt: skip
+VIEWS = 40
+CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
+
+
+def fill(path: Path, meters: list[str], days: int) -> int:
+    """The schema from ``open_storage`` (migrated to the newest revision), the archive
+    and a customer owning the first meter, then every reading in one transaction."""
+    storage = open_storage(f"sqlite:///{path}")
+    try:
+        storage.replace_archive([MeterRecord(m, "TA-1", "customer") for m in meters])
+        with storage.transaction() as tx:
+            customers.add(tx, CUSTOMER, PASSWORD, meters=[meters[0]], account_ids=[],
+                          language="en", by="bench", now=time.time())  # fmt: skip
+    finally:
+        storage.close()
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        indexes = conn.execute(
+            "SELECT name, sql FROM sqlite_master WHERE type = 'index' AND tbl_name = 'readings'"
+            " AND sql IS NOT NULL"
+        ).fetchall()
+        conn.execute("PRAGMA synchronous = OFF")
+        conn.execute("BEGIN")
+        for name, _ in indexes:
+            conn.execute(f'DROP INDEX "{name}"')
+        n = 0
+        for slot_no in range(days * 96):
+            slot = DAY0 + slot_no * SLOT_S
+            rows = [
+                (m, q, slot, _value(i, q, slot_no), unit, slot + 3.0, "interval", "cn-0001",
+                 slot_no + 1)
+                for i, m in enumerate(meters)
+                for q, unit in QUANTITIES
+            ]  # fmt: skip
+            conn.executemany(
+                "INSERT INTO readings (meter, quantity, slot, value, unit, read_at, source,"
+                " concentrator, seq) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                rows,
+            )
+            n += len(rows)
+        for _, sql in indexes:
+            conn.execute(sql)
+        conn.execute("COMMIT")  # no ANALYZE: the receiver never runs one
+    finally:
+        conn.close()
+    return n
+
+
+def _value(meter_no: int, quantity: str, slot_no: int) -> str:
+    if quantity == "energy_fwd_total":
+        return f"{1000 + meter_no + slot_no * 0.25:.2f}"
+    if quantity == "voltage_a":
+        return f"{220 + (slot_no + meter_no) % 17 * 0.3:.1f}"
+    if quantity == "current_a":
+        return f"{(slot_no * 7 + meter_no) % 400 * 0.025:.3f}"
+    return f"{(slot_no * 7 + meter_no) % 400 * 0.0055:.4f}"
+
+
+def month_views(url: str, meter: str, since: int, until: int) -> tuple[list[float], int]:
+    """The customer logs in through the form, then views the month ``VIEWS`` times."""
+    params = {"since": since, "until": until, "quantity": "energy_fwd_total",
+              "limit": data.MAX_LIMIT}  # fmt: skip
+    with httpx.Client(base_url=url, timeout=60) as client:
+        found = CSRF.search(client.get("/login").text)
+        if found is None:
+            raise RuntimeError("no CSRF token in the login page")
+        form = {"csrf_token": found.group(1), "name": CUSTOMER,
+                "password": PASSWORD, "kind": "customer", "totp": ""}  # fmt: skip
+        if client.post("/login", data=form).status_code != 303:
+            raise RuntimeError("the customer could not log in")
+        client.get(f"/api/v1/meters/{meter}/readings", params=params).raise_for_status()
+        times: list[float] = []
+        got = 0
+        for _ in range(VIEWS):
+            t0 = time.perf_counter()
+            done = client.get(f"/api/v1/meters/{meter}/readings", params=params)
+            done.raise_for_status()
+            doc = done.json()
+            times.append(time.perf_counter() - t0)
+            if doc["next"] is not None:
+                raise RuntimeError("a month did not fit one page")
+            got = len(doc["items"])
+        return times, got
+
+
+def month_queries(path: Path, meter: str, since: int, until: int) -> list[float]:
+    storage = open_storage(f"sqlite:///{path}", create=False)
+    try:
+        times = []
+        for _ in range(VIEWS):
+            t0 = time.perf_counter()
+            data.readings_page(storage, meter, since=since, until=until,
+                               quantities=("energy_fwd_total",), limit=data.MAX_LIMIT,
+                               after=None)  # fmt: skip
+            times.append(time.perf_counter() - t0)
+        return times
+    finally:
+        storage.close()
+
+
+def p95_ms(times: list[float]) -> float:
+    return statistics.quantiles(times, n=20)[-1] * 1000
+
+
+def main() -> None:
+    quick = "--quick" in sys.argv
+    n_meters, days, view_days = (20, 4, 2) if quick else (421, 62, 31)
+    meters = [f"{300000000000 + i:012d}" for i in range(n_meters)]
+    since = DAY0 + (days - view_days) * 86400
+    until = DAY0 + days * 86400
+    with tempfile.TemporaryDirectory(prefix="mf-bench-portal-") as d:
+        tmp = Path(d)
+        path = tmp / "r.db"
+        n = fill(path, meters, days)
+        proc, url = serve(f"sqlite:///{path}", tmp)
+        try:
+            views, got = month_views(url, meters[0], since, until)
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
+        queries = month_queries(path, meters[0], since, until)
+        conn = sqlite3.connect(path)
+        try:  # the same query as before revision 0012 (the primary key alone)
+            conn.execute("DROP INDEX readings_by_meter")
+        finally:
+            conn.close()
+        unindexed = month_queries(path, meters[0], since, until)
+    if got != view_days * 96:
+        raise RuntimeError(f"the month view showed {got} readings, expected {view_days * 96}")
+    print(f"BENCH portal_month_view_p95_ms {p95_ms(views):.1f} ms")
+    print(f"BENCH portal_month_query_p95_ms {p95_ms(queries):.1f} ms")
+    print(f"BENCH portal_month_query_pk_only_p95_ms {p95_ms(unindexed):.1f} ms")
+    print(f"BENCH portal_db_readings {n} readings")
+
+
+if __name__ == "__main__":
+    main()
