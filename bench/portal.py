@@ -1,15 +1,18 @@
 """Portal benchmark: a customer's month of 15-minute data on a large receiver database.
 
 Prints ``BENCH <name> <value> <unit>`` lines:
-- portal_month_view_p95_ms: the 95th percentile round trip of one customer's month of
-  15-minute energy readings (``GET /api/v1/meters/{meter}/readings`` for the month,
-  2,976 quarter hours in one page) from a ``cloud-receiver web`` process over loopback,
-  logged in through the login form as that customer: the session, the ownership check,
-  the query, the audit entry, JSON out and in. Target <= 150 ms (issue 21).
+- portal_month_view_p95_ms: the 95th percentile round trip of the customer's month page
+  (``/my/usage?month=``: the month's 2,976 quarter hours of the account's meter split by
+  tariff period into days, with its charges, the daily chart and the twelve-month chart
+  drawn as SVG) from a ``cloud-receiver web`` process over loopback, logged in through
+  the login form as that customer: the session, the ownership check, the queries, the
+  audit entry and the HTML. Target <= 150 ms (issue 21).
+- portal_month_api_p95_ms: the same month's readings through the API
+  (``GET /api/v1/meters/{meter}/readings``, one page of 2,976), same session.
 - portal_month_query_p95_ms: the same month read straight from the database in this
   process (`cloud_receiver.web.data.readings_page`): how much of the view is the query;
   portal_month_query_pk_only_p95_ms: the same after dropping ``readings_by_meter``
-  (the schema before revision 0012: the primary key alone), same run.
+  (the schema before revision 0011: the primary key alone), same run.
 - portal_db_readings: how many readings the database holds.
 
 The database (SQLite) holds 421 meters x 4 quantities x 62 days x 96 slots
@@ -33,6 +36,7 @@ import httpx
 from api import serve
 
 from cloud_receiver.access import customers
+from cloud_receiver.applications import prepay
 from cloud_receiver.public import MeterRecord, open_storage
 from cloud_receiver.web import data
 
@@ -40,6 +44,8 @@ DAY0 = 1764518400  # 2025-12-01 00:00 +08:00
 SLOT_S = 900
 PASSWORD = "bench-portal-pw-1"
 CUSTOMER = "c-bench"
+ACCOUNT = "A-bench"
+SVG = re.compile(r"<svg\b")
 QUANTITIES = (("energy_fwd_total", "kWh"), ("voltage_a", "V"), ("current_a", "A"),
               ("power_total", "kW"))  # fmt: skip
 VIEWS = 40
@@ -52,8 +58,11 @@ def fill(path: Path, meters: list[str], days: int) -> int:
     storage = open_storage(f"sqlite:///{path}")
     try:
         storage.replace_archive([MeterRecord(m, "TA-1", "customer") for m in meters])
+        prepay.open_account(storage, ACCOUNT, meters[0],
+                            prepay.Tariff.parse(["peak=0.62", "flat=0.48", "valley=0.31"]),
+                            concentrator="cn-0001", now=time.time())  # fmt: skip
         with storage.transaction() as tx:
-            customers.add(tx, CUSTOMER, PASSWORD, meters=[meters[0]], account_ids=[],
+            customers.add(tx, CUSTOMER, PASSWORD, meters=[meters[0]], account_ids=[ACCOUNT],
                           language="en", by="bench", now=time.time())  # fmt: skip
     finally:
         storage.close()
@@ -100,8 +109,11 @@ def _value(meter_no: int, quantity: str, slot_no: int) -> str:
     return f"{(slot_no * 7 + meter_no) % 400 * 0.0055:.4f}"
 
 
-def month_views(url: str, meter: str, since: int, until: int) -> tuple[list[float], int]:
-    """The customer logs in through the form, then views the month ``VIEWS`` times."""
+def month_views(
+    url: str, meter: str, since: int, until: int
+) -> tuple[list[float], list[float], int]:
+    """The customer logs in through the form, then views the month's page and the
+    month's readings through the API ``VIEWS`` times each."""
     params = {"since": since, "until": until, "quantity": "energy_fwd_total",
               "limit": data.MAX_LIMIT}  # fmt: skip
     with httpx.Client(base_url=url, timeout=60) as client:
@@ -112,6 +124,17 @@ def month_views(url: str, meter: str, since: int, until: int) -> tuple[list[floa
                 "password": PASSWORD, "kind": "customer", "totp": ""}  # fmt: skip
         if client.post("/login", data=form).status_code != 303:
             raise RuntimeError("the customer could not log in")
+        month = time.strftime("%Y-%m", time.gmtime(since + 8 * 3600))  # the site's +08:00
+        page = {"account": ACCOUNT, "month": month}
+        first = client.get("/my/usage", params=page)
+        first.raise_for_status()
+        if len(SVG.findall(first.text)) < 2 or "No readings this month yet" in first.text:
+            raise RuntimeError("the month page drew no usage chart")
+        pages: list[float] = []
+        for _ in range(VIEWS):
+            t0 = time.perf_counter()
+            client.get("/my/usage", params=page).raise_for_status()
+            pages.append(time.perf_counter() - t0)
         client.get(f"/api/v1/meters/{meter}/readings", params=params).raise_for_status()
         times: list[float] = []
         got = 0
@@ -124,7 +147,7 @@ def month_views(url: str, meter: str, since: int, until: int) -> tuple[list[floa
             if doc["next"] is not None:
                 raise RuntimeError("a month did not fit one page")
             got = len(doc["items"])
-        return times, got
+        return pages, times, got
 
 
 def month_queries(path: Path, meter: str, since: int, until: int) -> list[float]:
@@ -158,13 +181,13 @@ def main() -> None:
         n = fill(path, meters, days)
         proc, url = serve(f"sqlite:///{path}", tmp)
         try:
-            views, got = month_views(url, meters[0], since, until)
+            views, api, got = month_views(url, meters[0], since, until)
         finally:
             proc.terminate()
             proc.wait(timeout=30)
         queries = month_queries(path, meters[0], since, until)
         conn = sqlite3.connect(path)
-        try:  # the same query as before revision 0012 (the primary key alone)
+        try:  # the same query as before revision 0011 (the primary key alone)
             conn.execute("DROP INDEX readings_by_meter")
         finally:
             conn.close()
@@ -172,6 +195,7 @@ def main() -> None:
     if got != view_days * 96:
         raise RuntimeError(f"the month view showed {got} readings, expected {view_days * 96}")
     print(f"BENCH portal_month_view_p95_ms {p95_ms(views):.1f} ms")
+    print(f"BENCH portal_month_api_p95_ms {p95_ms(api):.1f} ms")
     print(f"BENCH portal_month_query_p95_ms {p95_ms(queries):.1f} ms")
     print(f"BENCH portal_month_query_pk_only_p95_ms {p95_ms(unindexed):.1f} ms")
     print(f"BENCH portal_db_readings {n} readings")

@@ -117,6 +117,7 @@ def test_api_benchmark_prints_its_figures() -> None:
 def test_portal_benchmark_prints_its_figures() -> None:
     assert _bench("portal.py") >= {
         "portal_month_view_p95_ms",
+        "portal_month_api_p95_ms",
         "portal_month_query_p95_ms",
         "portal_month_query_pk_only_p95_ms",
         "portal_db_readings",

@@ -140,6 +140,10 @@ class Boundary:
     source: BoundarySource
 
 
+def _slot_of(row: tuple[int, Decimal]) -> int:
+    return row[0]
+
+
 def boundary(
     data: MeterData, t: int, tz: dt.tzinfo, max_gap_s: int = DEFAULT_MAX_GAP_S
 ) -> Boundary | str:
@@ -149,12 +153,11 @@ def boundary(
         if t <= slot < day_end:
             return Boundary(value, "freeze")
     fwd = data.get(ENERGY_FWD)
-    slots = [s for s, _ in fwd]
-    i = bisect.bisect_left(slots, t)
-    if i < len(slots) and slots[i] == t:
+    i = bisect.bisect_left(fwd, t, key=_slot_of)  # no copy of the slots: a day each call
+    if i < len(fwd) and fwd[i][0] == t:
         return Boundary(fwd[i][1], "slot")
     before = fwd[i - 1] if i > 0 else None
-    after = fwd[i] if i < len(slots) else None
+    after = fwd[i] if i < len(fwd) else None
     if before and after and t - before[0] <= max_gap_s and after[0] - t <= max_gap_s:
         (s1, v1), (s2, v2) = before, after
         value = v1 + (v2 - v1) * Decimal(t - s1) / Decimal(s2 - s1)
