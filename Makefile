@@ -93,14 +93,15 @@ typecheck: setup
 	$(VENV)/bin/mypy --strict -p drivers -p contract -p clitools -p concentrator -p cloud_receiver -p hil_sim
 
 unit: setup
-	$(VENV)/bin/pytest -q -n 2 --dist loadfile --durations=15  # two workers (most tests wait on real processes); keep `make test` under 15 minutes
+	$(VENV)/bin/pytest -q -n 3 --dist loadfile -m 'not long' --durations=15  # three workers: most tests wait on real processes (a third of 2 cores busy with two); keep `make test` under 15 minutes
 
 test: lint typecheck docs unit
 
 # The longest runs at full size (MF_LONG=1: 10,000 bad payloads instead of 2,000, four
-# 15-minute slots of 256 meters instead of two, ...): every slow test, one worker each.
+# 15-minute slots of 256 meters instead of two, ...) and the tests marked long (only
+# here): every slow and long test.
 test-long: setup
-	MF_LONG=1 $(VENV)/bin/pytest -q -n 2 --dist loadfile -m slow --durations=15
+	MF_LONG=1 $(VENV)/bin/pytest -q -n 2 --dist loadfile -m 'slow or long' --durations=15
 
 demo: setup
 	$(PY) -m hil_sim.demo

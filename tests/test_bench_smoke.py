@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -77,6 +79,7 @@ def test_forecast_benchmark_prints_its_figures() -> None:
     assert _bench("forecast.py") >= {"forecast_mape", "naive_mape"}
 
 
+@pytest.mark.long  # 52 s; `make bench` runs it
 def test_scan_benchmark_prints_its_figures() -> None:
     assert _bench("scan.py") >= {
         "scan_found_fraction_9600_2pct",
@@ -96,6 +99,7 @@ def test_metrics_benchmark_prints_its_figures() -> None:
     }
 
 
+@pytest.mark.long  # 64 s; `make bench` runs it
 def test_loadprofile_benchmark_prints_its_figures() -> None:
     assert _bench("loadprofile.py") >= {
         "collection_completeness_after_outage",

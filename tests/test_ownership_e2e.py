@@ -100,6 +100,7 @@ def _status(socket: Path) -> dict[str, Any]:
     return doc
 
 
+@pytest.mark.long  # 76 s; tests/test_ownership.py holds the rules
 def test_ownership_the_stolen_concentrator_and_the_archive_download(
     tmp_path: Path, operators: Callable[[str], Operators]
 ) -> None:

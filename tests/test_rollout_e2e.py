@@ -226,6 +226,7 @@ def _nothing_lost(utility: Utility, sites: list[Site]) -> None:
                  f"{s.cid}'s readings at the receiver")  # fmt: skip
 
 
+@pytest.mark.long  # 76 s; `make test` keeps the refused packages and rollback run
 def test_two_stage_rollout_with_a_cut_link_upgrades_a_mixed_fleet(
     tmp_path: Path, utility: Utility, wheels: dict[str, Path]
 ) -> None:
