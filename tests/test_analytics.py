@@ -45,7 +45,7 @@ from cloud_receiver.applications.analytics.energy import (
 )
 from cloud_receiver.applications.analytics.lineloss import line_loss, summarise
 from cloud_receiver.applications.analytics.suspects import ALARM_SCORE, rank_suspects
-from cloud_receiver.applications.analytics.usage import parse_tou, usage_report
+from cloud_receiver.applications.analytics.usage import parse_tou, subrange, usage_report
 from cloud_receiver.applications.fleet.archive import (
     Archive,
     ArchiveError,
@@ -421,6 +421,16 @@ def test_usage_daily_energy_and_time_of_use_split(storage: Storage) -> None:
     assert account.total_kwh == sum((s.total_kwh or Decimal(0) for s in singles), Decimal(0))
     area = usage_report(storage, archive, "area", TA2, START, START + D, DEFAULT_TZ, tou)
     assert area.meters[0].meter == meter_address(2, 0)
+
+    # A day of a wider report is that day's own report (the portal reads a year once).
+    m = _pair()[0]
+    wide = usage_report(storage, archive, "meter", m, START, START + 2 * D, DEFAULT_TZ, tou)
+    own = usage_report(storage, archive, "meter", m, START + D, START + 2 * D, DEFAULT_TZ, tou)
+    part = subrange(wide, START + D, START + 2 * D, tou)
+    assert part.days == own.days and part.months == own.months and part.since == own.since
+    assert part.curve == own.curve and part.total_kwh == own.total_kwh
+    with pytest.raises(ValueError, match="is not inside"):
+        subrange(wide, START, START + 3 * D, tou)
 
 
 def _pair() -> tuple[str, str]:

@@ -22,7 +22,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from decimal import Decimal
 from typing import Literal
 
@@ -199,6 +199,19 @@ def usage_report(
         curve,
         since,
     )
+
+
+def subrange(report: UsageReport, first: dt.date, end: dt.date, tou: TouSchedule) -> UsageReport:
+    """The days ``first`` ≤ day < ``end`` of a report over a wider range, without
+    reading the database again (a page showing a month and the year around it)."""
+    if first < report.first or end > report.end or end <= first:
+        raise ValueError(f"{first}..{end} is not inside {report.first}..{report.end}")
+    days = tuple(d for d in report.days if first <= d.day < end)
+    skip = (first - report.first).days * SLOTS_PER_DAY
+    curve = report.curve[skip : skip + len(days) * SLOTS_PER_DAY]
+    return replace(report, first=first, end=end, days=days,
+                   months=tuple(_months(days, tou)), curve=curve,
+                   since=report.since + skip * SLOT_S)  # fmt: skip
 
 
 def _day(

@@ -23,6 +23,7 @@ from cloud_receiver.access.policy import Action
 from cloud_receiver.applications import feedback as fb
 from cloud_receiver.applications import prepay
 from cloud_receiver.applications.analytics import energy
+from cloud_receiver.applications.analytics.usage import subrange
 from cloud_receiver.web.portal import common, reads
 from cloud_receiver.web.portal.common import render, see_other
 from cloud_receiver.web.security import Caller, check_csrf
@@ -70,10 +71,10 @@ def usage(request: Request, caller: Customer, account: str = "", month: str = ""
     first = common.parse_month(month, common.today())
     end = common.next_month(first)
     shown_end = max(first + dt.timedelta(days=1), min(end, common.today() + dt.timedelta(days=1)))
-    report = reads.customer_usage(caller.storage, acc, first, shown_end, common.tz())
-    costs = reads.day_charges(report, acc.tariff)
     year_first = (first.replace(day=1) - dt.timedelta(days=330)).replace(day=1)
     year = reads.customer_usage(caller.storage, acc, year_first, shown_end, common.tz())
+    report = subrange(year, first, shown_end, acc.tariff.tou)  # one read for both
+    costs = reads.day_charges(report, acc.tariff)
     caller.read("customer usage", f"account:{acc.account}", customers=1, month=f"{first:%Y-%m}")
     g = common.gettext(request)
     periods = list(acc.tariff.tou.periods)
