@@ -65,15 +65,19 @@ def test_698_and_1997_meters_through_the_carrier_module(tmp_path: Path) -> None:
             sim.stop()
 
     with Store.open(store_db) as store:
-        committed = {
-            (r.reading.meter, r.reading.quantity, r.reading.slot): r.reading.value
-            for r in store.get_readings()
-        }
+        stored = store.get_readings()
         events = store.events()
+    committed = {(r.reading.meter, r.reading.quantity, r.reading.slot): r.reading.value
+                 for r in stored}  # fmt: skip
+    # A read that was on the line as the meters stopped is committed with the writer's
+    # next group, after the drain was seen: it waits in the outbox for the next start.
+    waiting = {(r.reading.meter, r.reading.quantity, r.reading.slot)
+               for r in stored if r.batch_id is None}  # fmt: skip
     rows = _rows(rdb)
     arrived = {(r.meter, r.quantity, r.slot): r.value for r in rows}
     assert len(arrived) == len(rows)  # exactly once
-    assert arrived == committed
+    assert all(committed.get(k) == v for k, v in arrived.items())  # as committed
+    assert set(committed) - set(arrived) <= waiting  # nothing else missing
     assert _assert_values_are_true(store_db, truth) >= len(
         [k for k in committed if k[1] == "energy_fwd_total"]
     )
