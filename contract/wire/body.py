@@ -50,7 +50,6 @@ Why this layout (measured in bench/wire.py, against the order-0 entropy of the v
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from itertools import accumulate
@@ -59,7 +58,15 @@ from typing import TypeVar
 import cbor2
 
 from contract.records import Reading
-from contract.wire.columns import column_len, int_field, loads, pack, texts, unpack
+from contract.wire.columns import (
+    int_field,
+    loads,
+    pack,
+    pack_meters,
+    texts,
+    unpack,
+    unpack_meters,
+)
 from contract.wire.content import (
     MAX_BODY_BYTES,
     MAX_READINGS,
@@ -80,7 +87,6 @@ from contract.wire.predict import (
 )
 from contract.wire.references import Reference, RefKey, Resolver, check
 
-_DIGITS = re.compile(r"[0-9]{1,38}")
 _DEFAULT_SOURCE = "poll"
 _BODY_FIELDS = 24
 _MAX_CODE = MAX_DECIMALS << 2 | 3
@@ -106,13 +112,7 @@ def encode_body(
     quantities = sorted({r.quantity for r in readings})
     units = sorted({r.unit for r in readings})
     meters = sorted({r.meter for r in readings})
-    widths = {len(m) for m in meters}
-    numeric = len(widths) == 1 and all(_DIGITS.fullmatch(m) for m in meters)
-    meter_width = widths.pop() if numeric else 0
-    meter_field: object = meters
-    if numeric:
-        numbers = [int(m) for m in meters]
-        meter_field = pack([b - a for a, b in zip([0, *numbers], numbers, strict=False)])
+    meter_width, meter_field = pack_meters(meters)
     q_index = {q: i for i, q in enumerate(quantities)}
     u_index = {u: i for i, u in enumerate(units)}
     m_index = {m: i for i, m in enumerate(meters)}
@@ -388,18 +388,7 @@ def _parse(fields: object) -> _Layout:
     s = int_field(fields[1], "series count", 1 if n else 0, n)
     quantities = texts(fields[2], "quantities")
     units = texts(fields[3], "units")
-    meter_width = int_field(fields[4], "meter width", 0, 38)
-    meters: list[str]
-    if meter_width:
-        if not isinstance(fields[5], bytes | list):
-            fail("bad_layout", "meters: expected a column of numbers")
-        count = len(fields[5]) if isinstance(fields[5], list) else column_len(fields[5], "meters")
-        numbers = accumulate(unpack(fields[5], count, "meters"))
-        meters = [str(v).rjust(meter_width, "0") for v in numbers]
-        if any(len(m) != meter_width or not _DIGITS.fullmatch(m) for m in meters):
-            fail("bad_layout", f"meters: expected {meter_width}-digit numbers")
-    else:
-        meters = texts(fields[5], "meters")
+    meters = unpack_meters(fields[4], fields[5])
 
     s_meter = list(accumulate(unpack(fields[6], s, "s_meter")))
     s_quantity = unpack(fields[7], s, "s_quantity")

@@ -7,14 +7,21 @@ Frozen: concentrators not upgraded yet still send it, and a config may pin it
 from __future__ import annotations
 
 import math
-import re
 from itertools import accumulate, pairwise
 from typing import cast
 
 import cbor2
 
 from contract.records import Reading
-from contract.wire.columns import column_len, int_field, loads, pack, texts, unpack
+from contract.wire.columns import (
+    int_field,
+    loads,
+    pack,
+    pack_meters,
+    texts,
+    unpack,
+    unpack_meters,
+)
 from contract.wire.content import (
     MAX_BODY_BYTES,
     MAX_READINGS,
@@ -25,7 +32,6 @@ from contract.wire.content import (
 from contract.wire.decimals import MAX_DECIMALS, format_decimal, parse_decimal
 from contract.wire.errors import WireError, fail
 
-_DIGITS = re.compile(r"[0-9]{1,38}")
 _DEFAULT_SOURCE = "poll"
 _BODY_FIELDS = 21
 
@@ -75,13 +81,7 @@ def encode_body(content: BatchContent) -> bytes:
     quantities = sorted({r.quantity for r in readings})
     units = sorted({r.unit for r in readings})
     meters = sorted({r.meter for r in readings})
-    widths = {len(m) for m in meters}
-    numeric = len(widths) == 1 and all(_DIGITS.fullmatch(m) for m in meters)
-    meter_width = widths.pop() if numeric else 0
-    meter_field: object = meters
-    if numeric:
-        numbers = [int(m) for m in meters]
-        meter_field = pack([b - a for a, b in zip([0, *numbers], numbers, strict=False)])
+    meter_width, meter_field = pack_meters(meters)
     q_index = {q: i for i, q in enumerate(quantities)}
     u_index = {u: i for i, u in enumerate(units)}
     m_index = {m: i for i, m in enumerate(meters)}
@@ -250,18 +250,7 @@ def _decode_fields(fields: object) -> BatchContent:
     s = int_field(fields[1], "series count", 1 if n else 0, n)
     quantities = texts(fields[2], "quantities")
     units = texts(fields[3], "units")
-    meter_width = int_field(fields[4], "meter width", 0, 38)
-    meters: list[str]
-    if meter_width:
-        if not isinstance(fields[5], bytes | list):
-            fail("bad_layout", "meters: expected a column of numbers")
-        count = len(fields[5]) if isinstance(fields[5], list) else column_len(fields[5], "meters")
-        numbers = accumulate(unpack(fields[5], count, "meters"))
-        meters = [str(v).rjust(meter_width, "0") for v in numbers]
-        if any(len(m) != meter_width or not _DIGITS.fullmatch(m) for m in meters):
-            fail("bad_layout", f"meters: expected {meter_width}-digit numbers")
-    else:
-        meters = texts(fields[5], "meters")
+    meters = unpack_meters(fields[4], fields[5])
 
     s_meter = list(accumulate(unpack(fields[6], s, "s_meter")))
     s_quantity = unpack(fields[7], s, "s_quantity")

@@ -10,9 +10,11 @@ values do not fit in 64 bits travels as a plain CBOR array of integers instead.
 from __future__ import annotations
 
 import io
+import re
 import sys
 from array import array
 from collections.abc import Sequence
+from itertools import accumulate
 from typing import cast
 
 import cbor2
@@ -22,6 +24,7 @@ from contract.wire.errors import fail
 _TYPECODES = {array(c).itemsize: c for c in "BHILQ"[::-1]}
 _BIG_ENDIAN = sys.byteorder == "big"
 _LIST_LIMIT = 1 << 128  # bound on the plain-array fallback, so decoding stays cheap
+_DIGITS = re.compile(r"[0-9]{1,38}")
 
 
 def pack(values: Sequence[int]) -> bytes | list[int]:
@@ -102,3 +105,31 @@ def texts(value: object, what: str) -> list[str]:
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
         fail("bad_layout", f"{what}: expected an array of text")
     return cast(list[str], value)
+
+
+def pack_meters(meters: Sequence[str]) -> tuple[int, object]:
+    """A sorted meter table as (width, field): addresses that are all digits of one
+    width travel as a column of deltas between their numbers (a byte or two each),
+    any other table as its texts with width 0."""
+    widths = {len(m) for m in meters}
+    if len(widths) != 1 or not all(_DIGITS.fullmatch(m) for m in meters):
+        return 0, list(meters)
+    numbers = [int(m) for m in meters]
+    return widths.pop(), pack([b - a for a, b in zip([0, *numbers], numbers, strict=False)])
+
+
+def unpack_meters(width_field: object, meters_field: object) -> list[str]:
+    """The meter table `pack_meters` wrote; a bad width or column is a ``bad_layout``."""
+    width = int_field(width_field, "meter width", 0, 38)
+    if not width:
+        return texts(meters_field, "meters")
+    if not isinstance(meters_field, bytes | list):
+        fail("bad_layout", "meters: expected a column of numbers")
+    count = (
+        len(meters_field) if isinstance(meters_field, list) else column_len(meters_field, "meters")
+    )
+    numbers = accumulate(unpack(meters_field, count, "meters"))
+    meters = [str(v).rjust(width, "0") for v in numbers]
+    if any(len(m) != width or not _DIGITS.fullmatch(m) for m in meters):
+        fail("bad_layout", f"meters: expected {width}-digit numbers")
+    return meters
