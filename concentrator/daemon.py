@@ -92,6 +92,7 @@ class Daemon:
         self.writer: StoreWriter | None = None
         self.polling: Polling | None = None
         self.uplink: Uplink | None = None
+        self._earlier_keys: dict[int, bytes] = {}  # the replaced uplink's, for its acks
         self.updater: Updater | None = None
         self.commands: CommandRunner | None = None
         self.control: ControlServer | None = None
@@ -272,7 +273,13 @@ class Daemon:
         from concentrator.uplink.mqtt import Uplink
 
         polling = self.polling
-        self.uplink = uplink = Uplink(cfg.uplink, cfg.concentrator.id, self.store, self.writer)
+        self.uplink = uplink = Uplink(
+            cfg.uplink,
+            cfg.concentrator.id,
+            self.store,
+            self.writer,
+            earlier_keys=self._earlier_keys,
+        )
         self._uplink_tasks = []
         if cfg.update is not None:
             self.updater = Updater(
@@ -319,6 +326,9 @@ class Daemon:
                 await uplink_task
         if runner is not None and len(tasks) > 1:
             await runner.stop(tasks[0])
+        if self.uplink is not None:
+            # A key rotation: the acks of batches sealed before it come under the old key.
+            self._earlier_keys = dict(self.uplink.keys)
         self.uplink = self.commands = self.updater = None
 
     def _start_metrics(self, cfg: MetricsConfig | None) -> None:

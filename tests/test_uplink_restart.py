@@ -12,6 +12,7 @@ SQLite file.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import tomllib
 from collections import Counter
 from pathlib import Path
@@ -67,7 +68,7 @@ class Concentrator:
         """Hand the receiver's ack to the uplink's own ack handling; wait until it has
         taken the batch out of flight (marked delivered in the store)."""
         assert raw is not None
-        ack = wire.open_ack(raw, self.uplink.key)
+        ack = wire.open_ack(raw, self.uplink.keys[wire.parse_header(raw).key_id])
         self.uplink._wake.clear()
         self.uplink._acks.put_nowait(raw)
         task = asyncio.create_task(self.uplink._ack_loop())
@@ -174,3 +175,81 @@ def test_batches_taken_without_sealed_bytes_go_back_into_the_outbox(
             c.close()
 
     asyncio.run(restart())
+
+
+def test_batches_in_flight_across_a_payload_key_rotation_are_delivered(
+    cfg: UplinkConfig, tmp_path: Path
+) -> None:
+    """A key rotation (docs/receiver.md) while batches sealed with key 1 are in flight:
+    the receiver acks them under key 1. The reloaded uplink checks those acks with the
+    key of the uplink it replaced; a process started without key 1 puts such a batch's
+    rows back into the outbox, to leave under key 2. Seen as a backlog that never
+    drained: every ack ignored as "ack MAC does not match for this key"."""
+    pki_dir = tmp_path / "pki"
+    key1_file = tmp_path / "payload-1.key"
+    key1_file.write_bytes(cfg.payload_key_file.read_bytes())  # the rotation overwrites it
+    cfg1 = dataclasses.replace(cfg, payload_key_file=key1_file)
+    rotated = pki.provision_details(
+        pki_dir, CID, broker_host="127.0.0.1", broker_port=1883, rotate_key=True
+    )
+    cfg2 = dataclasses.replace(
+        cfg, key_id=rotated.key_id, payload_key_file=rotated.payload_key_file
+    )
+    assert cfg2.key_id == 2 and cfg2.payload_key() != cfg1.payload_key()
+    registry = pki.load_key_registry(pki_dir)
+    receiver = SqliteStorage(tmp_path / "receiver.db")
+    ingestor = Ingestor(receiver, lambda cid, kid: registry.get(cid, {}).get(kid))
+    topic = f"mf/v1/{CID}/up"
+    store_path = tmp_path / "store.db"
+
+    def key_id(entry: InFlight) -> int:
+        return wire.parse_header(entry.payload).key_id
+
+    async def reload_then_restart() -> None:
+        c = Concentrator(cfg1, store_path)
+        try:
+            c.store.add_readings(_readings(0))
+            first = await c.take()
+            c.store.add_event(Event("config_reloaded", "info", None, {"n": 1}, at=SLOT + 1.0))
+            c.store.add_readings(_readings(1))
+            second = await c.take()
+            assert key_id(first) == key_id(second) == 1
+            # SIGHUP with key_id = 2: the daemon replaces the uplink, handing it the keys.
+            c.uplink = Uplink(cfg2, CID, c.store, c.writer, earlier_keys=c.uplink.keys)
+            await c.uplink._resume()
+            assert sorted(c.uplink.in_flight) == [first.batch_id, second.batch_id]
+            for entry in (first, second):
+                assert await c.ack(ingestor.handle(topic, entry.payload).ack) == "stored"
+            c.store.add_readings(_readings(2))
+            third = await c.take()
+            assert key_id(third) == 2
+            # In flight, under key 2, as the process stops; and one more under key 1
+            # that the new process cannot check the ack of.
+            old = Uplink(cfg1, CID, c.store, c.writer)
+            c.store.add_readings(_readings(3))
+            stale = await old._take()
+            assert stale is not None and key_id(stale) == 1
+            # The receiver stored it; its ack is lost.
+            assert ingestor.handle(topic, stale.payload).ack is not None
+        finally:
+            c.close()
+        c = Concentrator(cfg2, store_path)  # started with key 2 only
+        try:
+            await c.uplink._resume()
+            assert sorted(c.uplink.in_flight) == [third.batch_id]
+            assert set(c.uplink.keys) == {2}
+            assert await c.ack(ingestor.handle(topic, third.payload).ack) == "stored"
+            again = await c.take()  # the stale batch's rows, under key 2 and a new seq
+            assert key_id(again) == 2 and again.batch_id > stale.batch_id
+            assert await c.ack(ingestor.handle(topic, again.payload).ack) == "stored"
+            assert c.store.backlog().readings == 0
+        finally:
+            c.close()
+
+    try:
+        asyncio.run(reload_then_restart())
+        want = Counter((r.meter, r.slot, r.value) for k in range(4) for r in _readings(k))
+        assert _receiver_readings(receiver) == want  # each once
+        assert receiver.quarantined() == []
+    finally:
+        receiver.close()

@@ -18,7 +18,16 @@ the batches in flight are resent as those bytes under their own ``seq``. The rec
 knows a ``seq`` it stored and acks it again, so a batch whose ack was lost before the
 restart never stores its events twice (events have no natural key to deduplicate on).
 Only a batch taken by a release that kept no bytes goes back into the outbox, to leave
-under a new ``seq`` (a nonce never carries two plaintexts). A batch with events is
+under a new ``seq`` (a nonce never carries two plaintexts).
+
+The receiver seals each ack with the key the batch was sealed with (its ``key_id``), so
+after a payload key rotation (docs/receiver.md) the acks of batches sealed before it come
+under the old key: a reloaded uplink keeps the keys of the one it replaces for them
+(``earlier_keys``) and forgets each once no batch in flight uses it. A process started
+without the key a kept batch was sealed with cannot check its ack: that batch's rows go
+back into the outbox and leave under the current key and a new ``seq`` (the receiver
+holds their readings once by their natural key; events of such a batch could be stored
+twice if the receiver had stored it and its ack was lost). A batch with events is
 never coded. When the receiver cannot resolve a reference
 it stores nothing and answers "resync": the book is cleared and the batch's rows go
 back into the outbox, to leave again as a key batch under a new ``seq``.
@@ -36,7 +45,7 @@ import functools
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -99,12 +108,16 @@ class Uplink:
         store: Store,
         writer: StoreWriter,
         on_command: Callable[[bytes], None] | None = None,
+        earlier_keys: Mapping[int, bytes] | None = None,
     ) -> None:
         self.cfg = cfg
         self.concentrator_id = concentrator_id
         self.store = store
         self.writer = writer
         self.key = cfg.payload_key()
+        # Keys by id that acks are checked with: the current one, and those of the
+        # uplink this one replaces while batches sealed with them are in flight.
+        self.keys: dict[int, bytes] = {**(earlier_keys or {}), cfg.key_id: self.key}
         self.stats = UplinkStats()
         self.in_flight: dict[int, InFlight] = {}
         self.references = wire.ReferenceBook()
@@ -217,12 +230,27 @@ class Uplink:
         """Batches taken before a restart: resent as the bytes they were sealed to, or,
         taken by a release that kept none, put back into the outbox (module docstring)."""
         resend, moved = await self.writer.call(self.store.resume_in_flight)
+        resealed = 0
         for sealed in resend:
-            self._remember(sealed)
-        if resend:
-            log.info("resending %d batches sealed before the start", len(resend))
-        if moved:
-            log.info("put %d rows of batches in flight before the start back", moved)
+            key_id = wire.parse_header(sealed.payload).key_id
+            if key_id in self.keys:
+                self._remember(sealed)
+                continue
+            # Its ack would come under a key this process does not hold.
+            resealed += await self.writer.call(self.store.requeue, sealed.batch.batch_id)
+            log.warning(
+                "batch %d was sealed with payload key %d, which this uplink does not hold:"
+                " its rows leave again under key %d",
+                sealed.batch.batch_id,
+                key_id,
+                self.cfg.key_id,
+            )
+        in_use = {wire.parse_header(e.payload).key_id for e in self.in_flight.values()}
+        self.keys = {k: v for k, v in self.keys.items() if k in in_use or k == self.cfg.key_id}
+        if self.in_flight:
+            log.info("resending %d batches sealed before the start", len(self.in_flight))
+        if moved or resealed:
+            log.info("put %d rows of batches in flight before the start back", moved + resealed)
 
     def _seal(self, batch: Batch, book: wire.ReferenceBook) -> bytes:
         """Seal ``batch``; runs in the store's thread, inside the transaction that takes
@@ -319,7 +347,12 @@ class Uplink:
         while True:
             payload = await self._acks.get()
             try:
-                ack = wire.open_ack(payload, self.key)
+                key_id = wire.parse_header(payload).key_id
+                key = self.keys.get(key_id)
+                if key is None:
+                    log.warning("ignored an ack under payload key %d, not held here", key_id)
+                    continue
+                ack = wire.open_ack(payload, key)
             except wire.WireError as exc:
                 log.warning("ignored an ack that failed verification: %s", exc)
                 continue
