@@ -294,6 +294,39 @@ def test_any_batch_round_trips_against_any_references(
     )
 
 
+@st.composite
+def _live(draw: st.DrawFn) -> tuple[tuple[Reading, ...], tuple[Reading, ...]]:
+    """A live batch: one reading per series (the decoder's column-wise path), some
+    series with a reference the receiver holds, some without."""
+    old: list[Reading] = []
+    new: list[Reading] = []
+    slot = SLOT + 3 * 900
+    for m in range(draw(st.integers(1, 12))):
+        meter = f"{m + 1:012d}"
+        for q in ("energy_fwd_total", "voltage_a", "current_a", "power_total"):
+            if draw(st.booleans()):
+                old.append(Reading(meter, q, SLOT, draw(_value), "u", SLOT + 1.5))
+            new.append(Reading(meter, q, slot, draw(_value), "u",
+                               slot + draw(st.integers(-500, 90_000)) / 1e3))  # fmt: skip
+    return tuple(old), tuple(new)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_live(), st.booleans())
+def test_live_batches_round_trip_with_and_without_references(
+    history: tuple[tuple[Reading, ...], tuple[Reading, ...]], coded: bool
+) -> None:
+    old, new = history
+    book = ReferenceBook()
+    book.learn(old)
+    data = seal(BatchContent(new), book.usable(0) if coded else None)
+    got = wire.open_batch(data, lookup, Db(old).resolve)[1]
+    assert Counter(got.readings) == Counter(
+        Reading(x.meter, x.quantity, x.slot, x.value, x.unit, round(x.read_at * 1000) / 1000)
+        for x in new
+    )
+
+
 # ------------------------------------------------------------ partner predictors
 
 

@@ -52,8 +52,8 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from itertools import accumulate
-from typing import TypeVar
+from itertools import accumulate, repeat
+from typing import TypeVar, cast
 
 import cbor2
 
@@ -74,7 +74,7 @@ from contract.wire.content import (
     decode_events,
     encode_events,
 )
-from contract.wire.decimals import MAX_DECIMALS, format_decimal, parse_decimal
+from contract.wire.decimals import MAX_DECIMALS, format_column, format_decimal, parse_decimal
 from contract.wire.errors import WireError, fail
 from contract.wire.predict import (
     SeriesValues,
@@ -291,6 +291,9 @@ def _predict_read_at(
     exchange, a few ms. Otherwise the prediction is this series' previous read (or its
     reference), or the previous series' first.
     """
+    if not encode and len(bounds) == len(values) and ref_offsets.count(None) == len(values):
+        # One reading per series and no references: every prediction is the read before.
+        return list(accumulate(values))
     out = values[:] if encode else [0] * len(values)
     src = values if encode else out  # predictions always use the decoded offsets
     prev: tuple[int, int] | None = None
@@ -395,14 +398,14 @@ def _parse(fields: object) -> _Layout:
     s_unit = unpack(fields[8], s, "s_unit")
     s_count = unpack(fields[9], s, "s_count")
     s_code = unpack(fields[10], s, "s_code")
-    if any(c < 1 for c in s_count) or sum(s_count) != n:
+    if (s_count and min(s_count) < 1) or sum(s_count) != n:
         fail("bad_layout", f"s_count: series counts must be >= 1 and add up to {n}")
     for what, index, table in (
         ("s_meter", s_meter, meters),
         ("s_quantity", s_quantity, quantities),
         ("s_unit", s_unit, units),
     ):
-        if any(not 0 <= i < len(table) for i in index):
+        if index and (min(index) < 0 or max(index) >= len(table)):
             fail("bad_layout", f"{what}: index outside its table of {len(table)}")
     if any(not 0 <= c <= _MAX_CODE for c in s_code):
         fail("bad_layout", f"s_code: expected decimals 0..{MAX_DECIMALS} and two flag bits")
@@ -421,8 +424,19 @@ def _parse(fields: object) -> _Layout:
     bounds: _Bounds = []
     slots: list[int] = []
     ref_keys: list[RefKey | None] = []
+    if s == n:  # one reading per series (a live batch): no tails, no loop per reading
+        bounds = [(k, k + 1) for k in range(s)]
+        slots = list(accumulate(slot_head))
+        ref_keys = (
+            [
+                (meters[m], quantities[q], slot - d) if d else None
+                for m, q, slot, d in zip(s_meter, s_quantity, slots, s_ref, strict=True)
+            ]
+            if any(s_ref)
+            else [None] * s
+        )
     a = tail = slot = 0
-    for k in range(s):
+    for k in range(s if s != n else 0):
         b = a + s_count[k]
         bounds.append((a, b))
         slot += slot_head[k]
@@ -440,6 +454,65 @@ def _parse(fields: object) -> _Layout:
         n, meters, quantities, units, s_meter, s_quantity, s_unit, s_count, s_code, slots,
         bounds, ref_keys, ref_check, fields,
     )  # fmt: skip
+
+
+_V = TypeVar("_V")
+_HEAD_ALONE = SeriesValues(0, None, [])
+_ALONE: list[tuple[int, int]] = []  # the partners of a series without any (never changed)
+
+
+def _check_partners(
+    layout: _Layout, k: int, named: list[tuple[int, int]], codes: list[list[int]]
+) -> None:
+    """A series' partners: of the same meter, with the same slots, partners of no one."""
+    if codes[1][k] and not codes[0][k]:
+        fail("bad_layout", f"s_partner: series {k} has a second partner and no first")
+    s = len(layout.bounds)
+    a, b = layout.bounds[k]
+    for offset, _ in named:
+        mate = k + offset
+        if not (
+            0 <= mate < s
+            and offset != 0
+            and layout.s_meter[mate] == layout.s_meter[k]
+            and not codes[0][mate]
+            and not codes[1][mate]
+            and layout.slots[a:b] == layout.slots[slice(*layout.bounds[mate])]
+        ):
+            fail("bad_layout", f"s_partner: series {k} names {mate}, not a partner it can have")
+
+
+def _texts(mantissas: list[int], decimals: list[int]) -> list[str]:
+    """Each mantissa's text at its decimals, formatted a column per number of decimals."""
+    kinds = set(decimals)
+    if len(kinds) == 1:
+        return format_column(mantissas, decimals[0])
+    out = [""] * len(mantissas)
+    for d in kinds:
+        at = [i for i, x in enumerate(decimals) if x == d]
+        for i, text in zip(at, format_column([mantissas[i] for i in at], d), strict=True):
+            out[i] = text
+    return out
+
+
+def _mixed_texts(
+    m: list[int], shifts: list[int], series_decimals: int, first: int, verbatim: Mapping[int, str]
+) -> list[str]:
+    """The texts of a series whose values have fewer decimals than the series, each
+    ``shift`` fewer; a value in ``verbatim`` (by reading index) is taken as it is."""
+    out: list[str] = []
+    for j, (mantissa, shift) in enumerate(zip(m, shifts, strict=True)):
+        i = first + j
+        if not 0 <= shift <= series_decimals:
+            fail("bad_layout", f"value_exp {shift} at reading {i} exceeds the series'")
+        text = verbatim.get(i)
+        if text is None:
+            value, rest = divmod(mantissa, 10**shift)
+            if rest:
+                fail("bad_layout", f"value at reading {i} has more digits than its exponent")
+            text = format_decimal(value, series_decimals - shift)
+        out.append(str(text))
+    return out
 
 
 def _finish(layout: _Layout, found: Mapping[RefKey, tuple[str, float]]) -> BatchContent:
@@ -467,25 +540,29 @@ def _finish(layout: _Layout, found: Mapping[RefKey, tuple[str, float]]) -> Batch
         fail("bad_layout", "s_partner: expected two columns")
     codes = [unpack(c, s, f"s_partner[{i}]") for i, c in enumerate(fields[22])]
     partners = [
-        [partner_decode(c) for c in (first, second) if c]
+        [partner_decode(c) for c in (first, second) if c] if first or second else _ALONE
         for first, second in zip(*codes, strict=True)
     ]
-    series: list[SeriesValues] = []
+    # None for a series that is its head alone (one reading, no reference): nothing to
+    # restore, and as a partner it has no head pair; a live key batch is all of them.
+    series: list[SeriesValues | None] = []
     ref_offsets: list[int | None] = []
     firsts: list[int | None] = []
     starts: list[int] = []
     head_prev = [0] * len(layout.quantities)
     at_q = [0] * len(layout.quantities)
     head = 0
-    for k, (a, b) in enumerate(layout.bounds):
-        q = layout.s_quantity[k]
-        key = layout.ref_keys[k]
+    s_quantity, ref_keys, counts = layout.s_quantity, layout.ref_keys, layout.s_count
+    for k in range(s):
+        q, key, count = s_quantity[k], ref_keys[k], counts[k]
         ref: tuple[int, int] | None = None
+        starts.append(at_q[q])
         if key is None:
-            head_prev[q] += value_head[head]
+            first = head_prev[q] = head_prev[q] + value_head[head]
             head += 1
-            firsts.append(head_prev[q])
+            firsts.append(first)
             ref_offsets.append(None)
+            at_q[q] += count - 1
         else:
             text, read_at = found[key]
             ref = parse_decimal(text)
@@ -493,88 +570,87 @@ def _finish(layout: _Layout, found: Mapping[RefKey, tuple[str, float]]) -> Batch
                 fail("unresolved_reference", f"reference value {text!r} is not a decimal")
             firsts.append(None)
             ref_offsets.append(round(read_at * 1000) - key[2] * 1000)
-        starts.append(at_q[q])
-        at_q[q] += (b - a) - (key is None)
-        if codes[1][k] and not codes[0][k]:
-            fail("bad_layout", f"s_partner: series {k} has a second partner and no first")
-        for offset, _ in partners[k]:
-            mate = k + offset
-            if not (
-                0 <= mate < s
-                and offset != 0
-                and layout.s_meter[mate] == layout.s_meter[k]
-                and not codes[0][mate]
-                and not codes[1][mate]
-                and layout.slots[a:b] == layout.slots[slice(*layout.bounds[mate])]
-            ):
-                fail("bad_layout", f"s_partner: series {k} names {mate}, not a partner it can have")
+            at_q[q] += count
+        if partners[k]:
+            _check_partners(layout, k, partners[k], codes)
+        if key is None and count == 1:
+            series.append(None)
+            continue
+        a, b = layout.bounds[k]
         series.append(
             SeriesValues(s_code[k] >> 2, ref, layout.slots[a:b], bool(s_code[k] >> 1 & 1))
         )
     for second in (False, True):  # partners first, then the series that follow them
         for k, sv in enumerate(series):
-            if bool(partners[k]) != second:
+            if sv is None or bool(partners[k]) != second:
                 continue
-            q = layout.s_quantity[k]
-            count = len(sv.slots) - (firsts[k] is not None)
-            res = columns[q][starts[k] : starts[k] + count]
-            mates = [(series[k + offset], e) for offset, e in partners[k]]
-            restore(sv, res, firsts[k], mates, f"series {k}")
-
-    mantissas: list[int] = []
-    decimals: list[int] = []
-    exp = 0
-    for k, (a, b) in enumerate(layout.bounds):
-        series_decimals, mixed = s_code[k] >> 2, s_code[k] & 1
-        mantissas.extend(series[k].m)
-        for i in range(a, b):
-            if mixed:
-                shift = value_exp[exp]
-                exp += 1
-                if not 0 <= shift <= series_decimals:
-                    fail("bad_layout", f"value_exp {shift} at reading {i} exceeds the series'")
-                decimals.append(series_decimals - shift)
-            else:
-                decimals.append(series_decimals)
-    assert head == len(value_head) and at_q == per_q and len(mantissas) == n
+            q = s_quantity[k]
+            head_value = firsts[k]
+            n_res = len(sv.slots) - (head_value is not None)
+            res = columns[q][starts[k] : starts[k] + n_res]
+            mates = [(series[k + offset] or _HEAD_ALONE, e) for offset, e in partners[k]]
+            restore(sv, res, head_value, mates, f"series {k}")
 
     slots = layout.slots
     offsets = _predict_read_at(
         unpack(fields[20], n, "read_at"), slots, layout.bounds, ref_offsets, encode=False
     )
-    sources = [_DEFAULT_SOURCE] * n
+    sources: list[str] | None = None
     if fields[21] is not None:
         if not isinstance(fields[21], list) or len(fields[21]) != 2:
             fail("bad_layout", "sources: expected null or [names, column]")
         names = texts(fields[21][0], "source names")
         index = unpack(fields[21][1], n, "sources")
-        if any(not 0 <= i < len(names) for i in index):
+        if index and (min(index) < 0 or max(index) >= len(names)):
             fail("bad_layout", f"sources: index outside its table of {len(names)}")
         sources = [names[i] for i in index]
+    read_ats = [(t * 1000 + o) / 1000 for t, o in zip(slots, offsets, strict=True)]
 
-    readings: list[Reading] = []
-    for k, (a, b) in enumerate(layout.bounds):
-        meter = layout.meters[layout.s_meter[k]]
-        quantity = layout.quantities[layout.s_quantity[k]]
-        unit = layout.units[layout.s_unit[k]]
-        for i in range(a, b):
-            verbatim = value_text.get(i)
-            if verbatim is not None:
-                text = str(verbatim)
+    # Column by column, not series by series: a live batch is thousands of series of
+    # one reading each, and this is most of an ingest's time.
+    decimals = [c >> 2 for c in s_code]
+    if series.count(None) == s:
+        mantissas = cast(list[int], firsts)
+    else:
+        mantissas = []
+        for k, sv in enumerate(series):
+            if sv is None:
+                mantissas.append(cast(int, firsts[k]))
             else:
-                mantissa, rest = divmod(mantissas[i], 10 ** ((s_code[k] >> 2) - decimals[i]))
-                if rest:
-                    fail("bad_layout", f"value at reading {i} has more digits than its exponent")
-                text = format_decimal(mantissa, decimals[i])
-            readings.append(
-                Reading(
-                    meter=meter,
-                    quantity=quantity,
-                    slot=slots[i],
-                    value=text,
-                    unit=unit,
-                    read_at=(slots[i] * 1000 + offsets[i]) / 1000,
-                    source=sources[i],
-                )
-            )
+                mantissas.extend(sv.m)
+    if len(mantissas) != n:
+        fail("bad_layout", f"{len(mantissas)} values restored for {n} readings")
+    counts = layout.s_count
+    ones = len(counts) == n  # every series holds one reading
+
+    def per_reading(per_series: list[_V]) -> list[_V]:
+        if ones:
+            return per_series
+        return [v for v, c in zip(per_series, counts, strict=True) for _ in range(c)]
+
+    values = _texts(mantissas, per_reading(decimals))
+    exp = 0
+    for k, (a, b) in enumerate(layout.bounds):
+        if s_code[k] & 1:
+            shifts = value_exp[exp : exp + b - a]
+            exp += b - a
+            values[a:b] = _mixed_texts(mantissas[a:b], shifts, decimals[k], a, value_text)
+    for i, verbatim in value_text.items():
+        values[i] = str(verbatim)
+    meters = [layout.meters[i] for i in layout.s_meter]
+    quantities = [layout.quantities[i] for i in layout.s_quantity]
+    units = [layout.units[i] for i in layout.s_unit]
+    readings = list(
+        map(
+            Reading,
+            per_reading(meters),
+            per_reading(quantities),
+            slots,
+            values,
+            per_reading(units),
+            read_ats,
+            repeat(_DEFAULT_SOURCE) if sources is None else sources,
+        )
+    )
+    assert head == len(value_head) and at_q == per_q and exp == len(value_exp)
     return BatchContent(readings=tuple(readings), events=decode_events(fields[23]))

@@ -66,11 +66,18 @@ def unpack(column: object, n: int, what: str) -> list[int]:
     raw = bytearray(n * width)
     for i in range(width):
         raw[i::width] = column[1 + i * n : 1 + (i + 1) * n]
+    if width == 1:  # the commonest width: one table lookup a value
+        return list(map(_ZIGZAG_BYTE.__getitem__, raw))
     values = array(_TYPECODES[width])
     values.frombytes(raw)
     if _BIG_ENDIAN:
         values.byteswap()
+    if not any(values):
+        return [0] * n
     return [(u >> 1) ^ -(u & 1) for u in values]
+
+
+_ZIGZAG_BYTE = [(u >> 1) ^ -(u & 1) for u in range(256)]
 
 
 def column_len(column: bytes, what: str) -> int:

@@ -29,3 +29,15 @@ def format_decimal(mantissa: int, decimals: int) -> str:
         digits = digits.rjust(decimals + 1, "0")
         digits = f"{digits[:-decimals]}.{digits[-decimals:]}"
     return f"-{digits}" if mantissa < 0 else digits
+
+
+def format_column(mantissas: list[int], decimals: int) -> list[str]:
+    """`format_decimal` of each mantissa at the same ``decimals``: one format string
+    for the column, as a receiver decodes hundreds of thousands a second."""
+    if decimals == 0:
+        return [str(m) for m in mantissas]
+    scale = 10**decimals
+    spec = f"%d.%0{decimals}d"
+    return [
+        spec % divmod(m, scale) if m >= 0 else "-" + spec % divmod(-m, scale) for m in mantissas
+    ]

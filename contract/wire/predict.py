@@ -23,7 +23,7 @@ from typing import cast
 from contract.wire.errors import fail
 
 
-@dataclass
+@dataclass(slots=True)
 class SeriesValues:
     """One series as the predictors see it."""
 
