@@ -190,3 +190,47 @@ def test_a_receiver_restored_from_a_backup_asks_for_a_key_batch(tmp_path: Path) 
         assert stored(restored) == expected(sent[0], batch, nxt)
     finally:
         restored.close()
+
+
+def test_a_meter_the_sender_does_not_own_is_coded_against_its_refused_reading(
+    db_url: str,
+) -> None:
+    """A concentrator still reads a meter that moved to another one: its readings are
+    refused (quarantined, never stored) but acked with the batch, so the sender codes
+    the next one against them. The receiver resolves that reference from the refused
+    reading it kept (`refused_latest`), for that sender only: no "resync" every other
+    batch while the meter stays with its owner."""
+    from cloud_receiver.storage import ownership as rule
+    from cloud_receiver.storage.ownership import Assignment
+
+    storage = open_storage(db_url)
+    moved = METERS[5]
+    try:
+        with storage.transaction() as conn:
+            rule.assign(conn, [Assignment(m, 0, CID, 1.0, "test") for m in METERS if m != moved])
+            rule.assign(conn, [Assignment(moved, 0, "dc-other", 1.0, "test")])
+        ingestor = Ingestor(storage, lookup)
+        sender = Sender()
+        sent = []
+        for k in range(4):
+            readings = slot_readings(k)
+            outcome = ingestor.handle(f"mf/v1/{CID}/up", sender.seal(readings))
+            assert outcome.status == "stored", outcome
+            assert sender.answer(outcome.ack, readings) == "stored"
+            sent.append(tuple(r for r in readings if r.meter != moved))
+        assert ingestor.counters.resyncs == 0
+        assert stored(storage) == expected(*sent)  # the moved meter's never stored
+        assert ingestor.counters.by_reason["not_owner"] == 4
+        # Another concentrator coding against those readings finds no reference.
+        thief = wire.seal_batch(
+            wire.BatchContent(slot_readings(4)[10:12]),
+            concentrator_id="dc-other",
+            key_id=1,
+            key=KEY,
+            seq=1,
+            references=sender.book.usable(0),
+        )
+        other = Ingestor(storage, lambda cid, kid: KEY)
+        assert other.handle("mf/v1/dc-other/up", thief).status == "resync"
+    finally:
+        storage.close()

@@ -26,7 +26,7 @@ from cloud_receiver.storage.schema import metadata
 from contract import commands as wire_commands
 from contract.records import Event, Reading
 
-HEAD = "0011"  # the newest revision (readings_by_meter on SQLite too; 0010: feedback)
+HEAD = "0012"  # the newest revision (refused_latest; 0011: readings_by_meter on SQLite)
 
 PREVIOUS_SQLITE_DDL = """
 CREATE TABLE "batches" (

@@ -8,6 +8,7 @@ Anything that fails is quarantined with its reason — the receiver never crashe
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
@@ -274,7 +275,9 @@ class Ingestor:
                 f"concentrator {topic_id!r} is revoked (`cloud-receiver revoke`)",
             )
         try:
-            _, content = wire.open_batch(payload, self.keys, self._resolve)
+            _, content = wire.open_batch(
+                payload, self.keys, functools.partial(self._resolve, topic_id)
+            )
         except wire.WireError as exc:
             if exc.reason == "unresolved_reference":
                 return self._resync(topic_id, header, str(exc))
@@ -314,8 +317,10 @@ class Ingestor:
         )
         return Outcome(status, "", topic_id, header.seq, new, ack)
 
-    def _resolve(self, keys: Sequence[wire.RefKey]) -> Mapping[wire.RefKey, tuple[str, float]]:
-        return stored_references.resolve(self.storage, keys)
+    def _resolve(
+        self, concentrator: str, keys: Sequence[wire.RefKey]
+    ) -> Mapping[wire.RefKey, tuple[str, float]]:
+        return stored_references.resolve(self.storage, keys, concentrator)
 
     def _resync(self, concentrator: str, header: wire.Header, detail: str) -> Outcome:
         """A batch coded against values this database does not hold (or holds

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 from cloud_receiver.storage import Storage
 from cloud_receiver.storage import ownership as rule
+from cloud_receiver.storage.schema import refused_latest
 from contract.records import Reading
 
 
@@ -111,6 +112,7 @@ def refuse(
             conn, concentrator=concentrator, seq=seq, refused=rows, owners=split.owners,
             received_at=received_at,
         )  # fmt: skip
+        rule.remember_refused(conn, storage.insert(refused_latest), concentrator, rows)
     storage.quarantine(
         topic=topic,
         concentrator=concentrator,

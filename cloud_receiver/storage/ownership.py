@@ -30,7 +30,8 @@ from dataclasses import dataclass
 
 from sqlalchemy import Connection, func, insert, select
 
-from cloud_receiver.storage.schema import batches, events, meter_owners, meters
+from cloud_receiver.storage.backends import Upsert
+from cloud_receiver.storage.schema import batches, events, meter_owners, meters, refused_latest
 
 IN_CHUNK = 500  # meters per IN (...) list: under SQLite's 999 host parameters
 
@@ -193,3 +194,39 @@ def batch_stored(conn: Connection, concentrator: str, seq: int) -> bool:
     b = batches.c
     query = select(b.seq).where(b.concentrator == concentrator, b.seq == seq)
     return conn.execute(query).first() is not None
+
+
+def remember_refused(
+    conn: Connection, upsert: Upsert, concentrator: str, refused: Sequence[Row]
+) -> None:
+    """Keep the newest refused reading of each series (`schema.refused_latest`), inside
+    the caller's transaction: what the sender's next batch may be coded against."""
+    newest: dict[tuple[str, str], Row] = {}
+    for row in refused:
+        held = newest.get((row[0], row[1]))
+        if held is None or row[2] > held[2]:
+            newest[(row[0], row[1])] = row
+    if not newest:
+        return
+    c = refused_latest.c
+    stmt = upsert
+    stmt = stmt.on_conflict_do_update(
+        index_elements=[c.concentrator, c.meter, c.quantity],
+        set_={"slot": stmt.excluded.slot, "value": stmt.excluded.value,
+              "read_at": stmt.excluded.read_at},
+        where=c.slot < stmt.excluded.slot,
+    )  # fmt: skip
+    conn.execute(
+        stmt,
+        [
+            {
+                "concentrator": concentrator,
+                "meter": m,
+                "quantity": q,
+                "slot": slot,
+                "value": value,
+                "read_at": read_at,
+            }
+            for m, q, slot, value, _, read_at, _ in newest.values()
+        ],
+    )

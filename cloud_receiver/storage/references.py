@@ -14,14 +14,18 @@ from collections.abc import Sequence
 from sqlalchemy import select
 
 from cloud_receiver.storage.database import Storage
-from cloud_receiver.storage.schema import readings
+from cloud_receiver.storage.schema import readings, refused_latest
 from contract.wire import RefKey
 
 METERS_PER_QUERY = 500  # one parameter per meter: within SQLite's host parameter limit
 
 
-def resolve(storage: Storage, keys: Sequence[RefKey]) -> dict[RefKey, tuple[str, float]]:
-    """(value, read_at) of each key the readings table holds; absent keys are left out.
+def resolve(
+    storage: Storage, keys: Sequence[RefKey], concentrator: str | None = None
+) -> dict[RefKey, tuple[str, float]]:
+    """(value, read_at) of each key the readings table holds, or else, for a batch of
+    ``concentrator``, the newest reading of that series it sent and was refused for
+    (a meter it does not own: `schema.refused_latest`); absent keys are left out.
 
     One query per slot and block of meters: the primary key starts with the slot, and a
     live batch refers to one slot (the one before it) for all its series.
@@ -43,4 +47,16 @@ def resolve(storage: Storage, keys: Sequence[RefKey]) -> dict[RefKey, tuple[str,
                     key = (meter, quantity, slot)
                     if key in wanted:
                         found[key] = (value, float(read_at))
+        missing = sorted({k[0] for k in wanted if k not in found})
+        if concentrator is None or not missing:
+            return found
+        f = refused_latest.c
+        for i in range(0, len(missing), METERS_PER_QUERY):
+            query = select(f.meter, f.quantity, f.slot, f.value, f.read_at).where(
+                f.concentrator == concentrator, f.meter.in_(missing[i : i + METERS_PER_QUERY])
+            )
+            for meter, quantity, slot, value, read_at in conn.execute(query):
+                key = (meter, quantity, int(slot))
+                if key in wanted and key not in found:
+                    found[key] = (value, float(read_at))
     return found

@@ -184,6 +184,23 @@ meter_owners = Table(
     UniqueConstraint("meter", "effective_from"),
 )
 
+# The newest reading of each series a concentrator sent for a meter it does not own:
+# refused, never stored as a reading, but acked with its batch, so the concentrator
+# codes its next reading of that series against it (`contract.wire.references`); the
+# receiver resolves such a reference here (`references.resolve`) instead of answering
+# "resync" for every other batch while the meter stays with its owner.
+refused_latest = Table(
+    "refused_latest",
+    metadata,
+    Column("concentrator", Text, nullable=False),
+    Column("meter", Text, nullable=False),
+    Column("quantity", Text, nullable=False),
+    Column("slot", BigInteger, nullable=False),
+    Column("value", Text, nullable=False),
+    Column("read_at", Double, nullable=False),
+    PrimaryKeyConstraint("concentrator", "meter", "quantity"),
+)
+
 # ---------------------------------------------------------------- downlink commands
 # `command_log` is the receiver's audit log of every command.
 command_counters = Table(
