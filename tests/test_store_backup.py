@@ -114,3 +114,44 @@ def test_a_plaintext_store_backs_up_plain_and_errors_are_named(tmp_path: Path) -
     )
     plain = run_cli("backup", "--config", str(cfg), "--out", str(tmp_path / "c.db"))
     assert plain.returncode == 1 and "not encrypted yet" in plain.stderr
+
+
+def test_a_store_restored_from_a_backup_never_reuses_a_sequence_number(tmp_path: Path) -> None:
+    """The store goes on numbering batches after its backup; a store restored from the
+    backup numbers its new batches after `wire.RESTORE_SEQ_MARGIN`, not after the copy,
+    so no ``seq`` (the AES-GCM nonce, what the receiver dedupes on) is used twice, while
+    the batch in flight in the backup keeps its own (resent as the same bytes)."""
+    from concentrator.config.model import StorageSection
+    from concentrator.storage.backup import backup_store
+    from contract import wire
+    from contract.records import Reading
+
+    def readings(k: int) -> list[Reading]:
+        slot = 1_795_000_000 + 900 * k
+        return [Reading(f"{m:012d}", "energy_fwd_total", slot, f"{k}.5", "kWh", slot + 1.0)
+                for m in range(3)]  # fmt: skip
+
+    db, copy = tmp_path / "store.db", tmp_path / "backup.db"
+    with Store.open(db) as store:
+        store.add_readings(readings(0))
+        sealed = store.take_sealed_batch(100, 10, lambda b: b"sealed-%d" % b.batch_id)
+        assert sealed is not None
+        in_flight = sealed.batch.batch_id
+        backup_store(StorageSection(path=db), copy)
+        used = [in_flight]
+        for k in range(1, 4):  # the store lives on after its backup
+            store.add_readings(readings(k))
+            taken = store.take_batch(100, 10)
+            assert taken is not None
+            used.append(taken.batch_id)
+    copy.replace(db)  # the store is lost and restored from the backup
+    with Store.open(db) as store:
+        resend, _ = store.resume_in_flight()
+        assert [(s.batch.batch_id, s.payload) for s in resend] == [
+            (in_flight, b"sealed-%d" % in_flight)
+        ]
+        store.add_readings(readings(9))
+        new = store.take_batch(100, 10)
+        assert new is not None
+        assert new.batch_id == in_flight + wire.RESTORE_SEQ_MARGIN + 1 > max(used)
+        assert new.batch_id - in_flight < wire.REPLAY_WINDOW

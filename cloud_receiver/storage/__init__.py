@@ -13,7 +13,7 @@ from cloud_receiver.storage.database import (
     Storage,
     open_storage,
 )
-from cloud_receiver.storage.ingest import REPLAY_WINDOW, Batch
+from cloud_receiver.storage.ingest import Batch
 from cloud_receiver.storage.local import local_postgres_url
 from cloud_receiver.storage.records import (
     CommandRecord,
@@ -24,6 +24,7 @@ from cloud_receiver.storage.records import (
     Quarantined,
     StoredRow,
 )
+from contract.wire import REPLAY_WINDOW
 
 __all__ = [
     "REPLAY_WINDOW",

@@ -36,8 +36,8 @@ from cloud_receiver.storage.backends import Backend
 from cloud_receiver.storage.records import IngestResult
 from cloud_receiver.storage.schema import batches, concentrators, events
 from contract.records import Event, Reading
+from contract.wire import REPLAY_WINDOW  # older than max_seq - window, never seen: refused
 
-REPLAY_WINDOW = 100_000  # batches older than max_seq - window that we never saw: refused
 NAMES_PER_QUERY = 300  # concentrators (or batch keys) per IN list: under SQLite's limit
 
 

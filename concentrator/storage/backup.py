@@ -9,6 +9,11 @@ checked (``quick_check``, the schema version, the row counts), fsynced, and only
 linked to that name, which never replaces an existing file: a backup never overwrites.
 Every table is copied, the sealed bytes of batches in flight too (schema 4): a store
 restored from the backup resends those batches as the same bytes under the same ``seq``.
+The copy's batch counter is raised by `wire.RESTORE_SEQ_MARGIN`: the store it was taken
+from goes on numbering batches after the backup, and a restored store that numbered
+from where the copy stood would reuse those ``seq``s, the AES-GCM nonce, under the same
+key (and the receiver, which dedupes on them, would ack its new readings as duplicates
+of batches it holds).
 """
 
 from __future__ import annotations
@@ -23,7 +28,9 @@ from clitools.files import private_database
 from concentrator.config.model import StorageSection
 from concentrator.storage.engine import connect, errors, fsync_path, is_plaintext
 from concentrator.storage.errors import StoreError, StoreKeyError
+from concentrator.storage.readings import BATCH_COUNTER
 from concentrator.storage.store import store_key
+from contract import wire
 
 # Pages copied per step: small steps let the daemon's writer in between them (SQLite
 # restarts a step's copy only if the source changed through another connection).
@@ -85,6 +92,11 @@ def backup_store(section: StorageSection, out: Path) -> StoreBackup:
         target = connect(part, key, isolation_level=None)
         try:
             source.backup(target, pages=PAGES_PER_STEP)
+            target.execute(
+                "INSERT INTO counters(name, value) VALUES (?, ?)"
+                " ON CONFLICT (name) DO UPDATE SET value = value + excluded.value",
+                (BATCH_COUNTER, wire.RESTORE_SEQ_MARGIN),
+            )
             check = target.execute("PRAGMA quick_check").fetchone()[0]
             if check != "ok":
                 raise StoreError(f"{out}: the copy does not check out: {check}")

@@ -19,7 +19,7 @@ from concentrator.storage.codec import (
 from concentrator.storage.records import Backlog, Batch, SealedBatch, StoredReading
 from contract.records import Reading
 
-_BATCH_COUNTER = "batch"
+BATCH_COUNTER = "batch"
 
 
 class Readings(StoreBase):
@@ -145,7 +145,7 @@ class Readings(StoreBase):
         ]
         if not event_ids and not reading_ids:
             return None
-        batch_id = self._bump_counter(conn, _BATCH_COUNTER)
+        batch_id = self._bump_counter(conn, BATCH_COUNTER)
         conn.execute("INSERT INTO batches(id, taken_at) VALUES (?, ?)", (batch_id, time.time()))
         for table, ids in (("events", event_ids), ("readings", reading_ids)):
             conn.executemany(

@@ -72,13 +72,23 @@ from contract.wire.ack import Ack, AckStatus, open_ack, seal_ack
 from contract.wire.batch import open_batch, seal_batch
 from contract.wire.content import MAX_BODY_BYTES, MAX_READINGS, BatchContent
 from contract.wire.errors import WireError, WireErrorReason
-from contract.wire.header import MAGIC, VERSION, VERSIONS, Header, parse_header
+from contract.wire.header import (
+    MAGIC,
+    REPLAY_WINDOW,
+    RESTORE_SEQ_MARGIN,
+    VERSION,
+    VERSIONS,
+    Header,
+    parse_header,
+)
 from contract.wire.references import Reference, ReferenceBook, RefKey, Resolver
 
 __all__ = [
     "MAGIC",
     "MAX_BODY_BYTES",
     "MAX_READINGS",
+    "REPLAY_WINDOW",
+    "RESTORE_SEQ_MARGIN",
     "VERSION",
     "VERSIONS",
     "Ack",

@@ -20,6 +20,15 @@ KEY_BYTES = 32
 TAG_BYTES = 16
 MAC_BYTES = 16
 MAX_SEQ = 2**63 - 1
+# A receiver refuses, as a replay, a batch it never saw whose seq is this far below the
+# newest it holds from that concentrator.
+REPLAY_WINDOW = 100_000
+# A concentrator store's backup holds its batch counter raised by this much, so a store
+# restored from it never reuses a seq (the AES-GCM nonce, and what the receiver dedupes
+# on) that the lost store used after the backup, up to this many batches; half the
+# replay window, so the batches in flight in the backup, resent under their own seqs,
+# are still inside the window of what the lost store sent since.
+RESTORE_SEQ_MARGIN = REPLAY_WINDOW // 2
 
 INFO_UP = b"meterflow/v1/up"
 INFO_ACK = b"meterflow/v1/ack"
