@@ -406,3 +406,16 @@ def test_ack_body_must_match_header() -> None:
     for body in ({"seq": 6, "status": "stored"}, {"seq": 5, "status": "ok"}, [5, "stored"]):
         message = header + cbor2.dumps(body)
         assert ack_reason(message + wire_ack.mac(KEY, CID, message)) == "bad_layout"
+
+
+@given(readings)
+def test_the_decoders_reading_is_the_constructors(r: Reading) -> None:
+    """`decoded_reading` (the decoder's fast constructor) makes the same frozen object."""
+    from dataclasses import FrozenInstanceError, astuple
+
+    from contract.records import decoded_reading
+
+    made = decoded_reading(*astuple(r))
+    assert made == r and hash(made) == hash(r) and repr(made) == repr(r)
+    with pytest.raises(FrozenInstanceError):
+        made.value = "1"  # type: ignore[misc]

@@ -57,7 +57,7 @@ from typing import TypeVar, cast
 
 import cbor2
 
-from contract.records import Reading
+from contract.records import Reading, decoded_reading
 from contract.wire.columns import (
     int_field,
     loads,
@@ -642,7 +642,7 @@ def _finish(layout: _Layout, found: Mapping[RefKey, tuple[str, float]]) -> Batch
     units = [layout.units[i] for i in layout.s_unit]
     readings = list(
         map(
-            Reading,
+            decoded_reading,
             per_reading(meters),
             per_reading(quantities),
             slots,
