@@ -421,3 +421,22 @@ def test_a_revoked_token_is_refused(world: World, base: str) -> None:
             storage.close()
         done = client.get("/api/v1/me")
         assert done.status_code == 401 and "revoked" in done.json()["detail"]
+
+
+def test_the_api_counts_completeness_by_the_servers_collection_plan(
+    world: World, tmp_path: Path
+) -> None:
+    """``/completeness`` judges by the plan `cloud-receiver web` was started with (as the
+    fleet page does), not the default: hourly collection expects a quarter of the
+    quarter-hourly slots."""
+    counts = {}
+    for interval in (900, 3600):
+        settings = WebSettings(world.db_url, tmp_path / "web.key", login_attempts=10_000,
+                               collection_interval_s=interval)  # fmt: skip
+        with serving(settings) as url, httpx.Client(base_url=url, timeout=30) as client:
+            client.headers.update(bearer(world.tokens["viewer"]))
+            day = settings.collection_plan().day_of(time.time() - 86_400)
+            got = client.get("/api/v1/completeness", params={"day": day.isoformat()})
+            assert got.status_code == 200, got.text
+            counts[interval] = got.json()["overall"]["expected"]
+    assert counts[900] == 4 * counts[3600] > 0

@@ -28,7 +28,7 @@ from cloud_receiver.applications import requests as kinds
 from cloud_receiver.applications.fleet import commands as fleet_commands
 from cloud_receiver.storage import completeness as collection
 from cloud_receiver.web import data, schemas
-from cloud_receiver.web.security import Caller, check_api_csrf, csrf_token, current_caller
+from cloud_receiver.web.security import Caller, check_api_csrf, csrf_token, current_caller, state
 from contract import quantities
 
 DESCRIPTION = """The meterflow receiver's data for utility systems (meter-data management,
@@ -299,6 +299,7 @@ Day = Annotated[dt.date | None, Query(description="A local day, YYYY-MM-DD.")]
     summary="Collection completeness (采集成功率) by day, concentrator, area, meter",
 )
 def completeness(
+    request: Request,
     caller: CallerDep,
     day: Day = None,
     since: Day = None,
@@ -315,7 +316,7 @@ def completeness(
     scope = next((Resource(k, v) for k, v in (("meter", meter), ("area", area),
                   ("concentrator", concentrator)) if v is not None), Resource("all"))  # fmt: skip
     caller.require(Action.FLEET_READ, scope)
-    plan = collection.Plan()
+    plan = state(request).settings.collection_plan()
     now = time.time()
     if day is not None and (since is not None or until is not None):
         raise HTTPException(422, "day is one day: give it, or since/until, not both")

@@ -7,12 +7,16 @@ import base64
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from clitools.files import PRIVATE, write_file
 from cloud_receiver.errors import EXIT_USAGE, ReceiverError
+
+if TYPE_CHECKING:
+    from cloud_receiver.storage.completeness import Plan
 
 LANGUAGES = ("zh", "en")
 SECRET_BYTES = 32
@@ -53,6 +57,15 @@ class WebSettings:
             )
         if self.login_attempts < 1 or self.login_window_s <= 0:
             raise WebConfigError("login rate limit: at least 1 attempt in a window above 0 s")
+
+    def collection_plan(self) -> Plan:
+        """The one plan the portal and the API judge completeness by: the site's zone
+        and this server's interval and lateness."""
+        from clitools.timefmt import site_tz
+        from cloud_receiver.storage.completeness import Plan
+
+        return Plan(site_tz(), interval_s=self.collection_interval_s,
+                    late_after_s=self.late_after_s)  # fmt: skip
 
     @property
     def secure(self) -> bool:

@@ -25,7 +25,6 @@ from cloud_receiver.access.policy import AccessError, Action, authorize
 from cloud_receiver.applications import requests as kinds
 from cloud_receiver.applications.fleet import commands as fleet_commands
 from cloud_receiver.errors import ReceiverError
-from cloud_receiver.storage.completeness import Plan
 from cloud_receiver.web.portal import common, reads
 from cloud_receiver.web.portal.common import render, see_other
 from cloud_receiver.web.security import Caller, check_csrf
@@ -45,8 +44,7 @@ def home(request: Request, caller: Operator) -> Response:
 def fleet(request: Request, caller: Operator) -> Response:
     caller.require(Action.FLEET_READ)
     s: WebSettings = request.app.state.web.settings
-    plan = Plan(common.tz(), interval_s=s.collection_interval_s, late_after_s=s.late_after_s)
-    rows = reads.fleet(caller.storage, time.time(), plan)
+    rows = reads.fleet(caller.storage, time.time(), s.collection_plan())
     return render(request, "operator/fleet.html", caller, rows=rows)
 
 
