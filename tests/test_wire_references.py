@@ -22,6 +22,7 @@ from contract.records import Reading
 from contract.wire import Ack, BatchContent, Reference, ReferenceBook, RefKey, WireError
 from contract.wire import body as wire_body
 from contract.wire import header as wire_header
+from contract.wire.columns import unpack
 from contract.wire.references import latest
 
 KEY = bytes(range(32))
@@ -354,7 +355,7 @@ def test_current_follows_power_and_voltage(coded: bool) -> None:
     new = tuple(x for x in readings if x.slot > SLOT) if coded else tuple(readings)
     refs = book_of(*old) if coded else None
     fields = cbor2.loads(wire_body.encode_body(BatchContent(new), refs))
-    first, second = (wire_body.unpack(c, fields[1], "p") for c in fields[22])
+    first, second = (unpack(c, fields[1], "p") for c in fields[22])
     assert any(first) and any(second)  # the current is predicted from two partners
     got = wire.open_batch(seal(BatchContent(new), refs), lookup, Db(tuple(old)).resolve)[1]
     assert Counter(got.readings) == Counter(new)

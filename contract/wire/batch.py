@@ -8,7 +8,7 @@ import zstandard
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from contract.wire import body, body_v2
+from contract.wire import body, body_decode, body_v2
 from contract.wire.content import MAX_BODY_BYTES, BatchContent
 from contract.wire.errors import fail
 from contract.wire.header import (
@@ -92,7 +92,7 @@ def open_batch(
     elif len(raw) > MAX_BODY_BYTES:
         fail("too_large", f"body of {len(raw)} bytes, expected at most {MAX_BODY_BYTES}")
     if header.version >= REFERENCES_SINCE:
-        return header, body.decode_body(raw, resolve)
+        return header, body_decode.decode_body(raw, resolve)
     return header, body_v2.decode_body(raw)
 
 
