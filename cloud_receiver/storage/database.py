@@ -337,9 +337,9 @@ class Storage:
                 r.slot >= since,
                 r.slot < until,
             )
-            rows += [tuple(row) for row in self._rows(query)]
+            rows += [(m, q, int(s), v) for m, q, s, v in self._rows(query)]
         rows.sort()
-        return [(r[0], r[1], int(r[2]), r[3]) for r in rows]
+        return rows
 
     def meter_events(self, meters: Sequence[str], since: float, until: float) -> list[Event]:
         """Events about these meters with ``since <= at < until``, oldest first."""
