@@ -36,10 +36,10 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
-from typing import Literal
+from typing import Literal, Protocol
 
 from cloud_receiver.errors import EXIT_NO_DATA, ReceiverError
-from cloud_receiver.storage import MeterRecord, Storage
+from cloud_receiver.storage import MeterRecord
 from contract import quantities
 
 # Canonical names (docs/quantities.md): every protocol's meters are stored under them.
@@ -58,6 +58,15 @@ CENT = Decimal("0.01")
 BoundarySource = Literal["freeze", "slot", "interpolated"]
 
 Series = list[tuple[int, Decimal]]  # (slot, value) sorted by slot
+
+
+class Readings(Protocol):
+    """Where reports read register series from: a `Storage`, or a cache in front of one
+    that returns the same (`cloud_receiver.storage.series_cache`)."""
+
+    def series(
+        self, quantities: Sequence[str], meters: Sequence[str], since: int, until: int
+    ) -> list[tuple[str, str, int, str]]: ...
 
 
 class NotEnoughData(ReceiverError):
@@ -97,7 +106,7 @@ class MeterData:
 
 
 def load(
-    storage: Storage,
+    storage: Readings,
     meters: Iterable[str],
     quantities: Sequence[str],
     since: int,
@@ -119,7 +128,7 @@ def load(
 
 
 def load_days(
-    storage: Storage,
+    storage: Readings,
     meters: Iterable[str],
     first: dt.date,
     end: dt.date,

@@ -31,6 +31,7 @@ from cloud_receiver.applications.analytics.energy import (
     SLOT_S,
     SLOTS_PER_DAY,
     MeterDay,
+    Readings,
     SlotEnergy,
     add_slots,
     days_between,
@@ -40,7 +41,7 @@ from cloud_receiver.applications.analytics.energy import (
     slot_energy,
 )
 from cloud_receiver.applications.fleet.archive import Archive, ArchiveError
-from cloud_receiver.storage import MeterRecord, Storage
+from cloud_receiver.storage import MeterRecord
 
 Scope = Literal["meter", "account", "area"]
 PERIODS = ("sharp", "peak", "flat", "valley")  # 尖, 峰, 平, 谷
@@ -168,7 +169,7 @@ def meters_of(archive: Archive, scope: Scope, name: str) -> list[MeterRecord]:
 
 
 def usage_report(
-    storage: Storage,
+    storage: Readings,
     archive: Archive,
     scope: Scope,
     name: str,
