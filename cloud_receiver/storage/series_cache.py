@@ -26,7 +26,9 @@ from collections.abc import Sequence
 from cloud_receiver.storage.database import Storage
 
 CHUNK_S = 7 * 86_400  # a chunk: one week of slots (the current week is fetched again)
-MAX_ROWS = 400_000  # readings held at most (a year of one meter's register: ~35,000)
+# Readings held at most: ~180 bytes each (the value's text, its slot, the row), so about
+# 45 MB; a year of one meter's register is ~35,000.
+MAX_ROWS = 250_000
 
 Row = tuple[str, str, int, str]  # (meter, quantity, slot, value), as `Storage.series`
 _Key = tuple[str, tuple[str, ...], int]  # (meter, quantities, chunk)
@@ -82,8 +84,10 @@ class SeriesCache:
             rows = self.storage.series(
                 quantities, [meter], stale[0] * CHUNK_S, (stale[-1] + 1) * CHUNK_S
             )
-            for row in rows:
-                fresh[row[2] // CHUNK_S].append(row)
+            names: dict[str, str] = {}  # one string per quantity, not one per row
+            for _, quantity, slot, value in rows:
+                name = names.setdefault(quantity, quantity)
+                fresh[slot // CHUNK_S].append((meter, name, slot, value))
             with self._lock:
                 for k, got in fresh.items():
                     self._put((meter, quantities, k), got)
