@@ -37,6 +37,8 @@ from cloud_receiver.applications.analytics.energy import (
     FREEZE_FWD,
     Boundary,
     MeterData,
+    SlotEnergy,
+    add_slots,
     boundary,
     meter_days,
     midnight,
@@ -903,6 +905,46 @@ def test_slot_energy_spreads_a_gap_and_marks_it() -> None:
     gap = [slots[t + 900 * k] for k in range(1, 17)]
     assert all(s.kwh == pytest.approx(0.25) and not s.measured for s in gap)
     assert t + 17 * 900 not in slots
+
+
+def _add_slots_by_range(
+    parts: Sequence[dict[int, SlotEnergy]], since: int, until: int
+) -> list[SlotEnergy | None]:
+    """`add_slots` as it was: every slot of the range looked up in every meter."""
+    total: list[SlotEnergy | None] = []
+    for slot in range(since, until, 900):
+        got = [p.get(slot) for p in parts]
+        if not parts or any(g is None for g in got):
+            total.append(None)
+            continue
+        present = [g for g in got if g is not None]
+        total.append(
+            SlotEnergy(slot, sum(g.kwh for g in present), all(g.measured for g in present))
+        )
+    return total
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.dictionaries(
+            # slots on and off the 15-minute grid, before, inside and after the range
+            st.integers(-8, 70).map(lambda k: k * 450),
+            st.tuples(st.one_of(st.just(-0.0), st.floats(0, 10)), st.booleans()),
+            max_size=30,
+        ),
+        max_size=3,
+    )
+)
+def test_add_slots_walks_the_meters_slots_with_the_same_sums(
+    raw: list[dict[int, tuple[float, bool]]],
+) -> None:
+    """Walking the first meter's slots (the year's page) gives what looking up every slot
+    of the range gave: a slot only where every meter has it, summed in meter order."""
+    parts = [{s: SlotEnergy(s, kwh, m) for s, (kwh, m) in p.items()} for p in raw]
+    since, until = 0, 30 * 900
+    # repr: the same floats bit for bit (a sum of one is 0 + x: never -0.0)
+    assert repr(add_slots(parts, since, until)) == repr(_add_slots_by_range(parts, since, until))
 
 
 def test_time_of_use_schedule() -> None:

@@ -17,7 +17,17 @@ from typing import Any
 import httpx
 import pytest
 from sqlalchemy import select
-from web_harness import CONCENTRATOR, M1, M2, World, build_world, csrf_of, logged_in, serving
+from web_harness import (
+    CONCENTRATOR,
+    DAY0,
+    M1,
+    M2,
+    World,
+    build_world,
+    csrf_of,
+    logged_in,
+    serving,
+)
 
 from clitools.timefmt import site_tz
 from cloud_receiver.access import settings as access_settings
@@ -360,3 +370,32 @@ def test_the_fleet_page_counts_today_by_the_completeness_rule(tmp_path: Path) ->
     assert row.readings_today == 2
     assert row.expected_today == due
     assert report.overall().expected == 3 * due and report.overall().received == 2
+
+
+def test_the_usage_page_shows_readings_that_arrive_after_it_was_viewed(tmp_path: Path) -> None:
+    """The usage page reads the year through the server's `SeriesCache`: a reading
+    delivered late (the next midnight's, after a concentrator's backlog) shows at the
+    next view, in the day's energy and in the month's total."""
+    db = f"sqlite:///{tmp_path / 'r.db'}"
+    world = build_world(db, tmp_path)
+
+    def day_row(html: str) -> list[str]:
+        [row] = re.findall(r"<tr><td>2026-01-05</td>(.*?)</tr>", html)
+        return re.findall(r'<td class="num">([^<]*)</td>', row)
+
+    with serving(WebSettings(db, tmp_path / "secret.key")) as base:
+        c1 = logged_in(base, world, "c1", "customer")
+        before = c1.get("/my/usage?month=2026-01&lang=en")
+        assert before.status_code == 200
+        assert day_row(before.text)[-2] == "—"  # no 00:00 reading of the 6th yet
+        assert day_row(c1.get("/my/usage?month=2026-01&lang=en").text) == day_row(before.text)
+        storage = open_storage(db)
+        try:
+            storage.ingest(CONCENTRATOR, 2, 1, [
+                Reading(M1, "energy_fwd_total", DAY0 + 86400, "130.00", "kWh", DAY0 + 86403),
+            ], [], DAY0 + 90000)  # fmt: skip
+        finally:
+            storage.close()
+        after = day_row(c1.get("/my/usage?month=2026-01&lang=en").text)
+    assert after[-2] == "30.000"  # 130.00 - 100.000 kWh
+    assert after[-1] != day_row(before.text)[-1]  # the late energy is charged too

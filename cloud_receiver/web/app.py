@@ -23,6 +23,7 @@ from cloud_receiver.access import settings as access_settings
 from cloud_receiver.access.policy import AccessError
 from cloud_receiver.errors import NotFound, ReceiverError, StorageError
 from cloud_receiver.storage import Storage, open_storage
+from cloud_receiver.storage.series_cache import SeriesCache
 from cloud_receiver.web import api, pages
 from cloud_receiver.web.portal import customer, operator, operator_more
 from cloud_receiver.web.security import RateLimiter, WebState, security_headers
@@ -64,6 +65,7 @@ def create_app(settings: WebSettings, storage: Storage | None = None) -> FastAPI
         store,
         Fernet(fernet_key(secret)),
         RateLimiter(settings.login_attempts, settings.login_window_s),
+        SeriesCache(store),
     )
     app.add_middleware(
         SessionMiddleware,

@@ -47,6 +47,7 @@ from cloud_receiver.access.policy import (
     authorize,
 )
 from cloud_receiver.storage import Storage
+from cloud_receiver.storage.series_cache import SeriesCache
 from cloud_receiver.web.settings import WebSettings
 
 CSRF_FIELD = "csrf_token"
@@ -89,6 +90,7 @@ class WebState:
     storage: Storage
     fernet: Fernet
     limiter: RateLimiter
+    series: SeriesCache  # the customers' usage pages read their year through it
     extra: dict[str, Any] = field(default_factory=dict)
 
 

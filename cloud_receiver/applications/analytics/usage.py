@@ -31,6 +31,7 @@ from cloud_receiver.applications.analytics.energy import (
     SLOT_S,
     SLOTS_PER_DAY,
     MeterDay,
+    Readings,
     SlotEnergy,
     add_slots,
     days_between,
@@ -40,7 +41,7 @@ from cloud_receiver.applications.analytics.energy import (
     slot_energy,
 )
 from cloud_receiver.applications.fleet.archive import Archive, ArchiveError
-from cloud_receiver.storage import MeterRecord, Storage
+from cloud_receiver.storage import MeterRecord
 
 Scope = Literal["meter", "account", "area"]
 PERIODS = ("sharp", "peak", "flat", "valley")  # 尖, 峰, 平, 谷
@@ -168,7 +169,7 @@ def meters_of(archive: Archive, scope: Scope, name: str) -> list[MeterRecord]:
 
 
 def usage_report(
-    storage: Storage,
+    storage: Readings,
     archive: Archive,
     scope: Scope,
     name: str,
@@ -186,7 +187,7 @@ def usage_report(
     slots = [slot_energy(m, data[m.meter], since, until, max_gap_s) for m in meters]
     summed = add_slots(slots, since, until)
     out_days = [_day(day, i, per_meter, summed, tou) for i, day in enumerate(days)]
-    curve = tuple(s if s is not None and s.measured else None for s in summed)
+    curve = tuple([s if s is not None and s.measured else None for s in summed])
     return UsageReport(
         scope,
         name,
@@ -227,11 +228,14 @@ def _day(
     slots = summed[i * SLOTS_PER_DAY : (i + 1) * SLOTS_PER_DAY]
     split = dict.fromkeys(tou.periods, 0.0)
     by_hour = [0.0] * 24
-    for q, s in enumerate(slots):
-        if s is not None:
-            split[tou.period(q)] += s.kwh
-            by_hour[q // 4] += s.kwh
-    known = [s for s in slots if s is not None]
+    if not any(slots):  # SlotEnergy is always true: a day without data (most of a year)
+        known: list[SlotEnergy] = []
+    else:
+        for q, s in enumerate(slots):
+            if s is not None:
+                split[tou.period(q)] += s.kwh
+                by_hour[q // 4] += s.kwh
+        known = [s for s in slots if s is not None]
     measured = [s.kw for s in known if s.measured]
     notes = [f"{p.meter}: {p.problem}" for p in missing]
     if any(p.estimated for p in parts):

@@ -26,7 +26,7 @@ from cloud_receiver.applications.analytics import energy
 from cloud_receiver.applications.analytics.usage import subrange
 from cloud_receiver.web.portal import common, reads
 from cloud_receiver.web.portal.common import render, see_other
-from cloud_receiver.web.security import Caller, check_csrf
+from cloud_receiver.web.security import Caller, check_csrf, state
 
 router = APIRouter(prefix="/my", include_in_schema=False)
 Customer = Annotated[Caller, Depends(common.customer)]
@@ -72,7 +72,8 @@ def usage(request: Request, caller: Customer, account: str = "", month: str = ""
     end = common.next_month(first)
     shown_end = max(first + dt.timedelta(days=1), min(end, common.today() + dt.timedelta(days=1)))
     year_first = (first.replace(day=1) - dt.timedelta(days=330)).replace(day=1)
-    year = reads.customer_usage(caller.storage, acc, year_first, shown_end, common.tz())
+    year = reads.customer_usage(caller.storage, acc, year_first, shown_end, common.tz(),
+                                state(request).series)  # fmt: skip
     report = subrange(year, first, shown_end, acc.tariff.tou)  # one read for both
     costs = reads.day_charges(report, acc.tariff)
     caller.read("customer usage", f"account:{acc.account}", customers=1, month=f"{first:%Y-%m}")

@@ -343,15 +343,18 @@ def used_since(storage: Storage, acc: prepay.Account, since: int, now: float) ->
 
 
 def customer_usage(
-    storage: Storage, acc: prepay.Account, first: dt.date, end: dt.date, tz: dt.tzinfo
-) -> usage.UsageReport:
-    """The account meter's daily and monthly usage split by its own tariff's periods."""
+    storage: Storage, acc: prepay.Account, first: dt.date, end: dt.date, tz: dt.tzinfo,
+    series: energy.Readings | None = None,
+) -> usage.UsageReport:  # fmt: skip
+    """The account meter's daily and monthly usage split by its own tariff's periods;
+    the register series read through ``series`` when given (the web server's
+    `SeriesCache`, which returns what the database holds)."""
     record = record_of(storage, acc.meter)
     if record.multiplier != acc.multiplier:
         record = MeterRecord(record.meter, record.area, record.role, record.account,
                              record.group, acc.multiplier)  # fmt: skip
-    return usage.usage_report(storage, Archive([record]), "meter", acc.meter, first, end, tz,
-                              acc.tariff.tou)  # fmt: skip
+    return usage.usage_report(series or storage, Archive([record]), "meter", acc.meter, first,
+                              end, tz, acc.tariff.tou)  # fmt: skip
 
 
 def day_charges(report: usage.UsageReport, tariff: prepay.Tariff) -> list[Decimal | None]:
