@@ -23,14 +23,14 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from clitools.options import Decorator
 from clitools.timefmt import iso
-from cloud_receiver.access.policy import ANY, Action, Denied, Principal, Resource, authorize
+from cloud_receiver.access.acting import Acting
+from cloud_receiver.access.policy import ANY, Action, Denied, Principal, Resource
 from cloud_receiver.cli.common import duration, open_db
 from cloud_receiver.errors import EXIT_DENIED, EXIT_FAILURE, ReceiverError
 
 if TYPE_CHECKING:
     from cloud_receiver.access.requests import Request
     from cloud_receiver.storage import Storage
-    from cloud_receiver.storage.audit import Entry
 
 POLL_S = 0.2
 
@@ -71,51 +71,21 @@ def session_path(session_file: Path | None) -> Path:
 
 
 @dataclass
-class Actor:
-    """An operator acting through a checked session."""
+class Actor(Acting):
+    """An operator acting through a checked session (`Acting`: the role check and the
+    audit, as the portal's)."""
 
     storage: Storage
     principal: Principal
     key: Ed25519PrivateKey
     expires_at: float
 
-    def require(self, action: Action, resource: Resource = ANY) -> None:
-        """`authorize`; a refusal is audited, then raised (exit 4)."""
-        decision = authorize(self.principal, action, resource)
-        if decision:
-            return
-        self.record(
-            "denied",
-            str(action),
-            str(resource),
-            outcome="denied",
-            detail={"reason": decision.reason},
-        )
-        raise Denied(decision.reason)
+    @property
+    def signing_key(self) -> Ed25519PrivateKey:
+        return self.key
 
-    def record(
-        self,
-        kind: str,
-        action: str,
-        target: str,
-        *,
-        outcome: str = "ok",
-        detail: dict[str, Any] | None = None,
-    ) -> Entry:
-        from cloud_receiver.access import audit
-
-        with self.storage.transaction() as tx:
-            return audit.record(
-                tx,
-                self.principal,
-                kind=kind,
-                action=action,
-                target=target,
-                at=time.time(),
-                outcome=outcome,
-                detail=detail,
-                key=self.key,
-            )
+    def refusal(self, reason: str) -> Exception:
+        return Denied(reason)  # exit 4
 
     def read(
         self,
@@ -128,24 +98,10 @@ class Actor:
     ) -> None:
         """Audit a read of customer data (``export``: the format it leaves in: csv, json,
         png) before it is shown, and raise the abnormal-access alert at its threshold."""
-        from cloud_receiver.access import audit, settings
-
         doc = {"what": what, "customers": customers, **(detail or {})}
         if export:
             doc["format"] = export
-        now = time.time()
-        with self.storage.transaction() as tx:
-            audit.record(
-                tx,
-                self.principal,
-                kind="export" if export else "read",
-                action=str(Action.DATA_READ),
-                target=target,
-                at=now,
-                detail=doc,
-                key=self.key,
-            )
-            audit.after_read(tx, self.principal, settings.load(tx), now)
+        self.audit_read("export" if export else "read", target, doc, alert=True)
 
     def submit(self, kind: str, params: dict[str, Any], attachment: bytes | None = None) -> Request:
         from cloud_receiver.applications import requests

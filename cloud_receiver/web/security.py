@@ -36,15 +36,13 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from fastapi import HTTPException, Request
 
 from cloud_receiver.access import audit, customers, sessions, tokens
-from cloud_receiver.access import settings as access_settings
+from cloud_receiver.access.acting import Acting
 from cloud_receiver.access.policy import (
-    ANY,
     AccessError,
     Action,
     Principal,
     Resource,
     Role,
-    authorize,
 )
 from cloud_receiver.storage import Storage
 from cloud_receiver.storage.series_cache import SeriesCache
@@ -116,7 +114,7 @@ def limit(request: Request) -> None:
 
 
 @dataclass
-class Caller:
+class Caller(Acting):
     """An authenticated caller: the principal `authorize` judges, and (operators) the
     key that signs their audit entries and requests."""
 
@@ -141,60 +139,18 @@ class Caller:
                 owner = name if kind == "customer" else None
         return Resource(kind, name, owner)
 
-    def require(self, action: Action, resource: Resource = ANY) -> None:
-        """`authorize`; a refusal is audited, then answered 403 with its reason."""
-        decision = authorize(self.principal, action, resource)
-        if decision:
-            return
-        self.record(
-            "denied",
-            str(action),
-            str(resource),
-            outcome="denied",
-            detail={"reason": decision.reason},
-        )
-        raise HTTPException(403, decision.reason)
+    @property
+    def signing_key(self) -> Ed25519PrivateKey | None:
+        return self.key
 
-    def record(
-        self,
-        kind: str,
-        action: str,
-        target: str,
-        *,
-        outcome: str = "ok",
-        detail: dict[str, Any] | None = None,
-    ) -> None:
-        with self.storage.transaction() as tx:
-            audit.record(
-                tx,
-                self.principal,
-                kind=kind,
-                action=action,
-                target=target,
-                at=time.time(),
-                outcome=outcome,
-                detail=detail,
-                key=self.key,
-            )
+    def refusal(self, reason: str) -> Exception:
+        return HTTPException(403, reason)
 
     def read(self, what: str, target: str, *, customers: int, **detail: Any) -> None:
         """Audit a view of customer data (``customers``: how many customers' data it
         shows; 0 for fleet data) and raise the abnormal-access alert at its threshold."""
-        now = time.time()
         doc = {"what": what, "customers": customers, "via": self.via, **detail}
-        with self.storage.transaction() as tx:
-            audit.record(
-                tx,
-                self.principal,
-                kind="read",
-                action=str(Action.DATA_READ),
-                target=target,
-                at=now,
-                detail=doc,
-                key=self.key,
-            )
-            if customers and not self.is_customer:
-                audit.after_read(tx, self.principal, access_settings.load(tx), now)
+        self.audit_read("read", target, doc, alert=bool(customers) and not self.is_customer)
 
 
 # ------------------------------------------------------------------ response headers
