@@ -223,6 +223,10 @@ _ADD_OFFSET = bytes((b + DATA_OFFSET) & 0xFF for b in range(256))
 _REMOVE_OFFSET = bytes((b - DATA_OFFSET) & 0xFF for b in range(256))
 
 
+_READ_HEAD = bytes([START])
+_READ_MID = bytes([START, 0x11, 4])  # Function.READ_DATA, four DATA bytes (the DI)
+
+
 def checksum(data: bytes | bytearray) -> int:
     return sum(data) & 0xFF
 
@@ -329,6 +333,22 @@ def _di_bytes(di: int) -> bytes:
 
 def build_read(address: str, di: int, params: bytes = b"", *, preamble: int = 4) -> bytes:
     """0x11 read data: DI (4 bytes, DI0 first) and optional parameters (load profile)."""
+    if (
+        not params
+        and len(address) == 12
+        and address.isascii()
+        and address.isdigit()
+        and 0 <= di <= 0xFFFFFFFF
+    ):
+        # The daemon's request, once per read: the bytes `encode_frame` gives, without
+        # the Frame and the general checks a 12-digit address and a 4-byte DI pass.
+        body = (
+            _READ_HEAD
+            + bytes.fromhex(address)[::-1]
+            + _READ_MID
+            + di.to_bytes(4, "little").translate(_ADD_OFFSET)
+        )
+        return b"\xfe" * preamble + body + bytes((sum(body) & 0xFF, END))
     return encode_frame(
         Frame(address, Function.READ_DATA, _di_bytes(di) + params), preamble=preamble
     )
@@ -768,10 +788,14 @@ def _ordinal(n: int) -> str:
 
 def decode_value(entry: DataId, raw: bytes) -> Value:
     """Meter's value bytes (offset already removed, low byte first) → a Python value."""
+    kind = entry.kind
+    if kind == "bcd" and len(raw) == entry.length:
+        digits = raw[::-1].hex()
+        if digits.isdigit():  # every nibble 0..9: the usual reply, as `from_bcd` reads it
+            return Decimal(int(digits)).scaleb(-entry.decimals)
     what = f"{entry.name} ({entry.code})"
     if len(raw) != entry.length:
         raise FrameError(f"{what}: {len(raw)} value bytes, expected {entry.length}")
-    kind = entry.kind
     if kind == "bcd":
         return Decimal(from_bcd(raw, what=what)).scaleb(-entry.decimals)
     if kind == "sbcd":

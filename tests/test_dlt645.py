@@ -1567,3 +1567,43 @@ def test_format_value_and_wire_time() -> None:
     # docs/protocols.md §5.2: 40 bytes at 2400 8E1 = 440 bits = 183.3 ms
     assert wire_time(40, 2400) == pytest.approx(0.18333, abs=1e-4)
     assert wire_time(40, 0) == 0.0
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.text("0123456789", min_size=12, max_size=12),
+    st.integers(0, 0xFFFFFFFF),
+    st.integers(0, 4),
+)
+def test_build_read_fast_path_is_the_general_frame(address: str, di: int, preamble: int) -> None:
+    """The daemon's read request (12 digits, no parameters) is built in one step; it
+    must be byte for byte the frame `encode_frame` gives."""
+    general = encode_frame(
+        Frame(address, Function.READ_DATA, di.to_bytes(4, "little")),
+        preamble=preamble,
+    )
+    assert build_read(address, di, preamble=preamble) == general
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.sampled_from([e for e in DATA_IDS.values() if e.kind == "bcd"]), st.data())
+def test_bcd_fast_path_decodes_as_from_bcd(entry: DataId, data: st.DataObject) -> None:
+    """Plain BCD values take a shortcut; the value (digits and exponent) and the refusal
+    of a non-BCD byte must be those of `from_bcd`."""
+    raw = data.draw(
+        st.lists(
+            st.one_of(st.integers(0, 255), st.sampled_from([0x00, 0x09, 0x90, 0x99, 0xFF])),
+            min_size=entry.length,
+            max_size=entry.length,
+        ).map(bytes)
+    )
+    try:
+        expected: Decimal | None = Decimal(from_bcd(raw)).scaleb(-entry.decimals)
+    except FrameError:
+        expected = None
+    if expected is None:
+        with pytest.raises(FrameError):
+            decode_value(entry, raw)
+        return
+    got = decode_value(entry, raw)
+    assert isinstance(got, Decimal) and got.as_tuple() == expected.as_tuple()
