@@ -18,6 +18,10 @@ in the same run:
   a 1,000,000-reading backlog (target <= 45 MB).
 - daemon_uplink_rss_mb: what importing the uplink's stack adds to that RSS (the
   benchmark's config has no [uplink]; a concentrator with one pays it).
+- daemon_peak_rss_uplink_mb: the same run as a concentrator runs it, with the [uplink]
+  of a provisioning, a private Mosquitto and ``cloud-receiver run`` acking, so the
+  window covers the uplink draining the backlog (target <= 45 MB, not met: see
+  CHANGELOG.md, issue 22 item 4, for where the memory goes).
 - store_commit_rps, store_bytes_per_reading: group commits of 1,000 readings, FULL sync.
 - store_encrypted_commit_rps: the same commits into a SQLCipher-encrypted store, in the
   same run (target: at least 0.5 of store_commit_rps); store_encrypted_ratio is that
@@ -29,6 +33,7 @@ concentrator runs it; ``--plain`` takes them with a plaintext store for comparis
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -40,9 +45,11 @@ from pathlib import Path
 import pymodbus_ref  # beside this script (bench/ is no package)
 
 from clitools.files import write_file
+from cloud_receiver.public import LocalBroker, pki
 from concentrator.public import Store
 from contract.records import Reading
 from drivers import dlt645
+from hil_sim.fleet import add_uplink
 from hil_sim.process import SimProcess
 
 ENERGY = [
@@ -206,39 +213,92 @@ def bench_cpu(window: float) -> tuple[float, int]:
     return (_reads(s1) - _reads(s0)) / max(c1 - c0, 1e-9), _missing(s1) - _missing(s0)
 
 
-def bench_rss(backlog: int, window: float) -> float:
-    with tempfile.TemporaryDirectory() as t:
+CID = "dc-bench-rss"
+
+
+def _backlog(db: Path, backlog: int) -> None:
+    with Store.open(db, key=_key()) as store:
+        slot0 = 1_700_000_000
+        batch = []
+        for i in range(backlog):
+            batch.append(
+                Reading(
+                    f"{i % 2048 + 1:012d}",
+                    "energy_fwd_total",
+                    slot0 + (i // 2048) * 900,
+                    f"{1000 + i / 100:.2f}",
+                    "kWh",
+                    slot0 + (i // 2048) * 900 + 5.0,
+                )
+            )
+            if len(batch) == 10_000:
+                store.add_readings(batch)
+                batch.clear()
+        store.add_readings(batch)
+
+
+def _receiver(broker: LocalBroker, db: Path, log: Path) -> subprocess.Popen[bytes]:
+    """``cloud-receiver run``: acks the uplink's batches, so the backlog drains."""
+    with log.open("wb") as fh:
+        return subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "cloud_receiver",
+                "run",
+                "--broker",
+                broker.address,
+                "--pki-dir",
+                str(broker.pki_dir),
+                "--db",
+                f"sqlite:///{db}",
+            ],
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+        )
+
+
+def bench_rss(backlog: int, window: float, uplink: bool = False) -> float:
+    """Peak RSS of ``concentrator run`` with 2,048 meters on 8 buses and ``backlog``
+    readings in the outbox. With ``uplink`` the config has the ``[uplink]`` of a
+    provisioning and a private Mosquitto and ``cloud-receiver run`` take its batches, so
+    the window covers the uplink draining the backlog, as after an outage."""
+    with tempfile.TemporaryDirectory() as t, contextlib.ExitStack() as stack:
         tmp = Path(t)
         sim, cfg, db = _fleet(tmp, "--buses", "8", "--meters-per-bus", "256", "--baud", "0")
+        stack.callback(sim.stop)
         _set_tasks(cfg, ["energy_fwd_total"], "1m")
-        with Store.open(db, key=_key()) as store:
-            slot0 = 1_700_000_000
-            batch = []
-            for i in range(backlog):
-                batch.append(
-                    Reading(
-                        f"{i % 2048 + 1:012d}",
-                        "energy_fwd_total",
-                        slot0 + (i // 2048) * 900,
-                        f"{1000 + i / 100:.2f}",
-                        "kWh",
-                        slot0 + (i // 2048) * 900 + 5.0,
-                    )
-                )
-                if len(batch) == 10_000:
-                    store.add_readings(batch)
-                    batch.clear()
-            store.add_readings(batch)
+        _backlog(db, backlog)
+        if uplink:
+            broker = stack.enter_context(LocalBroker(tmp / "broker"))
+            frag = pki.provision(
+                broker.pki_dir, CID, broker_host="127.0.0.1", broker_port=broker.port
+            )
+            add_uplink(cfg, frag, concentrator_id=CID)
+            receiver = _receiver(broker, tmp / "receiver.db", tmp / "receiver.log")
+            stack.callback(_stop, receiver)
         proc = _daemon(cfg)
-        try:
-            _status(db.with_suffix(".status.json"))
-            time.sleep(window)
-            peak = _hwm_mb(proc.pid)
-        finally:
-            proc.terminate()
-            proc.wait(60)
-            sim.stop()
-    return peak
+        stack.callback(_stop, proc)
+        status_file = db.with_suffix(".status.json")
+        _status(status_file)
+        time.sleep(window)
+        if proc.poll() is not None:
+            raise RuntimeError(f"the daemon exited with {proc.returncode}")
+        peak = _hwm_mb(proc.pid)
+        if uplink:  # measured what it claims: an uplink that sent and had batches acked
+            up = _status(status_file).get("uplink")
+            if not isinstance(up, dict) or not up["readings_acked"]:
+                raise RuntimeError(f"the uplink delivered nothing: {up}")
+        return peak
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    proc.terminate()
+    try:
+        proc.wait(60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 _UPLINK_RSS = """
@@ -296,6 +356,8 @@ def main() -> int:
     rss = bench_rss(20_000 if quick else 1_000_000, 3 if quick else 20)
     print(f"BENCH daemon_peak_rss_mb {rss:.1f} MB")
     print(f"BENCH daemon_uplink_rss_mb {uplink_rss_mb():.1f} MB")
+    rss_up = bench_rss(20_000 if quick else 1_000_000, 3 if quick else 20, uplink=True)
+    print(f"BENCH daemon_peak_rss_uplink_mb {rss_up:.1f} MB")
     n = 5_000 if quick else 200_000
     rps, bpr = bench_store(n)
     print(f"BENCH store_commit_rps {rps:.0f} readings/s")
