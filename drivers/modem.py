@@ -18,7 +18,7 @@ import contextlib
 import logging
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from drivers.at_command import (
     BOOT_URCS,
@@ -47,6 +47,7 @@ from drivers.at_command import (
     parse_text,
     split_fields,
 )
+from drivers.at_timeouts import AtTimeouts as AtTimeouts  # re-exported: its old home
 from drivers.errors import BusError, FrameError, ModemError, ModemHung, ModemTimeout
 from drivers.serial_bus import Parity, open_uart
 
@@ -96,35 +97,6 @@ class ModemInfo:
     model: str
     revision: str
     imei: str
-
-
-# ---------------------------------------------------------------------- timeouts
-@dataclass(frozen=True)
-class AtTimeouts:
-    """How long each command may take before it counts as unanswered, in seconds.
-
-    Maximum response times from the Quectel EC2x/EG9x AT manual [M] (SIMCom's are
-    shorter): 300 ms for AT, ATE, +CSQ, +CREG?, +CGMI …; 15 s for +CFUN; 140 s for
-    +CGATT; 180 s for +COPS. Booting after a reset takes a module 10–15 s until it
-    answers again (RDY); a USB module also re-enumerates its serial ports.
-    """
-
-    default_s: float = 1.0  # 300 ms plus room for a loaded UART or USB stack
-    cfun_s: float = 15.0
-    cgatt_s: float = 140.0
-    cops_s: float = 180.0
-    boot_s: float = 60.0
-
-    def scaled(self, factor: float) -> AtTimeouts:
-        """Every timeout × ``factor`` (tests against an emulator that runs faster),
-        except ``default_s``: a short command's wait is about the host, not the radio."""
-        return replace(
-            self,
-            cfun_s=self.cfun_s * factor,
-            cgatt_s=self.cgatt_s * factor,
-            cops_s=self.cops_s * factor,
-            boot_s=self.boot_s * factor,
-        )
 
 
 READY_RETRY_S = 0.5  # between attempts to reopen a port that vanished during a reset

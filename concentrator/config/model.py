@@ -20,12 +20,13 @@ from typing import TYPE_CHECKING, Literal
 
 from concentrator.config.issues import ConfigIssue
 from contract.timezone import parse_utc_offset
-from drivers.modem import AtTimeouts
-from drivers.plc_bus import PlcSettings
+from drivers.at_timeouts import AtTimeouts
 from drivers.serial_bus import Parity, SerialSettings
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+    from drivers.plc_bus import PlcSettings
 
 DEFAULT_CONTROL_SOCKET = Path("/run/meterflow/concentrator.sock")
 DAY_S = 86_400
@@ -137,7 +138,10 @@ class BusConfig:
 
     def plc_settings(self, time_scale: float = 1.0) -> PlcSettings:
         """Carrier time (routing, relays, the meter) runs on the daemon's clock, so a
-        scaled test clock scales these timeouts; the UART itself does not."""
+        scaled test clock scales these timeouts; the UART itself does not. The carrier's
+        driver is imported here, by a carrier bus only."""
+        from drivers.plc_bus import PlcSettings
+
         return PlcSettings(
             port=self.port,
             baud=self.baud,

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from contract.quantities import LEGACY_HINT
 from drivers import dlt645, dlt645_1997
-from drivers.dlt698.objects import CANONICAL as DLT698_CANONICAL
 from drivers.meter_quantities import DLT698_DAILY_FREEZE
 from drivers.modbus_rtu import canonical_registers
 
@@ -18,6 +17,8 @@ def valid_names(protocol: str, model: str | None) -> tuple[str, ...]:
     if protocol == "dlt645-1997":
         return tuple(dict.fromkeys(m.name for m in dlt645_1997.CANONICAL.values()))
     if protocol == "dlt698":
+        from drivers.dlt698.objects import CANONICAL as DLT698_CANONICAL  # a 698.45 meter's
+
         names = [m.name for m in DLT698_CANONICAL.values()] + list(DLT698_DAILY_FREEZE)
         return tuple(dict.fromkeys(names))
     return tuple(canonical_registers(model or "sdm630"))

@@ -16,9 +16,7 @@ from concentrator.config import Config, MeterConfig
 from concentrator.errors import ConcentratorError
 from concentrator.polling.bus_worker import BusAction
 from drivers import dlt645, dlt698, meter_quantities
-from drivers import gdw1376_2 as gdw
 from drivers.errors import BusTimeout, FrameError, MeterError
-from drivers.plc_bus import Plc645Channel
 from drivers.readers import Dlt645Reader, Dlt645Transport, QuantityValue
 
 COMMAND_WITHIN_S = 30.0  # real seconds a relay or time command may wait for its bus
@@ -46,7 +44,12 @@ class BusTurns(Protocol):
 
 
 def _dlt698_channel(reader: Dlt645Reader) -> Dlt645Transport:
-    """The reader's channel, for 698.45 frames: a carrier module is told their type."""
+    """The reader's channel, for 698.45 frames: a carrier module is told their type.
+    The carrier's drivers are imported here, not with the module: a daemon without a
+    carrier bus never loads them."""
+    from drivers import gdw1376_2 as gdw
+    from drivers.plc_bus import Plc645Channel
+
     if isinstance(reader.bus, Plc645Channel):
         return Plc645Channel(reader.bus.plc, protocol=gdw.ProtocolType.DLT698_45)
     return reader.bus

@@ -28,7 +28,6 @@ from concentrator.polling.backfill import DayPlan, FreezeBackfill, is_freeze_tas
 from concentrator.polling.bus_worker import BusAction, BusWorker, Job, Priority, stored_names
 from concentrator.polling.health import Health, HealthTracker
 from concentrator.polling.loadprofile import LoadBackfill
-from concentrator.polling.plc_worker import PlcWorker
 from concentrator.polling.roster import Roster
 from concentrator.storage import StoreWriter
 from contract.records import Event
@@ -72,6 +71,10 @@ class Polling:
         self.workers = {}
         for b in cfg.buses:
             if b.type == "plc":
+                # Imported by a carrier bus only: a daemon with none does not load the
+                # Q/GDW 1376.2 and carrier drivers.
+                from concentrator.polling.plc_worker import PlcWorker
+
                 self.workers[b.name] = PlcWorker(
                     b,
                     meters=[
