@@ -268,8 +268,6 @@ class Daemon:
         """The uplink, and what arrives over it: signed commands and software updates."""
         assert cfg.uplink is not None and self.store is not None and self.writer is not None
         assert self.polling is not None
-        from concentrator.control.command_runner import CommandRunner
-        from concentrator.update.updater import Updater
         from concentrator.uplink.mqtt import Uplink
 
         polling = self.polling
@@ -282,6 +280,8 @@ class Daemon:
         )
         self._uplink_tasks = []
         if cfg.update is not None:
+            from concentrator.update.updater import Updater  # with [update] only: RSS
+
             self.updater = Updater(
                 cfg.update,
                 releases=Releases(cfg.releases_dir),
@@ -295,6 +295,8 @@ class Daemon:
             uplink.on_package = self.updater.on_chunk
         key = cfg.uplink.command_key()
         if key is not None:
+            from concentrator.control.command_runner import CommandRunner
+
             self.commands = CommandRunner(
                 key,
                 targets=polling,
