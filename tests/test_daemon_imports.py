@@ -1,7 +1,8 @@
 """What `concentrator run` imports is what its config uses (issue 22, item 4): every
 module costs the daemon RSS, so a site with only Modbus meters does not load the carrier
-(Q/GDW 1376.2) or modem drivers. The daemon runs as `concentrator run` does and reports,
-at exit, which of the project's driver modules it had imported."""
+(Q/GDW 1376.2) or modem drivers, and one with an encrypted store not the standard
+library's SQLite beside SQLCipher. The daemon runs as `concentrator run` does and
+reports, at exit, which of those modules it had imported."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from pathlib import Path
 
 from helpers import wait_for
 
+from clitools.files import write_file
 from concentrator.storage import Store
 from hil_sim.process import SimProcess
 
@@ -18,7 +20,7 @@ _RUN_AND_REPORT = """
 import atexit, runpy, sys
 out, config = sys.argv[1], sys.argv[2]
 atexit.register(lambda: open(out, "w").write(
-    ",".join(sorted(m for m in sys.modules if m.startswith("drivers.")))))
+    ",".join(sorted(m for m in sys.modules if m.startswith(("drivers.", "sqlite3"))))))
 sys.argv = ["concentrator", "run", "--config", config]
 runpy.run_module("concentrator", run_name="__main__")
 """
@@ -28,14 +30,19 @@ runpy.run_module("concentrator", run_name="__main__")
 NOT_FOR_MODBUS = ("drivers.gdw1376_2", "drivers.plc_bus", "drivers.modem", "drivers.at_command")
 
 
+KEY = bytes(range(32))
+
+
 def _stored(db: Path) -> int:
     if not db.exists():
         return 0
-    with Store.open(db) as store:
+    with Store.open(db, key=KEY) as store:
         return len(store.get_readings())
 
 
-def test_a_modbus_only_daemon_imports_no_carrier_or_modem_driver(tmp_path: Path) -> None:
+def test_a_modbus_only_encrypted_daemon_imports_no_carrier_modem_or_plain_sqlite(
+    tmp_path: Path,
+) -> None:
     cfg, db, imported = tmp_path / "c.toml", tmp_path / "store.db", tmp_path / "imported"
     (tmp_path / "links").mkdir()
     sim = SimProcess(
@@ -44,6 +51,8 @@ def test_a_modbus_only_daemon_imports_no_carrier_or_modem_driver(tmp_path: Path)
          "--write-config", str(cfg), "--store", str(db)]
     )  # fmt: skip
     sim.start()
+    write_file(tmp_path / "store.key", KEY.hex() + "\n")
+    cfg.write_text(cfg.read_text().replace("[storage]\n", '[storage]\nkey_file = "store.key"\n', 1))
     log = (tmp_path / "daemon.log").open("wb")
     proc = subprocess.Popen(
         [sys.executable, "-c", _RUN_AND_REPORT, str(imported), str(cfg)],
@@ -64,4 +73,4 @@ def test_a_modbus_only_daemon_imports_no_carrier_or_modem_driver(tmp_path: Path)
             sim.stop()
     modules = set(imported.read_text().split(","))
     assert "drivers.modbus_rtu" in modules  # the report lists what was really used
-    assert not modules & set(NOT_FOR_MODBUS), (tmp_path / "daemon.log").read_text()
+    assert not modules & {*NOT_FOR_MODBUS, "sqlite3"}, (tmp_path / "daemon.log").read_text()

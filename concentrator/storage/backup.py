@@ -20,9 +20,9 @@ from __future__ import annotations
 
 import contextlib
 import os
-import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from clitools.files import private_database
 from concentrator.config.model import StorageSection
@@ -31,6 +31,9 @@ from concentrator.storage.errors import StoreError, StoreKeyError
 from concentrator.storage.readings import BATCH_COUNTER
 from concentrator.storage.store import store_key
 from contract import wire
+
+if TYPE_CHECKING:
+    import sqlite3  # the annotations' type; the driver is `engine`'s to load
 
 # Pages copied per step: small steps let the daemon's writer in between them (SQLite
 # restarts a step's copy only if the source changed through another connection).

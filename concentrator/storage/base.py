@@ -12,13 +12,12 @@ import errno
 import json
 import logging
 import os
-import sqlite3
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
-from typing import Literal, Self, cast
+from typing import TYPE_CHECKING, Literal, Self, cast
 
 from clitools.files import private_database
 from concentrator.storage.engine import (
@@ -44,14 +43,19 @@ from concentrator.storage.schema import (
 )
 from contract.records import Event
 
+if TYPE_CHECKING:
+    import sqlite3  # the annotations' type; the driver is `engine`'s to load
+
 log = logging.getLogger(__name__)
 
 Synchronous = Literal["FULL", "NORMAL"]
 
 _WAL_LIMIT_BYTES = 4 * 1024 * 1024  # about SQLite's default autocheckpoint of 1,000 pages
 
-_CORRUPT_CODES = frozenset({sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB})
-_FULL_CODES = frozenset({sqlite3.SQLITE_FULL, sqlite3.SQLITE_IOERR})
+# SQLite's primary result codes (sqlite3.h), the same in either driver (`engine`).
+SQLITE_IOERR, SQLITE_CORRUPT, SQLITE_FULL, SQLITE_NOTADB = 10, 11, 13, 26
+_CORRUPT_CODES = frozenset({SQLITE_CORRUPT, SQLITE_NOTADB})
+_FULL_CODES = frozenset({SQLITE_FULL, SQLITE_IOERR})
 
 
 def _error_code(exc: sqlite3.Error) -> int | None:
@@ -87,7 +91,7 @@ def _check_key(conn: sqlite3.Connection, path: Path) -> None:
     try:
         conn.execute("SELECT count(*) FROM sqlite_schema").fetchone()
     except database_errors() as exc:
-        if _error_code(exc) != sqlite3.SQLITE_NOTADB:
+        if _error_code(exc) != SQLITE_NOTADB:
             raise
         raise StoreKeyError(
             f"{path}: the key does not open this store (a wrong [storage] key_file, or "

@@ -21,17 +21,22 @@ from __future__ import annotations
 import contextlib
 import importlib
 import os
-import sqlite3
 import sys
 from pathlib import Path
 from types import ModuleType
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from clitools.files import create_file
+
+if TYPE_CHECKING:
+    import sqlite3
 
 __all__ = ["CACHE_KIB", "connect", "database_errors", "encrypt_in_place", "errors", "is_plaintext"]
 
 _SQLCIPHER = "sqlcipher3.dbapi2"
+# The standard library's driver, imported by a plaintext store only: an encrypted one
+# does not pay its libsqlite3 (about 0.9 MB of RSS) beside SQLCipher's.
+_SQLITE = "sqlite3"
 # The store's page cache, per connection. The daemon's own working set is small (the
 # newest leaf and index pages it inserts into, the slot it checks); the quick_check at
 # open reads every page and would otherwise fill SQLite's default 2 MiB for nothing.
@@ -46,17 +51,17 @@ def _sqlcipher() -> ModuleType:
 
 
 def _loaded() -> list[Any]:
-    cipher = sys.modules.get(_SQLCIPHER)
-    return [sqlite3] if cipher is None else [sqlite3, cipher]
+    """The drivers imported so far: an error can only come from one of them."""
+    return [m for m in (sys.modules.get(_SQLITE), sys.modules.get(_SQLCIPHER)) if m is not None]
 
 
 def errors() -> tuple[type[sqlite3.Error], ...]:
     """``sqlite3.Error`` of every SQLite driver loaded: ``except errors() as exc``."""
-    return tuple(cast(type[sqlite3.Error], m.Error) for m in _loaded())
+    return tuple(cast("type[sqlite3.Error]", m.Error) for m in _loaded())
 
 
 def database_errors() -> tuple[type[sqlite3.DatabaseError], ...]:
-    return tuple(cast(type[sqlite3.DatabaseError], m.DatabaseError) for m in _loaded())
+    return tuple(cast("type[sqlite3.DatabaseError]", m.DatabaseError) for m in _loaded())
 
 
 def _raw_key(key: bytes) -> str:
@@ -68,8 +73,9 @@ def connect(path: Path | str, key: bytes | None, **kwargs: Any) -> sqlite3.Conne
     its first read and with its own stderr logging off (a wrong key is ours to
     report), with one."""
     if key is None:
-        return cast(sqlite3.Connection, sqlite3.connect(str(path), **kwargs))
-    conn = cast(sqlite3.Connection, _sqlcipher().connect(str(path), **kwargs))
+        sqlite = importlib.import_module(_SQLITE)
+        return cast("sqlite3.Connection", sqlite.connect(str(path), **kwargs))
+    conn = cast("sqlite3.Connection", _sqlcipher().connect(str(path), **kwargs))
     try:
         conn.execute("PRAGMA cipher_log_level = NONE")
         conn.execute(f'PRAGMA key = "{_raw_key(key)}"')
@@ -115,7 +121,7 @@ def encrypt_in_place(path: Path, key: bytes, *, busy_timeout_s: float) -> None:
     create_file(tmp)
     # SQLCipher's build even for the plaintext side: only it can ATTACH with a KEY.
     conn = cast(
-        sqlite3.Connection,
+        "sqlite3.Connection",
         _sqlcipher().connect(str(path), timeout=busy_timeout_s, isolation_level=None),
     )
     try:

@@ -4,15 +4,17 @@ figures they make together."""
 from __future__ import annotations
 
 import json
-import sqlite3
 import time
 from collections.abc import Iterable, Sequence
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from concentrator.storage.base import StoreBase
 from concentrator.storage.codec import EVENT_SELECT, SOURCES, stored_event
 from concentrator.storage.held import RECOVERED_KEY, Held
 from concentrator.storage.records import Missing, ReadSuccess, StoredEvent
+
+if TYPE_CHECKING:
+    import sqlite3  # the annotations' type; the driver is `engine`'s to load
 
 _DAY_S = 86_400
 

@@ -6,10 +6,10 @@ from __future__ import annotations
 import json
 import logging
 import math
-import sqlite3
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from concentrator.storage.base import size_or_zero
 from concentrator.storage.engine import errors
@@ -17,6 +17,9 @@ from concentrator.storage.errors import StoreError
 from concentrator.storage.readings import Readings
 from concentrator.storage.records import Stats
 from contract.records import Event
+
+if TYPE_CHECKING:
+    import sqlite3  # the annotations' type; the driver is `engine`'s to load
 
 log = logging.getLogger(__name__)
 

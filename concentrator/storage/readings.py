@@ -3,9 +3,9 @@ batches for the uplink until the receiver acks each batch."""
 
 from __future__ import annotations
 
-import sqlite3
 import time
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 from concentrator.storage.base import StoreBase
 from concentrator.storage.codec import (
@@ -18,6 +18,9 @@ from concentrator.storage.codec import (
 )
 from concentrator.storage.records import Backlog, Batch, SealedBatch, StoredReading
 from contract.records import Reading
+
+if TYPE_CHECKING:
+    import sqlite3  # the annotations' type; the driver is `engine`'s to load
 
 BATCH_COUNTER = "batch"
 

@@ -33,12 +33,15 @@ batch coded against references lost at a restart is resent as the same bytes.
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from concentrator.storage.codec import SCALE_MASK, pack_value, unpack_value
 from contract.quantities import LEGACY_RENAMES
 from drivers.quantity_map import shift_decimal
+
+if TYPE_CHECKING:
+    import sqlite3  # the annotations' type; the driver is `engine`'s to load
 
 
 def _schema_v1(conn: sqlite3.Connection) -> None:
