@@ -64,6 +64,8 @@ def test_daemon_benchmark_prints_its_figures() -> None:
         "pymodbus_client_reads_per_cpu_s",
         "daemon_vs_pymodbus_cpu_ratio",
         "daemon_peak_rss_mb",
+        "daemon_uplink_rss_mb",
+        "daemon_peak_rss_uplink_mb",
         "store_commit_rps",
         "store_bytes_per_reading",
         "store_encrypted_commit_rps",
