@@ -215,10 +215,11 @@ class UplinkConfig:
     keepalive_s: int = 300  # every keepalive costs bytes on GPRS: not too short
     window: int = 4
     ack_timeout_s: float = 60.0
-    # A backlog compresses better in big batches (slot-to-slot deltas within a series):
-    # 1.9 B/reading at 30,000 against 2.9 at 5,000 (bench/wire.py data). Sealing one
-    # costs about 20 MB of transient memory and its payload is about 50 KB.
-    batch_readings: int = 30_000
+    # A backlog compresses better in big batches (slot-to-slot deltas within a series),
+    # but sealing one holds its readings as Python objects: bench/wire.py's backlog
+    # 1.38 B/reading at 30,000, 1.46 at 15,000, 1.51 at 10,000 (target <= 1.5), and
+    # bench/daemon.py's daemon_peak_rss_uplink_mb 89, 75 and 73 MB (issue 22).
+    batch_readings: int = 15_000
     batch_events: int = 500
     reconnect_min_s: float = 1.0
     reconnect_max_s: float = 300.0
