@@ -10,6 +10,7 @@ from concentrator.config.checker import check_config, load_config
 from concentrator.config.issues import ConfigError, ConfigIssue
 from concentrator.config.model import (
     DEFAULT_CONTROL_SOCKET,
+    DEFAULT_GROUP,
     BusConfig,
     Cadence,
     ConcentratorSection,
@@ -26,6 +27,7 @@ from concentrator.config.model import (
 
 __all__ = [
     "DEFAULT_CONTROL_SOCKET",
+    "DEFAULT_GROUP",
     "BusConfig",
     "Cadence",
     "ConcentratorSection",

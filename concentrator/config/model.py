@@ -164,14 +164,17 @@ class BusConfig:
         )
 
 
-@dataclass(frozen=True)
+DEFAULT_GROUP = "default"  # a meter's group when the config names none
+
+
+@dataclass(frozen=True, slots=True)  # thousands of them: no __dict__ each
 class MeterConfig:
     address: str
     # dlt645 is DL/T 645-2007; DL/T 645-1997 and DL/T 698.45 meters may share its buses
     # (docs/protocols-dlt698-645-1997.md, "Mixed buses").
     protocol: Literal["dlt645", "dlt645-1997", "dlt698", "modbus"]
     bus: str
-    group: str = "default"
+    group: str = DEFAULT_GROUP
     area: str | None = None
     password_level: int | None = None
     password: str | None = None

@@ -22,7 +22,7 @@ from typing import Any, Protocol
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from concentrator.config import MeterConfig
+from concentrator.config import DEFAULT_GROUP, MeterConfig
 from concentrator.config.quantities import quantity_problem
 from concentrator.polling.meter_actions import (
     ActionRefused,
@@ -312,7 +312,7 @@ class CommandRunner:
                 await t.add_meter(
                     address,
                     str(cmd.params["bus"]),
-                    str(cmd.params.get("group") or MeterConfig.group),
+                    str(cmd.params.get("group") or DEFAULT_GROUP),
                     cmd.params.get("area"),
                 )
             else:

@@ -18,7 +18,7 @@ class Health(StrEnum):
     OFFLINE = "offline"
 
 
-@dataclass
+@dataclass(slots=True)  # one per meter: no __dict__ each
 class MeterHealth:
     state: Health = Health.ONLINE
     failures_in_row: int = 0
