@@ -105,8 +105,14 @@ class Operators:
         self.secrets[name] = secret
         return secret
 
+    # A code is used a moment after it is made (a browser fills the form on a busy
+    # machine): it must stay valid at least this long.
+    CODE_MARGIN_S = 15
+
     def code(self, name: str) -> str | None:
-        """A TOTP code not used yet (a login takes each time step once)."""
+        """A TOTP code not used yet (a login takes each time step once) that the server
+        accepts for at least `CODE_MARGIN_S` more seconds (it takes one step either side
+        of its own: step ``s`` until ``(s + 2) * interval``)."""
         import time
 
         import pyotp
@@ -116,9 +122,15 @@ class Operators:
             return None
         totp = pyotp.TOTP(secret)
         while True:
-            current = int(time.time() // totp.interval)
+            now = time.time()
+            current = int(now // totp.interval)
             step = next(
-                (s for s in (current - 1, current, current + 1) if s > self._steps.get(name, 0)),
+                (
+                    s
+                    for s in (current - 1, current, current + 1)
+                    if s > self._steps.get(name, 0)
+                    and (s + 2) * totp.interval - now >= self.CODE_MARGIN_S
+                ),
                 None,
             )
             if step is not None:
