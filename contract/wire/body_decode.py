@@ -205,19 +205,20 @@ def _mixed_texts(
     m: list[int], shifts: list[int], series_decimals: int, first: int, verbatim: Mapping[int, str]
 ) -> list[str]:
     """The texts of a series whose values have fewer decimals than the series, each
-    ``shift`` fewer; a value in ``verbatim`` (by reading index) is taken as it is."""
+    ``shift`` fewer; a value in ``verbatim`` (by reading index) is left for the caller,
+    which sets every verbatim text once, whatever its series."""
     out: list[str] = []
     for j, (mantissa, shift) in enumerate(zip(m, shifts, strict=True)):
         i = first + j
         if not 0 <= shift <= series_decimals:
             fail("bad_layout", f"value_exp {shift} at reading {i} exceeds the series'")
-        text = verbatim.get(i)
-        if text is None:
-            value, rest = divmod(mantissa, 10**shift)
-            if rest:
-                fail("bad_layout", f"value at reading {i} has more digits than its exponent")
-            text = format_decimal(value, series_decimals - shift)
-        out.append(str(text))
+        if i in verbatim:
+            out.append("")  # the caller puts every verbatim text in its place
+            continue
+        value, rest = divmod(mantissa, 10**shift)
+        if rest:
+            fail("bad_layout", f"value at reading {i} has more digits than its exponent")
+        out.append(format_decimal(value, series_decimals - shift))
     return out
 
 
@@ -326,7 +327,6 @@ def _finish(layout: _Layout, found: Mapping[RefKey, tuple[str, float]]) -> Batch
                 mantissas.extend(sv.m)
     if len(mantissas) != n:
         fail("bad_layout", f"{len(mantissas)} values restored for {n} readings")
-    counts = layout.s_count
     ones = len(counts) == n  # every series holds one reading
 
     def per_reading(per_series: list[_V]) -> list[_V]:
