@@ -9,6 +9,7 @@ PostgreSQL: a schema of its own per test (conftest.py's ``pg_url``)."""
 
 from __future__ import annotations
 
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,7 +19,7 @@ import psycopg
 import pytest
 from helpers import wait_for
 
-from cloud_receiver.ingest.ingestor import GROUP, Ingestor, Outcome
+from cloud_receiver.ingest.ingestor import GROUP, SWITCH_INTERVAL_S, Ingestor, Outcome
 from cloud_receiver.storage import REPLAY_WINDOW, Batch, IngestResult, Storage, open_storage
 from cloud_receiver.storage import ownership as rule
 from cloud_receiver.storage.ownership import Assignment
@@ -296,3 +297,27 @@ def _waits_for_a_lock(conn: psycopg.Connection[Any], pid: int) -> bool:
             "SELECT wait_event_type FROM pg_stat_activity WHERE pid = %s", (pid,)
         ).fetchone()
     return row is not None and row[0] == "Lock"
+
+
+def test_the_storing_thread_gets_the_interpreter_lock_back_within_half_a_millisecond(
+    tmp_path: Path,
+) -> None:
+    """Once a group is stored beside the next one's decoding, the switch interval is
+    `SWITCH_INTERVAL_S`: at the interpreter's default the storing thread waited 5 ms for
+    the lock after each SQLite step (bench/receiver.py measures the difference)."""
+    before = sys.getswitchinterval()
+    sys.setswitchinterval(0.005)
+    s = open_storage(f"sqlite:///{tmp_path / 'r.db'}")
+    try:
+        with s.transaction() as conn:
+            rule.assign(conn, [Assignment("A1", T0, "dc-a", 1.0, "test")])
+        Ingestor(s, lookup).handle(*traffic()[0])
+        assert sys.getswitchinterval() == pytest.approx(0.005)  # one message: no second thread
+        Ingestor(s, lookup).handle_many(traffic())
+        assert sys.getswitchinterval() == pytest.approx(SWITCH_INTERVAL_S, rel=0.01)
+        sys.setswitchinterval(0.0001)
+        Ingestor(s, lookup).handle_many(traffic())
+        assert sys.getswitchinterval() == pytest.approx(0.0001, rel=0.02)  # only ever lowered
+    finally:
+        s.close()
+        sys.setswitchinterval(before)
