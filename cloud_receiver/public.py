@@ -18,10 +18,12 @@ from cloud_receiver.applications.fleet import pki
 from cloud_receiver.applications.fleet.archive import Archive, format_archive_csv
 from cloud_receiver.applications.fleet.local_broker import LocalBroker
 from cloud_receiver.applications.reactions import Applications
+from cloud_receiver.ingest.ingestor import GROUP as INGEST_GROUP
 from cloud_receiver.ingest.ingestor import TAKE as INGEST_TAKE
 from cloud_receiver.ingest.ingestor import Ingestor
 from cloud_receiver.ingest.metrics import CachedFigures, CollectionRule
 from cloud_receiver.storage import (
+    Batch,
     MeterRecord,
     PostgresStorage,
     SqliteStorage,
@@ -52,9 +54,11 @@ def system_token(
 
 __all__ = [
     "DEFAULT_TZ",
+    "INGEST_GROUP",
     "INGEST_TAKE",
     "TAMPER_EVENTS",
     "Archive",
+    "Batch",
     "CachedFigures",
     "CollectionRule",
     "Ingestor",

@@ -57,6 +57,14 @@ def test_receiver_benchmark_prints_its_figures() -> None:
     }
 
 
+def test_ingest_stages_benchmark_prints_its_figures() -> None:
+    assert _bench("ingest_stages.py") >= {
+        "ingest_open_readings_per_s",
+        "ingest_store_sqlite_readings_per_s",
+        "ingest_store_postgres_readings_per_s",
+    }
+
+
 def test_daemon_benchmark_prints_its_figures() -> None:
     assert _bench("daemon.py") >= {
         "daemon_bus_efficiency_2400",
