@@ -43,6 +43,7 @@ import time
 from pathlib import Path
 
 import pymodbus_ref  # beside this script (bench/ is no package)
+import rigs
 
 from clitools.files import write_file
 from cloud_receiver.public import LocalBroker, pki
@@ -237,27 +238,6 @@ def _backlog(db: Path, backlog: int) -> None:
         store.add_readings(batch)
 
 
-def _receiver(broker: LocalBroker, db: Path, log: Path) -> subprocess.Popen[bytes]:
-    """``cloud-receiver run``: acks the uplink's batches, so the backlog drains."""
-    with log.open("wb") as fh:
-        return subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "cloud_receiver",
-                "run",
-                "--broker",
-                broker.address,
-                "--pki-dir",
-                str(broker.pki_dir),
-                "--db",
-                f"sqlite:///{db}",
-            ],
-            stdout=fh,
-            stderr=subprocess.STDOUT,
-        )
-
-
 def bench_rss(backlog: int, window: float, uplink: bool = False) -> float:
     """Peak RSS of ``concentrator run`` with 2,048 meters on 8 buses and ``backlog``
     readings in the outbox. With ``uplink`` the config has the ``[uplink]`` of a
@@ -275,10 +255,10 @@ def bench_rss(backlog: int, window: float, uplink: bool = False) -> float:
                 broker.pki_dir, CID, broker_host="127.0.0.1", broker_port=broker.port
             )
             add_uplink(cfg, frag, concentrator_id=CID)
-            receiver = _receiver(broker, tmp / "receiver.db", tmp / "receiver.log")
-            stack.callback(_stop, receiver)
+            receiver = rigs.receiver(broker, tmp / "receiver.db", tmp / "receiver.log")
+            stack.callback(rigs.stop, receiver)
         proc = _daemon(cfg)
-        stack.callback(_stop, proc)
+        stack.callback(rigs.stop, proc)
         status_file = db.with_suffix(".status.json")
         _status(status_file)
         time.sleep(window)
@@ -290,15 +270,6 @@ def bench_rss(backlog: int, window: float, uplink: bool = False) -> float:
             if not isinstance(up, dict) or not up["readings_acked"]:
                 raise RuntimeError(f"the uplink delivered nothing: {up}")
         return peak
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    proc.terminate()
-    try:
-        proc.wait(60)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
 
 
 _UPLINK_RSS = """

@@ -25,10 +25,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from receiver import CID, pg_schema, sealed_day
+from receiver import CID, on_each_backend, sealed_day
 from wire import KEY, simulate
 
-from cloud_receiver.public import INGEST_GROUP, Batch, PostgresStorage, SqliteStorage, Storage
+from cloud_receiver.public import INGEST_GROUP, Batch, Storage
 from contract import wire
 
 
@@ -62,19 +62,8 @@ def main() -> int:
     opened, open_rps = open_all(sealed_day(day))
     print(f"BENCH ingest_open_readings_per_s {open_rps:.0f} readings/s")
     with tempfile.TemporaryDirectory(prefix="mf-bench-") as tmp:
-        sqlite = SqliteStorage(Path(tmp) / "ingest.db")
-        try:
-            rps = store_rps(sqlite, opened)
-        finally:
-            sqlite.close()
-    print(f"BENCH ingest_store_sqlite_readings_per_s {rps:.0f} readings/s")
-    for url in pg_schema():
-        pg = PostgresStorage(url)
-        try:
-            pg_rps = store_rps(pg, opened)
-        finally:
-            pg.close()
-        print(f"BENCH ingest_store_postgres_readings_per_s {pg_rps:.0f} readings/s")
+        for backend, rps in on_each_backend(Path(tmp), lambda s: store_rps(s, opened)):
+            print(f"BENCH ingest_store_{backend}_readings_per_s {rps:.0f} readings/s")
     return 0
 
 

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import subprocess
 import sys
 import tempfile
 import time
@@ -35,6 +34,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import rigs  # beside this script (bench/ is no package)
 from wire import KEY, simulate
 
 from cloud_receiver.public import (
@@ -95,6 +95,22 @@ def pg_schema() -> Iterator[str]:
             conn.execute(f"DROP SCHEMA {schema} CASCADE")
 
 
+def on_each_backend(root: Path, measure: Callable[[Storage], float]) -> Iterator[tuple[str, float]]:
+    """("sqlite", ``measure`` on a new file in ``root``), then ("postgres", ``measure`` in
+    a schema of its own); each storage is closed after its measure."""
+    sqlite = SqliteStorage(root / "ingest.db")
+    try:
+        yield "sqlite", measure(sqlite)
+    finally:
+        sqlite.close()
+    for url in pg_schema():
+        pg = PostgresStorage(url)
+        try:
+            yield "postgres", measure(pg)
+        finally:
+            pg.close()
+
+
 def backlog(n: int) -> Iterator[list[Reading]]:
     """``n`` readings of consecutive simulated days, one list per slot."""
     left, day_index = n, 0
@@ -123,24 +139,7 @@ def drain_rps(root: Path, n: int) -> tuple[float, float]:
     with LocalBroker(root / "broker") as broker:
         frag = pki.provision(broker.pki_dir, CID, broker_host="127.0.0.1", broker_port=broker.port)
         receiver_db = root / "receiver.db"
-        with (root / "receiver.log").open("wb") as log:
-            receiver = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "cloud_receiver",
-                    "run",
-                    "--broker",
-                    broker.address,
-                    "--pki-dir",
-                    str(broker.pki_dir),
-                    "--db",
-                    f"sqlite:///{receiver_db}",
-                    "-v",
-                ],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
+        receiver = rigs.receiver(broker, receiver_db, root / "receiver.log")
         try:
             _wait(lambda: b"subscribed to" in (root / "receiver.log").read_bytes(), "receiver")
             cfg = UplinkConfig(
@@ -153,12 +152,7 @@ def drain_rps(root: Path, n: int) -> tuple[float, float]:
             )
             elapsed, sent = asyncio.run(_run_uplink(cfg, store_path, n))
         finally:
-            receiver.terminate()
-            try:
-                receiver.wait(60)
-            except subprocess.TimeoutExpired:
-                receiver.kill()
-                receiver.wait()
+            rigs.stop(receiver)
     storage = SqliteStorage(receiver_db)
     try:
         stored = sum(c.readings for c in storage.concentrators())
@@ -214,19 +208,8 @@ def main() -> None:
     messages = sealed_day(day)
     with tempfile.TemporaryDirectory(prefix="mf-bench-") as tmp:
         root = Path(tmp)
-        sqlite_storage = SqliteStorage(root / "ingest.db")
-        try:
-            rps = ingest_rps(sqlite_storage, messages, n)
-        finally:
-            sqlite_storage.close()
-        print(f"BENCH receiver_ingest_sqlite_rps {rps:.0f} readings/s")
-        for url in pg_schema():
-            pg = PostgresStorage(url)
-            try:
-                pg_rps = ingest_rps(pg, messages, n)
-                print(f"BENCH receiver_ingest_postgres_rps {pg_rps:.0f} readings/s")
-            finally:
-                pg.close()
+        for backend, rps in on_each_backend(root, lambda s: ingest_rps(s, messages, n)):
+            print(f"BENCH receiver_ingest_{backend}_rps {rps:.0f} readings/s")
         drain, bpr = drain_rps(root / "drain", 40_000 if quick else DRAIN_READINGS)
         print(f"BENCH backlog_drain_rps {drain:.0f} readings/s")
         print(f"BENCH backlog_drain_bytes_per_reading {bpr:.2f} B")
