@@ -566,23 +566,40 @@ def test_enforce_quota_shrinks_an_oversized_file(db: Path) -> None:
         assert s.integrity_check() == []
 
 
-def test_quota_evicts_in_flight_batches_last_and_whole(db: Path) -> None:
+def test_quota_evicts_the_rows_of_batches_in_flight_last_and_keeps_the_batches(db: Path) -> None:
+    """A batch in flight may be at the receiver already: it stays in flight with its
+    events, so they are sent once (in it), never again from the outbox."""
     with Store.open(db) as s:
         s.add_readings(series_readings(100, 4, range(40)))
         s.add_event(Event("boot", "info", None, {}, 1.0))
-        taken = s.take_batch(2_000, 10)  # the oldest 2,000 readings are in flight
-        assert taken is not None
+        taken = s.take_batch(2_000, 10)  # the oldest 2,000 readings and the event
+        assert taken is not None and len(taken.events) == 1
+        later = s.take_batch(2_000, 10)  # the next 2,000
+        assert later is not None
     with Store.open(db, quota_bytes=120 * 1024) as s:
         s.enforce_quota(SLOT0 + 86_400.0)
-        assert s.pending_batches() == []  # the in-flight batch was evicted whole
-        losses = s.events(kind="loss")
-        in_flight_losses = [e for e in losses if e.event.detail.get("batch_id") == taken.batch_id]
-        assert len(in_flight_losses) == 1
-        assert in_flight_losses[0].event.detail["readings"] == 2_000
-        # Its event is not lost: it went back to the outbox.
-        assert [e.event.kind for e in s.events(kind="boot")] == ["boot"]
-        assert s.backlog().events >= 1
-        assert s.mark_delivered(taken.batch_id) is False  # a late ack is harmless
+        pending = s.pending_batches()
+        assert [b.batch_id for b in pending] == [taken.batch_id, later.batch_id]
+        assert pending[0].readings == () and pending[1].readings == ()
+        assert [e.event.kind for e in pending[0].events] == ["boot"]  # still in its batch
+        losses = [e.event.detail for e in s.events(kind="loss")]
+        for batch in (taken, later):
+            (detail,) = [d for d in losses if d.get("batch_id") == batch.batch_id]
+            assert detail["readings"] == 2_000 and detail["in_flight"] is True
+        assert sum(d["readings"] for d in losses) == 16_000 - s.stats().readings
+        # Nothing of the batches went back into the outbox: a new batch holds neither
+        # their readings nor their event, only the loss events.
+        new = s.take_batch(100_000, 100)
+        assert new is None or (
+            {e.event.kind for e in new.events} <= {"loss"}
+            and not {r.reading.slot for r in new.readings}
+            & {r.reading.slot for r in (*taken.readings, *later.readings)}
+        )
+        assert s.mark_delivered(taken.batch_id) is True  # the receiver had it: its ack
+        rest = [later.batch_id] + ([new.batch_id] if new is not None else [])
+        assert [b.batch_id for b in s.pending_batches()] == rest
+        assert [e.batch_id for e in s.events(kind="boot")] == [taken.batch_id]  # sent once
+        assert s.integrity_check() == []
 
 
 # ------------------------------------------------------------------- damage

@@ -73,16 +73,23 @@ def test_a_failed_seal_takes_nothing_and_uses_no_seq(store_path: Path) -> None:
     assert _sealed_rows(store_path) == [(1, taken.payload)]
 
 
-def test_requeue_and_eviction_drop_the_bytes(store_path: Path) -> None:
+def test_requeue_drops_the_bytes_and_eviction_keeps_them(store_path: Path) -> None:
     with Store.open(store_path) as s:
+        sealed = []
         for k in range(2):
             s.add_readings(_readings(k))
-            assert s.take_sealed_batch(3, 10, _seal) is not None
+            taken = s.take_sealed_batch(3, 10, _seal)
+            assert taken is not None
+            sealed.append(taken.payload)
         assert s.requeue(1) == 3  # a resync: these rows leave again under a new seq
-        s._evict_in_flight(time.time(), 0)  # the quota's last resort: batch 2, whole
-        assert s.resume_in_flight() == ([], 0)
+        assert s._evict_in_flight(time.time(), 0) == 3  # the quota's last resort: batch 2's rows
+        assert s._evict_in_flight(time.time(), 0) == 0  # no batch in flight has rows left
+        resend, moved = s.resume_in_flight()  # batch 2 is still resent as it was sealed
+        assert [(b.batch.batch_id, b.batch.readings, b.payload) for b in resend] == [
+            (2, (), sealed[1])
+        ] and moved == 0
         assert [e.event.kind for e in s.events()] == ["loss"]
-    assert _sealed_rows(store_path) == []
+    assert _sealed_rows(store_path) == [(2, sealed[1])]
 
 
 def test_a_store_from_before_schema_4_requeues_its_batches_in_flight(store_path: Path) -> None:

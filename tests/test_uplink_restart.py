@@ -253,3 +253,53 @@ def test_batches_in_flight_across_a_payload_key_rotation_are_delivered(
         assert receiver.quarantined() == []
     finally:
         receiver.close()
+
+
+def test_batches_in_flight_evicted_by_the_quota_send_their_events_once(
+    cfg: UplinkConfig, tmp_path: Path
+) -> None:
+    """The quota's last resort takes the reading rows of batches in flight, and those
+    batches stay in flight: one the receiver stored (its ack lost) and one it never
+    saw are both resent as sealed, and a new batch carries the loss events, never
+    their events again. Before, their events went back into the outbox and the
+    receiver stored the first batch's event twice."""
+    receiver = SqliteStorage(tmp_path / "receiver.db")
+    ingestor = Ingestor(receiver, lambda cid, kid: cfg.payload_key() if cid == CID else None)
+    topic = f"mf/v1/{CID}/up"
+
+    async def evicted_in_flight() -> None:
+        c = Concentrator(cfg, tmp_path / "store.db")
+        try:
+            c.store.add_event(Event("config_reloaded", "info", None, {"n": 1}, at=SLOT + 1.0))
+            c.store.add_readings(_readings(0))
+            stored = await c.take()
+            assert ingestor.handle(topic, stored.payload).ack is not None  # ack lost
+            c.store.add_event(Event("config_reloaded", "info", None, {"n": 2}, at=SLOT + 901.0))
+            c.store.add_readings(_readings(1))
+            unseen = await c.take()  # lost on the way
+            c.store.quota_bytes = 1  # a disk far too small: everything that can go, goes
+            c.store.enforce_quota(SLOT + 1800.0)
+            pending = c.store.pending_batches()
+            assert [(b.batch_id, b.readings) for b in pending] == [
+                (stored.batch_id, ()),
+                (unseen.batch_id, ()),
+            ]
+            for entry, status in ((stored, "duplicate"), (unseen, "stored")):
+                assert await c.ack(ingestor.handle(topic, entry.payload).ack) == status
+            losses = await c.take()  # the outbox now holds the loss events alone
+            assert await c.ack(ingestor.handle(topic, losses.payload).ack) == "stored"
+            assert await c.uplink._take() is None
+            assert c.store.backlog().readings == c.store.backlog().events == 0
+        finally:
+            c.close()
+
+    try:
+        asyncio.run(evicted_in_flight())
+        events = [(e.kind, e.detail) for _, e in receiver.events(CID)]
+        assert [d for k, d in events if k == "config_reloaded"] == [{"n": 1}, {"n": 2}]
+        lost = {d["batch_id"]: d["readings"] for k, d in events if k == "loss"}
+        assert lost == {1: 6, 2: 6}  # evicted here; delivered in the sealed batches
+        want = Counter((r.meter, r.slot, r.value) for k in range(2) for r in _readings(k))
+        assert _receiver_readings(receiver) == want
+    finally:
+        receiver.close()

@@ -35,7 +35,8 @@ _EVICT_CHUNK_MAX = 50_000
 
 
 class Quota(Readings):
-    """Retention and the quota; it evicts whole unacked batches, so it sits on the outbox."""
+    """Retention and the quota; it evicts the rows of batches in flight, so it sits on the
+    outbox."""
 
     def _after_insert(self) -> None:
         # Two PRAGMAs and one stat() cost microseconds; the commit before this costs an
@@ -92,13 +93,12 @@ class Quota(Readings):
         """Bring the store back under ``quota_bytes``. Returns how many readings were deleted.
 
         Eviction order: delivered readings first (their loss costs nothing), then the
-        oldest readings still in the outbox, then whole unacked batches, oldest first.
-        Those batches go last and whole, with their sealed bytes, because a batch
-        resent under its id must carry exactly the rows it was sent with. Every
-        deletion of undelivered
-        readings writes a ``loss`` event in the same transaction. At the end the free
-        pages are returned to the file system (incremental vacuum and a truncating
-        checkpoint), so the file really shrinks.
+        oldest readings still in the outbox, then the reading rows of the batches in
+        flight, oldest first, each batch's rows whole; those batches stay in flight with
+        their events and sealed bytes (`_evict_in_flight`). Every deletion of
+        undelivered readings writes a ``loss`` event in the same transaction. At the
+        end the free pages are returned to the file system (incremental vacuum and a
+        truncating checkpoint), so the file really shrinks.
         """
         quota = self.quota_bytes
         if quota is None:
@@ -161,10 +161,20 @@ class Quota(Readings):
             return len(rows)
 
     def _evict_in_flight(self, now: float, limit: int) -> int:
-        del limit  # a batch is evicted whole, whatever its size
+        """The last resort: the reading rows of the oldest batch in flight that still has
+        any. The batch itself stays in flight — its row, its events and its sealed
+        bytes — because it may have reached the receiver already (the ack is what
+        says so) and the uplink resends those bytes until it is acked: its events put
+        back into the outbox would reach the receiver twice, and its readings still
+        travel in the sealed bytes. So the loss event names the batch and says
+        ``in_flight``: the readings are gone from this store, and reach the receiver
+        only with that batch (not if the receiver asks for it again as a key batch)."""
+        del limit  # a batch's rows are evicted whole, whatever their number
         with self._transaction() as conn:
             row = conn.execute(
-                "SELECT id FROM batches WHERE delivered_at IS NULL ORDER BY id LIMIT 1"
+                "SELECT b.id FROM batches b WHERE b.delivered_at IS NULL AND EXISTS"
+                " (SELECT 1 FROM readings r WHERE r.uplink_seq = b.id AND r.delivered = 0)"
+                " ORDER BY b.id LIMIT 1"
             ).fetchone()
             if row is None:
                 return 0
@@ -174,14 +184,8 @@ class Quota(Readings):
                 (batch_id,),
             ).fetchall()
             conn.executemany("DELETE FROM readings WHERE id = ?", [(r[0],) for r in rows])
-            # The batch is gone, but its events are small and cost nothing to keep:
-            # they go back to the outbox.
-            self._requeue(conn, batch_id)
-            if rows:
-                self._record_loss(conn, now, rows, batch_id=batch_id)
-            # Return at least 1 so the loop goes on to the next batch, even when this
-            # batch held only events.
-            return max(len(rows), 1)
+            self._record_loss(conn, now, rows, batch_id=batch_id)
+            return len(rows)
 
     def _record_loss(
         self,
@@ -240,6 +244,7 @@ class Quota(Readings):
         }
         if batch_id is not None:
             detail["batch_id"] = batch_id
+            detail["in_flight"] = True  # still in that batch's sealed bytes (`_evict_in_flight`)
         event = Event(kind="loss", severity="critical", meter=None, detail=detail, at=now)
         log.error("store %s over quota: evicted %d undelivered readings", self.path, len(rows))
         self._insert_event(conn, event, json.dumps(detail, separators=(",", ":")))
