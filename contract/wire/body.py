@@ -58,7 +58,6 @@ import cbor2
 from contract.records import Reading
 from contract.wire.columns import (
     pack,
-    pack_meters,
 )
 from contract.wire.content import (
     MAX_BODY_BYTES,
@@ -75,12 +74,11 @@ from contract.wire.predict import (
     residuals,
 )
 from contract.wire.references import Reference, RefKey, check
+from contract.wire.series import Bounds, series_of
 
 DEFAULT_SOURCE = "poll"
 BODY_FIELDS = 24
 MAX_CODE = MAX_DECIMALS << 2 | 3
-
-Bounds = list[tuple[int, int]]
 
 
 def encode_body(
@@ -98,36 +96,8 @@ def encode_body(
     readings = _in_series_order(content.readings)
     refs = references or {}
 
-    quantities = sorted({r.quantity for r in readings})
-    units = sorted({r.unit for r in readings})
-    meters = sorted({r.meter for r in readings})
-    meter_width, meter_field = pack_meters(meters)
-    q_index = {q: i for i, q in enumerate(quantities)}
-    u_index = {u: i for i, u in enumerate(units)}
-    m_index = {m: i for i, m in enumerate(meters)}
-
-    starts = [
-        i
-        for i in range(n)
-        if i == 0
-        or (readings[i].meter, readings[i].quantity, readings[i].unit)
-        != (readings[i - 1].meter, readings[i - 1].quantity, readings[i - 1].unit)
-    ]
-    bounds = list(zip(starts, [*starts[1:], n], strict=False))
-
-    slots = [r.slot for r in readings]
-    offsets: list[int] = []
-    for r in readings:
-        if not math.isfinite(r.read_at):
-            raise ValueError(f"read_at {r.read_at} of meter {r.meter!r} is not a finite time")
-        offsets.append(round(r.read_at * 1000) - r.slot * 1000)
-    parsed = [parse_decimal(r.value) for r in readings]
-
-    step = 0
-    for a, b in bounds:
-        for i in range(a + 1, b):
-            step = math.gcd(step, slots[i] - slots[i - 1])
-    step = step or 1
+    (quantities, units, _, meter_width, meter_field, q_index, u_index, m_index, bounds, slots,
+     offsets, parsed, step) = series_of(readings)  # fmt: skip
 
     s_meter: list[int] = []
     s_quantity: list[int] = []

@@ -15,19 +15,14 @@ from itertools import accumulate, repeat
 from typing import TypeVar, cast
 
 from contract.records import decoded_reading
-from contract.wire.body import (
-    BODY_FIELDS,
-    DEFAULT_SOURCE,
-    MAX_CODE,
-    Bounds,
-    predict_read_at,
-)
+from contract.wire.body import BODY_FIELDS, DEFAULT_SOURCE, MAX_CODE, predict_read_at
 from contract.wire.columns import int_field, loads, texts, unpack, unpack_meters
 from contract.wire.content import MAX_READINGS, BatchContent, decode_events
 from contract.wire.decimals import MAX_DECIMALS, format_column, format_decimal, parse_decimal
 from contract.wire.errors import WireError, fail
 from contract.wire.predict import SeriesValues, partner_decode, restore
 from contract.wire.references import RefKey, Resolver, check
+from contract.wire.series import Bounds
 
 
 def decode_body(body: bytes, resolve: Resolver | None) -> BatchContent:

@@ -6,7 +6,6 @@ Frozen: concentrators not upgraded yet still send it, and a config may pin it
 
 from __future__ import annotations
 
-import math
 from itertools import accumulate, pairwise
 from typing import cast
 
@@ -17,7 +16,6 @@ from contract.wire.columns import (
     int_field,
     loads,
     pack,
-    pack_meters,
     texts,
     unpack,
     unpack_meters,
@@ -29,8 +27,9 @@ from contract.wire.content import (
     decode_events,
     encode_events,
 )
-from contract.wire.decimals import MAX_DECIMALS, format_decimal, parse_decimal
+from contract.wire.decimals import MAX_DECIMALS, format_decimal
 from contract.wire.errors import WireError, fail
+from contract.wire.series import series_of
 
 _DEFAULT_SOURCE = "poll"
 _BODY_FIELDS = 21
@@ -78,37 +77,8 @@ def encode_body(content: BatchContent) -> bytes:
     if n > MAX_READINGS:
         raise ValueError(f"{n} readings in one batch, at most {MAX_READINGS}")
 
-    quantities = sorted({r.quantity for r in readings})
-    units = sorted({r.unit for r in readings})
-    meters = sorted({r.meter for r in readings})
-    meter_width, meter_field = pack_meters(meters)
-    q_index = {q: i for i, q in enumerate(quantities)}
-    u_index = {u: i for i, u in enumerate(units)}
-    m_index = {m: i for i, m in enumerate(meters)}
-
-    # Series boundaries.
-    starts = [
-        i
-        for i in range(n)
-        if i == 0
-        or (readings[i].meter, readings[i].quantity, readings[i].unit)
-        != (readings[i - 1].meter, readings[i - 1].quantity, readings[i - 1].unit)
-    ]
-    bounds = list(zip(starts, [*starts[1:], n], strict=False))  # n = 0: no series
-
-    slots = [r.slot for r in readings]
-    offsets: list[int] = []
-    for r in readings:
-        if not math.isfinite(r.read_at):
-            raise ValueError(f"read_at {r.read_at} of meter {r.meter!r} is not a finite time")
-        offsets.append(round(r.read_at * 1000) - r.slot * 1000)
-    parsed = [parse_decimal(r.value) for r in readings]
-
-    step = 0
-    for a, b in bounds:
-        for i in range(a + 1, b):
-            step = math.gcd(step, slots[i] - slots[i - 1])
-    step = step or 1
+    (quantities, units, _, meter_width, meter_field, q_index, u_index, m_index, bounds, slots,
+     offsets, parsed, step) = series_of(readings)  # fmt: skip
 
     s_meter: list[int] = []
     s_quantity: list[int] = []

@@ -1,0 +1,77 @@
+"""What both encoders (versions 2 and 3) first make of readings already in series
+order: the name tables, each series' bounds, and the slot, read-time and value columns
+before any coding. One place, so the two versions cannot drift apart in it; their
+bytes are pinned by tests/test_wire_golden.py."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import NamedTuple
+
+from contract.records import Reading
+from contract.wire.columns import pack_meters
+from contract.wire.decimals import parse_decimal
+
+Bounds = list[tuple[int, int]]
+
+
+class Series(NamedTuple):
+    """A tuple, so an encoder unpacks it into its own names in one statement."""
+
+    quantities: list[str]  # sorted, as the body's tables
+    units: list[str]
+    meters: list[str]
+    meter_width: int  # `pack_meters`: 0 (texts) or the digits of every address
+    meter_field: object
+    q_index: dict[str, int]
+    u_index: dict[str, int]
+    m_index: dict[str, int]
+    bounds: Bounds  # [start, end) of each series: a run of one (meter, quantity, unit)
+    slots: list[int]
+    offsets: list[int]  # read_at in ms after the slot
+    parsed: list[tuple[int, int] | None]  # (mantissa, decimals); None: not canonical
+    step: int  # the gcd of the slot steps inside series (1 if none)
+
+
+def series_of(readings: Sequence[Reading]) -> Series:
+    """``readings`` grouped in series (consecutive readings of one meter, quantity and
+    unit, by slot within each); raises ValueError for a read time that is no time."""
+    n = len(readings)
+    quantities = sorted({r.quantity for r in readings})
+    units = sorted({r.unit for r in readings})
+    meters = sorted({r.meter for r in readings})
+    meter_width, meter_field = pack_meters(meters)
+    starts = [
+        i
+        for i in range(n)
+        if i == 0
+        or (readings[i].meter, readings[i].quantity, readings[i].unit)
+        != (readings[i - 1].meter, readings[i - 1].quantity, readings[i - 1].unit)
+    ]
+    bounds = list(zip(starts, [*starts[1:], n], strict=False))  # n = 0: no series
+    slots = [r.slot for r in readings]
+    offsets: list[int] = []
+    for r in readings:
+        if not math.isfinite(r.read_at):
+            raise ValueError(f"read_at {r.read_at} of meter {r.meter!r} is not a finite time")
+        offsets.append(round(r.read_at * 1000) - r.slot * 1000)
+    step = 0
+    for a, b in bounds:
+        for i in range(a + 1, b):
+            step = math.gcd(step, slots[i] - slots[i - 1])
+    return Series(
+        quantities=quantities,
+        units=units,
+        meters=meters,
+        meter_width=meter_width,
+        meter_field=meter_field,
+        q_index={q: i for i, q in enumerate(quantities)},
+        u_index={u: i for i, u in enumerate(units)},
+        m_index={m: i for i, m in enumerate(meters)},
+        bounds=bounds,
+        slots=slots,
+        offsets=offsets,
+        parsed=[parse_decimal(r.value) for r in readings],
+        step=step or 1,
+    )
