@@ -98,7 +98,7 @@ def test_docs_list_every_name_with_its_unit_and_every_rename() -> None:
     for r in quantities.LEGACY_RENAMES:
         assert f"| `{r.old}` ({r.old_unit}) | `{r.new}` ({r.new_unit}) |" in text, r.old
     for table in (
-        "modbus_rtu.py` `CANONICAL",
+        "modbus_rtu/registers.py` `CANONICAL",
         "dlt645_1997.py` `CANONICAL",
         "objects.py` `CANONICAL",
     ):
