@@ -27,10 +27,13 @@ def _content() -> BatchContent:
         for k in (0, 1, 2, 4):  # slot 3 missing: a step of two in the series
             slot = T0 + 900 * k
             at = round(slot + 1.25 + m * 0.5 + k * 0.001, 3)
-            readings.append(Reading(meter, "energy_fwd_total", slot,
-                                    f"{12345.67 + m * 10 + k * 0.25:.2f}", "kWh", at))  # fmt: skip
-            readings.append(Reading(meter, "voltage_a", slot, f"{229.9 + (m + k) % 3 / 10:.1f}",
-                                    "V", round(at + 0.1, 3), "backfill" if k == 4 else "poll"))  # fmt: skip
+            energy = f"{12345.67 + m * 10 + k * 0.25:.2f}"
+            readings.append(Reading(meter, "energy_fwd_total", slot, energy, "kWh", at))
+            volts = f"{229.9 + (m + k) % 3 / 10:.1f}"
+            source = "backfill" if k == 4 else "poll"
+            readings.append(
+                Reading(meter, "voltage_a", slot, volts, "V", round(at + 0.1, 3), source)
+            )
         # Mixed decimals in one series, and a value no mantissa restores ("+1.50").
         readings.append(Reading(meter, "power_total", T0, "1.5", "kW", T0 + 2.0))
         readings.append(Reading(meter, "power_total", T0 + 900, "1.25", "kW", T0 + 902.0))
