@@ -16,13 +16,13 @@ from typing import TypeVar, cast
 
 from contract.records import decoded_reading
 from contract.wire.body import BODY_FIELDS, DEFAULT_SOURCE, MAX_CODE, predict_read_at
-from contract.wire.columns import int_field, loads, texts, unpack, unpack_meters
-from contract.wire.content import MAX_READINGS, BatchContent, decode_events
+from contract.wire.columns import int_field, loads, texts, unpack
+from contract.wire.content import BatchContent, decode_events
 from contract.wire.decimals import MAX_DECIMALS, format_column, format_decimal, parse_decimal
 from contract.wire.errors import WireError, fail
 from contract.wire.predict import SeriesValues, partner_decode, restore
 from contract.wire.references import RefKey, Resolver, check
-from contract.wire.series import Bounds
+from contract.wire.series import Bounds, parse_tables
 
 
 def decode_body(body: bytes, resolve: Resolver | None) -> BatchContent:
@@ -86,28 +86,9 @@ class _Layout:
 
 def _parse(fields: object) -> _Layout:
     """Everything but the values: enough to know which references to resolve."""
-    if not isinstance(fields, list) or len(fields) != BODY_FIELDS:
-        fail("bad_layout", f"body must be an array of {BODY_FIELDS} fields")
-    n = int_field(fields[0], "reading count", 0, MAX_READINGS)
-    s = int_field(fields[1], "series count", 1 if n else 0, n)
-    quantities = texts(fields[2], "quantities")
-    units = texts(fields[3], "units")
-    meters = unpack_meters(fields[4], fields[5])
-
-    s_meter = list(accumulate(unpack(fields[6], s, "s_meter")))
-    s_quantity = unpack(fields[7], s, "s_quantity")
-    s_unit = unpack(fields[8], s, "s_unit")
-    s_count = unpack(fields[9], s, "s_count")
+    fields, tables = parse_tables(fields, BODY_FIELDS)
+    n, s, quantities, units, meters, s_meter, s_quantity, s_unit, s_count = tables
     s_code = unpack(fields[10], s, "s_code")
-    if (s_count and min(s_count) < 1) or sum(s_count) != n:
-        fail("bad_layout", f"s_count: series counts must be >= 1 and add up to {n}")
-    for what, index, table in (
-        ("s_meter", s_meter, meters),
-        ("s_quantity", s_quantity, quantities),
-        ("s_unit", s_unit, units),
-    ):
-        if index and (min(index) < 0 or max(index) >= len(table)):
-            fail("bad_layout", f"{what}: index outside its table of {len(table)}")
     if any(not 0 <= c <= MAX_CODE for c in s_code):
         fail("bad_layout", f"s_code: expected decimals 0..{MAX_DECIMALS} and two flag bits")
     step = int_field(fields[11], "slot_step", 1, 1 << 63)

@@ -6,7 +6,7 @@ Frozen: concentrators not upgraded yet still send it, and a config may pin it
 
 from __future__ import annotations
 
-from itertools import accumulate, pairwise
+from itertools import pairwise
 from typing import cast
 
 import cbor2
@@ -18,7 +18,6 @@ from contract.wire.columns import (
     pack,
     texts,
     unpack,
-    unpack_meters,
 )
 from contract.wire.content import (
     MAX_BODY_BYTES,
@@ -29,7 +28,7 @@ from contract.wire.content import (
 )
 from contract.wire.decimals import MAX_DECIMALS, format_decimal
 from contract.wire.errors import WireError, fail
-from contract.wire.series import series_of
+from contract.wire.series import parse_tables, series_of
 
 _DEFAULT_SOURCE = "poll"
 _BODY_FIELDS = 21
@@ -214,28 +213,9 @@ def decode_body(body: bytes) -> BatchContent:
 
 
 def _decode_fields(fields: object) -> BatchContent:
-    if not isinstance(fields, list) or len(fields) != _BODY_FIELDS:
-        fail("bad_layout", f"body must be an array of {_BODY_FIELDS} fields")
-    n = int_field(fields[0], "reading count", 0, MAX_READINGS)
-    s = int_field(fields[1], "series count", 1 if n else 0, n)
-    quantities = texts(fields[2], "quantities")
-    units = texts(fields[3], "units")
-    meters = unpack_meters(fields[4], fields[5])
-
-    s_meter = list(accumulate(unpack(fields[6], s, "s_meter")))
-    s_quantity = unpack(fields[7], s, "s_quantity")
-    s_unit = unpack(fields[8], s, "s_unit")
-    s_count = unpack(fields[9], s, "s_count")
+    fields, tables = parse_tables(fields, _BODY_FIELDS)
+    n, s, quantities, units, meters, s_meter, s_quantity, s_unit, s_count = tables
     s_scale = unpack(fields[10], s, "s_scale")
-    if any(c < 1 for c in s_count) or sum(s_count) != n:
-        fail("bad_layout", f"series counts must be >= 1 and add up to {n}")
-    for what, index, table in (
-        ("s_meter", s_meter, meters),
-        ("s_quantity", s_quantity, quantities),
-        ("s_unit", s_unit, units),
-    ):
-        if any(not 0 <= i < len(table) for i in index):
-            fail("bad_layout", f"{what}: index outside its table of {len(table)}")
     if any(not 0 <= sc <= (MAX_DECIMALS << 1 | 1) for sc in s_scale):
         fail("bad_layout", f"s_scale: expected decimals 0..{MAX_DECIMALS}")
     step = int_field(fields[11], "slot step", 1, 1 << 63)

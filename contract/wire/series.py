@@ -1,17 +1,21 @@
-"""What both encoders (versions 2 and 3) first make of readings already in series
-order: the name tables, each series' bounds, and the slot, read-time and value columns
-before any coding. One place, so the two versions cannot drift apart in it; their
-bytes are pinned by tests/test_wire_golden.py."""
+"""What body versions 2 and 3 share: what both encoders first make of readings already
+in series order (the name tables, each series' bounds, and the slot, read-time and
+value columns before any coding), and the fields 0 to 9 both decoders read alike. One
+place, so the two versions cannot drift apart in it; their bytes are pinned by
+tests/test_wire_golden.py."""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from itertools import accumulate
 from typing import NamedTuple
 
 from contract.records import Reading
-from contract.wire.columns import pack_meters
+from contract.wire.columns import int_field, pack_meters, texts, unpack, unpack_meters
+from contract.wire.content import MAX_READINGS
 from contract.wire.decimals import parse_decimal
+from contract.wire.errors import fail
 
 Bounds = list[tuple[int, int]]
 
@@ -75,3 +79,44 @@ def series_of(readings: Sequence[Reading]) -> Series:
         parsed=[parse_decimal(r.value) for r in readings],
         step=step or 1,
     )
+
+
+class Tables(NamedTuple):
+    """A body's fields 0 to 9, which every version lays out alike (decoded)."""
+
+    n: int  # readings
+    s: int  # series
+    quantities: list[str]
+    units: list[str]
+    meters: list[str]
+    s_meter: list[int]  # each series' index into meters (accumulated from the deltas)
+    s_quantity: list[int]
+    s_unit: list[int]
+    s_count: list[int]
+
+
+def parse_tables(fields: object, count: int) -> tuple[list[object], Tables]:
+    """Check that ``fields`` is a body of ``count`` fields and decode its tables and
+    series columns: every index inside its table, every series of one reading or
+    more, the counts adding up to the readings. Raises WireError ("bad_layout")."""
+    if not isinstance(fields, list) or len(fields) != count:
+        fail("bad_layout", f"body must be an array of {count} fields")
+    n = int_field(fields[0], "reading count", 0, MAX_READINGS)
+    s = int_field(fields[1], "series count", 1 if n else 0, n)
+    quantities = texts(fields[2], "quantities")
+    units = texts(fields[3], "units")
+    meters = unpack_meters(fields[4], fields[5])
+    s_meter = list(accumulate(unpack(fields[6], s, "s_meter")))
+    s_quantity = unpack(fields[7], s, "s_quantity")
+    s_unit = unpack(fields[8], s, "s_unit")
+    s_count = unpack(fields[9], s, "s_count")
+    if (s_count and min(s_count) < 1) or sum(s_count) != n:
+        fail("bad_layout", f"s_count: series counts must be >= 1 and add up to {n}")
+    for what, index, table in (
+        ("s_meter", s_meter, meters),
+        ("s_quantity", s_quantity, quantities),
+        ("s_unit", s_unit, units),
+    ):
+        if index and (min(index) < 0 or max(index) >= len(table)):
+            fail("bad_layout", f"{what}: index outside its table of {len(table)}")
+    return fields, Tables(n, s, quantities, units, meters, s_meter, s_quantity, s_unit, s_count)
