@@ -22,7 +22,10 @@ from pathlib import Path
 
 from concentrator.public import read_direct
 from drivers import dlt645, dlt698, modbus_rtu
-from drivers.dlt698.objects import TYPICAL_GET_RESPONSE, parse_get_response
+from drivers.dlt698.replies import (
+    TYPICAL_GET_RESPONSE,
+    parse_get_response,
+)
 from drivers.serial_bus import SerialSettings
 from hil_sim.process import SimProcess
 

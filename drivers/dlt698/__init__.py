@@ -108,7 +108,6 @@ from drivers.dlt698.link import (
     split_apdu,
 )
 from drivers.dlt698.objects import (
-    BROADCAST_TIME,
     DAILY_FREEZE,
     DEFAULT_QUANTITIES,
     FREEZE_TIME,
@@ -116,31 +115,36 @@ from drivers.dlt698.objects import (
     QUANTITIES,
     QUANTITIES_BY_NAME,
     RECORDS,
-    TYPICAL_GET_RESPONSE,
     Quantity,
-    RecordTable,
-    RemoteControl,
     Unit,
     Value,
+    from_value,
+    lookup,
+    to_value,
+)
+from drivers.dlt698.replies import (
+    TYPICAL_GET_RESPONSE,
+    RecordTable,
+    check_reply,
+    decode_get_response,
+    parse_action_response,
+    parse_get_list_response,
+    parse_get_response,
+    parse_record_response,
+    parse_set_response,
+    server_apdu,
+)
+from drivers.dlt698.requests import (
+    BROADCAST_TIME,
+    RemoteControl,
     build_broadcast_time,
     build_get,
     build_get_record,
     build_read_address,
     build_remote_control,
     build_set_clock,
-    check_reply,
-    decode_get_response,
-    from_value,
-    lookup,
-    parse_action_response,
-    parse_get_list_response,
-    parse_get_response,
-    parse_record_response,
-    parse_set_response,
     remote_control_omd,
     request_frame,
-    server_apdu,
-    to_value,
 )
 
 __all__ = [

@@ -26,10 +26,14 @@ from drivers.dlt698.objects import (
     QUANTITIES,
     QUANTITIES_BY_OAD,
     Quantity,
-    _meter_error,
-    build_get_record,
-    server_apdu,
     to_value,
+)
+from drivers.dlt698.replies import (
+    _meter_error,
+    server_apdu,
+)
+from drivers.dlt698.requests import (
+    build_get_record,
 )
 from drivers.errors import EncodeError, FrameError
 
