@@ -29,13 +29,12 @@ from decimal import Decimal
 from drivers.dlt645 import (
     DataId,
     Kind,
-    _datetime_bcd,
-    _parse_datetime,
     bcd,
     decode_value,
     encode_value,
     from_bcd,
 )
+from drivers.dlt645.packed_bcd import _datetime_bcd, _parse_datetime
 from drivers.errors import EncodeError, FrameError
 
 # Data identifiers (DI3 06): records from the earliest, from a given time, the latest.
