@@ -19,9 +19,9 @@ from clitools.output import result
 from clitools.table import print_table
 from clitools.timefmt import iso
 from cloud_receiver.access.policy import Action, Resource
-from cloud_receiver.cli.access import _password, _password_file_option
 from cloud_receiver.cli.auth import acting, session_option
 from cloud_receiver.cli.common import duration
+from cloud_receiver.cli.passwords import password_file_option, read_password
 
 _TOKEN_ROLES = ["viewer", "billing-clerk", "operator", "administrator", "system"]
 
@@ -40,7 +40,7 @@ def customer() -> None:
 @click.option("--language", type=click.Choice(["zh", "en"]), default="zh", show_default=True)
 @db_option()
 @session_option()
-@_password_file_option()
+@password_file_option()
 @json_option()
 def customer_add(
     name: str,
@@ -57,7 +57,7 @@ def customer_add(
     from cloud_receiver.access import operators as ops
 
     password = ops.check_password(
-        _password(password_file, f"Password for {name}", "MF_NEW_PASSWORD", confirm=True)
+        read_password(password_file, f"Password for {name}", "MF_NEW_PASSWORD", confirm=True)
     )
     target = Resource("customer", name)
     with acting(db_url, session_file, Action.CUSTOMER_MANAGE, target) as actor:
@@ -146,7 +146,7 @@ def customer_disable(
 @click.argument("name")
 @db_option()
 @session_option()
-@_password_file_option()
+@password_file_option()
 @json_option()
 def customer_password(
     name: str, db_url: str, session_file: Path | None, password_file: Path | None, as_json: bool
@@ -156,7 +156,7 @@ def customer_password(
     from cloud_receiver.access import operators as ops
 
     password = ops.check_password(
-        _password(password_file, f"New password for {name}", "MF_NEW_PASSWORD", confirm=True)
+        read_password(password_file, f"New password for {name}", "MF_NEW_PASSWORD", confirm=True)
     )
     target = Resource("customer", name)
     with acting(db_url, session_file, Action.CUSTOMER_MANAGE, target) as actor:
