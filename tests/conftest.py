@@ -14,9 +14,17 @@ from pathlib import Path
 import psycopg
 import pytest
 from helpers import Operators
+from hypothesis import HealthCheck, settings
 
 from cloud_receiver.storage import Storage, local_postgres_url, open_storage
 from hil_sim.process import SimProcess
+
+# The suite shares 2 cores with other work: a property test is judged by what it finds,
+# never by how fast examples were generated or ran (too_slow and the deadline failed
+# tests/test_package.py once on a loaded machine). A test's own @settings overrides
+# only what it names.
+settings.register_profile("meterflow", suppress_health_check=[HealthCheck.too_slow], deadline=None)
+settings.load_profile("meterflow")
 
 
 @pytest.fixture

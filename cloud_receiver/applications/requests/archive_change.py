@@ -15,6 +15,7 @@ from cloud_receiver.access.requests import Request
 from cloud_receiver.applications.fleet import archive, commands
 from cloud_receiver.applications.requests.kind import (
     ApprovedKind,
+    CommandFields,
     Keys,
     RequestInvalid,
     _by,
@@ -137,7 +138,7 @@ class ArchivePushKind(ApprovedKind):
             )
         return {"version": version, "meters": owned}
 
-    def _fields(self, p: dict[str, Any], draft: dict[str, Any]) -> dict[str, Any]:
+    def _fields(self, p: dict[str, Any], draft: dict[str, Any]) -> CommandFields:
         """The ``archive`` command that carries ``draft`` (`_draft`)."""
         return {
             "concentrator": p["concentrator"],

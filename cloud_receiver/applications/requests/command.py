@@ -13,6 +13,7 @@ from cloud_receiver.access.policy import Action
 from cloud_receiver.access.requests import Request
 from cloud_receiver.applications.fleet import commands
 from cloud_receiver.applications.requests.kind import (
+    CommandFields,
     Keys,
     Kind,
     RequestInvalid,
@@ -50,7 +51,7 @@ class CommandKind(Kind):
             )
         return found
 
-    def _fields(self, p: dict[str, Any]) -> dict[str, Any]:
+    def _fields(self, p: dict[str, Any]) -> CommandFields:
         """The command the request asks for, checked before it is queued and signed
         when it is carried out."""
         return {

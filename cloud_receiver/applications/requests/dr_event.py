@@ -5,7 +5,7 @@ operator's approval, as a ``relay_open`` command does."""
 from __future__ import annotations
 
 from decimal import Decimal, InvalidOperation
-from typing import Any
+from typing import Any, TypedDict
 
 from cloud_receiver.access import settings as access_settings
 from cloud_receiver.access.policy import Action
@@ -30,6 +30,17 @@ def _decimal(text: object, field: str) -> Decimal:
     return value
 
 
+class EventWindow(TypedDict):
+    """What `dr.check_event` and `dr.create_event` take of a request; a TypedDict, so
+    that where it is unpacked the names are checked."""
+
+    group: str
+    start: float
+    end: float
+    limit_kw: Decimal
+    tz: str
+
+
 class DrEventKind(Kind):
     """params: id, group, start, end, limit_kw, tz, baseline_days."""
 
@@ -39,7 +50,7 @@ class DrEventKind(Kind):
     def action(self, params: dict[str, Any]) -> Action:
         return Action.DR_EVENT
 
-    def _window(self, p: dict[str, Any]) -> dict[str, Any]:
+    def _window(self, p: dict[str, Any]) -> EventWindow:
         """The event the request asks for, checked before it is queued and created
         when it is carried out."""
         return {

@@ -4,9 +4,9 @@ the approval that opening many relays needs, and the command a kind signs."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NotRequired, TypedDict
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
@@ -23,6 +23,19 @@ class RequestInvalid(ReceiverError, ValueError):
     """A request whose parameters cannot be carried out (the message names the field)."""
 
     exit_code = EXIT_USAGE
+
+
+class CommandFields(TypedDict):
+    """What `commands.issue` takes of a request (all but the key, who and when); a
+    TypedDict, so that where it is unpacked (``**fields``) the names are checked."""
+
+    concentrator: str
+    action: str
+    meters: NotRequired[Sequence[str]]
+    params: dict[str, Any] | None
+    not_before: NotRequired[float | None]
+    valid_for_s: float
+    command_id: str | None
 
 
 @dataclass(frozen=True)
@@ -91,7 +104,7 @@ def _relay_approvals(meters: int, conf: access_settings.Settings) -> int:
     return 1 if meters > conf.relay_open_approval_above else 0
 
 
-def _check_command(fields: dict[str, Any]) -> None:
+def _check_command(fields: CommandFields) -> None:
     """Check the command a request will sign (``fields``: what `commands.issue` takes
     but the key, who issues it and when), so that a bad one is refused at once."""
     try:
