@@ -4,12 +4,15 @@ them running.
 Shape (docs/architecture.md): the polling side (`concentrator.polling`: one worker per
 bus, one scheduler per reading task), one store writer, the uplink and the modem
 supervisor, the updater, the runner of signed commands, the control socket, one
-housekeeping task and, with ``[metrics]``, the Prometheus endpoint (unsupervised: polling
-never stops for it). The ``Daemon`` builds them at start, each with only what it needs (the
-writer, the clock, a turn on the buses, a callback: never the daemon itself), reloads
-the polling side on SIGHUP, and on SIGTERM stops them after the readings already taken
-are committed. A supervised task that dies stops the daemon, which exits non-zero so
-that systemd restarts it rather than it limping on with a dead bus or writer.
+housekeeping task (`concentrator.housekeeping`) and, with ``[metrics]``, the Prometheus
+endpoint (unsupervised: polling never stops for it). The ``Daemon`` builds them at
+start, each with only what it needs (the writer, the clock, a turn on the buses, a
+callback: never the daemon itself), reloads the polling side on SIGHUP, and on SIGTERM
+stops them after the readings already taken are committed. A supervised task that dies
+stops the daemon, which exits non-zero so that systemd restarts it rather than it
+limping on with a dead bus or writer. At start it first accounts for what a daemon
+killed on a full disk held (`concentrator.held_recovery`); whether it is doing its work
+at all is `concentrator.liveness`'s judgement.
 """
 
 from __future__ import annotations
@@ -26,22 +29,22 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from clitools.files import GROUP_READ, write_file
-from concentrator import __version__
+from concentrator import __version__, liveness
 from concentrator.clock import Clock, ScaledClock, SystemClock, scaled_start
 from concentrator.config import Config, ConfigError, MetricsConfig, load_config
 from concentrator.config.changes import keep_restart_only, polling_part, uplink_fingerprint
-from concentrator.control import completeness
 from concentrator.control.api import ControlApi
 from concentrator.control.logring import LogRing
 from concentrator.control.server import ControlServer
+from concentrator.held_recovery import account_for_held
+from concentrator.housekeeping import STATUS_EVERY_REAL_S as STATUS_EVERY_REAL_S
+from concentrator.housekeeping import Housekeeping
 from concentrator.polling.scheduler import Polling
 from concentrator.sdnotify import SdNotifier
 from concentrator.storage import (
     MAX_PENDING,
     HeldJournal,
-    HeldJournalError,
     Store,
-    StoreError,
     StoreFullError,
     StoreWriter,
     open_store,
@@ -63,7 +66,6 @@ log = logging.getLogger(__name__)
 # Every bus transaction has a timeout far below these; only a wedged task gets there.
 HUNG_JOB_S = 300.0  # real seconds one job may run on a bus
 HUNG_STORE_S = 120.0  # real seconds a store call may wait (SQLite's busy timeout is 5 s)
-STATUS_EVERY_REAL_S = 2.0
 FLUSH_TIMEOUT_S = 30.0  # at shutdown, how long to wait for the last commits
 
 
@@ -108,7 +110,6 @@ class Daemon:
         self.started_wall = self.clock.wall()
         self.started_mono = self.clock.monotonic()
         self.failure: BaseException | None = None
-        self._collection_sent: str | None = None  # the last collection_day sent; None: unread
 
     @property
     def config(self) -> Config:
@@ -185,7 +186,7 @@ class Daemon:
         )
         # Before any scheduler reads its last slot: what a killed daemon held on a full
         # disk is accounted for first, so no slot it polled is called "daemon down".
-        await self._account_for_held(store, writer, journal)
+        await account_for_held(store, writer, journal, self.clock.wall)
         self.polling = polling = Polling(cfg, clock=self.clock, writer=writer)
         await polling.apply(cfg)
         problems = await writer.call(store.integrity_check)
@@ -206,7 +207,7 @@ class Daemon:
             log.error("store full at start-up; polling on, readings held in memory: %s", exc)
         self._core = [
             self._spawn(writer.run(), "store-writer"),
-            self._spawn(self._housekeeping(), "housekeeping"),
+            self._spawn(self._housekeeping(store, writer, polling).run(), "housekeeping"),
         ]
         writer.event(
             Event(
@@ -484,56 +485,21 @@ class Daemon:
             self.store = None
 
     # ------------------------------------------------------------------ status
-    async def _housekeeping(self) -> None:
-        assert self.writer is not None and self.store is not None and self.polling is not None
-        last_prune = 0.0
-        while True:
-            await asyncio.sleep(STATUS_EVERY_REAL_S)
-            self._write_status()
-            self.polling.backfill.sweep()
-            if self.polling.load.due():
-                await self.polling.load.sweep()
-            if self.updater is not None:
-                try:
-                    await self.updater.report()
-                except (OSError, StoreError) as exc:
-                    log.warning("cannot report the upgrade outcome: %s", exc)
-            if self.modem is not None and self.uplink is not None:
-                # An MQTT session that stays down is the modem supervisor's evidence.
-                if self.uplink.stats.connected:
-                    self.modem.uplink_alive()
-                else:
-                    self.modem.uplink_dead("MQTT session not connected")
-            try:
-                await self._report_collection_day()
-            except StoreError as exc:  # tried again at the next tick
-                log.warning("cannot draw the day's collection figures: %s", exc)
-            now = self.clock.wall()
-            if now - last_prune > 3600:
-                last_prune = now
-                with contextlib.suppress(Exception):
-                    await self.writer.call(self.store.prune, now)
-
-    async def _report_collection_day(self) -> None:
-        """Once a day, after local midnight, the day's ``collection_day`` event
-        (`concentrator.control.completeness`); the day sent is kept in the store's state,
-        so a restart neither repeats nor skips it; a new store starts with the first day
-        the daemon sees (no event for the days before it ran)."""
-        assert self.writer is not None
-        cfg, now = self.config, self.clock.wall()
-        if self._collection_sent is None:
-            sent = await self.writer.read_state(completeness.STATE_KEY)
-            if sent is None:  # a new store: from the first day this daemon sees on
-                sent = str(completeness.due_day(cfg, now, None))
-                self.writer.set_state(completeness.STATE_KEY, sent)
-            self._collection_sent = sent
-        day = completeness.due_day(cfg, now, self._collection_sent)
-        if day is None:
-            return
-        event = await self.writer.query(lambda store: completeness.day_event(cfg, store, day, now))
-        self.writer.event(event)
-        self.writer.set_state(completeness.STATE_KEY, day.isoformat())
-        self._collection_sent = day.isoformat()
+    def _housekeeping(self, store: Store, writer: StoreWriter, polling: Polling) -> Housekeeping:
+        """The periodic chores (`concentrator.housekeeping`), with look-ups of the
+        services a reload may replace rather than the daemon itself."""
+        return Housekeeping(
+            writer=writer,
+            store=store,
+            polling=polling,
+            clock=self.clock,
+            write_status=self._write_status,
+            updater=lambda: self.updater,
+            modem=lambda: self.modem,
+            uplink_connected=lambda: (
+                self.uplink.stats.connected if self.uplink is not None else None
+            ),
+        )
 
     def status(self) -> dict[str, Any]:
         polling = self.polling
@@ -558,67 +524,22 @@ class Daemon:
     def unhealthy(self) -> str | None:
         """Why the daemon is not doing its work (None when it is): a supervised task
         ended, a bus job has run far longer than any transaction may, or a store call
-        has waited far longer than SQLite's busy timeout. The systemd watchdog is fed
-        only while this is None, so a wedged bus or store gets the process restarted."""
-        for t in self._core:
-            if t.done():
-                return f"task {t.get_name()} ended"
-        workers = self.polling.workers if self.polling is not None else {}
-        for name, w in workers.items():
-            stuck = w.stuck_s()
-            if stuck > HUNG_JOB_S:
-                return f"bus {name}: one job has run for {stuck:.0f} s"
-        for t in self.polling.tasks if self.polling is not None else []:
-            if t.done():
-                return f"task {t.get_name()} ended"
-        if self.writer is not None and self.writer.oldest_call_s() > HUNG_STORE_S:
-            return f"store: a call has waited {self.writer.oldest_call_s():.0f} s"
-        return None
+        has waited far longer than SQLite's busy timeout (`concentrator.liveness`). The
+        systemd watchdog is fed only while this is None, so a wedged bus or store gets
+        the process restarted."""
+        return liveness.unhealthy(
+            self._core,
+            self.polling,
+            self.writer,
+            hung_job_s=HUNG_JOB_S,  # read at each call: tests shorten them
+            hung_store_s=HUNG_STORE_S,
+        )
 
     def _feed_watchdog(self) -> bool:
         reason = self.unhealthy()
         if reason is not None:
             log.error("not feeding the systemd watchdog: %s", reason)
         return reason is None
-
-    async def _account_for_held(
-        self, store: Store, writer: StoreWriter, journal: HeldJournal
-    ) -> None:
-        """Turn the held journal of a daemon killed on a full disk into missing records
-        and a loss event with the true reason (issue 19, item 10), then clear it."""
-        try:
-            held = journal.read()
-        except HeldJournalError as exc:
-            log.critical("held journal unreadable, its readings are unaccounted: %s", exc)
-            writer.event(Event("held_journal_damaged", "critical", None, {"error": str(exc)},
-                               self.clock.wall()))  # fmt: skip
-            held = None
-        if held is not None:
-            try:
-                lost = await writer.call(store.record_held, held, self.clock.wall())
-            except StoreFullError:
-                # Still full: the writer holds it (and journals it again) until it fits.
-                log.error("store still full: the held journal waits for space")
-                keys = held.slot_keys()
-                stored = await writer.query(lambda s: s.stored_keys(keys))
-                missing, events, _ = held.account(stored, self.clock.wall())
-                for event in events:
-                    writer.event(event)
-                for row in missing:
-                    writer.missing(*row)
-                for key, value in held.states.items():
-                    writer.set_state(key, value)
-                journal.dirty = True  # cleared once the writer has committed it all
-            else:
-                if lost:
-                    log.error("%d readings taken on a full disk were never committed: "
-                              "recorded lost", lost)  # fmt: skip
-        try:
-            journal.allocate()
-            if not journal.dirty:
-                journal.clear()
-        except OSError as exc:  # a full disk at start: the journal may be missing
-            log.error("cannot allocate the held journal %s: %s", journal.path, exc)
 
     def _write_status(self) -> None:
         try:
