@@ -17,18 +17,27 @@ import datetime as dt
 import heapq
 import itertools
 import logging
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
-from enum import IntEnum
+from collections.abc import Callable
 
 from concentrator.clock import Clock
-from concentrator.config import BusConfig, MeterConfig
+from concentrator.config import BusConfig
 from concentrator.polling import freeze_read, load_read
 from concentrator.polling.freeze_read import FreezeNotTaken
 from concentrator.polling.health import Health, HealthTracker
+from concentrator.polling.jobs import (
+    BLOCK_PARTS,
+    FREEZE_QUANTITIES,
+    BusAction,
+    Job,
+    Priority,
+    WorkerStats,
+    stored_names,
+)
+from concentrator.polling.jobs import expand as _expand
+from concentrator.polling.jobs import single as _single
 from concentrator.storage import StoreWriter
 from contract.records import Event, Reading
-from drivers import dlt645, dlt645_1997, meter_quantities
+from drivers import dlt645, dlt645_1997
 from drivers.errors import BusError, BusTimeout, DriverError, FrameError, MeterError
 from drivers.readers import (
     Dlt645Reader,
@@ -50,63 +59,19 @@ log = logging.getLogger(__name__)
 PORT_RETRY_MIN_S = 1.0
 PORT_RETRY_MAX_S = 60.0
 
-BLOCK_PARTS = meter_quantities.BLOCK_PARTS
-FREEZE_QUANTITIES = ("frozen_daily_time", "frozen_daily_energy_fwd")
-
-
-class Priority(IntEnum):
-    ONDEMAND = 0
-    POLL = 1
-    # A scheduled daily freeze stays in the meter for 62 days and can be backfilled; an
-    # interval reading only from a meter that keeps a load curve (`loadprofile`), and
-    # only for days. So a freeze yields to every interval read, even one whose
-    # deadline is later (a freeze left over from yesterday near midnight otherwise took
-    # the bus in the first minutes of the new day's first slot).
-    FREEZE = 2
-    BACKFILL = 3
-
-
-def stored_names(meter: MeterConfig, quantity: str) -> list[str]:
-    """The quantity names a task quantity is stored under (`drivers.meter_quantities`)."""
-    return meter_quantities.stored_names(meter.protocol, quantity)
-
-
-# A command for one bus (relay control, broadcast time) run by its worker between reads,
-# so it never collides with a poll; it gets the worker's DL/T 645 reader.
-BusAction = Callable[[Dlt645Reader], Awaitable[list[QuantityValue]]]
-
-
-@dataclass(order=True)
-class Job:
-    """One meter's share of a slot. Ordered by priority (see `Priority`), then earliest
-    deadline, then arrival."""
-
-    priority: int
-    deadline: float  # monotonic
-    seq: int
-    meter: MeterConfig = field(compare=False)
-    quantities: list[str] = field(compare=False)  # task-level names still to read
-    slot: int | None = field(compare=False)  # None: on-demand, not stored
-    retries_left: int = field(compare=False, default=0)
-    backoff: float = field(compare=False, default=1.0)  # wall seconds, doubled per retry
-    not_before: float = field(compare=False, default=0.0)  # monotonic
-    source: str = field(compare=False, default="poll")
-    freeze_day: dt.date | None = field(compare=False, default=None)
-    backfill: bool = field(compare=False, default=False)
-    # Load-profile recovery: slot -> the names to recover from the meter's load memory.
-    load: dict[int, frozenset[str]] | None = field(compare=False, default=None)
-    future: asyncio.Future[list[QuantityValue]] | None = field(compare=False, default=None)
-    action: BusAction | None = field(compare=False, default=None)  # a command, not a read
-    done: list[QuantityValue] = field(compare=False, default_factory=list)
-
-
-@dataclass
-class WorkerStats:
-    jobs: int = 0
-    reads_ok: int = 0
-    reads_failed: int = 0
-    missing: int = 0
-    readings: int = 0  # handed to the store (a block read gives several)
+# Imported from here by the schedulers, the backfills and the tests: they stay here.
+__all__ = [
+    "BLOCK_PARTS",
+    "FREEZE_QUANTITIES",
+    "PORT_RETRY_MAX_S",
+    "PORT_RETRY_MIN_S",
+    "BusAction",
+    "BusWorker",
+    "Job",
+    "Priority",
+    "WorkerStats",
+    "stored_names",
+]
 
 
 class BusWorker:
@@ -554,8 +519,8 @@ class BusWorker:
         job.quantities = []
 
     async def _read_freeze(self, job: Job) -> None:
-        """Find the daily freeze of ``job.freeze_day`` among the meter's last 62 (a
-        698.45 meter is asked for the day: `freeze_read`)."""
+        """The daily freeze of ``job.freeze_day``: a DL/T 645 meter's searched among its
+        last 62, a 698.45 meter asked for the day (both in `freeze_read`)."""
         assert job.freeze_day is not None
         address = job.meter.address
         if job.meter.protocol == "dlt698":
@@ -564,68 +529,13 @@ class BusWorker:
             got = await freeze_read.read_daily(
                 self._channel("dlt698"), address, job.freeze_day, job.quantities, today, now
             )
-            if got is None:
-                self._give_up(job, f"daily freeze of {job.freeze_day} no longer held by the meter")
-            else:
-                self.stats.reads_ok += 1
-                self._store(job, got)
-            job.quantities = []
-            return
-        d = self._dlt645()
-        for n in range(1, dlt645.MAX_DAILY_FREEZES + 1):
-            time_entry = dlt645.lookup(dlt645.daily_frozen_time_di(n))
-            raw = await d.read_raw(address, time_entry.di)
-            frozen_at = dlt645.decode_value(time_entry, raw)
-            assert isinstance(frozen_at, dt.datetime)
-            if frozen_at.date() < job.freeze_day:
-                if n == 1:
-                    raise FreezeNotTaken(
-                        f"meter {address}: latest daily freeze is {frozen_at:%Y-%m-%d}, "
-                        f"{job.freeze_day} not frozen yet"
-                    )
-                break  # the day is older than the meter's history gap
-            if frozen_at.date() > job.freeze_day:
-                continue
-            energy_entry = dlt645.lookup(dlt645.daily_frozen_energy_di(n))
-            value = await d.read(address, energy_entry)
-            base = dlt645.lookup("frozen_daily_energy_fwd")
-            renamed = QuantityValue(
-                address, base.name, base.code, value.value, value.unit, value.read_at
+        else:
+            got = await freeze_read.read_daily_645(
+                self._dlt645(), address, job.freeze_day, job.quantities
             )
-            out: list[QuantityValue] = []
-            if "frozen_daily_energy_fwd" in job.quantities:
-                out += _expand(base, renamed)
-            if "frozen_daily_time" in job.quantities:
-                out.append(
-                    QuantityValue(
-                        address,
-                        "frozen_daily_time",
-                        "05060001",
-                        dlt645.numeric_text(time_entry, frozen_at),
-                        "",
-                        value.read_at,
-                    )
-                )
+        if got is None:
+            self._give_up(job, f"daily freeze of {job.freeze_day} no longer held by the meter")
+        else:
             self.stats.reads_ok += 1
-            self._store(job, out)
-            job.quantities = []
-            return
-        # Not in the meter's history any more: nothing to retry.
-        self._give_up(job, f"daily freeze of {job.freeze_day} no longer held by the meter")
+            self._store(job, got)
         job.quantities = []
-
-
-def _single(job: Job, name: str) -> Job:
-    return Job(job.priority, job.deadline, job.seq, job.meter, [name], job.slot, source=job.source)
-
-
-def _expand(entry: dlt645.DataId, value: QuantityValue) -> list[QuantityValue]:
-    if entry.kind != "energy_block":
-        return [value]
-    parts = value.value.split(" / ")
-    return [
-        QuantityValue(
-            value.meter, f"{entry.name}_{part}", value.key, text, value.unit, value.read_at
-        )
-        for part, text in zip(BLOCK_PARTS, parts, strict=True)
-    ]
