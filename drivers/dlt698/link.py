@@ -118,6 +118,11 @@ class ServerAddress:
             )
 
     @classmethod
+    def of(cls, address: str | ServerAddress) -> ServerAddress:
+        """``address`` as a ServerAddress: a meter's printed address, or one already."""
+        return address if isinstance(address, ServerAddress) else cls(address)
+
+    @classmethod
     def wildcard(cls, pattern: str = "AAAAAAAAAAAA") -> ServerAddress:
         """The address to reach an unknown meter point to point (read its 4001 first)."""
         return cls(pattern, AddressType.WILDCARD)

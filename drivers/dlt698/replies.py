@@ -41,7 +41,6 @@ from drivers.dlt698.objects import (
     lookup,
     to_value,
 )
-from drivers.dlt698.requests import _server
 from drivers.errors import FrameError, MeterError
 
 
@@ -57,7 +56,7 @@ def check_reply(reply: Frame, address: str | ServerAddress | None = None) -> Non
             offset=4,
         )
     if address is not None:
-        wanted = _server(address)
+        wanted = ServerAddress.of(address)
         if not wanted.matches(reply.address):
             raise FrameError(f"reply from meter {reply.address}, expected {wanted.address}")
 

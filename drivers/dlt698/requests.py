@@ -46,10 +46,6 @@ from drivers.dlt698.objects import (
 from drivers.errors import EncodeError
 
 
-def _server(address: str | ServerAddress) -> ServerAddress:
-    return address if isinstance(address, ServerAddress) else ServerAddress(address)
-
-
 def request_frame(
     address: str | ServerAddress,
     apdu: ClientApdu,
@@ -63,7 +59,7 @@ def request_frame(
     user_data = apdu.encode()
     if rn is not None:
         user_data = SecurityRequest(user_data, VerifyRN(rn)).encode()
-    return encode_frame(Frame(_server(address), user_data, client), preamble=preamble)
+    return encode_frame(Frame(ServerAddress.of(address), user_data, client), preamble=preamble)
 
 
 def _oads(quantities: Iterable[str | OAD | Quantity]) -> tuple[OAD, ...]:
