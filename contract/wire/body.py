@@ -96,7 +96,7 @@ def encode_body(
     readings = _in_series_order(content.readings)
     refs = references or {}
 
-    (quantities, units, _, meter_width, meter_field, q_index, u_index, m_index, bounds, slots,
+    (quantities, units, meter_width, meter_field, q_index, u_index, m_index, bounds, slots,
      offsets, parsed, step) = series_of(readings)  # fmt: skip
 
     s_meter: list[int] = []

@@ -76,7 +76,7 @@ def encode_body(content: BatchContent) -> bytes:
     if n > MAX_READINGS:
         raise ValueError(f"{n} readings in one batch, at most {MAX_READINGS}")
 
-    (quantities, units, _, meter_width, meter_field, q_index, u_index, m_index, bounds, slots,
+    (quantities, units, meter_width, meter_field, q_index, u_index, m_index, bounds, slots,
      offsets, parsed, step) = series_of(readings)  # fmt: skip
 
     s_meter: list[int] = []

@@ -25,8 +25,7 @@ class Series(NamedTuple):
 
     quantities: list[str]  # sorted, as the body's tables
     units: list[str]
-    meters: list[str]
-    meter_width: int  # `pack_meters`: 0 (texts) or the digits of every address
+    meter_width: int  # `pack_meters` of the sorted meters: 0 (texts) or their digits
     meter_field: object
     q_index: dict[str, int]
     u_index: dict[str, int]
@@ -67,7 +66,6 @@ def series_of(readings: Sequence[Reading]) -> Series:
     return Series(
         quantities=quantities,
         units=units,
-        meters=meters,
         meter_width=meter_width,
         meter_field=meter_field,
         q_index={q: i for i, q in enumerate(quantities)},
