@@ -31,10 +31,10 @@ from concentrator.polling.jobs import (
     Job,
     Priority,
     WorkerStats,
+    expand,
+    single,
     stored_names,
 )
-from concentrator.polling.jobs import expand as _expand
-from concentrator.polling.jobs import single as _single
 from concentrator.storage import StoreWriter
 from contract.records import Event, Reading
 from drivers import dlt645, dlt645_1997
@@ -445,13 +445,11 @@ class BusWorker:
                     raise
                 # Not supported by this meter, wherever it stands in the list: record it
                 # missing and read the rest (an on-demand caller sees it absent).
-                self.on_missing(
-                    _single(job, name), f"not supported by the meter: {exc.description}"
-                )
+                self.on_missing(single(job, name), f"not supported by the meter: {exc.description}")
                 job.quantities.pop(0)
                 continue
             self.stats.reads_ok += 1
-            self._store(job, _expand(entry, value))
+            self._store(job, expand(entry, value))
             job.quantities.pop(0)
 
     async def _read_dlt698(self, job: Job) -> None:
@@ -469,7 +467,7 @@ class BusWorker:
         self.stats.reads_ok += len(quantities) - len(refused)
         self._store(job, values)
         for name, exc in refused:
-            self.on_missing(_single(job, name), f"not supported by the meter: {exc.description}")
+            self.on_missing(single(job, name), f"not supported by the meter: {exc.description}")
         job.quantities = []
 
     async def _read_dlt645_1997(self, job: Job) -> None:
@@ -485,9 +483,7 @@ class BusWorker:
             except MeterError as exc:
                 if not dlt645_1997_not_supported(exc):
                     raise
-                self.on_missing(
-                    _single(job, name), f"not supported by the meter: {exc.description}"
-                )
+                self.on_missing(single(job, name), f"not supported by the meter: {exc.description}")
                 job.quantities.pop(0)
                 continue
             self.stats.reads_ok += 1
