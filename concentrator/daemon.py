@@ -37,7 +37,6 @@ from concentrator.control.api import ControlApi
 from concentrator.control.logring import LogRing
 from concentrator.control.server import ControlServer
 from concentrator.held_recovery import account_for_held
-from concentrator.housekeeping import STATUS_EVERY_REAL_S as STATUS_EVERY_REAL_S
 from concentrator.housekeeping import Housekeeping
 from concentrator.polling.scheduler import Polling
 from concentrator.sdnotify import SdNotifier
