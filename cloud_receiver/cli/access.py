@@ -6,7 +6,7 @@ The commands live by what they act on: an operator's own session (`.sessions`),
 operator accounts (`.operators`), the request queue (`.requests`) and the access
 settings (`.settings`); passwords are read by `.passwords`, never from the command line.
 This module gathers them into the one list the command line registers, and keeps the
-commands and the password helpers importable from here, where they were before the split.
+commands importable from here, where they were before the split.
 """
 
 from __future__ import annotations
@@ -21,16 +21,12 @@ from cloud_receiver.cli.operators import (
     operator_reset_totp,
     operator_set_role,
 )
-from cloud_receiver.cli.passwords import password_file_option as _password_file_option
-from cloud_receiver.cli.passwords import read_password as _password
 from cloud_receiver.cli.requests import approve, cancel, requests_list
 from cloud_receiver.cli.sessions import login, logout, passwd, whoami
 from cloud_receiver.cli.settings import settings, settings_set, settings_show
 
 __all__ = [
     "COMMANDS",
-    "_password",
-    "_password_file_option",
     "approve",
     "cancel",
     "login",
