@@ -82,7 +82,9 @@ class Housekeeping:
                     await updater.report()
                 except (OSError, StoreError) as exc:
                     log.warning("cannot report the upgrade outcome: %s", exc)
-            modem, connected = self._modem(), self._uplink_connected()
+            modem = self._modem()
+            # The uplink is asked only when there is a modem, as before the split.
+            connected = self._uplink_connected() if modem is not None else None
             if modem is not None and connected is not None:
                 # An MQTT session that stays down is the modem supervisor's evidence.
                 if connected:
